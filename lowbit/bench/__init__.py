@@ -1,0 +1,1 @@
+"""lowbit.bench: measuring instruments (memory bandwidth, kernel timings) for `lowbit bench`."""

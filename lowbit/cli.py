@@ -1,0 +1,62 @@
+"""The ``lowbit`` command line.
+
+Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``; this
+file only lists them. Command modules keep their top-level imports light (torch, Triton and TVM are imported
+inside ``run``), so ``lowbit --help`` is instant.
+
+Exit status: 0 on success, 1 on a user error (a ``LowbitError``: printed as its message, never a traceback),
+2 on bad command-line usage, 130 on Ctrl-C.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from .errors import LowbitError
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("lowbit.commands.demo", "show lowbit at work: formats, quantization error, kernels"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="lowbit",
+        description="lowbit: a compiler and small runtime for 1-8 bit LLM-serving kernels.",
+        epilog="Run 'lowbit COMMAND --help' for the options of a command.",
+    )
+    parser.add_argument("--version", action="version", version=f"lowbit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        doc = (module.__doc__ or help_text).strip()
+        command_parser = sub.add_parser(name, help=help_text, description=doc,
+                                        formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(command_parser)
+        command_parser.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args._module.run(args) or 0)
+    except LowbitError as err:
+        print(f"lowbit {args.command}: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

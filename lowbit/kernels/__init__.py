@@ -1,0 +1,1 @@
+"""lowbit.kernels: the kernel library, written in lowbit's DSL."""

@@ -1,0 +1,1 @@
+"""lowbit.lowering: passes over the tile IR and the Triton / TVM backends."""

@@ -1,0 +1,1 @@
+"""lowbit.lowering.passes: IR-to-IR passes (layout inference, low-bit lowering, simplification, ...)."""
