@@ -19,6 +19,7 @@ from .errors import LowbitError
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("lowbit.commands.demo", "show lowbit at work: formats, quantization error, kernels"),
+    "cache": ("lowbit.commands.cache", "inspect or clear the compile cache"),
 }
 
 
