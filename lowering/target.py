@@ -1,0 +1,80 @@
+"""Target descriptions: what the passes need to know about the machine a kernel is compiled for.
+
+A target names the backend ("triton" or "tvm"), the device kind ("cpu" or "cuda"), the architecture and the
+facts layout inference and vectorization use: vector width, workers per program, the matrix-multiply atoms.
+
+>>> parse_target("tvm:llvm").kind, parse_target("triton:sm_90").arch
+('cpu', 'sm_90')
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ..errors import CompileError
+
+TARGET_FORMS = ("triton:sm_80", "triton:sm_90", "triton:sm_100", "triton:cpu (interpreter)", "tvm:llvm",
+                "tvm:cuda:sm_80", "tvm:cuda:sm_90")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A compilation target.
+
+    ``workers`` is the number of workers per program (threads of a block on CUDA: warps * 32; on a CPU the
+    SIMD lanes of one core's vector unit times the threads used). ``vector_bytes`` is the widest natural
+    load per worker (16 on CUDA; the SIMD register width on CPUs).
+    """
+
+    backend: str                # "triton" | "tvm"
+    kind: str                   # "cpu" | "cuda"
+    arch: str | None = None     # "sm_90", or the LLVM cpu name
+    vector_bytes: int = 16
+    warp_size: int = 32
+    num_warps: int = 4
+    num_threads: int = 1        # CPU threads (TVM parallel loops)
+
+    @property
+    def compute_capability(self) -> int | None:
+        if self.arch and self.arch.startswith("sm_"):
+            return int(self.arch[3:])
+        return None
+
+    @property
+    def workers(self) -> int:
+        if self.kind == "cuda":
+            return self.warp_size * self.num_warps
+        return max(1, self.num_threads) * max(1, self.vector_bytes // 4)
+
+    def __str__(self) -> str:
+        if self.kind == "cuda":
+            return f"{self.backend}:{'cuda:' if self.backend == 'tvm' else ''}{self.arch}"
+        return f"{self.backend}:{'llvm' if self.backend == 'tvm' else 'cpu'}"
+
+
+def cpu_threads() -> int:
+    """Threads for CPU kernels: $LOWBIT_NUM_THREADS, else the cores available to this process."""
+    explicit = os.environ.get("LOWBIT_NUM_THREADS")
+    if explicit:
+        return max(1, int(explicit))
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def parse_target(text: str) -> Target:
+    """Parse a target string such as ``tvm:llvm``, ``triton:sm_90``, ``tvm:cuda:sm_90``, ``triton:cpu``."""
+    parts = text.strip().lower().split(":")
+    backend = parts[0]
+    rest = parts[1:]
+    if backend == "triton" and len(rest) == 1:
+        if rest[0] == "cpu":
+            return Target("triton", "cpu", None, vector_bytes=16, num_threads=1)
+        if rest[0].startswith("sm_") and rest[0][3:].isdigit():
+            return Target("triton", "cuda", rest[0])
+    if backend == "tvm" and rest == ["llvm"]:
+        return Target("tvm", "cpu", None, vector_bytes=64, num_threads=cpu_threads())
+    if backend == "tvm" and len(rest) == 2 and rest[0] == "cuda" and rest[1].startswith("sm_"):
+        return Target("tvm", "cuda", rest[1])
+    raise CompileError(f"unknown target {text!r}", hint="valid targets: " + ", ".join(TARGET_FORMS))
