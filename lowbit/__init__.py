@@ -22,6 +22,8 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "DType": ("lowbit.dtypes", "DType"),
     "pack": ("lowbit.packing", "pack"),
     "unpack": ("lowbit.packing", "unpack"),
+    "jit": ("lowbit.jit", "jit"),
+    "autotune": ("lowbit.autotune", None),
     "dtypes": ("lowbit.dtypes", None),
     "packing": ("lowbit.packing", None),
     "quant": ("lowbit.quant", None),

@@ -19,6 +19,8 @@ from .errors import LowbitError
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("lowbit.commands.demo", "show lowbit at work: formats, quantization error, kernels"),
+    "check": ("lowbit.dsl.check_command", "parse and type-check a kernel file (.lbk)"),
+    "generate": ("lowbit.runtime.generate_command", "generate text with a (quantized) Llama-family model"),
     "cache": ("lowbit.commands.cache", "inspect or clear the compile cache"),
 }
 

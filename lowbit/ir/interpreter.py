@@ -1,0 +1,285 @@
+"""The reference interpreter: THE oracle for every pass and backend.
+
+``interpret(kernel, args)`` runs every program of the grid, one after another in row-major order, and
+every instruction as one vectorized numpy operation on whole tiles (numerics in :mod:`.numerics`).
+Layouts are ignored: they never change a program's meaning.
+
+>>> from lowbit.ir.builder import KernelBuilder
+>>> import numpy as np
+>>> kb = KernelBuilder("fill")
+>>> out = kb.tensor_param("out", "i32", ["N"])
+>>> kb.set_grid("cdiv(N, 4)")
+>>> base = kb.mul(kb.program_id(0), 4)
+>>> kb.store(out, kb.add(kb.arange(0, 4), base), [base])
+>>> interpret(kb.build(), {"out": np.zeros(7, np.int32)})["out"]
+array([0, 1, 2, 3, 4, 5, 6], dtype=int32)
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Any, Mapping
+
+import numpy as np
+
+from . import nodes as n
+from . import numerics as num
+from .numerics import InterpreterError
+from .symbolic import Sym, dim_eval, dim_str
+from .types import is_code, nbits_of, numpy_dtype, short_name
+from .verifier import verify
+
+
+class _Program:
+    """Runs the body once for one program id; ``env`` maps value names to numpy arrays."""
+
+    def __init__(self, kernel: n.Kernel, args: Mapping[str, Any], sizes: Mapping[str, Any],
+                 grid: tuple[int, ...], pid: tuple[int, ...]):
+        self.args, self.sizes, self.grid, self.pid = args, sizes, grid, pid
+        self.env: dict[str, np.ndarray] = {}
+        for p in kernel.params:
+            self.env[p.name] = args[p.name]
+
+    def get(self, v: n.Value) -> np.ndarray:
+        return self.env[v.name]
+
+    def run(self, body: tuple[n.Instr, ...]) -> tuple[np.ndarray, ...]:
+        """Execute ``body``; return the yielded arrays (if it ends with a yield)."""
+        for ins in body:
+            if isinstance(ins, n.Yield):
+                return tuple(self.get(v) for v in ins.values)
+            try:
+                out = getattr(self, "op_" + type(ins).__name__)(ins)
+            except InterpreterError as e:
+                if e.location is None and ins.loc is not None:
+                    e.location = ins.loc
+                raise
+            if out is not None:
+                results = ins.outputs
+                if not isinstance(out, tuple):
+                    out = (out,)
+                for v, a in zip(results, out):
+                    self.env[v.name] = a
+        return ()
+
+    # ---------------------------------------------------------------- scalars, constructors
+    def op_Constant(self, ins: n.Constant):
+        return num.literal(ins.value, ins.result.dtype)
+
+    def op_ProgramId(self, ins: n.ProgramId):
+        return np.asarray(self.pid[ins.axis], np.int32)
+
+    def op_NumPrograms(self, ins: n.NumPrograms):
+        return np.asarray(self.grid[ins.axis], np.int32)
+
+    def op_SymbolRef(self, ins: n.SymbolRef):
+        return np.asarray(self.sizes[ins.name]).astype(numpy_dtype(ins.result.dtype))
+
+    def op_Full(self, ins: n.Full):
+        return num.literal(ins.value, ins.result.dtype, ins.result.shape)
+
+    def op_Arange(self, ins: n.Arange):
+        return np.arange(ins.start, ins.stop, dtype=np.int32)
+
+    # ---------------------------------------------------------------- global memory
+    def _window(self, tensor: np.ndarray, offsets, shape, checked, mask, what: str):
+        """Index vectors per axis, the in-bounds-and-unmasked selector, raising on unchecked OOB."""
+        offs = [int(self.get(o)) for o in offsets]
+        idx = [o + np.arange(s, dtype=np.int64) for o, s in zip(offs, shape)]
+        inb = [(i >= 0) & (i < d) for i, d in zip(idx, tensor.shape)]
+        rank = len(shape)
+        grids = np.meshgrid(*idx, indexing="ij")
+        valid = np.ones(shape, dtype=bool)
+        for ax, ok in enumerate(inb):
+            valid &= ok.reshape([-1 if a == ax else 1 for a in range(rank)])
+        active = np.ones(shape, dtype=bool) if mask is None else self.get(mask).astype(bool)
+        for ax in range(rank):
+            if checked is not None and not checked[ax]:
+                bad = ~inb[ax].reshape([-1 if a == ax else 1 for a in range(rank)]) & active
+                if bad.any():
+                    raise InterpreterError(
+                        f"{what}: axis {ax} is marked unchecked but the tile at offset {offs[ax]} of extent "
+                        f"{shape[ax]} leaves [0, {tensor.shape[ax]})",
+                        hint="a pass proved this access in bounds wrongly")
+        return grids, valid & active
+
+    def _gather(self, ins, shape) -> np.ndarray:
+        tensor = self.get(ins.tensor)
+        grids, sel = self._window(tensor, ins.offsets, shape, ins.checked, ins.mask, ins.opcode)
+        dtype = numpy_dtype(ins.tensor.dtype)
+        fill = self.get(ins.other) if ins.other is not None else np.zeros((), dtype)
+        out = np.full(shape, fill, dtype=dtype)
+        out[sel] = tensor[tuple(g[sel] for g in grids)]
+        return out
+
+    def op_Load(self, ins: n.Load):
+        return self._gather(ins, ins.result.shape)
+
+    def op_Store(self, ins: n.Store):
+        tensor = self.get(ins.tensor)
+        value = self.get(ins.value)
+        grids, sel = self._window(tensor, ins.offsets, value.shape, ins.checked, ins.mask, "store")
+        tensor[tuple(g[sel] for g in grids)] = value[sel]
+
+    # ---------------------------------------------------------------- shared memory
+    def op_AllocShared(self, ins: n.AllocShared):
+        return np.zeros(ins.result.shape, dtype=numpy_dtype(ins.result.dtype))
+
+    def op_SharedSlice(self, ins: n.SharedSlice):
+        src = self.get(ins.src)
+        offs = [int(self.get(o)) for o in ins.offsets]
+        r, R = ins.result.type.rank, ins.src.type.rank
+        extents = [1] * (R - r) + list(ins.result.shape)
+        for ax, (o, e, d) in enumerate(zip(offs, extents, src.shape)):
+            if o < 0 or o + e > d:
+                raise InterpreterError(f"shared_slice: axis {ax} range [{o}, {o + e}) leaves [0, {d})")
+        index = tuple(offs[:R - r]) + tuple(slice(o, o + e) for o, e in zip(offs[R - r:], extents[R - r:]))
+        return src[index]  # a numpy view: writes through it reach the parent buffer
+
+    def op_CopyToShared(self, ins: n.CopyToShared):
+        dst = self.get(ins.dst)
+        dst[...] = self._gather(ins, dst.shape)
+
+    def op_LoadShared(self, ins: n.LoadShared):
+        return np.array(self.get(ins.src), copy=True)
+
+    def op_StoreShared(self, ins: n.StoreShared):
+        self.get(ins.dst)[...] = self.get(ins.value)
+
+    def op_Barrier(self, ins: n.Barrier):
+        return None
+
+    # ---------------------------------------------------------------- conversions, math
+    def op_View(self, ins: n.View):
+        return num.view(self.get(ins.x), ins.x.dtype, ins.result.dtype)
+
+    def op_Cast(self, ins: n.Cast):
+        return num.cast(self.get(ins.x), ins.x.dtype, ins.result.dtype)
+
+    def op_Unary(self, ins: n.Unary):
+        return num.unary(ins.op, self.get(ins.x), ins.x.dtype)
+
+    def op_Binary(self, ins: n.Binary):
+        return num.binary(ins.op, self.get(ins.lhs), self.get(ins.rhs), ins.lhs.dtype)
+
+    def op_Where(self, ins: n.Where):
+        return num.where(self.get(ins.cond), self.get(ins.x), self.get(ins.y))
+
+    def op_Dot(self, ins: n.Dot):
+        return num.dot(self.get(ins.a), self.get(ins.b), self.get(ins.acc), ins.acc.dtype)
+
+    def op_Reduce(self, ins: n.Reduce):
+        return num.reduce(ins.op, self.get(ins.x), ins.x.dtype, ins.axis, ins.keepdims)
+
+    def op_Broadcast(self, ins: n.Broadcast):
+        return np.array(np.broadcast_to(self.get(ins.x), ins.result.shape))
+
+    def op_Reshape(self, ins: n.Reshape):
+        return self.get(ins.x).reshape(ins.result.shape)
+
+    def op_Permute(self, ins: n.Permute):
+        return np.transpose(self.get(ins.x), ins.perm)
+
+    def op_ExpandDims(self, ins: n.ExpandDims):
+        return np.expand_dims(self.get(ins.x), ins.axis)
+
+    # ---------------------------------------------------------------- control flow
+    def op_For(self, ins: n.For):
+        start, stop, step = (int(self.get(v)) for v in (ins.start, ins.stop, ins.step))
+        if step <= 0:
+            raise InterpreterError(f"for: step must be positive, got {step}")
+        carried = tuple(self.get(v) for v in ins.inits)
+        for i in range(start, stop, step):
+            self.env[ins.iv.name] = np.asarray(i, np.int32)
+            for a, val in zip(ins.iter_args, carried):
+                self.env[a.name] = val
+            carried = self.run(ins.body)
+        return carried
+
+    def op_If(self, ins: n.If):
+        body = ins.then_body if bool(self.get(ins.cond)) else ins.else_body
+        return self.run(body)
+
+
+# ----------------------------------------------------------------------------------------------------
+# argument binding
+# ----------------------------------------------------------------------------------------------------
+
+def _bind(kernel: n.Kernel, args: Mapping[str, Any], constants: Mapping[str, Any] | None,
+          shape_bindings: Mapping[str, int] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Check the arguments; return (arrays by parameter name, sizes by symbol/constant name)."""
+    missing = [p.name for p in kernel.params if p.name not in args]
+    if missing:
+        raise InterpreterError(f"kernel {kernel.name}: missing argument(s) {', '.join(missing)}")
+    extra = sorted(set(args) - {p.name for p in kernel.params})
+    if extra:
+        raise InterpreterError(f"kernel {kernel.name}: unknown argument(s) {', '.join(extra)}",
+                               hint=f"parameters are {', '.join(p.name for p in kernel.params)}")
+    sizes: dict[str, Any] = {}
+    constants = dict(constants or {})
+    for c in kernel.constants:
+        if c.name in constants:
+            if c.value is not None and constants[c.name] != c.value:
+                raise InterpreterError(f"constant {c.name} is specialized to {c.value}, got {constants[c.name]}")
+            sizes[c.name] = constants.pop(c.name)
+        elif c.value is not None:
+            sizes[c.name] = c.value
+        else:
+            raise InterpreterError(f"constant {c.name} has no value", hint="pass constants={...}")
+    if constants:
+        raise InterpreterError(f"unknown constant(s) {', '.join(sorted(constants))}")
+    for name, value in (shape_bindings or {}).items():
+        sizes[name] = int(value)
+    bound: dict[str, Any] = {}
+    for p in kernel.params:
+        a = args[p.name]
+        t = p.value.type
+        if isinstance(p, n.ScalarParam):
+            bound[p.name] = np.asarray(a).astype(numpy_dtype(t.dtype))
+            if bound[p.name].shape != ():
+                raise InterpreterError(f"argument {p.name} must be a scalar, got shape {np.shape(a)}")
+            continue
+        want = numpy_dtype(t.dtype)
+        if not isinstance(a, np.ndarray):
+            raise InterpreterError(f"argument {p.name} must be a numpy array, got {type(a).__name__}")
+        if a.dtype != want:
+            kind = "codes" if is_code(t.dtype) else "values"
+            raise InterpreterError(f"argument {p.name} ({short_name(t.dtype)}) must hold {kind} as {want}, "
+                                   f"got {a.dtype}")
+        if a.ndim != t.rank:
+            raise InterpreterError(f"argument {p.name} must have rank {t.rank}, got shape {a.shape}")
+        if is_code(t.dtype) and nbits_of(t.dtype) < 8 and a.size and int(a.max()) >= 1 << nbits_of(t.dtype):
+            raise InterpreterError(f"argument {p.name} holds a code >= 2**{nbits_of(t.dtype)}, "
+                                   f"which is not a {t.dtype} code")
+        for d, extent in zip(t.shape, a.shape):
+            if isinstance(d, Sym):
+                if d.name in sizes and sizes[d.name] != extent:
+                    raise InterpreterError(f"size {d.name} is {sizes[d.name]}, but argument {p.name} has "
+                                           f"extent {extent} there (shape {a.shape})")
+                sizes[d.name] = extent
+        bound[p.name] = a
+    for p in kernel.tensor_params:
+        for d, extent in zip(p.value.type.shape, bound[p.name].shape):
+            if not isinstance(d, Sym):
+                want_extent = dim_eval(d, sizes)
+                if want_extent != extent:
+                    raise InterpreterError(f"argument {p.name} has shape {bound[p.name].shape}, but size "
+                                           f"{dim_str(d)} = {want_extent}")
+    return bound, sizes
+
+
+def interpret(kernel: n.Kernel, args: Mapping[str, Any], constants: Mapping[str, Any] | None = None,
+              shape_bindings: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """Run ``kernel`` on numpy arguments (tensors of the logical shape, written in place; code types as
+    uint8 codes; scalars as Python/numpy numbers). Returns ``args`` as a dict.
+
+    ``constants`` gives values of unspecialized constants; ``shape_bindings`` binds size symbols that no
+    argument shape determines (e.g. ``G`` when only ``K // G`` appears)."""
+    verify(kernel)
+    bound, sizes = _bind(kernel, args, constants, shape_bindings)
+    grid = tuple(dim_eval(d, sizes) for d in kernel.grid)
+    for pid in itertools.product(*(range(g) for g in grid)):
+        _Program(kernel, bound, sizes, grid, pid).run(kernel.body)
+    return dict(args)
+
+
+__all__ = ["interpret", "InterpreterError"]
