@@ -113,6 +113,11 @@ class QuantizedTensor:
         """Unpacked codes, uint8 ``[..., K]``."""
         return unpack(self.packed, self.dtype.nbits, self.shape[-1], axis=-1)
 
+    @property
+    def implicit_zero(self) -> int:
+        """The zero point that is not stored: ``2**(n-1)`` for uint without zeros (GPTQ's symmetric mode), else 0."""
+        return 2 ** (self.dtype.nbits - 1) if self.zeros is None and self.dtype.kind == "uint" else 0
+
     def dequantize(self, dtype: Any = None) -> Any:
         """``(value(code) - zero) * scale`` as float32 (or ``dtype``: float16, bfloat16, float32, float64).
 
@@ -129,6 +134,8 @@ class QuantizedTensor:
             s = self.scales.to(work).unsqueeze(-1)
             if self.zeros is not None:
                 v = v - self.zeros.to(work).unsqueeze(-1)
+            elif self.implicit_zero:
+                v = v - self.implicit_zero
             out = (v * s).reshape(self.shape)
             return out.to(getattr(torch, target))
         work = np.float64 if target == "float64" else np.float32
@@ -136,6 +143,8 @@ class QuantizedTensor:
         s = np.asarray(self.scales).astype(work)[..., None]
         if self.zeros is not None:
             v = v - np.asarray(self.zeros).astype(work)[..., None]
+        elif self.implicit_zero:
+            v = v - work(self.implicit_zero)
         out = (v * s).reshape(self.shape)
         return out.astype(storage.numpy_type(as_dtype(target)) if target != "float64" else np.float64)
 

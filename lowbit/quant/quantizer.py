@@ -13,6 +13,7 @@ weight dtype                reconstruction     scale                        zero
 ==========================  =================  ===========================  =========================
 float (any)                 ``value(q) * s``   ``absmax / dtype.max``       none
 int{n}, n >= 2, symmetric   ``q * s``          ``absmax / (2**(n-1) - 1)``  none
+uint{n}, n >= 2, symmetric  ``(q - m) * s``    ``absmax / (2**(n-1) - 1)``  implicit ``m = 2**(n-1)``
 int{n} / uint{n}, zero pt.  ``(q - z) * s``    ``(hi - lo) / (2**n - 1)``   ``qmin + round(-lo / s)``
 ==========================  =================  ===========================  =========================
 
@@ -20,10 +21,11 @@ Codes: ``q = round(w / s)`` (floats: the nearest format value, saturating), or `
 to ``[qmin, qmax]`` = ``[dtype.min, dtype.max]``.
 
 * Symmetric ints never use the code ``-2**(n-1)`` (it would make the range lopsided); it still decodes.
-* ``int1`` without zero points is refused: its codes are {-1, 0}, there is no positive level to map absmax
-  onto. ``uint{n}`` without zero points is refused too (it could only hold non-negative weights); use
-  ``zero_point=True`` (asymmetric, GPTQ/AWQ style) or ``int{n}`` (the same levels as GPTQ's symmetric uint
-  with its implicit midpoint zero ``2**(n-1)``). Float weight types never have zero points.
+* ``uint{n}`` without zero points is GPTQ's symmetric mode: the zero is the fixed midpoint ``m = 2**(n-1)``,
+  not stored (``QuantizedTensor.implicit_zero``); the levels equal those of symmetric ``int{n}``.
+* ``int1`` / ``uint1`` without zero points are refused: two levels {-1, 0} (or a midpoint of 1 with a single
+  level above it) leave no symmetric positive level to map absmax onto. Float weight types never have zero
+  points.
 * The scale is rounded **up** to the scale dtype (the smallest representable value >= the exact ratio), so
   every weight lies inside the representable range: the error is at most half a step, ``s / 2`` for ints,
   half the gap between the two format values around ``w / s`` times ``s`` for floats.
@@ -109,6 +111,8 @@ def quantize(w: Any, dtype: Any, group_size: int | None = 128, zero_point: bool 
     if mode == "asymmetric":
         lo, hi = xp.minimum(gmin, 0.0), xp.maximum(gmax, 0.0)
         target = (hi - lo) / float(2 ** d.nbits - 1)
+    elif mode == "symmetric-uint":
+        target = xp.maximum_(-gmin, gmax) / float(2 ** (d.nbits - 1) - 1)
     else:
         target = xp.maximum_(-gmin, gmax) / float(d.max)  # absmax / max
     target = xp.where(target == 0, 1.0, target)
@@ -121,6 +125,9 @@ def quantize(w: Any, dtype: Any, group_size: int | None = 128, zero_point: bool 
         x = xp.round_(x)
         x += z[..., None]
         zeros = storage.to_storage(z, zd)
+    elif mode == "symmetric-uint":
+        x = xp.round_(x)
+        x += float(2 ** (d.nbits - 1))
     codes = d.encode(x)  # floats: RNE + saturation; ints: RNE + clip to [min, max] (a no-op here)
     packed = pack(codes.reshape(shape), d.nbits, axis=-1)
     return QuantizedTensor(packed, storage.to_storage(s, sd), zeros, d, g, shape, DENSE_ROWMAJOR)
@@ -137,16 +144,10 @@ def _mode(d: DType, zero_point: bool) -> str:
         return "float"
     if zero_point:
         return "asymmetric"
-    if d.kind == "uint":
-        raise QuantizationError(f"{d.name} without zero points could only hold non-negative weights",
-                                hint=f"use zero_point=True (asymmetric), or int{d.nbits} for symmetric "
-                                     f"quantization (GPTQ's symmetric uint{d.nbits} with midpoint zero "
-                                     f"{2 ** (d.nbits - 1)} has the same levels)")
     if d.nbits == 1:
-        raise QuantizationError("int1 codes are {-1, 0}: symmetric quantization has no positive level",
-                                hint="use zero_point=True (levels {0, s} or {-s, 0} per group), or uint1 "
-                                     "with zero_point=True")
-    return "symmetric"
+        raise QuantizationError(f"{d.name} has two codes: symmetric quantization has no positive level",
+                                hint="use zero_point=True (levels {0, s} or {-s, 0} per group)")
+    return "symmetric-uint" if d.kind == "uint" else "symmetric"
 
 
 def _scale_dtype(spec: Any) -> DType:

@@ -31,7 +31,7 @@ def modes(name: str) -> list[bool]:
     d = dtype(name)
     if d.is_float:
         return [False]
-    if d.kind == "uint" or d.nbits == 1:
+    if d.nbits == 1:
         return [True]
     return [False, True]
 
@@ -102,11 +102,13 @@ def reference(w: np.ndarray, name: str, g: int, zero_point: bool, scale_dtype: s
             if zero_point:
                 lo, hi = min(min(grp), 0), max(max(grp), 0)
                 target = (hi - lo) / (2 ** n - 1)
+            elif d.kind == "uint":  # symmetric uint: implicit midpoint zero 2**(n-1)
+                target = max(abs(v) for v in grp) / Fraction(2 ** (n - 1) - 1)
             else:
                 target = max(abs(v) for v in grp) / Fraction(d.max)
             s = round_up_scale(target if target else Fraction(1), scale_dtype)
             scales[r, j] = float(s)
-            z = qmin + rne_int(-lo / s) if zero_point else 0
+            z = qmin + rne_int(-lo / s) if zero_point else 2 ** (n - 1) if d.kind == "uint" else 0
             zeros[r, j] = z
             for i, v in enumerate(grp):
                 if d.is_float:
@@ -212,6 +214,8 @@ def test_error_within_analytical_bound(name, zero_point, group_size):
     if zero_point:
         wg = w.reshape(4, -1, g).astype(np.float64)
         ratio = (np.maximum(wg.max(-1), 0) - np.minimum(wg.min(-1), 0)) / (2 ** dtype(name).nbits - 1)
+    elif dtype(name).kind == "uint":  # symmetric uint: implicit midpoint zero
+        ratio = absmax / (2 ** (dtype(name).nbits - 1) - 1)
     else:
         ratio = absmax / dtype(name).max
     stored = qt.scales.astype(np.float64)
@@ -357,7 +361,7 @@ def test_scale_overflow_is_an_error():
 
 @pytest.mark.parametrize("name,kwargs,pattern", [
     ("float4_e2m1", dict(zero_point=True), "no zero point"),
-    ("uint4", dict(zero_point=False), "non-negative"),
+    ("uint1", dict(zero_point=False), "no positive level"),
     ("int1", dict(zero_point=False), "no positive level"),
     ("int4", dict(zero_dtype="float16"), "there are no zero points"),
     ("uint8", dict(zero_point=True, scale_dtype="float8_e4m3fn"), "cannot all hold exactly"),
@@ -387,3 +391,14 @@ def test_integer_zero_dtypes_and_input_types():
     from_list = quantize(w.tolist(), "int4", group_size=32)
     assert from_list == quantize(w.astype(np.float64), "int4", group_size=32)
     assert isinstance(from_list, QuantizedTensor) and from_list.format == DENSE_ROWMAJOR
+
+
+def test_symmetric_uint_uses_an_implicit_midpoint_zero():
+    w = np.array([[-1.0, 0.5, 1.0, -0.25]], np.float32)
+    qt = quantize(w, "uint4", group_size=None)
+    assert qt.zeros is None and qt.implicit_zero == 8
+    # scale 1/7: codes round(w * 7) + 8, e.g. -1 -> 1, 1 -> 15
+    assert qt.codes().tolist() == [[1, 12, 15, 6]]
+    expected = (qt.codes().astype(np.float64) - 8) * qt.scales.astype(np.float64)
+    assert np.array_equal(qt.dequantize().astype(np.float64), expected)
+    assert quantize(w, "uint4", group_size=None, zero_point=True).implicit_zero == 0
