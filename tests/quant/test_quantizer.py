@@ -394,11 +394,11 @@ def test_integer_zero_dtypes_and_input_types():
 
 
 def test_symmetric_uint_uses_an_implicit_midpoint_zero():
-    w = np.array([[-1.0, 0.5, 1.0, -0.25]], np.float32)
+    w = np.array([[-1.0, 0.25, 1.0, -0.6]], np.float32)
     qt = quantize(w, "uint4", group_size=None)
     assert qt.zeros is None and qt.implicit_zero == 8
-    # scale 1/7: codes round(w * 7) + 8, e.g. -1 -> 1, 1 -> 15
-    assert qt.codes().tolist() == [[1, 12, 15, 6]]
+    # scale ~1/7 (rounded up to f16): codes round(w * 7) + 8: -1 -> 1, 0.25 -> 10, 1 -> 15, -0.6 -> 4
+    assert qt.codes().tolist() == [[1, 10, 15, 4]]
     expected = (qt.codes().astype(np.float64) - 8) * qt.scales.astype(np.float64)
     assert np.array_equal(qt.dequantize().astype(np.float64), expected)
     assert quantize(w, "uint4", group_size=None, zero_point=True).implicit_zero == 0
