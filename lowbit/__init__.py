@@ -11,8 +11,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .errors import (BackendError, CacheError, CompileError, DTypeError, FormatError, LayoutError,
-                     LowbitError, PackingError, QuantizationError, RuntimeModelError, SourceLocation)
+from .errors import (BackendError, CacheError, CompileError, DTypeError, FormatError, KernelArgumentError,
+                     LayoutError, LowbitError, PackingError, QuantizationError, RuntimeModelError, SourceLocation)
 
 __version__ = "0.1.0"
 
@@ -52,6 +52,6 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "__version__", "SourceLocation", "LowbitError", "DTypeError", "PackingError", "QuantizationError",
-    "FormatError", "LayoutError", "CompileError", "BackendError", "CacheError", "RuntimeModelError",
+    "FormatError", "KernelArgumentError", "LayoutError", "CompileError", "BackendError", "CacheError", "RuntimeModelError",
     *_LAZY,
 ]

@@ -100,6 +100,10 @@ class CompileError(LowbitError):
         return text
 
 
+class KernelArgumentError(LowbitError, ValueError):
+    """A kernel was called with a missing, extra, or wrongly typed / shaped / placed argument."""
+
+
 class BackendError(LowbitError):
     """A backend (Triton, TVM) is unavailable or failed on code lowbit generated."""
 
@@ -114,5 +118,5 @@ class RuntimeModelError(LowbitError):
 
 __all__ = [
     "SourceLocation", "LowbitError", "DTypeError", "PackingError", "QuantizationError", "FormatError",
-    "LayoutError", "CompileError", "BackendError", "CacheError", "RuntimeModelError",
+    "LayoutError", "CompileError", "KernelArgumentError", "BackendError", "CacheError", "RuntimeModelError",
 ]

@@ -1,0 +1,71 @@
+"""The compile driver on the reference-interpreter backend: launches, argument checks, caching."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lowbit.driver import compile_ir, resolve_target
+from lowbit.errors import BackendError, CompileError, KernelArgumentError
+from lowbit.ir import KernelBuilder
+
+
+def scale_kernel():
+    kb = KernelBuilder("scale")
+    x = kb.tensor_param("x", "f32", ["N"], intent="in")
+    y = kb.tensor_param("y", "f32", ["N"], intent="out")
+    factor = kb.scalar_param("factor", "f32")
+    kb.constant("B", 4)
+    kb.set_grid("cdiv(N, B)")
+    off = kb.mul(kb.program_id(0), 4)
+    kb.store(y, kb.mul(kb.load(x, [off], [4]), factor), [off])
+    return kb.build()
+
+
+def test_launch_writes_outputs_in_place():
+    compiled = compile_ir(scale_kernel(), "interpret")
+    x = torch.arange(7, dtype=torch.float32)
+    y = torch.zeros(7)
+    compiled.launch({"x": x, "y": y, "factor": 3.0})
+    assert torch.equal(y, x * 3)
+    assert "kernel scale" in compiled.source
+
+
+def test_memory_cache_returns_the_same_object():
+    assert compile_ir(scale_kernel(), "interpret") is compile_ir(scale_kernel(), "interpret")
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (dict(x=torch.zeros(7)), "missing y, factor"),
+    (dict(x=torch.zeros(7), y=torch.zeros(7), factor=1.0, z=1), "unknown z"),
+    (dict(x=torch.zeros(7, dtype=torch.float16), y=torch.zeros(7), factor=1.0), "must be a torch.float32 tensor"),
+    (dict(x=torch.zeros(7, 2), y=torch.zeros(7), factor=1.0), "must have rank 1"),
+    (dict(x=torch.zeros(7), y=torch.zeros(8), factor=1.0), "N = 8, but an earlier argument has N = 7"),
+    (dict(x=torch.zeros(7), y=torch.zeros(7), factor=torch.zeros(2)), "must be a scalar"),
+    (dict(x=[1.0], y=torch.zeros(1), factor=1.0), "must be a torch tensor or numpy array"),
+    (dict(x=np.zeros(7, np.float64), y=torch.zeros(7), factor=1.0), "must be a float32 array"),
+])
+def test_argument_errors(args, pattern):
+    compiled = compile_ir(scale_kernel(), "interpret")
+    with pytest.raises(KernelArgumentError, match=pattern):
+        compiled.launch(args)
+
+
+def test_constants_are_checked():
+    with pytest.raises(CompileError, match="(?s)has no constant.*BLOCK.*its constants are B"):
+        compile_ir(scale_kernel(), "interpret", constants={"BLOCK": 8})
+
+
+def test_targets():
+    assert str(resolve_target("tvm")) == "tvm:llvm"
+    assert str(resolve_target("triton")) == "triton:cpu"
+    assert str(resolve_target(None)) == "tvm:llvm"
+    with pytest.raises(CompileError, match="unknown target 'cuda:sm_90'.*"):
+        resolve_target("cuda:sm_90")
+
+
+def test_unknown_backend_is_a_clear_error():
+    from lowbit.lowering.target import Target
+
+    with pytest.raises(BackendError, match="no backend for"):
+        compile_ir(scale_kernel(), Target("tvm", "rocm"))
