@@ -16,14 +16,16 @@ from .errors import (BackendError, CacheError, CompileError, DTypeError, FormatE
 
 __version__ = "0.1.0"
 
+# ``lowbit.jit`` is the decorator. Importing it eagerly (the module is light: no torch, lark or backends) binds the
+# function to the package attribute, which a later ``import lowbit.jit`` does not rebind.
+from .jit import JitFunction, jit  # noqa: E402
+
 # public name -> (module, attribute or None for the module itself)
 _LAZY: dict[str, tuple[str, str | None]] = {
     "dtype": ("lowbit.dtypes", "dtype"),
     "DType": ("lowbit.dtypes", "DType"),
     "pack": ("lowbit.packing", "pack"),
     "unpack": ("lowbit.packing", "unpack"),
-    "jit": ("lowbit.jit", "jit"),
-    "autotune": ("lowbit.autotune", None),
     "dtypes": ("lowbit.dtypes", None),
     "packing": ("lowbit.packing", None),
     "quant": ("lowbit.quant", None),
@@ -51,7 +53,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "__version__", "SourceLocation", "LowbitError", "DTypeError", "PackingError", "QuantizationError",
+    "__version__", "jit", "JitFunction", "SourceLocation", "LowbitError", "DTypeError", "PackingError", "QuantizationError",
     "FormatError", "KernelArgumentError", "LayoutError", "CompileError", "BackendError", "CacheError", "RuntimeModelError",
     *_LAZY,
 ]
