@@ -208,9 +208,14 @@ def where(c: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------
 
 def dot(a: np.ndarray, b: np.ndarray, acc: np.ndarray, acc_dtype: str) -> np.ndarray:
-    """``acc + a @ b`` in the accumulator dtype (float32 matmul, or int64 then wrap to int32)."""
+    """``acc + a @ b`` in the accumulator dtype: floats as a float64 matmul rounded once to float32 (at least as
+    accurate as any float32 accumulation order a backend may use), ints in int64 then wrapped to int32.
+
+    Operands are made C-contiguous first, so the result never depends on how a tile sits in memory (BLAS
+    picks different kernels, with different rounding, for transposed views)."""
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
     if acc_dtype == "float32":
-        return (acc.astype(_F32) + a.astype(_F32) @ b.astype(_F32)).astype(_F32)
+        return (acc.astype(np.float64) + a.astype(np.float64) @ b.astype(np.float64)).astype(_F32)
     prod = a.astype(np.int64) @ b.astype(np.int64)
     return (acc.astype(np.int64) + prod).astype(np.int32)
 

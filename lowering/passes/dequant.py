@@ -1,0 +1,278 @@
+"""Dequantization methods: low-bit codes -> native values with native bit arithmetic, and the rule that
+picks one per target.
+
+Every method starts from a **carrier**: a ``uint32`` tile holding each element's raw code bits
+(``0 <= c < 2**n``), as :func:`emit_extract` produces from packed words. Methods (all exact; the tests
+check every code of every type against :mod:`lowbit.dtypes` through the interpreter):
+
+* ``arith`` (int/uint): sign-extend with ``shl`` by ``32 - n`` and an arithmetic ``shr`` back, ``cast`` to
+  the float type (exact: |v| <= 255).
+* ``magic`` (int/uint): ``or`` the code into the mantissa of 1024.0 (f16, ``0x6400``) or 2^23 (f32,
+  ``0x4B000000``), ``view`` as float, subtract the magic (signed codes first flip their sign bit, so the
+  subtrahend is ``magic + 2**(n-1)``). No int->float conversion instruction: pays on GPUs, where I2F runs
+  at a quarter of the FP32 rate; CPUs convert at full rate, so ``arith`` is their default.
+* ``bits`` (floats with E exponent, M mantissa bits, bias b): sign to the top bit, the E+M body shifted
+  under the destination's exponent field, ``view``, then multiply by ``2**(bias_dst - b)``. Normals are
+  rebiased and **subnormals come out exact** (a destination subnormal times a power of two; the same trick
+  as Tilus and Marlin). Straight to f16 when E <= 4 and every value is an exact f16, else through f32.
+  float8_e4m3fn's NaN codes become NaN with a ``where``.
+* ``shift`` (float8_e5m2): the code is the high byte of an f16: ``code << 8``, ``view`` (inf/NaN kept).
+
+bf16 results are computed in f32 and cast (RNE, exact here), as the interpreter's own cast rule does.
+Lookup tables are not offered: the IR has no gather, and a chain of ``where`` costs 2**n selects.
+
+>>> default_method("uint4", "float16", "cuda"), default_method("uint4", "float16", "cpu")
+('magic', 'arith')
+>>> applicable_methods("float6_e3m2", "float32")
+('bits',)
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from math import gcd
+from typing import Any, Mapping
+
+import numpy as np
+
+from lowbit.errors import CompileError
+from lowbit.ir import nodes as n
+from lowbit.ir.types import kind_of, lowbit_dtype, nbits_of
+
+from . import layout_rules as R
+from .lowbit_emit import Emitter
+
+CARRIER = "uint32"
+METHODS = ("arith", "magic", "bits", "shift")
+FLOAT_OUT = ("float16", "float32", "bfloat16")
+
+
+# ----------------------------------------------------------------------------------------------------
+# selection
+# ----------------------------------------------------------------------------------------------------
+
+def applicable_methods(code_dtype: str, out_dtype: str) -> tuple[str, ...]:
+    """The methods that decode ``code_dtype`` exactly into ``out_dtype`` (a float type)."""
+    d = lowbit_dtype(code_dtype)
+    if d.kind in ("int", "uint"):
+        return ("arith", "magic")
+    if d.name == "float8_e5m2":
+        return ("shift",)
+    return ("bits",)
+
+
+def default_method(code_dtype: str, out_dtype: str, kind: str) -> str:
+    """The documented rule: integers by ``magic`` on CUDA and ``arith`` on CPUs; e5m2 by ``shift``;
+    other floats by ``bits``."""
+    d = lowbit_dtype(code_dtype)
+    if d.kind in ("int", "uint"):
+        return "magic" if kind == "cuda" else "arith"
+    return applicable_methods(code_dtype, out_dtype)[0]
+
+
+def select_method(code_dtype: str, out_dtype: str, kind: str, options: Mapping[str, Any] | None) -> str:
+    """The method for one cast: ``options["dequant"]`` (a method name, or ``{code dtype: method}``)
+    overrides :func:`default_method`; a method that does not apply raises :class:`CompileError`."""
+    choice = (options or {}).get("dequant")
+    if isinstance(choice, Mapping):
+        choice = choice.get(code_dtype)
+    if choice is None:
+        return default_method(code_dtype, out_dtype, kind)
+    ok = applicable_methods(code_dtype, out_dtype)
+    if choice not in ok:
+        raise CompileError(f"dequant method {choice!r} cannot decode {code_dtype} into {out_dtype}",
+                           hint=f"methods for {code_dtype}: {', '.join(ok)} (all methods: {', '.join(METHODS)})")
+    return choice
+
+
+@lru_cache(maxsize=None)
+def fits_f16(code_dtype: str) -> bool:
+    """True when the ``bits`` method can build f16 directly: E <= 4 and every value is an exact f16."""
+    d = lowbit_dtype(code_dtype)
+    if d.kind != "float" or d.exponent_bits > 4:
+        return False
+    v = d.values()
+    v = v[np.isfinite(v)]
+    with np.errstate(over="ignore"):
+        return bool(np.all(v.astype(np.float16).astype(np.float64) == v))
+
+
+# ----------------------------------------------------------------------------------------------------
+# emission
+# ----------------------------------------------------------------------------------------------------
+
+class _Ops:
+    """Elementwise emission on tiles of one shape and layout."""
+
+    def __init__(self, em: Emitter, like: n.Value, layout: Any):
+        self.em, self.shape, self.layout = em, tuple(like.shape), layout
+        self.h = like.name.removesuffix(".bits") + ".dq"
+
+    def k(self, value, dtype: str) -> n.Value:
+        if not self.shape:
+            return self.em.const(value, dtype)
+        return self.em.full(self.shape, value, dtype, self.layout, hint="k")
+
+    def b(self, op: str, x: n.Value, y) -> n.Value:
+        if not isinstance(y, n.Value):
+            y = self.k(y, x.dtype)
+        return self.em.binary(op, x, y, self.layout, hint=self.h)
+
+    def cast(self, x: n.Value, dtype: str) -> n.Value:
+        return x if x.dtype == dtype else self.em.cast(x, dtype, self.layout, hint=self.h)
+
+    def view(self, x: n.Value, dtype: str) -> n.Value:
+        return self.em.view(x, dtype, self.shape, self.layout, hint=self.h)
+
+
+def emit_int_value(em: Emitter, carrier: n.Value, code_dtype: str, layout: Any = None) -> n.Value:
+    """The integer value (int32) of int/uint codes held in a carrier."""
+    o = _Ops(em, carrier, layout)
+    nb = nbits_of(code_dtype)
+    t = o.cast(carrier, "int32")
+    if kind_of(code_dtype) == "int" and nb < 32:
+        t = o.b("shr", o.b("shl", t, 32 - nb), 32 - nb)
+    return t
+
+
+def emit_decode(em: Emitter, carrier: n.Value, code_dtype: str, out_dtype: str, method: str,
+                layout: Any = None) -> n.Value:
+    """Values of the codes in ``carrier`` as ``out_dtype`` (float16, float32 or bfloat16)."""
+    if out_dtype not in FLOAT_OUT:
+        raise CompileError(f"internal error: dequant to {out_dtype}")
+    if method not in applicable_methods(code_dtype, out_dtype):
+        raise CompileError(f"dequant method {method!r} cannot decode {code_dtype}")
+    o = _Ops(em, carrier, layout)
+    d = lowbit_dtype(code_dtype)
+    nb = d.nbits
+    if out_dtype == "bfloat16":
+        return o.cast(emit_decode(em, carrier, code_dtype, "float32", method, layout), "bfloat16")
+    if method == "arith":
+        return o.cast(emit_int_value(em, carrier, code_dtype, layout), out_dtype)
+    if method == "magic":
+        signed = d.kind == "int"
+        off = (1 << (nb - 1)) if signed else 0
+        if out_dtype == "float16":
+            t = o.cast(carrier, "uint16")
+            if signed:
+                t = o.b("xor", t, off)
+            f = o.view(o.b("or", t, 0x6400), "float16")
+            return o.b("sub", f, 1024.0 + off)
+        t = carrier
+        if signed:
+            t = o.b("xor", t, off)
+        f = o.view(o.b("or", t, 0x4B000000), "float32")
+        return o.b("sub", f, float(1 << 23) + off)
+    if method == "shift":
+        f = o.view(o.b("shl", o.cast(carrier, "uint16"), 8), "float16")
+        return o.cast(f, out_dtype)
+    # bits
+    direct16 = out_dtype == "float16" and fits_f16(code_dtype)
+    width, mant, bias_dst = (16, 10, 15) if direct16 else (32, 23, 127)
+    udt, fdt = ("uint16", "float16") if direct16 else ("uint32", "float32")
+    t = o.cast(carrier, udt)
+    body_mask = (1 << (nb - 1)) - 1
+    body = o.b("and", t, body_mask)
+    placed = o.b("shl", body, mant - d.mantissa_bits)
+    sign = o.b("shl", o.b("and", t, 1 << (nb - 1)), width - nb)
+    f = o.view(o.b("or", sign, placed), fdt)
+    f = o.b("mul", f, float(2.0 ** (bias_dst - d.bias)))
+    if d.specials == "nan":
+        is_nan = o.b("eq", body, body_mask)
+        nan = o.view(o.k(0x7E00 if direct16 else 0x7FC00000, udt), fdt)
+        f = em.where(is_nan, nan, f, layout, hint=o.h)
+    return o.cast(f, out_dtype)
+
+
+def emit_extract(em: Emitter, words: n.Value, code_dtype: str, codes_shape: tuple[int, ...],
+                 codes_layout: Any = None, name: str | None = None) -> n.Value:
+    """Carriers (uint32 raw codes) of ``view(words) : code_dtype[codes_shape]``: each row of ``words`` is
+    read as a little-endian bitstream of ``n``-bit codes. Codes that straddle words are assembled from both
+    words (shift tables over a chunk of ``lcm(B, n)`` bits). ``name`` prefixes the new values' names."""
+    h = name or words.name
+    nb = nbits_of(code_dtype)
+    wb = nbits_of(words.dtype)
+    udt = {8: "uint8", 16: "uint16", 32: "uint32"}[wb]
+    wl = words.type.layout
+    if words.dtype != udt:
+        words = em.view(words, udt, words.shape, wl, hint=h + ".raw")
+    if not words.shape or nb == wb:      # one code per word (a rank-0 view needs equal widths)
+        return em.cast(words, CARRIER, codes_layout, hint=h + ".bits") if words.dtype != CARRIER else words
+    lead, width = tuple(words.shape[:-1]), int(words.shape[-1])
+    mask = (1 << nb) - 1
+    if wb % nb == 0:                     # whole codes per word: (w >> j*n) & mask
+        cc = wb // nb
+        big = lead + (width, cc)
+        l_big = R.reshape_layout(codes_layout, big) if codes_layout is not None else None
+        l_x1 = R.broadcast_operand(l_big, big, lead + (width, 1)) if l_big is not None else None
+        x = em.reshape(words, lead + (width, 1), l_x1, hint=h + ".w")
+        x = em.broadcast(x, big, l_big, hint=h + ".w")
+        j = em.binary("mul", em.arange(0, cc, hint="j"), em.full((cc,), nb, "int32"), hint="shift")
+        x = em.binary("shr", x, _spread(em, j, big, udt, l_big), l_big, hint=h + ".sh")
+        x = em.binary("and", x, em.full(big, mask, udt, l_big, hint="mask"), l_big, hint=h + ".bits")
+    else:                                # straddling: chunks of q words holding c codes
+        lcm = wb * nb // gcd(wb, nb)
+        q, c = lcm // wb, lcm // nb
+        big = lead + (width // q, q, c)
+        l_x1 = R.reshape_layout(wl, lead + (width // q, q, 1)) if wl is not None else None
+        l_big = _add_inner_local(l_x1, c) if l_x1 is not None else None
+        x = em.reshape(words, lead + (width // q, q, 1), l_x1, hint=h + ".w")
+        x = em.broadcast(x, big, l_big, hint=h + ".w")
+        d = _d_table(em, q, c, nb, wb)
+        sr = _clip(em, d, 0, wb - 1)                                   # bits of word w below code j
+        sl = _clip(em, em.unary("neg", d), 0, wb - 1)                  # code j's bits in earlier words
+        qc = (q, c)
+        overlap = em.binary("and", em.binary("lt", d, em.full(qc, wb, "int32")),
+                            em.binary("gt", d, em.full(qc, -nb, "int32")))
+        mk = em.where(overlap, em.full(qc, mask, "int32"), em.full(qc, 0, "int32"), hint="overlap")
+        x = em.binary("shr", x, _spread(em, sr, big, udt, l_big), l_big, hint=h + ".sh")
+        x = em.binary("shl", x, _spread(em, sl, big, udt, l_big), l_big, hint=h + ".sh")
+        x = em.binary("and", x, _spread(em, mk, big, udt, l_big), l_big, hint=h + ".part")
+        l_sum = R.reduce_result(l_big, len(big) - 2, False) if l_big is not None else None
+        x = em.reduce("sum", x, len(big) - 2, False, l_sum, hint=h + ".bits")   # disjoint bits: sum == or
+    x = em.reshape(x, codes_shape, codes_layout, hint=h + ".bits")
+    return em.cast(x, CARRIER, codes_layout, hint=h + ".bits") if x.dtype != CARRIER else x
+
+
+def _add_inner_local(layout, size: int):
+    """``layout`` (last dim of extent 1) with a new last-dim mode of ``size`` placed in the local order
+    right after the innermost mode of the second-to-last dim (None if that mode is not local)."""
+    from lowbit.layout import RegisterLayout
+
+    groups = layout.grouped_modes
+    if len(groups) < 2 or not groups[-2] or groups[-1]:
+        return None
+    mq = groups[-2][-1]
+    if mq not in layout.local_modes:
+        return None
+    new = len(layout.mode_shape)
+    local = list(layout.local_modes)
+    local.insert(local.index(mq) + 1, new)
+    shape = layout.shape[:-1] + (size,)
+    return RegisterLayout(shape, layout.mode_shape + (size,), layout.spatial_modes, tuple(local))
+
+
+def _d_table(em: Emitter, q: int, c: int, nb: int, wb: int) -> n.Value:
+    """``d[w, j] = j * n - w * B`` as an i32 ``[q, c]`` tile: code ``j``'s first bit minus word ``w``'s."""
+    jn = em.binary("mul", em.arange(0, c, hint="j"), em.full((c,), nb, "int32"))
+    wB = em.binary("mul", em.arange(0, q, hint="w"), em.full((q,), wb, "int32"))
+    jn = em.broadcast(em.reshape(jn, (1, c)), (q, c))
+    wB = em.broadcast(em.reshape(wB, (q, 1)), (q, c))
+    return em.binary("sub", jn, wB, hint="d")
+
+
+def _clip(em: Emitter, x: n.Value, lo: int, hi: int) -> n.Value:
+    shape = tuple(x.shape)
+    x = em.binary("maximum", x, em.full(shape, lo, "int32"))
+    return em.binary("minimum", x, em.full(shape, hi, "int32"))
+
+
+def _spread(em: Emitter, table: n.Value, shape: tuple[int, ...], dtype: str, layout: Any) -> n.Value:
+    """An i32 table over the trailing dims of ``shape``, cast to ``dtype`` and broadcast to ``shape``."""
+    tail = tuple(table.shape)
+    padded = (1,) * (len(shape) - len(tail)) + tail
+    x = em.reshape(table, padded) if padded != tail else table
+    return em.broadcast(em.cast(x, dtype), shape, layout)
+
+
+__all__ = ["CARRIER", "METHODS", "applicable_methods", "default_method", "select_method", "fits_f16",
+           "emit_int_value", "emit_decode", "emit_extract"]

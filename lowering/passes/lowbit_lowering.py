@@ -1,0 +1,279 @@
+"""Pass ``lower-lowbit``: low-bit global tensors -> packed native storage, loads -> storage load + unpack.
+
+For every global tensor parameter of a code dtype, the register layout ``L`` of the tiles the kernel
+loads from it determines one :class:`~.packed_format.PackedFormat` (storage order, unpack plan, host
+repack; registered in ``ctx.param_formats[name]``). The parameter keeps its name and becomes
+``storage_dtype[cdiv(D0, T0), ..., S]``; every load of it becomes
+
+    tile indices (offset // T) -> load one tile of words -> reshape/permute to ``[U, Wpw]`` (a row per
+    unit) -> ``view`` as codes ``[U, g*Lc]`` -> reshape/permute to the logical tile (layout ``L``)
+
+with every intermediate annotated so that each worker keeps its own data. Masks: storage is padded with
+code 0, which is what an out-of-bounds load reads, so only an explicit ``mask`` (-> ``where``) or a
+non-zero ``other`` (-> ``where`` with the logical bounds, from the shape symbols) needs code.
+
+Then the dequant rewrite of :mod:`.select_dequant` runs, so no code type is left (set
+``ctx.options["lowbit.defer_dequant"] = True`` to stop at the ``view`` form, for inspection and tests).
+
+Requirements (``CompileError`` otherwise): every load of one parameter has the same tile shape and
+layout; every offset is provably a multiple of the tile extent (constants, ``program_id * T``, loop
+variables stepping by multiples of T, sums of those); packed parameters are only loaded (no stores or
+shared-memory copies of packed codes yet).
+
+>>> from lowbit.ir import KernelBuilder
+>>> from lowbit.lowering.passes import run_passes
+>>> from lowbit.lowering.target import parse_target
+>>> kb = KernelBuilder("k"); w = kb.tensor_param("w", "int3", ["K"]); y = kb.tensor_param("y", "f32", ["K"])
+>>> kb.set_grid("cdiv(K, 64)"); off = kb.mul(kb.program_id(0), 64)
+>>> kb.store(y, kb.cast(kb.load(w, [off], [64]), "f32"), [off])
+>>> low = run_passes(kb.build(), parse_target("triton:cpu"), ["infer-layouts", "lower-lowbit"])
+>>> print(low.kernel.params[0].value.type, low.param_formats["w"].storage_dtype)   # 4 lanes x 48 bits
+u16[cdiv(K, 64), 12] @global uint16
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from math import gcd
+from typing import Any
+
+from lowbit.errors import CompileError
+from lowbit.ir import nodes as n
+from lowbit.ir.printer import format_layout
+from lowbit.ir.rules import describe
+from lowbit.ir.symbolic import Dim, Sym, SymOp, cdiv
+from lowbit.ir.types import TileType, is_code, nbits_of
+
+from .manager import PassContext, register_pass
+from .packed_format import PackedFormat, derive_format
+from .lowbit_emit import Emitter, all_names
+from .select_dequant import lower_code_values
+from .target_layouts import default_layout
+
+
+def worker_vector_bytes(target) -> int:
+    """Bytes one worker loads at once: 16 on CUDA (``LDG.128``); a 32-bit SIMD lane on CPUs."""
+    return target.vector_bytes if target.kind == "cuda" else 4
+
+
+# ----------------------------------------------------------------------------------------------------
+# offsets: which scalars are provably multiples of what
+# ----------------------------------------------------------------------------------------------------
+
+def _multiples(kernel: n.Kernel) -> dict[str, int]:
+    """For i32 scalars: an integer m such that the value is always a multiple of m (0: always zero)."""
+    known: dict[str, int] = {}
+    consts = {c.name: c.value for c in kernel.constants if isinstance(c.value, int) and not isinstance(c.value, bool)}
+
+    def m(v: n.Value) -> int:
+        return known.get(v.name, 1)
+
+    for ins in kernel.walk():
+        if isinstance(ins, n.Constant) and isinstance(ins.value, int) and not isinstance(ins.value, bool):
+            known[ins.result.name] = abs(int(ins.value))
+        elif isinstance(ins, n.SymbolRef) and ins.name in consts:
+            known[ins.result.name] = abs(int(consts[ins.name]))
+        elif isinstance(ins, n.Binary) and ins.result.type.is_scalar:
+            if ins.op in ("add", "sub"):
+                known[ins.result.name] = gcd(m(ins.lhs), m(ins.rhs))
+            elif ins.op == "mul":
+                known[ins.result.name] = m(ins.lhs) * m(ins.rhs)
+        elif isinstance(ins, n.For):
+            known[ins.iv.name] = gcd(m(ins.start), m(ins.step))
+    return known
+
+
+# ----------------------------------------------------------------------------------------------------
+# the pass
+# ----------------------------------------------------------------------------------------------------
+
+class _Lowering:
+    def __init__(self, kernel: n.Kernel, ctx: PassContext):
+        self.kernel, self.ctx = kernel, ctx
+        self.names = all_names(kernel)
+        self.formats: dict[str, PackedFormat] = {}
+        self.storage: dict[str, n.Value] = {}
+        self.multiples = _multiples(kernel)
+        self.defs = {v.name: ins for ins in kernel.walk() for v in ins.outputs}
+
+    # ------------------------------------------------------------------ formats
+    def derive(self) -> None:
+        packed = {p.name: p for p in self.kernel.tensor_params if is_code(p.value.dtype)}
+        loads: dict[str, list[n.Load]] = {name: [] for name in packed}
+        for ins in self.kernel.walk():
+            for v in ins.inputs:
+                if v.name in packed and v.type.scope == "global":
+                    if not isinstance(ins, n.Load) or ins.tensor.name != v.name:
+                        raise CompileError(f"{describe(ins)}: packed low-bit tensor {v} can only be loaded as "
+                                           f"register tiles here", location=ins.loc,
+                                           hint="load it with load(...) and cast the tile; stores and shared-"
+                                                "memory copies of packed codes are not supported yet")
+                    loads[v.name].append(ins)
+        for name, p in packed.items():
+            sites = loads[name]
+            if not sites:
+                raise CompileError(f"low-bit parameter {p.value} of kernel {self.kernel.name} is never loaded, so "
+                                   f"no packed storage can be derived for it", location=self.kernel.loc,
+                                   hint="remove the parameter or load it")
+            layouts = []
+            for ins in sites:
+                r = ins.result
+                lay = r.type.layout or default_layout(self.ctx.target, r.type.shape, nbits_of(r.dtype))
+                layouts.append(lay)
+            first = sites[0]
+            for ins, lay in zip(sites[1:], layouts[1:]):
+                if tuple(ins.result.shape) != tuple(first.result.shape) or lay != layouts[0]:
+                    raise CompileError(
+                        f"{describe(ins)}: {p.value} is loaded as {list(ins.result.shape)} tiles in layout "
+                        f"{format_layout(lay)}, but {describe(first)} loads {list(first.result.shape)} tiles in "
+                        f"{format_layout(layouts[0])}; one packed storage order needs one tile layout",
+                        location=ins.loc, hint="load the tensor with one tile shape and layout everywhere")
+            fmt = derive_format(p.value.dtype, layouts[0], worker_vector_bytes(self.ctx.target),
+                                logical_dims=tuple(p.value.type.shape))
+            self.formats[name] = fmt
+            dims = tuple(cdiv(d, t) for d, t in zip(p.value.type.shape, fmt.tile_shape)) + (fmt.words_per_tile,)
+            self.storage[name] = n.Value(name, TileType(fmt.storage_dtype, dims, "global"))
+
+    # ------------------------------------------------------------------ rewrite
+    def run(self) -> n.Kernel:
+        self.derive()
+        params = tuple(n.TensorParam(self.storage[p.name], p.intent)
+                       if isinstance(p, n.TensorParam) and p.name in self.storage else p
+                       for p in self.kernel.params)
+        body = self.block(self.kernel.body)
+        return replace(self.kernel, params=params, body=body)
+
+    def block(self, body: tuple[n.Instr, ...]) -> tuple[n.Instr, ...]:
+        out: list[n.Instr] = []
+        for ins in body:
+            if isinstance(ins, n.Load) and ins.tensor.name in self.storage:
+                em = Emitter(self.names, loc=ins.loc)
+                self.load(ins, em)
+                out.extend(em.body)
+            elif isinstance(ins, n.For):
+                out.append(replace(ins, body=self.block(ins.body)))
+            elif isinstance(ins, n.If):
+                out.append(replace(ins, then_body=self.block(ins.then_body), else_body=self.block(ins.else_body)))
+            else:
+                out.append(ins)
+        return tuple(out)
+
+    def tile_index(self, ins: n.Load, axis: int, off: n.Value, extent: int, em: Emitter) -> n.Value:
+        if extent == 1:
+            return off
+        m = self.multiples.get(off.name, 1)
+        if m % extent:
+            what = f"a multiple of {m}" if m > 1 else "not known to be a multiple of anything"
+            raise CompileError(f"{describe(ins)}: the offset {off} on axis {axis} of packed tensor {ins.tensor} must be a "
+                               f"multiple of the tile extent {extent}, but it is {what}", location=ins.loc,
+                               hint="load packed low-bit tiles at tile-aligned offsets (e.g. program_id * T or a "
+                                    "loop stepping by T)")
+        if m == 0:
+            return em.const(0, "int32")
+        return em.binary("floordiv", off, em.const(extent, "int32"), hint=f"{ins.tensor.name}.t{axis}")
+
+    def load(self, ins: n.Load, em: Emitter) -> None:
+        r = ins.result
+        fmt = self.formats[ins.tensor.name]
+        plan = fmt.plan
+        keep = r.type.layout is not None
+
+        def lay(layout: Any) -> Any:
+            return layout if keep else None
+
+        storage = self.storage[ins.tensor.name]
+        rank = len(fmt.tile_shape)
+        idx = [self.tile_index(ins, a, o, t, em) for a, (o, t) in enumerate(zip(ins.offsets, fmt.tile_shape))]
+        idx.append(em.const(0, "int32"))
+        base = ins.tensor.name
+        words = em.value(base + ".words", fmt.storage_dtype, (1,) * rank + (fmt.words_per_tile,),
+                         lay(plan.loaded_layout))
+        em.emit(n.Load(words, storage, tuple(idx)))
+        u, c, v, wpw = fmt.units, fmt.chunks, fmt.chunk_words, fmt.words_per_unit
+        if c == 1:
+            x = em.reshape(words, (u, wpw), lay(plan.words_layout), hint=base + ".units")
+        elif v == 1:
+            from lowbit.layout import transforms as T
+
+            x = em.reshape(words, (c, u), lay(T.permute(plan.words_layout, [1, 0])), hint=base + ".chunks")
+            x = em.permute(x, (1, 0), lay(plan.words_layout), hint=base + ".units")
+        else:
+            x = em.reshape(words, (c, u, v), lay(plan.chunked_layout), hint=base + ".chunks")
+            x = em.permute(x, (1, 0, 2), lay(plan.unit_words_layout), hint=base + ".units")
+            x = em.reshape(x, (u, wpw), lay(plan.words_layout), hint=base + ".units")
+        x = em.view(x, r.dtype, (u, fmt.codes_per_unit), lay(plan.codes_layout), hint=base + ".codes")
+        if tuple(x.shape) != plan.split_shape:
+            x = em.reshape(x, plan.split_shape, lay(plan.split_layout), hint=base + ".modes")
+        if plan.perm != tuple(range(len(plan.perm))):
+            x = em.permute(x, plan.perm, lay(plan.permuted_layout), hint=base + ".modes")
+        if tuple(x.shape) != tuple(fmt.tile_shape):
+            x = em.reshape(x, fmt.tile_shape, lay(plan.tile_layout), hint=base + ".tile")
+        if x.type.layout != r.type.layout:      # units of several workers: each keeps its own codes
+            x = em.reshape(x, fmt.tile_shape, r.type.layout, hint=base + ".tile")
+        cond = self.condition(ins, em)
+        if cond is not None:
+            other = ins.other
+            if other is None:
+                zero = em.full(fmt.tile_shape, 0, "int32", hint="zero")
+                other_tile = em.cast(zero, r.dtype, hint=base + ".zero")
+            else:
+                other_tile = em.broadcast(other, fmt.tile_shape, hint=base + ".other")
+            x = em.where(cond, x, other_tile, r.type.layout, hint=r.name)
+        # the last instruction defines the original result (same name and type): uses stay valid
+        last = em.body[-1]
+        if last.result.type != r.type:
+            raise CompileError(f"internal error: unpack of {r} produced {last.result.type}, expected {r.type}")
+        em.body[-1] = replace(last, result=r)
+
+    def condition(self, ins: n.Load, em: Emitter) -> n.Value | None:
+        """The bool tile selecting loaded codes over ``other``: the mask, and the logical bounds when
+        ``other`` is not the padding code 0."""
+        shape = tuple(ins.result.shape)
+        cond = ins.mask
+        if ins.other is None:
+            return cond
+        dims = self.formats[ins.tensor.name].logical_dims
+        for axis, (off, t, d) in enumerate(zip(ins.offsets, shape, dims)):
+            if ins.checked is not None and not ins.checked[axis]:
+                continue
+            pos = em.binary("add", em.broadcast(off, (t,)), em.arange(0, t), hint=f"pos{axis}")
+            ok = em.binary("and", em.binary("ge", pos, em.full((t,), 0, "int32")),
+                           em.binary("lt", pos, em.broadcast(self.dim_value(d, em), (t,))), hint=f"inb{axis}")
+            ok = em.reshape(ok, tuple(t if a == axis else 1 for a in range(len(shape))))
+            ok = em.broadcast(ok, shape) if tuple(ok.shape) != shape else ok
+            cond = ok if cond is None else em.binary("and", cond, ok, hint="inb")
+        return cond
+
+    def dim_value(self, d: Dim, em: Emitter) -> n.Value:
+        """An i32 scalar with the run-time value of a size expression."""
+        if isinstance(d, int):
+            return em.const(d, "int32")
+        if isinstance(d, Sym):
+            r = em.value(d.name, "int32", ())
+            em.emit(n.SymbolRef(r, d.name))
+            return r
+        assert isinstance(d, SymOp)
+        a, b = self.dim_value(d.lhs, em), self.dim_value(d.rhs, em)
+        if d.op == "cdiv":
+            a = em.binary("add", a, em.binary("sub", b, em.const(1, "int32")))
+            return em.binary("floordiv", a, b)
+        op = {"+": "add", "-": "sub", "*": "mul", "//": "floordiv", "%": "mod", "min": "minimum",
+              "max": "maximum"}[d.op]
+        return em.binary(op, a, b)
+
+
+def lower_lowbit(kernel: n.Kernel, ctx: PassContext) -> n.Kernel:
+    """The ``lower-lowbit`` pass (see the module docstring)."""
+    out = kernel
+    if any(is_code(p.value.dtype) for p in kernel.tensor_params):
+        low = _Lowering(kernel, ctx)
+        out = low.run()
+        ctx.param_formats.update(low.formats)
+    if ctx.options.get("lowbit.defer_dequant"):
+        return out
+    return lower_code_values(out, ctx)
+
+
+register_pass("lower-lowbit", "packed storage for low-bit tensors derived from their tile layouts; loads become "
+                              "storage loads + unpack + dequant; host repack in ctx.param_formats")(lower_lowbit)
+
+__all__ = ["lower_lowbit", "worker_vector_bytes"]

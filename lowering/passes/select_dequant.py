@@ -1,0 +1,191 @@
+"""Pass ``select-dequant``: replace every code-typed register value by native bit arithmetic.
+
+Code tiles may only come from ``view(native -> code)`` (what ``lower-lowbit`` emits for packed loads, or
+what a kernel writes itself), from ``cast(literal -> code)`` (folded at compile time with the
+interpreter's own encode), and from moves of those (``reshape``, ``permute``, ``broadcast``,
+``expand_dims``, ``where``). Each such value gets a **carrier**: a ``uint32`` tile of the same shape and
+layout holding the raw code bits (:func:`.dequant.emit_extract` unpacks the bitstream, including codes
+that straddle words). Each ``cast(code -> native)`` becomes :func:`.dequant.emit_decode` with the method of
+:func:`.dequant.select_method` (``ctx.options["dequant"]`` overrides the per-target rule); integer results
+go through the exact integer value. Afterwards no code type is left; if the kernel carries layouts, the
+new helper tiles get theirs from :func:`.layout_inference.infer_layouts` (everything else stays pinned).
+
+Anything else touching codes (stores of codes, loop-carried codes, ``view`` of codes, encoding a
+run-time value) raises :class:`CompileError`.
+
+>>> from lowbit.ir import KernelBuilder
+>>> from lowbit.lowering.target import parse_target
+>>> kb = KernelBuilder("k"); x = kb.tensor_param("x", "u8", ["B"]); y = kb.tensor_param("y", "f16", ["C"])
+>>> kb.set_grid(1); codes = kb.view(kb.load(x, [0], [4]), "uint4")       # 4 bytes -> 8 nibbles
+>>> kb.store(y, kb.cast(codes, "f16"), [0])
+>>> out = lower_code_values(kb.build(), PassContext(parse_target("triton:sm_90")))
+>>> sorted({ins.opcode for ins in out.walk()} - {"const", "full", "arange", "load", "store"})
+['and', 'broadcast', 'cast', 'mul', 'or', 'reshape', 'shr', 'sub', 'view']
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from lowbit.errors import CompileError
+from lowbit.ir import nodes as n
+from lowbit.ir import numerics as num
+from lowbit.ir.rules import describe
+from lowbit.ir.types import is_code, kind_of, numpy_dtype
+
+from .dequant import CARRIER, emit_decode, emit_extract, emit_int_value, select_method
+from .manager import PassContext, register_pass
+from .lowbit_emit import Emitter, all_names
+
+_MOVES = (n.Reshape, n.Permute, n.Broadcast, n.ExpandDims)
+
+
+def _has_code(values) -> bool:
+    return any(is_code(v.dtype) for v in values)
+
+
+def has_layouts(kernel: n.Kernel) -> bool:
+    """True when some register value of ``kernel`` carries a layout."""
+    for ins in kernel.walk():
+        for v in ins.outputs:
+            if v.type.scope == "register" and v.type.layout is not None:
+                return True
+    return False
+
+
+class CodeRewriter:
+    """Rewrites a kernel's code-typed register values into carriers + native arithmetic."""
+
+    def __init__(self, kernel: n.Kernel, ctx: PassContext):
+        self.kernel = kernel
+        self.ctx = ctx
+        self.names = all_names(kernel)
+        self.carrier: dict[str, n.Value] = {}
+        self.defs: dict[str, n.Instr] = {}
+        self.mapping: dict[n.Value, n.Value] = {}
+
+    # ------------------------------------------------------------------ driver
+    def run(self) -> n.Kernel:
+        for p in self.kernel.tensor_params:
+            if is_code(p.value.dtype):
+                uses = [ins for ins in self.kernel.walk() if p.value in ins.inputs]
+                if uses:
+                    raise CompileError(f"{describe(uses[0])}: global tensor {p.value} still holds {p.value.dtype} "
+                                       f"codes; select-dequant needs packed storage", location=uses[0].loc,
+                                       hint="run the lower-lowbit pass first")
+        body = self.block(self.kernel.body)
+        return replace(self.kernel, body=body)
+
+    def block(self, body: tuple[n.Instr, ...]) -> tuple[n.Instr, ...]:
+        out: list[n.Instr] = []
+        for ins in body:
+            self.instr(ins, out)
+        return tuple(out)
+
+    def instr(self, ins: n.Instr, out: list[n.Instr]) -> None:
+        ins = ins.replace_inputs(self.mapping) if self.mapping else ins
+        for v in ins.outputs:
+            self.defs[v.name] = ins
+        touches = _has_code(ins.inputs) or _has_code(ins.outputs)
+        if isinstance(ins, n.For):
+            if _has_code(ins.iter_args) or touches:
+                raise self._unsupported(ins, "carries low-bit codes through a loop")
+            out.append(replace(ins, body=self.block(ins.body)))
+            return
+        if isinstance(ins, n.If):
+            if touches:
+                raise self._unsupported(ins, "yields low-bit codes from a branch")
+            out.append(replace(ins, then_body=self.block(ins.then_body), else_body=self.block(ins.else_body)))
+            return
+        if not touches:
+            out.append(ins)
+            return
+        em = Emitter(self.names, loc=ins.loc)
+        self.rewrite(ins, em)
+        out.extend(em.body)
+
+    def _unsupported(self, ins: n.Instr, what: str) -> CompileError:
+        return CompileError(f"{describe(ins)} {what}, which the low-bit lowering does not support", location=ins.loc,
+                            hint="cast codes to a native dtype (e.g. cast(w, float16)) before this instruction")
+
+    # ------------------------------------------------------------------ per instruction
+    def rewrite(self, ins: n.Instr, em: Emitter) -> None:
+        if isinstance(ins, n.View) and is_code(ins.result.dtype) and not is_code(ins.x.dtype):
+            r = ins.result
+            self.carrier[r.name] = emit_extract(em, ins.x, r.dtype, tuple(r.shape), r.type.layout, name=r.name)
+            return
+        if isinstance(ins, n.Cast) and is_code(ins.result.dtype) and not is_code(ins.x.dtype):
+            self.carrier[ins.result.name] = self.fold(ins, em)
+            return
+        if isinstance(ins, _MOVES) and is_code(ins.result.dtype):
+            c = self.carrier_of(ins.x, ins)
+            self.carrier[ins.result.name] = em.emit(replace(ins.replace_inputs({ins.x: c}),
+                                                            result=self._carrier_value(ins.result, em))).result
+            return
+        if isinstance(ins, n.Where) and is_code(ins.result.dtype):
+            cx, cy = self.carrier_of(ins.x, ins), self.carrier_of(ins.y, ins)
+            r = em.where(ins.cond, cx, cy, ins.result.type.layout, hint=ins.result.name + ".bits")
+            self.carrier[ins.result.name] = r
+            return
+        if isinstance(ins, n.Cast) and is_code(ins.x.dtype) and not is_code(ins.result.dtype):
+            self.mapping[ins.result] = self.decode(ins, em)
+            return
+        raise self._unsupported(ins, "uses low-bit codes")
+
+    def _carrier_value(self, like: n.Value, em: Emitter) -> n.Value:
+        return em.value(like.name + ".bits", CARRIER, like.shape, like.type.layout)
+
+    def carrier_of(self, v: n.Value, ins: n.Instr) -> n.Value:
+        if v.name not in self.carrier:
+            raise self._unsupported(ins, f"uses codes {v} that come from neither a view nor a literal")
+        return self.carrier[v.name]
+
+    def fold(self, ins: n.Cast, em: Emitter) -> n.Value:
+        """``cast(literal -> code)``: the code, computed now with the interpreter's own encode."""
+        src = self.defs.get(ins.x.name)
+        if not isinstance(src, (n.Constant, n.Full)):
+            raise self._unsupported(ins, "encodes a run-time value into low-bit codes")
+        literal = np.asarray(src.value).astype(numpy_dtype(ins.x.dtype))   # as the interpreter holds it
+        code = int(num.cast(literal, ins.x.dtype, ins.result.dtype))
+        r = ins.result
+        if not r.shape:
+            return em.const(code, CARRIER, hint=r.name + ".bits")
+        return em.full(tuple(r.shape), code, CARRIER, r.type.layout, hint=r.name + ".bits")
+
+    def decode(self, ins: n.Cast, em: Emitter) -> n.Value:
+        code, dst = ins.x.dtype, ins.result.dtype
+        c = self.carrier_of(ins.x, ins)
+        layout = ins.result.type.layout
+        kind = kind_of(dst)
+        if kind == "float":
+            method = select_method(code, dst, self.ctx.target.kind, self.ctx.options)
+            v = emit_decode(em, c, code, dst, method, layout)
+        elif kind_of(code) in ("int", "uint"):
+            v = emit_int_value(em, c, code, layout)
+        else:
+            method = select_method(code, "float32", self.ctx.target.kind, self.ctx.options)
+            v = emit_decode(em, c, code, "float32", method, layout)
+        if v.dtype != dst:
+            v = em.cast(v, dst, layout)
+        if v.type != ins.result.type:
+            raise CompileError(f"internal error: dequant of {ins.x} gave {v.type}, expected {ins.result.type}")
+        return v
+
+
+def lower_code_values(kernel: n.Kernel, ctx: PassContext) -> n.Kernel:
+    """The rewrite behind ``select-dequant`` (also run at the end of ``lower-lowbit``)."""
+    if not any(_has_code(ins.inputs) or _has_code(ins.outputs) for ins in kernel.walk()):
+        return kernel
+    out = CodeRewriter(kernel, ctx).run()
+    if has_layouts(kernel):
+        from .layout_inference import infer_layouts
+
+        out = infer_layouts(out, ctx)
+    return out
+
+
+register_pass("select-dequant", "replace casts of low-bit codes (from views of native bits) by native bit "
+                                "arithmetic chosen per target")(lower_code_values)
+
+__all__ = ["lower_code_values", "CodeRewriter", "has_layouts"]
