@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import fields, replace
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from lowbit.ir import nodes as n
 
@@ -42,14 +42,31 @@ from .manager import PassContext, register_pass
 # ----------------------------------------------------------------------------------------------------
 
 
-def _dce_block(body: tuple[n.Instr, ...], live: set[str]) -> tuple[tuple[n.Instr, ...], set[str]]:
+Removable = Optional[Callable[[n.Instr], bool]]
+
+
+def _dce_block(body: tuple[n.Instr, ...], live: set[str], removable: Removable = None
+               ) -> tuple[tuple[n.Instr, ...], set[str]]:
     """``body`` without dead instructions, given the names used after it (``live``, updated with the
-    names the kept instructions use)."""
+    names the kept instructions use). With ``removable``, only instructions it accepts may go (loops and
+    branches then stay whole)."""
     kept: list[n.Instr] = []
     for ins in reversed(body):
         if isinstance(ins, n.Yield):
             kept.append(ins)
             live.update(v.name for v in ins.values)
+        elif removable is not None and isinstance(ins, (n.For, n.If)):
+            new_regions = []
+            for region in ins.regions:
+                region_body, used = _dce_block(region, set(), removable)
+                new_regions.append(region_body)
+                live.update(used)
+            live.update(v.name for v in ins.inputs)
+            kept.append(replace(ins, body=new_regions[0]) if isinstance(ins, n.For) else
+                        replace(ins, then_body=new_regions[0], else_body=new_regions[1]))
+        elif removable is not None and not removable(ins):
+            kept.append(ins)
+            live.update(v.name for v in ins.inputs)
         elif isinstance(ins, n.For):
             new = _dce_for(ins, live)
             if new is not None:
@@ -99,9 +116,10 @@ def _dce_if(ins: n.If, live: set[str]) -> Optional[n.If]:
     return replace(ins, results=tuple(ins.results[j] for j in keep), then_body=then_body, else_body=else_body)
 
 
-def dead_code_elimination(kernel: n.Kernel) -> n.Kernel:
-    """``kernel`` without dead instructions and dead loop-carried / branch values."""
-    body, _ = _dce_block(tuple(kernel.body), set())
+def dead_code_elimination(kernel: n.Kernel, removable: Removable = None) -> n.Kernel:
+    """``kernel`` without dead instructions and dead loop-carried / branch values (``removable``: only
+    remove dead instructions it accepts, keep everything else as it is)."""
+    body, _ = _dce_block(tuple(kernel.body), set(), removable)
     return replace(kernel, body=body)
 
 

@@ -21,8 +21,9 @@ atom            stands for                                          known bounds
 functions :class:`FloorDiv`, :class:`IMod`, :class:`IMin`, :class:`IMax` (floor semantics, like the IR; sympy's
 own ``floor``/``Mod``/``Min``/``Max`` are avoided: their automatic simplification is wrong for nested Min/Max).
 :meth:`IndexAnalysis.simplify` uses the bounds: ``(64*p + r) // 64 = p`` when ``0 <= r < 64``,
-``x % q = x`` when ``0 <= x < q``, ``min(a, b) = a`` when ``a <= b``, ``(x // a) // b = x // (a*b)``. Index arithmetic is treated as mathematical integers: like Triton and TVM,
-the analysis assumes i32 index computations do not wrap (tensors of fewer than 2**31 elements per axis).
+``x % q = x`` when ``0 <= x < q``, ``min(a, b) = a`` when ``a <= b``, ``(x // a) // b = x // (a*b)``.
+Index arithmetic is treated as mathematical integers: like Triton and TVM, the analysis assumes i32 index
+computations do not wrap (tensors of fewer than 2**31 elements per axis).
 
 Bounds are sympy expressions over the shape symbols (all >= 0); :meth:`IndexAnalysis.is_nonneg` proves
 ``e >= 0`` by bounding ``e`` from below and checking that the bound is a polynomial with nonnegative

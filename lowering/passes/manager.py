@@ -118,6 +118,7 @@ def run_passes(kernel: Kernel, target: Target, passes: Sequence[str] | None = No
     ctx = PassContext(target=target, constants=dict(constants or {}), options=dict(options or {}))
     folder = Path(dump_dir) if dump_dir is not None else dump_dir_from_env()
     if folder is not None:
+        ctx.options.setdefault("dump_dir", str(folder))
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"00-input.{kernel.name}.ir").write_text(print_kernel(kernel))
     verify(kernel)

@@ -8,7 +8,8 @@ proven away.
 2. Every index value that something other than index arithmetic uses (a load offset, a loop bound, a
    comparison, a broadcast, ...) is re-emitted from its expression where it was defined, sharing
    sub-expressions already computed in scope; the original name is kept for the final instruction. Index
-   arithmetic that only fed other index arithmetic becomes dead and is removed.
+   arithmetic that only fed other index arithmetic becomes dead and is removed (only scalar index
+   instructions are removed; other dead code is left to ``dce``).
    ``(pid*64 + i*64) // 64`` becomes ``pid + i``; ``(k + 16) % 32`` with ``k`` stepping by 32 from 0
    becomes ``16``.
 3. Scalar comparisons of index values that the bounds decide become ``const(true/false)``.
@@ -366,11 +367,19 @@ class _Simplifier(BodyRewriter):
         return replace(ins, checked=tuple(checked)) if changed else ins
 
 
+_SCALAR_INDEX = (n.Binary, n.Constant, n.SymbolRef, n.ProgramId, n.NumPrograms)
+
+
+def _scalar_index(ins: n.Instr) -> bool:
+    """Instructions of scalar index arithmetic (what this pass leaves dead and removes)."""
+    return isinstance(ins, _SCALAR_INDEX) and is_index(ins.outputs[0])
+
+
 def simplify_kernel(kernel: n.Kernel, divisibility: dict[str, int] | None = None) -> n.Kernel:
     """The pass without a context (``divisibility`` as in ``ctx.options["divisibility"]``)."""
     analysis = IndexAnalysis(kernel, divisibility)
     out = _Simplifier(kernel, analysis).run(kernel)
-    return dead_code_elimination(out)
+    return dead_code_elimination(out, removable=_scalar_index)
 
 
 @register_pass("simplify-indices", "scalar index arithmetic simplified with sympy and bounds (program ids, loop "

@@ -321,7 +321,8 @@ def validate_kernel(kernel: n.Kernel, target: Target | str = "tvm:llvm", passes:
     names = tuple(passes) if passes is not None else default_pipeline(target)
     unknown = [name for name in names if name not in PASSES]
     if unknown:
-        raise CompileError(f"unknown pass(es) {', '.join(unknown)}", hint="registered passes: " + ", ".join(sorted(PASSES)))
+        raise CompileError(f"unknown pass(es) {', '.join(unknown)}",
+                           hint="registered passes: " + ", ".join(sorted(PASSES)))
     constants = dict(constants or {})
     history, failure = _run_pipeline(kernel, target, names, constants, dict(options or {}))
     rng = np.random.default_rng(seed)

@@ -29,8 +29,9 @@ Code generators read it with :func:`vector_access`. The IR is not changed. With 
 >>> from lowbit.lowering.target import parse_target
 >>> ctx = PassContext(parse_target("triton:sm_90"))
 >>> _ = vectorize(kb.build(), ctx)
->>> print(ctx.facts["vector"]["t"].describe())
-%t = load(%x): f16 x 8 = 16 bytes; contiguous run 256 (tile), offset | any, strides | 256, base 16 bytes; masked, uniform per vector
+>>> print(ctx.facts["vector"]["t"].describe())  # doctest: +NORMALIZE_WHITESPACE
+%t = load(%x): f16 x 8 = 16 bytes; contiguous run 256 (tile), offset | any, strides | 256, base 16 bytes;
+masked, uniform per vector
 """
 from __future__ import annotations
 

@@ -157,6 +157,18 @@ def test_shared_subexpressions_and_kept_names():
   store(%x, %full.1, [%b])"""
 
 
+def test_only_index_arithmetic_is_cleaned_up():
+    """Dead index arithmetic goes; other dead code (a load nobody uses) is left for dce."""
+    kb = KernelBuilder("dead")
+    x = kb.tensor_param("x", "f32", ["N"])
+    kb.set_grid(1)
+    kb.add(kb.mul(kb.program_id(0), 4), 1, name="unused_index")
+    kb.load(x, [0], [4], name="unused_load")
+    kb.store(x, kb.zeros([4], "f32"), [0])
+    text = body_text(simplify(kb.build()))
+    assert "%unused_load" in text and "unused_index" not in text and "program_id" not in text
+
+
 def test_analysis_bounds_and_divisibility():
     kernel = build_steps()
     a = IndexAnalysis(kernel)

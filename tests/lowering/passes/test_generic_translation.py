@@ -142,7 +142,8 @@ def build_wrapping_constants():
     kb.set_grid(1)
     i8 = [kb.add(kb.const(127, "i8"), kb.const(1, "i8")), kb.floordiv(kb.const(-7, "i8"), kb.const(2, "i8")),
           kb.mod(kb.const(-7, "i8"), kb.const(3, "i8")), kb.cast(kb.const(300.7, "f32"), "i8")]
-    f16 = [kb.cast(kb.const(1.0009765625 + 2 ** -11, "f32"), "f16"), kb.add(kb.const(65504.0, "f16"), kb.const(32.0, "f16")),
+    f16 = [kb.cast(kb.const(1.0009765625 + 2 ** -11, "f32"), "f16"),
+           kb.add(kb.const(65504.0, "f16"), kb.const(32.0, "f16")),
            kb.sqrt(kb.const(2.0, "f16")), kb.cast(kb.const(-3, "i32"), "f16")]
     for out, vals in ((out8, i8), (outf, f16)):
         tiles = [kb.reshape(kb.broadcast_to(v, [1]), [1]) for v in vals]
