@@ -167,7 +167,8 @@ class CompiledKernel:
     @property
     def source(self) -> str:
         """The generated code (Triton Python, TensorIR text, or IR text for the interpreter)."""
-        return self.built.source
+        source = self.built.source
+        return source if isinstance(source, str) else source.text
 
     @property
     def param_formats(self) -> Mapping[str, Any]:
@@ -349,3 +350,25 @@ def clear_memory_cache() -> None:
     """Forget every in-process compiled kernel (the disk cache is untouched)."""
     with _LOCK:
         _MEMORY_CACHE.clear()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# built-in backends (their toolchains load when a kernel is first built)
+# ---------------------------------------------------------------------------------------------------------
+def _build_triton(lowered: Any) -> Built:
+    from .lowering.triton import build_triton
+
+    mode = "native" if lowered.target.kind == "cuda" else "interpret"
+    return build_triton(lowered, lowered.target, mode=mode)
+
+
+def _triton_usable() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+register_backend("triton", "cpu", BackendSpec("triton", _build_triton, available=_triton_usable))
+register_backend("triton", "cuda", BackendSpec("triton", _build_triton, available=_triton_usable))

@@ -69,3 +69,14 @@ def test_unknown_backend_is_a_clear_error():
 
     with pytest.raises(BackendError, match="no backend for"):
         compile_ir(scale_kernel(), Target("tvm", "rocm"))
+
+
+def test_triton_backend_through_the_driver_matches_the_interpreter():
+    kernel = scale_kernel()
+    x = torch.randn(37)
+    want, got = torch.zeros(37), torch.zeros(37)
+    compile_ir(kernel, "interpret").launch({"x": x, "y": want, "factor": 1.5})
+    compiled = compile_ir(kernel, "triton")
+    compiled.launch({"x": x, "y": got, "factor": 1.5})
+    assert torch.equal(got, want)
+    assert "@triton.jit" in compiled.source
