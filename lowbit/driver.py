@@ -36,7 +36,7 @@ class Built(Protocol):
 
     source: str
 
-    def launch(self, args: Mapping[str, Any]) -> None: ...
+    def launch(self, args: Mapping[str, Any], *, shape_bindings: Mapping[str, int] | None = None) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -95,10 +95,11 @@ class InterpretedKernel:
     def __post_init__(self) -> None:
         self.source = print_kernel(self.kernel)
 
-    def launch(self, args: Mapping[str, Any]) -> None:
+    def launch(self, args: Mapping[str, Any], *, shape_bindings: Mapping[str, int] | None = None) -> None:
         from .ir import interpret
 
-        interpret(self.kernel, {name: to_numpy(value) for name, value in args.items()})
+        interpret(self.kernel, {name: to_numpy(value) for name, value in args.items()},
+                  shape_bindings=shape_bindings)
 
 
 register_backend("interpret", "cpu", BackendSpec("interpret", lambda lowered: InterpretedKernel(lowered.kernel)))
@@ -253,11 +254,18 @@ class CompiledKernel:
                                               f"has {dim.name} = {sizes[dim.name]}")
                 sizes[dim.name] = int(extent)
 
-    def launch(self, args: Mapping[str, Any], *, check: bool = True) -> None:
-        """Run the kernel; outputs are written into the given tensors."""
+    def launch(self, args: Mapping[str, Any], *, shape_bindings: Mapping[str, int] | None = None,
+               check: bool = True) -> None:
+        """Run the kernel; outputs are written into the given tensors.
+
+        ``shape_bindings`` gives size symbols that no argument's shape determines by itself (e.g. ``K`` of a
+        packed weight stored as ``[cdiv(K, 64), ...]`` when no other argument has a ``K`` axis)."""
         if check:
             self.check_args(args)
-        self.built.launch(args)
+        if shape_bindings:
+            self.built.launch(args, shape_bindings=shape_bindings)
+        else:
+            self.built.launch(args)
 
     def __call__(self, **args: Any) -> None:
         self.launch(args)
@@ -372,3 +380,33 @@ def _triton_usable() -> bool:
 
 register_backend("triton", "cpu", BackendSpec("triton", _build_triton, available=_triton_usable))
 register_backend("triton", "cuda", BackendSpec("triton", _build_triton, available=_triton_usable))
+
+
+def _build_tvm(lowered: Any) -> Built:
+    from .lowering.tvm import build_tvm
+
+    return build_tvm(lowered, lowered.target)
+
+
+def _save_tvm(built: Any, folder: Path) -> Mapping[str, Any]:
+    built.export(folder / "kernel.so")
+    return {"library": "kernel.so"}
+
+
+def _load_tvm(folder: Path, meta: Mapping[str, Any], lowered: Any) -> Built:
+    from .lowering.tvm import load_tvm_kernel
+
+    return load_tvm_kernel(folder / meta.get("library", "kernel.so"))
+
+
+def _tvm_usable() -> bool:
+    try:
+        import importlib.util
+
+        return importlib.util.find_spec("tvm") is not None
+    except ImportError:  # pragma: no cover
+        return False
+
+
+register_backend("tvm", "cpu", BackendSpec("tvm", _build_tvm, _save_tvm, _load_tvm, available=_tvm_usable))
+register_backend("tvm", "cuda", BackendSpec("tvm", _build_tvm, available=_tvm_usable))

@@ -80,3 +80,24 @@ def test_triton_backend_through_the_driver_matches_the_interpreter():
     compiled.launch({"x": x, "y": got, "factor": 1.5})
     assert torch.equal(got, want)
     assert "@triton.jit" in compiled.source
+
+
+def test_tvm_backend_through_the_driver_and_its_disk_cache(tmp_path, monkeypatch):
+    from lowbit.driver import clear_memory_cache
+
+    monkeypatch.setenv("LOWBIT_CACHE_DIR", str(tmp_path))
+    clear_memory_cache()
+    kernel = scale_kernel()
+    x = torch.randn(37)
+    want, got, again = torch.zeros(37), torch.zeros(37), torch.zeros(37)
+    compile_ir(kernel, "interpret").launch({"x": x, "y": want, "factor": 1.5})
+    first = compile_ir(kernel, "tvm")
+    first.launch({"x": x, "y": got, "factor": 1.5})
+    assert torch.equal(got, want) and not first.from_disk_cache
+    assert "T.prim_func" in first.source
+    clear_memory_cache()  # a new process would start here: the build comes from disk
+    second = compile_ir(kernel, "tvm")
+    assert second.from_disk_cache
+    second.launch({"x": x, "y": again, "factor": 1.5})
+    assert torch.equal(again, want)
+    clear_memory_cache()

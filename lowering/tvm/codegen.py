@@ -1,0 +1,1246 @@
+"""Tile IR -> TensorIR (TVMScript text) for the CPU (LLVM) and for NVIDIA GPUs (CUDA source).
+
+:func:`emit_tvm` turns a kernel (or a :class:`~lowbit.lowering.passes.Lowered` result) into the text of a
+``@T.prim_func``; :func:`lowbit.lowering.tvm.launcher.build_tvm` parses, compiles and wraps it.
+
+How the IR maps to TensorIR:
+
+* **the grid** -> one outer loop over all programs: ``T.parallel`` on a CPU, ``blockIdx.x`` on CUDA (with
+  ``threadIdx.x`` inside: every tile instruction is spread over the block's threads);
+* **a tile value** -> either a buffer (register tiles: ``local`` on the CPU; on CUDA every materialized
+  tile lives in ``shared`` memory, since threads exchange elements) or a *lazy expression* fused into its
+  consumer's loop nest (see :mod:`.analysis`), so a chain of elementwise instructions, broadcasts,
+  reshapes and loads becomes one loop nest;
+* **an instruction** -> a loop nest over the result tile; ``dot`` -> ``i, k, j`` nest accumulating in the
+  accumulator's dtype (written in place into a loop-carried accumulator when the old value is dead);
+  reductions -> a loop over the reduced axis;
+* **scalars** (rank 0) -> TIR variables (``name: T.int32 = ...``); index arithmetic stays plain so TVM
+  simplifies it; data arithmetic wraps / rounds exactly as the interpreter (:mod:`.tir_text`);
+* **for** -> a serial loop; loop-carried values live in buffers (``iter_args`` read them, ``yield`` writes
+  them, through temporaries when one yield reads another carried value); **if** -> ``if``/``else``
+  writing result buffers;
+* **masks and edges** -> conditions: a loop nest whose loads/stores may leave the tensor is emitted twice,
+  a fast path (all accesses in bounds: plain, vectorized) and a checked path (``T.if_then_else`` loads,
+  guarded stores), chosen by one scalar test per nest.
+
+Schedules come from :mod:`.schedule` (layouts -> vector widths on the CPU, thread mapping on CUDA) and
+from ``Lowered.facts``: the ``vector`` pass's per-access widths (``facts["vector"]``) and an optional
+``facts["vector_width"] = {value name: lanes}`` override.
+
+Numerics follow ``lowbit.ir.interpret`` exactly for integers and elementwise floats (see
+:mod:`.tir_text`: float32 products are fenced against FMA contraction on the CPU; compile CUDA sources
+with ``nvcc --fmad=false`` for the same guarantee). ``dot`` and float reductions may reassociate.
+
+Not supported: code-typed (sub-byte / fp8) tiles -- run the ``lower-lowbit`` pass first.
+
+>>> from lowbit.ir import KernelBuilder
+>>> kb = KernelBuilder("scale")
+>>> x = kb.tensor_param("x", "f32", ["N"])
+>>> kb.set_grid("cdiv(N, 64)")
+>>> off = kb.mul(kb.program_id(0), 64, name="off")
+>>> kb.store(x, kb.mul(kb.load(x, [off], [64]), 2.0), [off])
+>>> src = emit_tvm(kb.build(), "cpu")                      # doctest: +SKIP
+>>> print(src.text)                                         # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import keyword
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence, Union
+
+from lowbit.errors import CompileError
+from lowbit.ir import nodes as n
+from lowbit.ir.symbolic import Sym
+from lowbit.ir.types import is_code, kind_of, nbits_of, short_name
+from lowbit.ir.verifier import verify
+
+from . import tir_text as tt
+from .analysis import KernelInfo, plan_inlining
+from .schedule import choose_vector, cpu_loops, cuda_loops, layout_vector_width
+from .tiles import BufferTile, ExprTile, ScalarTile, SharedView, Tile, elementwise, remap, reshape_map
+
+__all__ = ["AbiParam", "TVMSource", "CodegenTarget", "resolve_target", "emit_tvm"]
+
+
+# ----------------------------------------------------------------------------------------------------
+# public data
+# ----------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AbiParam:
+    """One argument of the generated function, in call order.
+
+    ``role``: ``tensor`` (a kernel tensor parameter; ``dims`` its shape as size expressions),
+    ``scalar`` (a kernel scalar parameter passed as ``abi_dtype``: int64 / float64 / bool) or ``symbol``
+    (a shape symbol, int32, bound by the launcher from the argument shapes).
+    """
+
+    name: str
+    role: str
+    dtype: str
+    abi_dtype: str
+    dims: tuple[str, ...] = ()
+    intent: str = "in"
+
+
+@dataclass(frozen=True)
+class TVMSource:
+    """Generated TensorIR: ``text`` is a TVMScript ``@T.prim_func`` named ``func_name``.
+
+    ``abi`` lists the function's arguments (kernel parameters, then shape symbols); ``constants`` the
+    compile-time constants it was specialized with; ``kind`` is ``cpu`` or ``cuda``; ``target`` the TVM
+    target dict it is meant for.
+    """
+
+    kernel_name: str
+    func_name: str
+    text: str
+    kind: str
+    target: Mapping[str, Any]
+    abi: tuple[AbiParam, ...]
+    constants: Mapping[str, Any]
+    threads: int = 1
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True)
+class CodegenTarget:
+    """What the generator needs from a target: CPU (vector bits) or CUDA (arch, threads per block)."""
+
+    kind: str                       # "cpu" | "cuda"
+    tvm: Mapping[str, Any]          # the TVM target dict
+    vector_bits: int = 128
+    threads: int = 128
+
+    @property
+    def cuda(self) -> bool:
+        return self.kind == "cuda"
+
+    def lanes(self, dtype: str) -> int:
+        bits = 8 if dtype == "bool" else nbits_of(dtype)
+        return max(1, self.vector_bits // bits)
+
+
+def resolve_target(target: Any) -> CodegenTarget:
+    """A :class:`CodegenTarget` from a lowbit ``Target``, ``"cpu"``/``"llvm"``/``"tvm:llvm"``, ``"cuda"``,
+    ``"sm_90"``/``"tvm:cuda:sm_90"``, a TVM target dict or a CodegenTarget."""
+    from lowbit.lowering.target import Target
+
+    from .target import cpu_target_dict, cuda_target_dict, host_cpu
+
+    if isinstance(target, CodegenTarget):
+        return target
+    if isinstance(target, Target):
+        if target.backend != "tvm":
+            raise CompileError(f"target {target} is not a TVM target", hint="use tvm:llvm or tvm:cuda:sm_90")
+        if target.kind == "cuda":
+            return CodegenTarget("cuda", cuda_target_dict(target.arch or "sm_90"),
+                                 threads=target.warp_size * target.num_warps)
+        return CodegenTarget("cpu", cpu_target_dict(), vector_bits=host_cpu().vector_bits)
+    if isinstance(target, Mapping):
+        kind = str(target.get("kind"))
+        if kind == "cuda":   # "threads" (per block) is ours, not TVM's
+            return CodegenTarget("cuda", {k: v for k, v in target.items() if k != "threads"},
+                                 threads=int(target.get("threads", 128)))
+        if kind == "llvm":
+            return CodegenTarget("cpu", dict(target), vector_bits=host_cpu().vector_bits)
+        raise CompileError(f"unsupported TVM target kind {kind!r}", hint="use 'llvm' or 'cuda'")
+    if isinstance(target, str):
+        text = target.strip().lower()
+        if text.startswith("tvm:"):
+            text = text[4:]
+        if text in ("cpu", "llvm", "host"):
+            return CodegenTarget("cpu", cpu_target_dict(), vector_bits=host_cpu().vector_bits)
+        if text == "cuda":
+            text = "sm_90"
+        if text.startswith("cuda:"):
+            text = text[5:]
+        if text.startswith("sm_"):
+            return CodegenTarget("cuda", cuda_target_dict(text))
+    raise CompileError(f"cannot compile for TVM target {target!r}",
+                       hint="use 'cpu', 'sm_80', 'sm_90', a lowbit Target (tvm:llvm, tvm:cuda:sm_90) or a dict")
+
+
+# ----------------------------------------------------------------------------------------------------
+# statement tree
+# ----------------------------------------------------------------------------------------------------
+
+class _Block(list):
+    """A list of statements: text lines, nested :class:`_Scope` s and placeholder blocks."""
+
+
+@dataclass
+class _Scope:
+    header: str
+    body: _Block = field(default_factory=_Block)
+
+
+Item = Union[str, _Scope, _Block]
+
+
+def _render(block: _Block, indent: int, out: list[str]) -> None:
+    pad = "    " * indent
+    for item in block:
+        if isinstance(item, _Scope):
+            out.append(pad + item.header)
+            if _empty(item.body):
+                out.append(pad + "    T.evaluate(0)")
+            else:
+                _render(item.body, indent + 1, out)
+        elif isinstance(item, _Block):
+            _render(item, indent, out)
+        else:
+            out.append(pad + item)
+
+
+def _empty(block: _Block) -> bool:
+    return all(isinstance(i, _Block) and _empty(i) for i in block)
+
+
+def _nest_items(headers: Sequence[str], inner: list[Item]) -> list[Item]:
+    """Wrap ``inner`` in the loop headers (outermost first)."""
+    items: list[Item] = list(inner)
+    for h in reversed(headers):
+        scope = _Scope(h)
+        scope.body.extend(items)
+        items = [scope]
+    return items
+
+
+# ----------------------------------------------------------------------------------------------------
+# names
+# ----------------------------------------------------------------------------------------------------
+
+_RESERVED = set(keyword.kwlist) | {"T", "range", "True", "False", "None", "tx", "pid", "pid0", "pid1", "pid2",
+                                   "main"}
+_LOOPISH = re.compile(r"^(ax|axo|axv|axe|axl|k|it|e)\d*$|^ax[ovel]?\d+$")
+
+
+class _Names:
+    def __init__(self) -> None:
+        self.used: set[str] = set(_RESERVED)
+
+    def fresh(self, hint: str) -> str:
+        base = re.sub(r"[^0-9A-Za-z_]", "_", hint) or "v"
+        if base[0].isdigit() or base.startswith("_"):
+            base = "v" + base
+        if _LOOPISH.match(base):
+            base = base + "_"
+        name, i = base, 1
+        while name in self.used:
+            name = f"{base}_{i}"
+            i += 1
+        self.used.add(name)
+        return name
+
+
+# ----------------------------------------------------------------------------------------------------
+# the emitter
+# ----------------------------------------------------------------------------------------------------
+
+def _dims_text(d: Any, sym: Callable[[str], str]) -> str:
+    if isinstance(d, int):
+        return str(d)
+    if isinstance(d, Sym):
+        return sym(d.name)
+    a, b = _dims_text(d.lhs, sym), _dims_text(d.rhs, sym)
+    if d.op == "+":
+        return f"({a} + {b})"
+    if d.op == "-":
+        return f"({a} - {b})"
+    if d.op == "*":
+        return f"({a} * {b})"
+    if d.op == "//":
+        return f"T.floordiv({a}, {b})"
+    if d.op == "%":
+        return f"T.floormod({a}, {b})"
+    if d.op == "cdiv":
+        return f"T.floordiv({a} + {b} - 1, {b})"
+    if d.op in ("min", "max"):
+        return f"T.{d.op}({a}, {b})"
+    raise CompileError(f"unknown size operator {d.op!r}")
+
+
+class _Emitter:
+    def __init__(self, kernel: n.Kernel, target: CodegenTarget, constants: Mapping[str, Any],
+                 facts: Mapping[str, Any]):
+        self.k = kernel
+        self.t = target
+        self.constants = dict(constants)
+        self.facts = facts
+        self.info: KernelInfo = plan_inlining(kernel)
+        self.names = _Names()
+        self.tiles: dict[str, Tile] = {}
+        self.slots: dict[str, tuple[_Block, n.Instr]] = {}
+        self.allocs: list[str] = []            # allocation lines at the top of a program
+        self.shared_allocs: list[str] = []     # CUDA: shared allocations (block level)
+        self.shared_names: set[str] = set()
+        self.tensors: dict[str, tuple[str, list[str], str]] = {}
+        self.symbols: dict[str, str] = {}
+        self.inplace: dict[str, str] = {}      # value name -> buffer to write it into
+        self.cur: _Block = _Block()
+        self.vector_facts = dict(facts.get("vector_width", {}) or {}) if isinstance(facts, Mapping) else {}
+        self.expanded: dict[str, str] = {}     # bound scalar variable -> its expression (expanded)
+        self.access_widths = _access_widths(kernel, facts)
+
+    # ------------------------------------------------------------------ small helpers
+    def emit(self, item: Item) -> None:
+        self.cur.append(item)
+
+    def sym(self, name: str) -> str:
+        if name in self.constants:
+            v = self.constants[name]
+            return str(int(v)) if isinstance(v, (int, bool)) else repr(v)
+        if name not in self.symbols:
+            raise CompileError(f"size symbol {name!r} is neither a shape symbol nor a constant")
+        return self.symbols[name]
+
+    def fence(self) -> bool:
+        return not self.t.cuda
+
+    def alloc(self, hint: str, shape: Sequence[int], dtype: str, *, shared: bool = False) -> str:
+        """A buffer for an ``alloc_shared`` (``shared`` scope on CUDA, a plain local buffer on the CPU)."""
+        name = self.names.fresh(hint)
+        shp = tuple(shape) if shape else (1,)
+        scope = "shared" if self.t.cuda and shared else "local"
+        line = f'{name} = T.alloc_buffer({shp!r}, "{tt.NATIVE_TVM[dtype]}", scope="{scope}")'
+        if scope == "shared":
+            self.shared_allocs.append(line)
+            self.shared_names.add(name)
+        else:
+            self.allocs.append(line)
+        return name
+
+    def tile_buffer(self, hint: str, shape: Sequence[int], dtype: str) -> BufferTile:
+        """A new register-tile buffer (shared on CUDA for tiles; rank 0 -> one element)."""
+        name = self.names.fresh(hint)
+        shp = tuple(shape) if shape else (1,)
+        scope = "shared" if self.t.cuda else "local"
+        line = f'{name} = T.alloc_buffer({shp!r}, "{tt.NATIVE_TVM[dtype]}", scope="{scope}")'
+        if self.t.cuda:
+            self.shared_allocs.append(line)
+            self.shared_names.add(name)
+        else:
+            self.allocs.append(line)
+        return BufferTile(name, tuple(shape), dtype, memory=self.t.cuda)
+
+    def local_scalar(self, hint: str, dtype: str) -> str:
+        name = self.names.fresh(hint)
+        self.allocs.append(f'{name} = T.alloc_buffer((1,), "{tt.NATIVE_TVM[dtype]}", scope="local")')
+        return name
+
+    def get(self, v: n.Value) -> Tile:
+        try:
+            return self.tiles[v.name]
+        except KeyError:
+            raise CompileError(f"internal error: value %{v.name} used before its definition") from None
+
+    def short(self, v: n.Value) -> Tile:
+        """``v``'s tile, materialized first if it is a long lazy expression (the caller repeats it)."""
+        tile = self.get(v)
+        if isinstance(tile, ExprTile) and v.name in self.slots:
+            sample = tile.read([f"ax{d}" for d in range(tile.rank)], True)
+            if not tt.is_small(sample):
+                self.force(v.name)
+                tile = self.get(v)
+        return tile
+
+    def scalar(self, v: n.Value) -> str:
+        return self.get(v).read([], True)
+
+    _IDENT = re.compile(r"\b[A-Za-z_][A-Za-z0-9_]*\b")
+
+    def expand(self, text: str) -> str:
+        """``text`` with every bound scalar variable replaced by its defining expression.
+
+        TVM 0.27 cannot index a *local buffer* with a ``Bind`` variable (FlattenBuffer fails), so indices
+        into allocated buffers (shared slices) use the expanded form.
+        """
+        return self._IDENT.sub(lambda m: f"({self.expanded[m.group(0)]})" if m.group(0) in self.expanded
+                               else m.group(0), text)
+
+    def bind(self, hint: str, dtype: str, expr: str) -> ScalarTile:
+        """Emit ``name: T.dtype = expr`` and return the scalar (its expansion is remembered)."""
+        name = self.names.fresh(hint)
+        self.emit(f"{name}: T.{tt.NATIVE_TVM[dtype]} = {expr}")
+        self.expanded[name] = self.expand(expr)
+        return ScalarTile(name, dtype)
+
+    def layout_of(self, v: n.Value) -> Any:
+        return v.type.layout
+
+    def vector_for(self, v: n.Value | None, shape: Sequence[int], dtype: str, ins: n.Instr | None = None) -> int:
+        """CPU vector width of a nest writing ``v``: the ``vector`` pass's width for the access ``ins``,
+        a ``vector_width`` fact, the contiguous run of ``v``'s register layout, else the SIMD lanes."""
+        lanes = self.t.lanes(dtype)
+        if ins is not None and id(ins) in self.access_widths:
+            return self.access_widths[id(ins)]
+        if v is not None:
+            fact = self.vector_facts.get(v.name)
+            if isinstance(fact, int) and fact > 0:
+                return fact
+            if shape:
+                run = layout_vector_width(self.layout_of(v), int(shape[-1]))
+                if run is not None:
+                    return min(run, 4 * lanes)
+        return lanes
+
+    # ------------------------------------------------------------------ loop nests
+    def emit_nest(self, shape: Sequence[int], body: Callable[[list[str], bool], list[Item]], *,
+                  tiles: Sequence[Tile] = (), guards: Sequence[str] = (),
+                  cond: Callable[[list[str], bool], str | None] | None = None,
+                  vector: int = 1, layout: Any = None) -> None:
+        """Loop nest over ``shape``: ``body(idx, fast)`` statements, guarded by ``cond(idx, fast)``.
+
+        With guards (from lazy loads and bounds checks) the nest is versioned: ``if guards`` -> fast
+        path (unchecked reads, vectorized), else the checked path.
+        """
+        all_guards: list[str] = []
+        for g in list(guards) + [g for t in tiles for g in t.guards]:
+            if g not in all_guards:
+                all_guards.append(g)
+        if all_guards:
+            fast = _Scope("if " + " and ".join(f"({g})" for g in all_guards) + ":")
+            slow = _Scope("else:")
+            fast.body.extend(self._loops(shape, body, cond, True, vector, layout))
+            slow.body.extend(self._loops(shape, body, cond, False, vector, layout))
+            self.emit(fast)
+            self.emit(slow)
+        else:
+            for item in self._loops(shape, body, cond, True, vector, layout):
+                self.emit(item)
+        if self.t.cuda:
+            # every tile lives in shared memory on CUDA: the next nest may read what another thread wrote
+            self.emit('T.tvm_storage_sync("shared")')
+
+    def _loops(self, shape: Sequence[int], body, cond, fast: bool, vector: int, layout: Any) -> list[Item]:
+        if self.t.cuda:
+            loops = cuda_loops(shape, self.t.threads, layout)
+            idx = list(loops.index)
+            c = cond(idx, fast) if cond else None
+            guard = " and ".join(f"({g})" for g in (loops.guard, c) if g)
+            inner = body(idx, fast)
+            if guard:
+                s = _Scope(f"if {guard}:")
+                s.body.extend(inner)
+                inner = [s]
+            return _nest_items(loops.headers, inner)
+        # CPU: vectorize the fast path unless stores are conditional
+        probe = cond(["ax0"] * len(shape), fast) if cond else None
+        v = vector if (fast and probe is None) else 1
+        headers, idx = cpu_loops(shape, v)
+        c = cond(idx, fast) if cond else None
+        inner = body(idx, fast)
+        if c:
+            s = _Scope(f"if {c}:")
+            s.body.extend(inner)
+            inner = [s]
+        return _nest_items(headers, inner)
+
+    def materialize(self, v: n.Value, tile: Tile, *, into: BufferTile | None = None,
+                    hint: str | None = None) -> BufferTile:
+        """Compute ``tile`` into a buffer (``into`` or a new one) with a loop nest."""
+        if into is None:
+            if not v.type.shape:
+                buf = self.tile_buffer(hint or v.name, (), v.dtype) if self.t.cuda else None
+                if buf is None:
+                    name = self.local_scalar(hint or v.name, v.dtype)
+                    buf = BufferTile(name, (), v.dtype)
+            else:
+                buf = self.tile_buffer(hint or v.name, tile.shape, tile.dtype)
+        else:
+            buf = into
+        if isinstance(tile, BufferTile) and tile.name == buf.name:
+            return buf
+        self.emit_nest(tile.shape, lambda idx, fast: [f"{buf.write(idx)} = {tile.read(idx, fast)}"],
+                       tiles=[tile], vector=self.vector_for(v, tile.shape, tile.dtype, self.info.defs.get(v.name)),
+                       layout=self.layout_of(v))
+        return buf
+
+    def define(self, ins: n.Instr, v: n.Value, tile: Tile) -> None:
+        """Bind ``v`` to ``tile``: scalars become variables, lazy values stay expressions (with a slot to
+        materialize them later if a consumer needs), the rest is materialized now."""
+        if v.type.shape == () and not isinstance(tile, ScalarTile):
+            expr = tile.read([], True) if not tile.guards else None
+            if expr is None:
+                buf = self.materialize(v, tile)
+                expr = buf.read([], True)
+            self.tiles[v.name] = self.bind(v.name, v.dtype, expr)
+            return
+        if v.name in self.info.lazy or isinstance(tile, ScalarTile):
+            slot = _Block()
+            self.emit(slot)
+            self.slots[v.name] = (slot, ins)
+            self.tiles[v.name] = tile
+            return
+        self.tiles[v.name] = self.materialize(v, tile, into=self._inplace_buffer(v))
+
+    def force(self, name: str) -> None:
+        """Materialize a lazy value at its definition point."""
+        slot, ins = self.slots.pop(name)
+        v = next(o for o in ins.outputs if o.name == name)
+        saved, self.cur = self.cur, slot
+        try:
+            self.tiles[name] = self.materialize(v, self.tiles[name])
+        finally:
+            self.cur = saved
+
+    def _inplace_buffer(self, v: n.Value) -> BufferTile | None:
+        name = self.inplace.get(v.name)
+        return BufferTile(name, v.type.shape, v.dtype, memory=self.t.cuda) if name else None
+
+    # ------------------------------------------------------------------ program structure
+    def run(self) -> tuple[str, tuple[AbiParam, ...]]:
+        k = self.k
+        abi: list[AbiParam] = []
+        sig: list[str] = []
+        header: list[str] = []
+        consts = {c.name for c in k.constants}
+        for c in k.constants:
+            if c.name not in self.constants:
+                if c.value is None:
+                    raise CompileError(f"kernel {k.name}: constant {c.name} has no value",
+                                       hint="specialize it (the specialize-constants pass) or pass constants={...}")
+                self.constants[c.name] = c.value
+        symbols = [s for s in k.shape_symbols() if s not in consts]
+        for s in symbols:
+            self.symbols[s] = self.names.fresh(s)
+        for p in k.params:
+            if isinstance(p, n.TensorParam):
+                if is_code(p.value.dtype):
+                    raise CompileError(
+                        f"kernel {k.name}: parameter {p.name} has the low-bit code type {p.value.dtype}; the TVM "
+                        "backend needs packed native storage",
+                        hint="run the lower-lowbit pass first (lowbit.lowering.passes.run_passes)")
+                handle = self.names.fresh(p.name + "_h")
+                buf = self.names.fresh(p.name)
+                dims = [_dims_text(d, self.sym) for d in p.value.type.shape]
+                sig.append(f"{handle}: T.handle")
+                shape = "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
+                header.append(f'{buf} = T.match_buffer({handle}, {shape}, "{tt.NATIVE_TVM[p.value.dtype]}")')
+                self.tensors[p.name] = (buf, dims, p.value.dtype)
+                abi.append(AbiParam(p.name, "tensor", p.value.dtype, p.value.dtype,
+                                    tuple(str(d) for d in p.value.type.shape), p.intent))
+            else:
+                dtype = p.value.dtype
+                kind = kind_of(dtype)
+                abi_dtype = "bool" if kind == "bool" else "float64" if kind == "float" else "int64"
+                arg = self.names.fresh(p.name + "_arg")
+                sig.append(f"{arg}: T.{abi_dtype}")
+                var = self.names.fresh(p.name)
+                conv = arg if abi_dtype == dtype else f'T.Cast("{dtype}", {arg})'
+                header.append(f"{var}: T.{dtype} = {conv}")
+                self.expanded[var] = conv
+                self.tiles[p.name] = ScalarTile(var, dtype)
+                abi.append(AbiParam(p.name, "scalar", dtype, abi_dtype))
+        for s in symbols:
+            sig.append(f"{self.symbols[s]}: T.int32")
+            abi.append(AbiParam(s, "symbol", "int32", "int32"))
+
+        grid = [_dims_text(d, self.sym) for d in k.grid]
+        self.grid = grid
+        total = " * ".join(f"({g})" for g in grid) if grid else "1"
+        pids = [f"pid{a}" for a in range(len(grid))]      # reserved names
+        pid_lines = []
+        for a in range(len(grid)):
+            inner = " * ".join(f"({g})" for g in grid[a + 1:])
+            expr = "pid" if not inner else f"T.floordiv(pid, {inner})"
+            if a > 0:
+                expr = f"T.floormod({expr}, {grid[a]})"
+            pid_lines.append(f"{pids[a]}: T.int32 = {expr}")
+            self.expanded[pids[a]] = expr
+        self.pids = pids
+
+        body = _Block()
+        self.cur = body
+        self.emit_body(k.body)
+
+        func_name = self.names.fresh(k.name)
+        lines = ["@T.prim_func", f"def {func_name}({', '.join(sig)}):",
+                 f'    T.func_attr({{"global_symbol": "{func_name}", "tirx.noalias": True}})']
+        lines += ["    " + h for h in header]
+        if self.t.cuda:
+            lines.append(f'    for pid in T.thread_binding({total}, thread="blockIdx.x"):')
+            lines += ["        " + a for a in self.shared_allocs]
+            lines.append(f'        for tx in T.thread_binding({self.t.threads}, thread="threadIdx.x"):')
+            ind = 3
+        else:
+            lines.append(f"    for pid in T.parallel({total}):")
+            ind = 2
+        pad = "    " * ind
+        lines += [pad + a for a in self.allocs]
+        lines += [pad + p for p in pid_lines]
+        out: list[str] = []
+        _render(body, ind, out)
+        if not out:
+            out.append(pad + "T.evaluate(0)")
+        lines += out
+        self.func_name = func_name
+        return "\n".join(lines) + "\n", tuple(abi)
+
+    def emit_body(self, body: Sequence[n.Instr]) -> list[n.Value] | None:
+        """Emit a block; return the yielded values (if it ends with a yield)."""
+        for ins in body:
+            if isinstance(ins, n.Yield):
+                return list(ins.values)
+            handler = getattr(self, "op_" + type(ins).__name__, None)
+            if handler is None:
+                raise CompileError(f"the TVM backend does not support the instruction {ins.opcode}",
+                                   location=ins.loc)
+            try:
+                handler(ins)
+            except CompileError as err:
+                if err.location is None and ins.loc is not None:
+                    err.location = ins.loc
+                raise
+        return None
+
+    # ------------------------------------------------------------------ scalars and constructors
+    def op_Constant(self, ins: n.Constant) -> None:
+        self.tiles[ins.result.name] = ScalarTile(tt.lit(ins.value, ins.result.dtype), ins.result.dtype)
+
+    def op_ProgramId(self, ins: n.ProgramId) -> None:
+        self.tiles[ins.result.name] = ScalarTile(self.pids[ins.axis], "int32")
+
+    def op_NumPrograms(self, ins: n.NumPrograms) -> None:
+        self.tiles[ins.result.name] = ScalarTile(f"({self.grid[ins.axis]})", "int32")
+
+    def op_SymbolRef(self, ins: n.SymbolRef) -> None:
+        dtype = ins.result.dtype
+        if ins.name in self.constants:
+            text = tt.lit(self.constants[ins.name], dtype)
+        else:
+            text = self.sym(ins.name)
+            if dtype != "int32":
+                text = f'T.Cast("{dtype}", {text})'
+        self.tiles[ins.result.name] = ScalarTile(text, dtype)
+
+    def op_Full(self, ins: n.Full) -> None:
+        r = ins.result
+        value = tt.lit(ins.value, r.dtype)
+        self.define(ins, r, ExprTile(tuple(r.type.shape), r.dtype, fn=lambda idx, fast: value))
+
+    def op_Arange(self, ins: n.Arange) -> None:
+        r = ins.result
+        start = ins.start
+        self.define(ins, r, ExprTile(tuple(r.type.shape), "int32",
+                                     fn=lambda idx, fast: idx[0] if start == 0 else f"({idx[0]} + {start})"))
+
+    # ------------------------------------------------------------------ global memory
+    def _window(self, tensor: n.Value, offsets: Sequence[n.Value], shape: Sequence[int],
+                checked: Sequence[bool] | None):
+        buf, dims, dtype = self.tensors[tensor.name]
+        offs = [self.scalar(o) for o in offsets]
+        guards: list[str] = []
+        axes = []
+        for ax, (o, s, d) in enumerate(zip(offs, shape, dims)):
+            if checked is not None and not checked[ax]:
+                continue
+            axes.append(ax)
+            if not _literal_nonneg(o):
+                guards.append(f"{o} >= 0")
+            guards.append(f"{o} + {s} <= {d}")
+
+        def index(idx: Sequence[str]) -> list[str]:
+            return [i if o in ("0", "T.int32(0)") else f"{o} + {i}" for o, i in zip(offs, idx)]
+
+        def inb(idx: Sequence[str]) -> str | None:
+            conds = []
+            for ax in axes:
+                pos = index(idx)[ax]
+                conds.append(f"T.And({pos} >= 0, {pos} < {dims[ax]})")
+            if not conds:
+                return None
+            out = conds[0]
+            for c in conds[1:]:
+                out = f"T.And({out}, {c})"
+            return out
+
+        return buf, dtype, index, inb, guards
+
+    def _load_tile(self, tensor: n.Value, offsets, shape, mask: n.Value | None, other: n.Value | None,
+                   checked) -> ExprTile:
+        buf, dtype, index, inb, guards = self._window(tensor, offsets, shape, checked)
+        mtile = self.get(mask) if mask is not None else None
+        fill = self.scalar(other) if other is not None else tt.lit(0, dtype)
+        unchecked = checked is not None and not all(checked)
+
+        def fn(idx: Sequence[str], fast: bool) -> str:
+            val = f"{buf}[{', '.join(index(idx))}]"
+            conds = []
+            if not fast:
+                c = inb(idx)
+                if c:
+                    conds.append(c)
+            if mtile is not None:
+                conds.append(mtile.read(idx, fast))
+            if not conds:
+                return val
+            cond = conds[0] if len(conds) == 1 else f"T.And({conds[0]}, {conds[1]})"
+            if fast and not unchecked:
+                return f"T.Select({cond}, {val}, {fill})"      # in bounds: both sides are safe to read
+            return f"T.if_then_else({cond}, {val}, {fill})"
+
+        extra = tuple(mtile.guards) if mtile is not None else ()
+        buffers = mtile.buffers if mtile is not None else frozenset()
+        return ExprTile(tuple(shape), dtype, guards=tuple(guards) + extra, buffers=buffers, memory=True, fn=fn)
+
+    def op_Load(self, ins: n.Load) -> None:
+        r = ins.result
+        self.define(ins, r, self._load_tile(ins.tensor, ins.offsets, r.type.shape, ins.mask, ins.other,
+                                            ins.checked))
+
+    def op_Store(self, ins: n.Store) -> None:
+        value = self.get(ins.value)
+        shape = ins.value.type.shape
+        buf, dtype, index, inb, guards = self._window(ins.tensor, ins.offsets, shape, ins.checked)
+        mtile = self.get(ins.mask) if ins.mask is not None else None
+
+        def cond(idx: Sequence[str], fast: bool) -> str | None:
+            conds = []
+            if not fast:
+                c = inb(idx)
+                if c:
+                    conds.append(c)
+            if mtile is not None:
+                conds.append(mtile.read(idx, fast))
+            if not conds:
+                return None
+            return conds[0] if len(conds) == 1 else f"T.And({conds[0]}, {conds[1]})"
+
+        tiles = [value] + ([mtile] if mtile is not None else [])
+        self.emit_nest(shape, lambda idx, fast: [f"{buf}[{', '.join(index(idx))}] = {value.read(idx, fast)}"],
+                       tiles=tiles, guards=guards, cond=cond,
+                       vector=self.vector_for(ins.value, shape, dtype, ins), layout=self.layout_of(ins.value))
+
+    # ------------------------------------------------------------------ shared memory
+    def op_AllocShared(self, ins: n.AllocShared) -> None:
+        r = ins.result
+        name = self.alloc(r.name, r.type.shape, r.dtype)
+        self.tiles[r.name] = SharedView(tuple(r.type.shape), r.dtype, buffers=frozenset([name]), memory=True,
+                                        name=name, base_shape=tuple(r.type.shape), offsets=())
+
+    def op_SharedSlice(self, ins: n.SharedSlice) -> None:
+        src = self.get(ins.src)
+        assert isinstance(src, SharedView)
+        r = ins.result
+        offs = [self.expand(self.scalar(o)) for o in ins.offsets]
+        # the slice origin in base coordinates; the slice's axes are the base's trailing axes
+        base_offsets = tuple(src._index(offs[:ins.src.type.rank - r.type.rank] + offs[ins.src.type.rank - r.type.rank:]))
+        self.tiles[r.name] = SharedView(tuple(r.type.shape), r.dtype, buffers=src.buffers, memory=True,
+                                        name=src.name, base_shape=src.base_shape, offsets=base_offsets)
+
+    def op_CopyToShared(self, ins: n.CopyToShared) -> None:
+        dst = self.get(ins.dst)
+        assert isinstance(dst, SharedView)
+        src = self._load_tile(ins.tensor, ins.offsets, ins.dst.type.shape, ins.mask, ins.other, ins.checked)
+        self.emit_nest(dst.shape, lambda idx, fast: [f"{dst.write(idx)} = {src.read(idx, fast)}"],
+                       tiles=[src], vector=self.vector_for(None, dst.shape, dst.dtype, ins))
+
+    def op_LoadShared(self, ins: n.LoadShared) -> None:
+        self.define(ins, ins.result, self.get(ins.src))
+
+    def op_StoreShared(self, ins: n.StoreShared) -> None:
+        dst = self.get(ins.dst)
+        assert isinstance(dst, SharedView)
+        value = self.get(ins.value)
+        self.emit_nest(dst.shape, lambda idx, fast: [f"{dst.write(idx)} = {value.read(idx, fast)}"],
+                       tiles=[value], vector=self.vector_for(ins.value, dst.shape, dst.dtype),
+                       layout=self.layout_of(ins.value))
+
+    def op_Barrier(self, ins: n.Barrier) -> None:
+        if self.t.cuda:
+            self.emit('T.tvm_storage_sync("shared")')
+
+    # ------------------------------------------------------------------ conversions and elementwise
+    def op_Cast(self, ins: n.Cast) -> None:
+        src, dst = ins.x.dtype, ins.result.dtype
+        for d in (src, dst):
+            if is_code(d):
+                raise CompileError(f"cast between {short_name(src)} and {short_name(dst)}: the TVM backend only "
+                                   "converts between native dtypes",
+                                   hint="run the lower-lowbit pass first: it turns code casts into bit arithmetic")
+        repeats = (kind_of(src) == "float" and kind_of(dst) in ("int", "uint")) or (
+            dst == "bfloat16" and src in ("int32", "uint32"))
+        x = self.short(ins.x) if repeats else self.get(ins.x)
+        self.define(ins, ins.result, elementwise(ins.result.type.shape, dst, [x],
+                                                 lambda e: tt.cast(e[0], src, dst)))
+
+    def op_Unary(self, ins: n.Unary) -> None:
+        dtype = ins.x.dtype
+        repeats = ins.op == "abs" and kind_of(dtype) == "int"
+        x = self.short(ins.x) if repeats else self.get(ins.x)
+        self.define(ins, ins.result, elementwise(ins.result.type.shape, dtype, [x],
+                                                 lambda e: tt.unary(ins.op, e[0], dtype)))
+
+    def op_Binary(self, ins: n.Binary) -> None:
+        dtype = ins.lhs.dtype
+        kind = kind_of(dtype)
+        index = ins.result.type.shape == () and ins.result.name in self.info.index_values
+        divisor = None
+        rdef = self.info.defs.get(ins.rhs.name)
+        if isinstance(rdef, n.Constant):
+            divisor = rdef.value
+        elif isinstance(rdef, n.SymbolRef) and rdef.name in self.constants:
+            divisor = self.constants[rdef.name]
+        repeats_a = kind == "float" and ins.op in ("maximum", "minimum", "mod")
+        repeats_b = (kind == "float" and ins.op in ("maximum", "minimum", "mod")) or (
+            kind in ("int", "uint") and ins.op in ("floordiv", "mod") and not (isinstance(divisor, int) and divisor > 0))
+        a = self.short(ins.lhs) if repeats_a else self.get(ins.lhs)
+        b = self.short(ins.rhs) if repeats_b else self.get(ins.rhs)
+        fence = self.fence()
+        self.define(ins, ins.result, elementwise(
+            ins.result.type.shape, ins.result.dtype, [a, b],
+            lambda e: tt.binary(ins.op, e[0], e[1], dtype, index=index, divisor=divisor, fence=fence)))
+
+    def op_Where(self, ins: n.Where) -> None:
+        c, x, y = self.get(ins.cond), self.get(ins.x), self.get(ins.y)
+        self.define(ins, ins.result, elementwise(ins.result.type.shape, ins.result.dtype, [c, x, y],
+                                                 lambda e: tt.select(e[0], e[1], e[2])))
+
+    def op_View(self, ins: n.View) -> None:
+        src, dst = ins.x.dtype, ins.result.dtype
+        for d in (src, dst):
+            if is_code(d):
+                raise CompileError(f"view between {short_name(src)} and {short_name(dst)}: the TVM backend views only "
+                                   "native dtypes", hint="run the lower-lowbit pass first")
+        ns, nd = nbits_of(src), nbits_of(dst)
+        x = self.get(ins.x)
+        shape = tuple(ins.result.type.shape)
+        us, ud = tt.UINT_OF[src], tt.UINT_OF[dst]
+
+        def bits_of(e: str) -> str:          # element -> its unsigned bit pattern
+            return tt.reinterpret(e, src, us)
+
+        def from_bits(e: str) -> str:        # unsigned pattern -> dst element
+            return tt.reinterpret(e, ud, dst)
+
+        if ns == nd:
+            tile = elementwise(shape, dst, [x], lambda e: from_bits(bits_of(e[0])) if src != dst else e[0])
+        elif ns > nd:                        # split: element j = bits [j*nd, (j+1)*nd) of the row
+            r = ns // nd
+
+            def fn(idx: Sequence[str], fast: bool) -> str:
+                j = idx[-1]
+                word = bits_of(x.read(list(idx[:-1]) + [f"T.floordiv({j}, {r})"], fast))
+                shift = f'T.Cast("{us}", T.floormod({j}, {r}) * {nd})'
+                part = f"T.bitwise_and(T.shift_right({word}, {shift}), {tt.lit((1 << nd) - 1, us)})"
+                return from_bits(f'T.Cast("{ud}", {part})')
+
+            tile = ExprTile(shape, dst, guards=x.guards, buffers=x.buffers, memory=x.memory, fn=fn)
+        else:                                # join r source elements into one
+            r = nd // ns
+
+            def fn(idx: Sequence[str], fast: bool) -> str:
+                j = idx[-1]
+                parts = []
+                for t in range(r):
+                    e = bits_of(x.read(list(idx[:-1]) + [f"({j}) * {r} + {t}"], fast))
+                    e = f'T.Cast("{ud}", {e})'
+                    parts.append(e if t == 0 else f"T.shift_left({e}, {tt.lit(t * ns, ud)})")
+                acc = parts[0]
+                for p in parts[1:]:
+                    acc = f"T.bitwise_or({acc}, {p})"
+                return from_bits(acc)
+
+            tile = ExprTile(shape, dst, guards=x.guards, buffers=x.buffers, memory=x.memory, fn=fn)
+        self.define(ins, ins.result, tile)
+
+    # ------------------------------------------------------------------ shapes
+    def op_Broadcast(self, ins: n.Broadcast) -> None:
+        x = self.get(ins.x)
+        rshape = tuple(ins.result.type.shape)
+        xshape = tuple(ins.x.type.shape)
+        lead = len(rshape) - len(xshape)
+
+        def fn(idx: list[str]) -> list[str]:
+            return ["0" if s == 1 else i for s, i in zip(xshape, idx[lead:])]
+
+        same = rshape == xshape
+        self.define(ins, ins.result, remap(x, rshape, fn, identity=same))
+
+    def op_ExpandDims(self, ins: n.ExpandDims) -> None:
+        x = self.get(ins.x)
+        a = ins.axis
+        self.define(ins, ins.result, remap(x, ins.result.type.shape, lambda idx: idx[:a] + idx[a + 1:]))
+
+    def op_Reshape(self, ins: n.Reshape) -> None:
+        x = self.get(ins.x)
+        same = tuple(ins.x.type.shape) == tuple(ins.result.type.shape)
+        fn = (lambda idx: idx) if same else reshape_map(ins.x.type.shape, ins.result.type.shape)
+        self.define(ins, ins.result, remap(x, ins.result.type.shape, fn, identity=same))
+
+    def op_Permute(self, ins: n.Permute) -> None:
+        x = self.get(ins.x)
+        perm = ins.perm
+
+        def fn(idx: list[str]) -> list[str]:
+            out = [""] * len(perm)
+            for d, p in enumerate(perm):
+                out[p] = idx[d]
+            return out
+
+        self.define(ins, ins.result, remap(x, ins.result.type.shape, fn, identity=list(perm) == sorted(perm)))
+
+    # ------------------------------------------------------------------ reductions and dot
+    def op_Reduce(self, ins: n.Reduce) -> None:
+        r, x = ins.result, self.get(ins.x)
+        dtype = ins.x.dtype
+        acc_dtype = tt.reduce_acc_dtype(ins.op, dtype)
+        axis, keep = ins.axis, ins.keepdims
+        xshape = tuple(ins.x.type.shape)
+        rshape = tuple(r.type.shape)
+        K = xshape[axis]
+        out = self._inplace_buffer(r) or self.tile_buffer(r.name, rshape, r.dtype)
+
+        def xidx(idx: Sequence[str], k: str) -> list[str]:
+            idx = list(idx)
+            return idx[:axis] + [k] + (idx[axis + 1:] if keep else idx[axis:])
+
+        def finish(e: str) -> str:
+            return tt.from_f32(e, r.dtype) if acc_dtype != r.dtype else e
+
+        lanes = choose_vector(K, self.t.lanes(acc_dtype))
+        if not self.t.cuda and axis == len(xshape) - 1 and lanes > 1 and K >= 2 * lanes:
+            self._reduce_last_axis_vectorized(ins, x, out, lanes)
+        elif self.t.cuda or axis == len(xshape) - 1:
+            acc = self.local_scalar(r.name + "_acc", acc_dtype)
+            kv = self.names.fresh("k")
+
+            def body(idx: list[str], fast: bool) -> list[Item]:
+                loop = _Scope(f"for {kv} in range({K}):")
+                loop.body.append(f"{acc}[0] = {tt.reduce_combine(ins.op, f'{acc}[0]', x.read(xidx(idx, kv), fast), dtype)}")
+                return [f"{acc}[0] = {tt.reduce_identity(ins.op, dtype)}", loop, f"{out.write(idx)} = {finish(f'{acc}[0]')}"]
+
+            self.emit_nest(rshape, body, tiles=[x], layout=self.layout_of(r))
+        else:
+            accbuf = out if acc_dtype == r.dtype else self.tile_buffer(r.name + "_acc", rshape, acc_dtype)
+            vec = self.vector_for(ins.x, xshape, acc_dtype)
+            ident = tt.reduce_identity(ins.op, dtype)
+            self.emit_nest(rshape, lambda idx, fast: [f"{accbuf.write(idx)} = {ident}"], vector=vec)
+
+            def body(idx: list[str], fast: bool) -> list[Item]:
+                ridx = idx[:axis] + (["0"] if keep else []) + idx[axis + 1:]
+                cur = accbuf.read(ridx, fast)
+                return [f"{accbuf.write(ridx)} = {tt.reduce_combine(ins.op, cur, x.read(idx, fast), dtype)}"]
+
+            self.emit_nest(xshape, body, tiles=[x], vector=vec)
+            if accbuf is not out:
+                self.emit_nest(rshape, lambda idx, fast: [f"{out.write(idx)} = {finish(accbuf.read(idx, fast))}"],
+                               vector=vec)
+        self._bind_result(r, out)
+
+    def _reduce_last_axis_vectorized(self, ins: n.Reduce, x: Tile, out: BufferTile, v: int) -> None:
+        """Reduce the contiguous last axis with ``v`` partial accumulators per output (one SIMD vector),
+        then combine the lanes: vectorizes row sums / maxima (float sums are reassociated, which the
+        tolerance of a float sum allows; max, min and wrapping integer sums are exact in any order)."""
+        r, dtype = ins.result, ins.x.dtype
+        acc_dtype = tt.reduce_acc_dtype(ins.op, dtype)
+        xshape = tuple(ins.x.type.shape)
+        pre, K = xshape[:-1], xshape[-1]
+        part = self.tile_buffer(r.name + "_lanes", pre + (v,), acc_dtype)
+        ident = tt.reduce_identity(ins.op, dtype)
+        self.emit_nest(pre + (v,), lambda idx, fast: [f"{part.write(idx)} = {ident}"], vector=v)
+
+        def body(idx: list[str], fast: bool) -> list[Item]:
+            pidx = idx[:-2] + [idx[-1]]
+            xv = x.read(idx[:-2] + [f"({idx[-2]}) * {v} + {idx[-1]}"], fast)
+            return [f"{part.write(pidx)} = {tt.reduce_combine(ins.op, part.read(pidx, fast), xv, dtype)}"]
+
+        self.emit_nest(pre + (K // v, v), body, tiles=[x], vector=v)
+        acc = self.local_scalar(r.name + "_acc", acc_dtype)
+        lane = self.names.fresh("k")
+        keep = ins.keepdims
+
+        def finish(idx: list[str], fast: bool) -> list[Item]:
+            loop = _Scope(f"for {lane} in range({v}):")
+            cur = part.read(list(idx) + [lane], fast)
+            loop.body.append(f"{acc}[0] = {tt.binary('add' if ins.op == 'sum' else 'maximum' if ins.op == 'max' else 'minimum', f'{acc}[0]', cur, acc_dtype)}")
+            ridx = list(idx) + (["0"] if keep else [])
+            res = tt.from_f32(f"{acc}[0]", r.dtype) if acc_dtype != r.dtype else f"{acc}[0]"
+            return [f"{acc}[0] = {ident}", loop, f"{out.write(ridx)} = {res}"]
+
+        self.emit_nest(pre, finish)
+
+    def _bind_result(self, r: n.Value, buf: BufferTile) -> None:
+        if r.type.shape == ():
+            self.tiles[r.name] = self.bind(r.name, r.dtype, buf.read([], True))
+        else:
+            self.tiles[r.name] = buf
+
+    def op_Dot(self, ins: n.Dot) -> None:
+        r = ins.result
+        a, b, acc = self.get(ins.a), self.get(ins.b), self.get(ins.acc)
+        M, K = ins.a.type.shape
+        N = ins.b.type.shape[1]
+        acc_dtype = r.dtype
+        out = self._inplace_buffer(r)
+        if out is not None and out.name in acc.buffers and out.name not in acc.identity:
+            out = None
+        if out is None:
+            out = self.tile_buffer(r.name, (M, N), acc_dtype)
+        in_dtype = ins.a.dtype
+
+        def prod(x: str, y: str) -> str:
+            if kind_of(in_dtype) == "float":
+                return f"{tt.to_f32(x, in_dtype)} * {tt.to_f32(y, in_dtype)}"
+            return f'T.Cast("int32", {x}) * T.Cast("int32", {y})'
+
+        def add(s: str, p: str) -> str:
+            return tt.binary("add", s, p, acc_dtype)
+
+        if self.t.cuda:
+            accl = self.local_scalar(r.name + "_acc", acc_dtype)
+            kv = self.names.fresh("k")
+
+            def body(idx: list[str], fast: bool) -> list[Item]:
+                i, j = idx
+                loop = _Scope(f"for {kv} in range({K}):")
+                loop.body.append(f"{accl}[0] = {add(f'{accl}[0]', prod(a.read([i, kv], fast), b.read([kv, j], fast)))}")
+                return [f"{accl}[0] = {acc.read(idx, fast)}", loop, f"{out.write(idx)} = {accl}[0]"]
+
+            self.emit_nest((M, N), body, tiles=[a, b, acc], layout=self.layout_of(r))
+        else:
+            vec = self.vector_for(r, (M, N), acc_dtype)
+            if not (isinstance(acc, BufferTile) and acc.name == out.name):
+                self.emit_nest((M, N), lambda idx, fast: [f"{out.write(idx)} = {acc.read(idx, fast)}"],
+                               tiles=[acc], vector=vec)
+
+            def body(idx: list[str], fast: bool) -> list[Item]:
+                i, k, j = idx
+                cur = out.read([i, j], fast)
+                return [f"{out.write([i, j])} = {add(cur, prod(a.read([i, k], fast), b.read([k, j], fast)))}"]
+
+            self.emit_nest((M, K, N), body, tiles=[a, b], vector=vec)
+        self.tiles[r.name] = out
+
+    # ------------------------------------------------------------------ control flow
+    def _carried_buffer(self, v: n.Value, hint: str) -> BufferTile:
+        if v.type.shape == ():
+            return BufferTile(self.local_scalar(hint, v.dtype), (), v.dtype)
+        return self.tile_buffer(hint, v.type.shape, v.dtype)
+
+    def _write_values(self, targets: Sequence[BufferTile], values: Sequence[n.Value]) -> None:
+        """``targets[k] = values[k]`` for all k, as if simultaneously (temporaries break read-after-write)."""
+        tiles = [self.get(v) for v in values]
+        pending = []
+        for t, tile, v in zip(targets, tiles, values):
+            if isinstance(tile, BufferTile) and tile.name == t.name:
+                continue
+            pending.append((t, tile, v))
+        written = {t.name for t, _, _ in pending}
+        staged = []
+        for t, tile, v in pending:
+            others = (tile.buffers & written) - {t.name}
+            own_bad = t.name in tile.buffers and (self.t.cuda or t.name not in tile.identity)
+            if others or own_bad:
+                tmp = self._carried_buffer(v, t.name + "_tmp")
+                self._copy(tmp, tile, v)
+                staged.append((t, tmp, v))
+            else:
+                staged.append((t, tile, v))
+        for t, tile, v in staged:
+            if t.shape == ():
+                self.emit(f"{t.write([])} = {tile.read([], True)}")
+            else:
+                self._copy(t, tile, v)
+
+    def _copy(self, dst: BufferTile, tile: Tile, v: n.Value) -> None:
+        if dst.shape == ():
+            self.emit(f"{dst.write([])} = {tile.read([], True)}")
+            return
+        self.emit_nest(dst.shape, lambda idx, fast: [f"{dst.write(idx)} = {tile.read(idx, fast)}"],
+                       tiles=[tile], vector=self.vector_for(v, dst.shape, dst.dtype), layout=self.layout_of(v))
+
+    def op_For(self, ins: n.For) -> None:
+        carried: list[BufferTile] = []
+        for a, init in zip(ins.iter_args, ins.inits):
+            reuse = self._reusable_init(init)
+            carried.append(reuse if reuse is not None else self._carried_buffer(a, a.name))
+        self._write_values(carried, list(ins.inits))
+        self._plan_inplace(ins, carried)
+        start, stop, step = (self.scalar(v) for v in (ins.start, ins.stop, ins.step))
+        iv = self.names.fresh(ins.iv.name)
+        if step in ("1", "T.int32(1)"):
+            if start in ("0", "T.int32(0)"):
+                header = f"for {iv} in range(T.max({stop}, 0)):"
+            else:
+                header = f"for {iv} in range({start}, T.max({stop}, {start})):"
+            first: list[str] = []
+        else:
+            it = self.names.fresh("it")
+            header = f"for {it} in range(T.max(T.floordiv({stop} - {start} + {step} - 1, {step}), 0)):"
+            first = [f"{iv}: T.int32 = {start} + {it} * {step}"]
+            self.expanded[iv] = self.expand(f"{start} + {it} * {step}")
+        loop = _Scope(header)
+        self.emit(loop)
+        saved, self.cur = self.cur, loop.body
+        try:
+            for line in first:
+                self.emit(line)
+            self.tiles[ins.iv.name] = ScalarTile(iv, "int32")
+            for a, c in zip(ins.iter_args, carried):
+                if a.type.shape == ():
+                    self.tiles[a.name] = self.bind(a.name, a.dtype, c.read([], True))
+                else:
+                    self.tiles[a.name] = c
+            yields = self.emit_body(ins.body) or []
+            self._write_values(carried, yields)
+        finally:
+            self.cur = saved
+        for res, c in zip(ins.results, carried):
+            self._bind_result(res, c)
+
+    def _reusable_init(self, init: n.Value) -> BufferTile | None:
+        """The init's own buffer, when the loop is its only use (then no copy is needed)."""
+        tile = self.tiles.get(init.name)
+        if not isinstance(tile, BufferTile) or not init.type.shape or len(self.info.uses.get(init.name, [])) != 1:
+            return None
+        d = self.info.defs.get(init.name)
+        if d is None or isinstance(d, (n.For, n.If, n.LoadShared)) or init.name in self.info.lazy:
+            return None
+        return tile
+
+    def _plan_inplace(self, ins: n.For, carried: Sequence[BufferTile]) -> None:
+        """Let a ``dot`` in the loop body write its result straight into the loop-carried accumulator it
+        yields, when the accumulator's old value is not read after the dot."""
+        body = ins.body
+        if self.t.cuda or not body or not isinstance(body[-1], n.Yield):
+            return      # CUDA: TVM's sync planner rejects a nest reading and writing one shared buffer
+        yields = body[-1].values
+        pos = {id(x): p for p, x in enumerate(body)}
+        for p, x in enumerate(body):
+            if not isinstance(x, n.Dot):
+                continue
+            y = x.result
+            ks = [k for k, v in enumerate(yields) if v.name == y.name]
+            if len(ks) != 1:
+                continue
+            k = ks[0]
+            a_k = ins.iter_args[k]
+            if not a_k.type.shape or a_k.type.shape != y.type.shape or a_k.dtype != y.dtype:
+                continue
+            if a_k.name in self._roots(x.a) | self._roots(x.b):
+                continue
+            if any(v.name == a_k.name for v in yields):
+                continue
+            last = self._last_read(a_k.name, body, pos)
+            if last is None or last <= p:
+                self.inplace[y.name] = carried[k].name
+
+    def _roots(self, v: n.Value) -> set[str]:
+        """Non-lazy values whose storage ``v`` reads (itself unless lazy)."""
+        out: set[str] = set()
+        stack = [v]
+        while stack:
+            cur = stack.pop()
+            if cur.name in self.info.lazy:
+                d = self.info.defs.get(cur.name)
+                if d is not None:
+                    stack.extend(d.inputs)
+            else:
+                out.add(cur.name)
+        return out
+
+    def _last_read(self, name: str, body: Sequence[n.Instr], pos: Mapping[int, int]) -> int | None:
+        """Largest position in ``body`` of an instruction reading value ``name`` (through lazy values)."""
+        last = None
+        frontier = [name]
+        seen = set()
+        while frontier:
+            cur = frontier.pop()
+            if cur in seen:
+                continue
+            seen.add(cur)
+            for u in self.info.uses.get(cur, []):
+                res = getattr(u.user, "result", None)
+                if res is not None and res.name in self.info.lazy:
+                    frontier.append(res.name)
+                    continue
+                found = None
+                user = u.user
+                while True:
+                    if id(user) in pos:
+                        found = pos[id(user)]
+                        break
+                    b, _ = self.info.where[id(user)]
+                    owner = self.info.blocks[b][1]
+                    if owner is None:
+                        break
+                    user = owner
+                if found is None:
+                    return len(body)        # used outside the loop body: never dead here
+                last = found if last is None else max(last, found)
+        return last
+
+    def op_If(self, ins: n.If) -> None:
+        results = [self._carried_buffer(v, v.name + "_res") for v in ins.results]
+        cond = self.scalar(ins.cond)
+        for header, body in ((f"if {cond}:", ins.then_body), ("else:", ins.else_body)):
+            if not body and header == "else:":
+                continue
+            scope = _Scope(header)
+            self.emit(scope)
+            saved, self.cur = self.cur, scope.body
+            try:
+                yields = self.emit_body(body) or []
+                if results:
+                    self._write_values(results, yields)
+            finally:
+                self.cur = saved
+        for res, buf in zip(ins.results, results):
+            self._bind_result(res, buf)
+
+
+def _access_widths(kernel: n.Kernel, facts: Mapping[str, Any]) -> dict[int, int]:
+    """id(load/store/copy instruction) -> vector elements, from the ``vector`` pass's facts (if it ran)."""
+    if not isinstance(facts, Mapping) or not facts.get("vector"):
+        return {}
+    try:
+        from lowbit.lowering.passes.vectorize import iter_accesses
+    except ImportError:  # pragma: no cover - the pass module is optional here
+        return {}
+    out: dict[int, int] = {}
+    for key, ins in iter_accesses(kernel):
+        access = facts["vector"].get(key)
+        elements = getattr(access, "elements", None)
+        if isinstance(elements, int) and elements > 1:
+            out[id(ins)] = elements
+    return out
+
+
+def _literal_nonneg(text: str) -> bool:
+    m = re.fullmatch(r"(?:T\.int32\()?(-?\d+)\)?", text)
+    return bool(m) and int(m.group(1)) >= 0
+
+
+# ----------------------------------------------------------------------------------------------------
+# entry point
+# ----------------------------------------------------------------------------------------------------
+
+def emit_tvm(kernel: Any, target: Any = "cpu", *, constants: Mapping[str, Any] | None = None,
+             facts: Mapping[str, Any] | None = None) -> TVMSource:
+    """Generate TensorIR (TVMScript text) for ``kernel`` (a ``Kernel`` or a ``Lowered``) and ``target``.
+
+    ``constants`` give values of unspecialized kernel constants; ``facts`` (default: the Lowered's) may
+    hold ``{"vector_width": {value name: lanes}}`` to override CPU vector widths.
+    """
+    from lowbit.lowering.passes.manager import Lowered
+
+    if isinstance(kernel, Lowered):
+        facts = dict(kernel.facts) if facts is None else facts
+        if target is None:
+            target = kernel.target
+        kernel = kernel.kernel
+    if not isinstance(kernel, n.Kernel):
+        raise CompileError(f"emit_tvm expects a lowbit.ir Kernel or a Lowered result, got {type(kernel).__name__}")
+    verify(kernel)
+    tgt = resolve_target(target)
+    em = _Emitter(kernel, tgt, dict(constants or {}), dict(facts or {}))
+    text, abi = em.run()
+    used = {c.name: em.constants[c.name] for c in kernel.constants}
+    return TVMSource(kernel_name=kernel.name, func_name=em.func_name, text=text, kind=tgt.kind,
+                     target=dict(tgt.tvm), abi=abi, constants=used, threads=tgt.threads if tgt.cuda else 1)

@@ -1,0 +1,299 @@
+"""Build generated TensorIR and call it by parameter name, like ``lowbit.ir.interpret``.
+
+>>> kernel = build_tvm(ir_kernel, "cpu")                                  # doctest: +SKIP
+>>> kernel.launch({"x": x, "y": y, "out": out})   # doctest: +SKIP
+>>> kernel.export("/tmp/vadd.so"); again = load_tvm_kernel("/tmp/vadd.so")  # doctest: +SKIP
+
+Arguments: every kernel parameter by name; outputs are written in place. Tensors are torch tensors or
+numpy arrays of the (lowered) parameter dtype and shape (bfloat16: torch bfloat16 or ``ml_dtypes.bfloat16``;
+a uint16/uint32 parameter also takes int16/int32 tensors holding the same bits). Scalars are Python /
+numpy numbers. Shape symbols are bound from the tensor shapes; symbols that no shape determines (e.g. the logical ``K`` of a packed
+weight whose storage shape is ``cdiv(K, 64)``) come from ``shape_bindings``.
+
+Tensors are passed to TVM without copies when they are contiguous and 64-byte aligned; others are copied
+in, and copied back after the call when the kernel may write them.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from lowbit.errors import BackendError, CompileError, DTypeError
+from lowbit.ir.symbolic import Sym, dim_eval
+from lowbit.ir.symbolic import parse_dim as _parse_dim
+
+from .codegen import AbiParam, TVMSource, emit_tvm, resolve_target
+
+__all__ = ["CompiledKernel", "build_tvm", "load_tvm_kernel", "compile_source"]
+
+_SIDE_CAR = ".lowbit.json"
+_FORMAT = 1
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_dim(text: str):
+    """Cached :func:`lowbit.ir.symbolic.parse_dim` (launches parse the same few dims every call)."""
+    return _parse_dim(text)
+
+
+def _torch_dtype(dtype: str):
+    import torch
+
+    return {"bool": torch.bool, "int8": torch.int8, "int16": torch.int16, "int32": torch.int32,
+            "uint8": torch.uint8, "uint16": torch.uint16, "uint32": torch.uint32, "float16": torch.float16,
+            "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
+
+
+_SAME_BITS = {"uint16": "int16", "uint32": "int32"}
+
+
+def _numpy_dtype(dtype: str) -> np.dtype:
+    from lowbit.ir.types import numpy_dtype
+
+    return numpy_dtype(dtype)
+
+
+def compile_source(source: TVMSource) -> Any:
+    """Parse ``source.text`` and compile it with TVM; returns a :class:`lowbit.lowering.tvm.build.TVMKernel`."""
+    from .build import build
+    from .target import import_tvm
+
+    tvm = import_tvm()
+    try:
+        func = tvm.script.from_source(source.text)
+    except Exception as exc:  # a generator bug: show where
+        raise BackendError(f"TVM could not parse the TensorIR generated for {source.kernel_name!r}: "
+                           f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}",
+                           hint="this is a code generator bug; the generated text is in TVMSource.text") from exc
+    mod = tvm.IRModule({source.func_name: func.with_attr("global_symbol", source.func_name)})
+    return build(mod, dict(source.target), entry=source.func_name)
+
+
+@dataclass
+class CompiledKernel:
+    """A generated kernel built by TVM: ``launch(args)`` runs it; ``source`` is its TensorIR text.
+
+    For CUDA targets the module holds the CUDA source (``cuda_source``) and there is nothing to launch on a
+    machine without a GPU.
+    """
+
+    source: TVMSource
+    built: Any                      # lowbit.lowering.tvm.build.TVMKernel
+
+    @property
+    def text(self) -> str:
+        return self.source.text
+
+    @property
+    def name(self) -> str:
+        return self.source.kernel_name
+
+    @property
+    def cuda_source(self) -> str:
+        """The CUDA C++ TVM generated (CUDA targets only)."""
+        from .build import cuda_source
+
+        return cuda_source(self.built)
+
+    def launch(self, args: Mapping[str, Any], *, shape_bindings: Mapping[str, int] | None = None) -> Mapping[str, Any]:
+        """Run the kernel on ``args`` (every parameter by name); returns ``args``. Outputs are written in place."""
+        if self.source.kind != "cpu":
+            raise BackendError(f"kernel {self.name!r} was built for CUDA; launching it needs a GPU runtime",
+                               hint="build it for 'cpu' to run here, or use its cuda_source / a cubin")
+        call, writeback = _prepare(self.source, args, shape_bindings)
+        try:
+            self.built(*call)
+        except Exception as exc:
+            raise BackendError(f"running the TVM kernel {self.name!r} failed: {exc}") from exc
+        for dst, src in writeback:
+            _write_back(dst, src)
+        return args
+
+    __call__ = launch
+
+    def export(self, path: str | os.PathLike) -> Path:
+        """Write a shared library, and next to it ``<path>.lowbit.json`` (the argument signature and the
+        TensorIR text), which :func:`load_tvm_kernel` reads back."""
+        path = Path(self.built.export(path))
+        meta = {"format": _FORMAT, "kernel_name": self.source.kernel_name, "func_name": self.source.func_name,
+                "kind": self.source.kind, "target": dict(self.source.target), "threads": self.source.threads,
+                "constants": {k: v for k, v in self.source.constants.items()},
+                "abi": [{"name": a.name, "role": a.role, "dtype": a.dtype, "abi_dtype": a.abi_dtype,
+                         "dims": list(a.dims), "intent": a.intent} for a in self.source.abi],
+                "text": self.source.text}
+        Path(str(path) + _SIDE_CAR).write_text(json.dumps(meta, indent=1))
+        return path
+
+
+def build_tvm(kernel: Any, target: Any = None, *, constants: Mapping[str, Any] | None = None,
+              facts: Mapping[str, Any] | None = None) -> CompiledKernel:
+    """Generate TensorIR for ``kernel`` (a ``Kernel`` or ``Lowered``) and build it for ``target``
+    (default: the Lowered's target, else the host CPU)."""
+    from lowbit.lowering.passes.manager import Lowered
+
+    if target is None:
+        target = kernel.target if isinstance(kernel, Lowered) else "cpu"
+    source = emit_tvm(kernel, resolve_target(target), constants=constants, facts=facts)
+    return CompiledKernel(source, compile_source(source))
+
+
+def load_tvm_kernel(path: str | os.PathLike) -> CompiledKernel:
+    """Load a kernel written by :meth:`CompiledKernel.export`."""
+    from .build import load_library
+
+    path = Path(path)
+    meta_path = Path(str(path) + _SIDE_CAR)
+    if not meta_path.is_file():
+        raise BackendError(f"{meta_path} is missing: it holds the kernel's signature",
+                           hint="export kernels with CompiledKernel.export, which writes both files")
+    try:
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format") != _FORMAT:
+            raise ValueError(f"format {meta.get('format')!r}, expected {_FORMAT}")
+        abi = tuple(AbiParam(a["name"], a["role"], a["dtype"], a["abi_dtype"], tuple(a["dims"]), a["intent"])
+                    for a in meta["abi"])
+        source = TVMSource(kernel_name=meta["kernel_name"], func_name=meta["func_name"], text=meta["text"],
+                           kind=meta["kind"], target=meta["target"], abi=abi, constants=meta["constants"],
+                           threads=int(meta.get("threads", 1)))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BackendError(f"{meta_path} is not a lowbit TVM kernel description: {exc}") from exc
+    return CompiledKernel(source, load_library(path, entry=source.func_name))
+
+
+# ----------------------------------------------------------------------------------------------------
+# argument binding
+# ----------------------------------------------------------------------------------------------------
+
+def _as_torch(name: str, x: Any, dtype: str, writable: bool):
+    """(tensor for TVM, (numpy destination, torch source) to copy back or None)."""
+    import torch
+
+    from .tensors import ALIGNMENT
+
+    want = _torch_dtype(dtype)
+    back = None
+    if isinstance(x, np.ndarray):
+        arr = x
+        if dtype == "bfloat16":
+            if arr.dtype != _numpy_dtype("bfloat16"):
+                raise DTypeError(f"argument {name} (bf16) must hold bfloat16 values (ml_dtypes.bfloat16), got {arr.dtype}")
+            t = torch.from_numpy(arr.view(np.int16)).view(torch.bfloat16) \
+                if arr.flags.c_contiguous and arr.flags.writeable else None
+        else:
+            np_want = _numpy_dtype(dtype)
+            ok = arr.dtype == np_want or (dtype in _SAME_BITS and arr.dtype == np.dtype(_SAME_BITS[dtype]))
+            if not ok:
+                raise DTypeError(f"argument {name} must be a {np_want} array, got {arr.dtype}")
+            t = torch.from_numpy(arr.view(np_want)) if arr.flags.c_contiguous and arr.flags.writeable else None
+        if t is None or t.data_ptr() % ALIGNMENT:
+            src = np.ascontiguousarray(arr)
+            t = torch.empty(arr.shape, dtype=want)
+            t.view(_same_size_int(t)).numpy()[...] = src.view(_byte_view_np(src))
+            if writable:
+                back = (arr, t)
+        return t, back
+    if isinstance(x, torch.Tensor):
+        t = x.detach()
+        if t.dtype != want:
+            if dtype in _SAME_BITS and t.dtype == _torch_dtype(_SAME_BITS[dtype]):
+                t = t.view(want)
+            else:
+                raise DTypeError(f"argument {name} must be a torch {want} tensor, got {t.dtype}")
+        if t.device.type != "cpu":
+            raise BackendError(f"argument {name} is on {t.device}; the TVM CPU kernel needs CPU tensors")
+        if not t.is_contiguous() or t.data_ptr() % ALIGNMENT:
+            copy = t.clone(memory_format=torch.contiguous_format)
+            if copy.data_ptr() % ALIGNMENT:
+                copy = torch.empty_like(copy).copy_(t)
+            if writable:
+                back = (x, copy)
+            t = copy
+        return t, back
+    raise BackendError(f"argument {name} must be a numpy array or torch tensor, got {type(x).__name__}")
+
+
+def _prepare(source: TVMSource, args: Mapping[str, Any], shape_bindings: Mapping[str, int] | None):
+    names = [a.name for a in source.abi if a.role != "symbol"]
+    missing = [nm for nm in names if nm not in args]
+    if missing:
+        raise BackendError(f"kernel {source.kernel_name}: missing argument(s) {', '.join(missing)}",
+                           hint=f"parameters are {', '.join(names)}")
+    extra = sorted(set(args) - set(names))
+    if extra:
+        raise BackendError(f"kernel {source.kernel_name}: unknown argument(s) {', '.join(extra)}",
+                           hint=f"parameters are {', '.join(names)}")
+    sizes: dict[str, int] = {k: int(v) for k, v in source.constants.items() if isinstance(v, (int, np.integer))}
+    for k, v in (shape_bindings or {}).items():
+        sizes[k] = int(v)
+    tensors: dict[str, Any] = {}
+    writeback: list[tuple[Any, Any]] = []
+    for a in source.abi:
+        if a.role != "tensor":
+            continue
+        x = args[a.name]
+        t, back = _as_torch(a.name, x, a.dtype, a.intent != "in")
+        if t.dim() != len(a.dims):
+            raise BackendError(f"argument {a.name} must have rank {len(a.dims)}, got shape {tuple(t.shape)}")
+        for d, extent in zip(a.dims, t.shape):
+            dim = parse_dim(d)
+            if isinstance(dim, Sym):
+                if dim.name in sizes and sizes[dim.name] != extent and dim.name not in source.constants:
+                    raise BackendError(f"size {dim.name} is {sizes[dim.name]}, but argument {a.name} has extent "
+                                       f"{extent} there (shape {tuple(t.shape)})")
+                sizes.setdefault(dim.name, int(extent))
+        tensors[a.name] = t
+        if back is not None:
+            writeback.append(back)
+    for a in source.abi:
+        if a.role != "tensor":
+            continue
+        for d, extent in zip(a.dims, tensors[a.name].shape):
+            dim = parse_dim(d)
+            try:
+                want = dim_eval(dim, sizes)
+            except CompileError as exc:
+                raise BackendError(f"argument {a.name}: {exc.message}",
+                                   hint="pass shape_bindings={...} for symbols no argument shape determines") from None
+            if want != extent:
+                raise BackendError(f"argument {a.name} has shape {tuple(tensors[a.name].shape)}, but size {d} = {want}")
+    call: list[Any] = []
+    for a in source.abi:
+        if a.role == "tensor":
+            call.append(tensors[a.name])
+        elif a.role == "scalar":
+            v = np.asarray(args[a.name]).astype(_numpy_dtype(a.dtype))
+            if v.shape != ():
+                raise BackendError(f"argument {a.name} must be a scalar, got shape {v.shape}")
+            call.append(bool(v) if a.abi_dtype == "bool" else float(v) if a.abi_dtype == "float64" else int(v))
+        else:
+            if a.name not in sizes:
+                raise BackendError(f"size symbol {a.name} is not bound by any argument shape",
+                                   hint=f"pass shape_bindings={{'{a.name}': ...}}")
+            call.append(int(sizes[a.name]))
+    return call, writeback
+
+
+def _same_size_int(t):
+    import torch
+
+    return {1: torch.uint8, 2: torch.int16, 4: torch.int32}[t.element_size()]
+
+
+def _write_back(dst: Any, src: Any) -> None:
+    """Copy the kernel's view ``src`` (torch) back into the caller's array ``dst`` (numpy or torch)."""
+    import torch
+
+    if isinstance(dst, torch.Tensor):
+        dst.view(_same_size_int(dst)).copy_(src.view(_same_size_int(src)))
+    else:
+        dst.view(_byte_view_np(dst))[...] = src.view(_same_size_int(src)).numpy().view(_byte_view_np(dst))
+
+
+def _byte_view_np(a: np.ndarray) -> np.dtype:
+    return np.dtype({1: np.uint8, 2: np.int16, 4: np.int32}[a.dtype.itemsize])

@@ -1,0 +1,157 @@
+"""Loop schedules for the TVM code generator's loop nests, derived from targets and register layouts.
+
+A *nest* runs over every element of a tile. How its loops are laid out depends on the target:
+
+* **CPU** (:func:`cpu_loops`): one serial loop per axis; the innermost non-unit axis is split by the vector
+  width ``v`` and its inner part is ``T.vectorized``. ``v`` comes from the tile's register layout when it
+  has one (the elements a worker's SIMD lanes / local slots hold contiguously along the last axis: the
+  innermost mode of the last dimension), else from ``Lowered.facts["vector_width"][value]``, else from the
+  host's SIMD width for the element type. The programs of the grid are one ``T.parallel`` loop.
+* **CUDA** (:func:`cuda_loops`): the nest's elements are spread over the block's threads. With a register
+  layout (no replication, at most one worker per thread), thread ``t`` takes the elements of worker ``t``
+  in local-slot order (``layout.map_exprs``): the layout decides who computes what, so a layout chosen for
+  coalescing gives coalesced loads and stores. Without one: element ``e * threads + t``.
+
+>>> from lowbit.layout import spatial
+>>> loops, idx = cpu_loops((4, 64), vector=16)
+>>> loops
+['for ax0 in range(4):', 'for axo1 in range(4):', 'for axv1 in T.vectorized(16):']
+>>> idx
+['ax0', 'axo1 * 16 + axv1']
+>>> layout_vector_width(spatial(4, 16), 64)
+16
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from .tiles import unflatten
+
+__all__ = ["Loops", "cpu_loops", "cuda_loops", "choose_vector", "layout_vector_width", "sympy_to_tir"]
+
+
+@dataclass(frozen=True)
+class Loops:
+    """Loop headers (outermost first), the element index (text per axis) and a guard (text or None)."""
+
+    headers: tuple[str, ...]
+    index: tuple[str, ...]
+    guard: str | None = None
+
+
+def choose_vector(extent: int, limit: int) -> int:
+    """The largest power of two dividing ``extent`` and at most ``limit`` (1: no vectorization)."""
+    v = 1
+    while v * 2 <= limit and extent % (v * 2) == 0:
+        v *= 2
+    return v
+
+
+def cpu_loops(shape: Sequence[int], vector: int = 1, prefix: str = "ax") -> tuple[list[str], list[str]]:
+    """Serial loops over ``shape``; the innermost axis (size > 1) split by ``vector`` and vectorized."""
+    headers: list[str] = []
+    index: list[str] = []
+    dims = [d for d, s in enumerate(shape) if s != 1]
+    inner = dims[-1] if dims else None
+    for d, s in enumerate(shape):
+        if s == 1:
+            index.append("0")
+            continue
+        v = choose_vector(s, vector) if d == inner else 1
+        if v == 1:
+            headers.append(f"for {prefix}{d} in range({s}):")
+            index.append(f"{prefix}{d}")
+        elif v == s:
+            headers.append(f"for {prefix}v{d} in T.vectorized({s}):")
+            index.append(f"{prefix}v{d}")
+        else:
+            headers.append(f"for {prefix}o{d} in range({s // v}):")
+            headers.append(f"for {prefix}v{d} in T.vectorized({v}):")
+            index.append(f"{prefix}o{d} * {v} + {prefix}v{d}")
+    return headers, index
+
+
+def _cuda_flat(shape: Sequence[int], threads: int, thread_var: str, prefix: str) -> Loops:
+    numel = 1
+    for s in shape:
+        numel *= s
+    if numel <= threads:
+        guard = None if numel == threads else f"{thread_var} < {numel}"
+        return Loops((), tuple(unflatten(thread_var, shape)), guard)
+    reps = -(-numel // threads)
+    flat = f"{prefix}e * {threads} + {thread_var}"
+    guard = None if numel % threads == 0 else f"{flat} < {numel}"
+    return Loops((f"for {prefix}e in range({reps}):",), tuple(unflatten(flat, shape)), guard)
+
+
+def cuda_loops(shape: Sequence[int], threads: int, layout: Any = None, thread_var: str = "tx",
+               prefix: str = "ax") -> Loops:
+    """Spread the elements of a tile of ``shape`` over ``threads`` threads (by ``layout`` when usable)."""
+    if not shape:
+        return Loops((), (), f"{thread_var} == 0")
+    if _usable_layout(layout, shape, threads):
+        import sympy
+
+        w, l_ = sympy.Symbol(thread_var, integer=True, nonnegative=True), sympy.Symbol(
+            f"{prefix}l", integer=True, nonnegative=True)
+        exprs = layout.map_exprs(w, l_)
+        headers = []
+        if layout.local_size > 1:
+            headers.append(f"for {prefix}l in range({layout.local_size}):")
+        index = tuple(sympy_to_tir(e.subs(l_, 0) if layout.local_size == 1 else e) for e in exprs)
+        guard = None if layout.spatial_size == threads else f"{thread_var} < {layout.spatial_size}"
+        return Loops(tuple(headers), index, guard)
+    return _cuda_flat(shape, threads, thread_var, prefix)
+
+
+def _usable_layout(layout: Any, shape: Sequence[int], threads: int) -> bool:
+    from lowbit.layout import RegisterLayout
+
+    return (isinstance(layout, RegisterLayout) and tuple(layout.shape) == tuple(shape)
+            and layout.replication == 1 and layout.spatial_size <= threads)
+
+
+def layout_vector_width(layout: Any, extent: int) -> int | None:
+    """Contiguous elements along the last axis that one vector op can cover, from a register layout.
+
+    That is the extent of the innermost mode of the last dimension: consecutive elements there belong
+    either to consecutive workers (SIMD lanes) or to consecutive local slots of one worker. None when the
+    layout gives no information (no layout, rank 0).
+    """
+    from lowbit.layout import RegisterLayout
+
+    if not isinstance(layout, RegisterLayout) or not layout.shape:
+        return None
+    group = layout.grouped_modes[-1]
+    if not group:
+        return None
+    run = layout.mode_shape[group[-1]]
+    return run if run > 1 and extent % run == 0 else None
+
+
+def sympy_to_tir(expr: Any) -> str:
+    """TVMScript text of an integer sympy expression (``floor(x/d)`` -> floordiv, ``Mod`` -> floormod)."""
+    import sympy
+
+    from lowbit.layout.symbolic import BitwiseXor
+
+    def go(e: Any) -> str:
+        if isinstance(e, sympy.Integer):
+            return str(int(e))
+        if isinstance(e, sympy.Symbol):
+            return e.name
+        if isinstance(e, sympy.Add):
+            return "(" + " + ".join(go(a) for a in e.args) + ")"
+        if isinstance(e, sympy.Mul):
+            return "(" + " * ".join(go(a) for a in e.args) + ")"
+        if isinstance(e, sympy.floor):
+            num, den = sympy.fraction(sympy.together(e.args[0]))
+            return go(num) if den == 1 else f"T.floordiv({go(sympy.expand(num))}, {go(den)})"
+        if isinstance(e, sympy.Mod):
+            return f"T.floormod({go(e.args[0])}, {go(e.args[1])})"
+        if isinstance(e, BitwiseXor):
+            return f"T.bitwise_xor({go(e.args[0])}, {go(e.args[1])})"
+        raise ValueError(f"cannot print layout expression {e!r} as TensorIR")
+
+    return go(sympy.sympify(expr))

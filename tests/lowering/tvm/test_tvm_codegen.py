@@ -1,0 +1,574 @@
+"""The TVM code generator: IR kernels compiled for the CPU and run, against lowbit.ir.interpret.
+
+Integers and every elementwise float result must match the interpreter bit for bit (the generator
+reproduces its per-instruction rounding). Where the two legitimately differ - the order of a float
+summation (numpy sums pairwise, the generated loops sequentially), libm versus LLVM's ``exp``/``log`` -
+each test states the bound it uses and where it comes from.
+"""
+from __future__ import annotations
+
+import re
+
+import ml_dtypes
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("tvm")
+
+from lowbit.errors import BackendError, CompileError, DTypeError  # noqa: E402
+from lowbit.ir import KernelBuilder, interpret  # noqa: E402
+from lowbit.ir.symbolic import dim_eval  # noqa: E402
+from lowbit.ir.types import is_native, numpy_dtype  # noqa: E402
+from lowbit.lowering.tvm.codegen import emit_tvm  # noqa: E402
+from lowbit.lowering.tvm.launcher import build_tvm, load_tvm_kernel  # noqa: E402
+
+U32 = 2.0 ** -24          # float32 unit roundoff
+F16_ULP = 2.0 ** -10      # float16 spacing relative to the value (upper bound, normal range)
+
+_CACHE: dict[str, object] = {}
+
+
+@pytest.fixture(scope="module")
+def built(K):
+    """``built(name, builder, *args)``: build once per session (TVM builds cost 0.1-1 s each)."""
+
+    def get(key: str, make):
+        if key not in _CACHE:
+            kernel = make()
+            _CACHE[key] = (kernel, build_tvm(kernel, "cpu"))
+        return _CACHE[key]
+
+    return get
+
+
+def _random(shape, dtype: str, rng, scale: float = 1.0):
+    dt = numpy_dtype(dtype)
+    if dtype in ("float32", "float16", "bfloat16"):
+        return (rng.standard_normal(shape) * scale).astype(np.float32).astype(dt)
+    if dtype == "bool":
+        return rng.random(shape) < 0.5
+    info = np.iinfo(dt)
+    return rng.integers(info.min, info.max, size=shape, endpoint=True).astype(dt)
+
+
+def _args(kernel, sizes, rng, scalars=None, overrides=None):
+    args = {}
+    for p in kernel.params:
+        t = p.value.type
+        if t.scope == "global":
+            shape = tuple(dim_eval(d, sizes) for d in t.shape)
+            args[p.name] = _random(shape, t.dtype, rng)
+        else:
+            args[p.name] = (scalars or {})[p.name]
+    args.update(overrides or {})
+    return args
+
+
+def _run_both(kernel, compiled, args, shape_bindings=None):
+    """(interpreter results, TVM results) on copies of the same arguments."""
+    ref = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in args.items()}
+    out = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in args.items()}
+    interpret(kernel, ref, shape_bindings=shape_bindings)
+    compiled.launch(out, shape_bindings=shape_bindings)
+    return ref, out
+
+
+def _assert_bits_equal(a: np.ndarray, b: np.ndarray, what: str = ""):
+    """Same values bit for bit (NaN payloads aside): compares the raw bits of floats."""
+    assert a.dtype == b.dtype and a.shape == b.shape, what
+    if a.dtype.kind == "f" or a.dtype == ml_dtypes.bfloat16:
+        both_nan = np.isnan(a.astype(np.float32)) & np.isnan(b.astype(np.float32))
+        ua = a.view(np.uint16 if a.itemsize == 2 else np.uint32)
+        ub = b.view(np.uint16 if b.itemsize == 2 else np.uint32)
+        bad = (ua != ub) & ~both_nan
+    else:
+        bad = a != b
+    assert not bad.any(), f"{what}: {int(bad.sum())} differ, first at {np.argwhere(bad)[0]}: {a[bad][0]} vs {b[bad][0]}"
+
+
+# ----------------------------------------------------------------------------------------------------
+# whole kernels
+# ----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n", [1000, 64, 1])
+def test_vector_add_odd_length_is_exact(K, built, rng, n):
+    kernel, ck = built("vadd_f32", K.build_vector_add)
+    ref, out = _run_both(kernel, ck, _args(kernel, {"N": n}, rng))
+    _assert_bits_equal(out["out"], ref["out"], "out")
+    assert "T.parallel" in ck.text and "T.vectorized" in ck.text     # programs in parallel, lanes vectorized
+
+
+def test_vector_add_f16_rounds_once_per_op(K, built, rng):
+    kernel, ck = built("vadd_f16", lambda: K.build_vector_add("f16"))
+    args = _args(kernel, {"N": 333}, rng)
+    args["x"] = (args["x"].astype(np.float32) * 1000).astype(np.float16)
+    ref, out = _run_both(kernel, ck, args)
+    _assert_bits_equal(out["out"], ref["out"], "out")
+
+
+@pytest.mark.parametrize("m,n", [(37, 50), (8, 64), (1, 1)])
+def test_row_softmax(K, built, rng, m, n):
+    kernel, ck = built("softmax", K.build_row_softmax)
+    ref, out = _run_both(kernel, ck, _args(kernel, {"M": m, "N": n}, rng, overrides={
+        "x": (rng.standard_normal((m, n)) * 3).astype(np.float32)}))
+    # exp differs by <= 2 ulp between libm and numpy, each row sum by <= n ulp (summation order), the
+    # division rounds once: per element |tvm - interp| <= 2 (n + 4) 2^-24 |interp|
+    np.testing.assert_allclose(out["out"], ref["out"], rtol=2 * (n + 4) * U32, atol=0)
+
+
+@pytest.mark.parametrize("dtype,shared", [("f16", False), ("f32", False), ("f16", True)])
+@pytest.mark.parametrize("m,n,k", [(37, 45, 70), (16, 32, 16), (3, 5, 7)])
+def test_gemm_k_loop_and_edges(K, built, rng, dtype, shared, m, n, k):
+    kernel, ck = built(f"gemm_{dtype}_{shared}", lambda: K.build_gemm(dtype, shared=shared))
+    ref, out = _run_both(kernel, ck, _args(kernel, {"M": m, "N": n, "K": k}, rng))
+    a64 = np.abs(ref["a"].astype(np.float64))
+    b64 = np.abs(ref["b"].astype(np.float64))
+    # both accumulate k products in float32 (in different orders): each is within k 2^-24 (|a| @ |b|) of
+    # the exact sum, so they differ by at most twice that; an f16 output adds one rounding of either side
+    bound = 2 * k * U32 * (a64 @ b64)
+    c_ref = ref["c"].astype(np.float64)
+    if dtype == "f16":
+        bound = bound + F16_ULP * np.abs(c_ref) + 2.0 ** -24
+    err = np.abs(out["c"].astype(np.float64) - c_ref)
+    assert np.all(err <= bound), float(np.max(err - bound))
+
+
+def test_gemm_accumulator_is_updated_in_place(K, built):
+    """The dot in the K loop writes the loop-carried accumulator directly (no buffer, no copy per step)."""
+    _, ck = built("gemm_f32_False", lambda: K.build_gemm("f32"))
+    assert "dot = T.alloc_buffer" not in ck.text
+    loop_body = ck.text.split("for it", 1)[1]
+    assert re.search(r"acc_1\[ax0, (.+)\] = \(acc_1\[ax0, \1\] \+", loop_body)
+    cuda_text = emit_tvm(K.build_gemm("f32"), "sm_90").text     # not on CUDA (a separate result buffer)
+    assert "dot = T.alloc_buffer" in cuda_text
+
+
+@pytest.mark.parametrize("k,n", [(96, 45), (64, 32), (128, 8)])
+def test_packed_w4_gemv_with_group_scales(K, built, rng, k, n):
+    kernel, ck = built("gemv", K.build_packed_w4_gemv)
+    codes = rng.integers(0, 16, size=(k, n)).astype(np.uint8)
+    nw = -(-n // 8)
+    padded = np.zeros((k, nw * 8), np.uint32)
+    padded[:, :n] = codes
+    words = np.bitwise_or.reduce(padded.reshape(k, nw, 8) << (4 * np.arange(8, dtype=np.uint32)), axis=2)
+    args = {"x": rng.standard_normal(k).astype(np.float32), "wp": words.astype(np.uint32),
+            "s": (rng.random((k // 32, n)) * 0.1 + 0.01).astype(np.float16), "y": np.zeros(n, np.float32)}
+    ref, out = _run_both(kernel, ck, args, shape_bindings={"N": n})
+    # identical products (the generator keeps every f32 multiply rounded, like the interpreter); only the
+    # order of the k-term f32 sums differs: |tvm - interp| <= 2 k 2^-24 sum_k |x w|
+    w = (codes.astype(np.float64) - 8) * np.repeat(args["s"].astype(np.float64), 32, axis=0)
+    bound = 2 * k * U32 * (np.abs(args["x"].astype(np.float64)) @ np.abs(w))
+    assert np.all(np.abs(out["y"].astype(np.float64) - ref["y"]) <= bound)
+    # and the interpreter itself against fp64 numpy on the decoded weights (sanity of the test kernel)
+    np.testing.assert_allclose(ref["y"], args["x"].astype(np.float64) @ w, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("seq", [77, 16, 1])
+def test_decode_attention_online_softmax(K, built, rng, seq):
+    kernel, ck = built("attn", K.build_decode_attention)
+    args = _args(kernel, {"H": 3, "S": seq}, rng, scalars={"sm_scale": 1 / np.sqrt(32)})
+    ref, out = _run_both(kernel, ck, args)
+    # probabilities are rounded to f16 before the second dot: a 1-ulp f32 difference in exp can flip one
+    # f16 rounding (2^-11 relative per term), so outputs agree to a few f16 ulps of the largest output
+    tol = 4 * 2.0 ** -11 * np.abs(ref["out"].astype(np.float64)).max()
+    assert np.all(np.abs(out["out"].astype(np.float64) - ref["out"].astype(np.float64)) <= tol)
+
+
+def test_if_with_results_and_scalar_param(K, built, rng):
+    kernel, ck = built("branchy", K.build_branchy)
+    args = {"x": np.arange(30, dtype=np.int32) * 1000003, "out": np.zeros(30, np.int32), "bias": 2**31 - 5}
+    ref, out = _run_both(kernel, ck, args)
+    _assert_bits_equal(out["out"], ref["out"])
+    assert "if " in ck.text and "else:" in ck.text
+
+
+def test_loops_carried_scalars_steps_and_zero_trips(K, built):
+    kernel, ck = built("loops", K.build_loops)
+    for n in (0, 1, 7):
+        ref, out = _run_both(kernel, ck, {"out": np.zeros(8, np.int32), "n": n})
+        _assert_bits_equal(out["out"], ref["out"], f"n={n}")
+
+
+@pytest.mark.parametrize("n", [10, 20])
+def test_explicit_masks_other_and_unchecked_axes(K, built, n):
+    kernel, ck = built("masked", K.build_masked)
+    args = {"x": np.arange(n, dtype=np.float32), "y": np.full(n, 99, np.float32), "z": np.full(n, 7, np.float32)}
+    ref, out = _run_both(kernel, ck, args)
+    for name in ("y", "z"):
+        _assert_bits_equal(out[name], ref[name], name)
+
+
+def test_shared_memory_store_load_and_if_without_else(K, built, rng):
+    kernel, ck = built("shared_roundtrip", K.build_shared_roundtrip)
+    args = {"x": rng.standard_normal((3, 16, 8)).astype(np.float32), "out": np.zeros((3, 8, 16), np.float32),
+            "flag": np.zeros(4, np.int32)}
+    ref, out = _run_both(kernel, ck, args)
+    for name in ("out", "flag"):
+        _assert_bits_equal(out[name], ref[name], name)
+    np.testing.assert_array_equal(out["out"], args["x"].transpose(0, 2, 1) + 3)   # P = 3 programs
+
+
+# ----------------------------------------------------------------------------------------------------
+# integer and float semantics
+# ----------------------------------------------------------------------------------------------------
+
+_EDGES = {"int32": [-2**31, 2**31 - 1, -1, 0, 1, -7, 7, 46341, -46341, 65536],
+          "int8": [-128, 127, -1, 0, 1, -7, 7, 64, -64, 100],
+          "uint8": [0, 255, 1, 128, 127, 7, 200, 16, 2, 254],
+          "int16": [-32768, 32767, -1, 0, 1, 181, -181, 256, -300, 7]}
+_INT_OPS = ("add", "sub", "mul", "floordiv", "mod", "minimum", "maximum", "and", "or", "xor", "eq", "ne", "lt",
+            "le", "gt", "ge")
+
+
+@pytest.mark.parametrize("dtype", ["int32", "int8", "uint8", "int16"])
+def test_integer_ops_wrap_exactly(K, built, rng, dtype):
+    unary = ("u_neg", "u_abs", "u_not") if dtype.startswith("int") else ("u_not",)
+    kernel, ck = built(f"ew_{dtype}", lambda: K.build_elementwise(dtype, _INT_OPS + unary, n=128))
+    edges = np.array(_EDGES[dtype], dtype=dtype)
+    a = np.concatenate([np.repeat(edges, 10), _random(28, dtype, rng)]).astype(dtype)
+    b = np.concatenate([np.tile(edges, 10), _random(28, dtype, rng)]).astype(dtype)
+    b[b == 0] = 3                                   # integer division by zero is undefined in the IR
+    args = {p.name: np.zeros(128, numpy_dtype(p.value.dtype)) for p in kernel.params}
+    args.update(a=a, b=b)
+    ref, out = _run_both(kernel, ck, args)
+    for p in kernel.params:
+        _assert_bits_equal(out[p.name], ref[p.name], p.name)
+
+
+@pytest.mark.parametrize("dtype", ["int32", "uint32", "int8", "uint16"])
+def test_shifts_arithmetic_and_logical(K, built, rng, dtype):
+    kernel, ck = built(f"shifts_{dtype}", lambda: K.build_shifts(dtype))
+    bits = np.iinfo(dtype).bits
+    args = {"a": _random(64, dtype, rng), "s": rng.integers(0, bits, size=64).astype(dtype),
+            "o_shl": np.zeros(64, dtype), "o_shr": np.zeros(64, dtype)}
+    ref, out = _run_both(kernel, ck, args)
+    _assert_bits_equal(out["o_shl"], ref["o_shl"], "shl")
+    _assert_bits_equal(out["o_shr"], ref["o_shr"], "shr")
+
+
+_FLOAT_OPS = ("add", "sub", "mul", "div", "minimum", "maximum", "eq", "ne", "lt", "ge", "u_neg", "u_abs",
+              "u_floor", "u_ceil", "u_sqrt", "u_rsqrt")
+_SPECIAL = [0.0, -0.0, np.inf, -np.inf, np.nan, 1.0, -1.5, 65504.0, 1e-8, 3.0]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_float_elementwise_is_bit_exact(K, built, rng, dtype):
+    kernel, ck = built(f"ew_{dtype}", lambda: K.build_elementwise(dtype, _FLOAT_OPS, n=128))
+    special = np.array(_SPECIAL, np.float32)
+    a = np.concatenate([np.repeat(special, 10), rng.standard_normal(28) * 100]).astype(np.float32)
+    b = np.concatenate([np.tile(special, 10), rng.standard_normal(28)]).astype(np.float32)
+    dt = numpy_dtype(dtype)
+    args = {p.name: np.zeros(128, numpy_dtype(p.value.dtype)) for p in kernel.params}
+    args.update(a=a.astype(dt), b=b.astype(dt))
+    with np.errstate(all="ignore"):
+        ref, out = _run_both(kernel, ck, args)
+    for p in kernel.params:
+        _assert_bits_equal(out[p.name], ref[p.name], p.name)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_float_functions_within_ulps(K, built, rng, dtype):
+    ops = ("u_exp", "u_exp2", "u_log", "u_log2", "u_tanh", "u_sigmoid")
+    kernel, ck = built(f"fn_{dtype}", lambda: K.build_elementwise(dtype, ops, n=512))
+    dt = numpy_dtype(dtype)
+    a = np.concatenate([rng.standard_normal(250) * 4, np.abs(rng.standard_normal(250)) * 20,
+                        [0, -0.0, np.inf, -np.inf, np.nan, 1e-30, 1e-6, -1e-4, 10, -10, 88, 1]]).astype(dt)
+    args = {p.name: np.zeros(512, dt) for p in kernel.params}
+    args.update(a=a, b=a.copy())
+    with np.errstate(all="ignore"):
+        ref, out = _run_both(kernel, ck, args)
+    for op in ops:
+        x, y = out[f"out_{op}"].astype(np.float64), ref[f"out_{op}"].astype(np.float64)
+        same = (x == y) | (np.isnan(x) & np.isnan(y))
+        # libm (numpy) and LLVM's math functions are each within ~2 ulp of exact: allow 4 ulp apart
+        ulp = np.spacing(np.abs(y[np.isfinite(y)]).astype(dt)).astype(np.float64)
+        close = np.abs(x[np.isfinite(y)] - y[np.isfinite(y)]) <= 4 * ulp
+        assert same[~np.isfinite(y)].all(), op
+        assert close.all(), (op, a[np.isfinite(y)][~close][:3])
+
+
+_CAST_F32 = np.array([0.5, 1.5, 2.5, -0.5, -2.5, 127.5, 128.0, -128.5, -129.0, 255.5, 256.0, 1e10, -1e10,
+                      np.nan, np.inf, -np.inf, -0.0, 65519.0, 65520.0, 1e-8, 6.1e-5, 2.0**-24 * 1.5,
+                      float(np.float32(1 + 2.0**-11)), float(np.float32(1 + 3 * 2.0**-11)),
+                      float(np.float32(1 + 2.0**-8)), float(np.float32(1 + 3 * 2.0**-8)), 2147483520.0,
+                      2147483648.0, 4294967040.0, 4294967296.0, 3.999, -3.999] * 2, np.float32)
+
+
+def test_casts_from_float32_round_and_saturate(K, built):
+    dsts = ("f16", "bf16", "i8", "u8", "i16", "i32", "u32", "bool")
+    kernel, ck = built("casts_f32", lambda: K.build_casts("f32", dsts, n=64))
+    args = {p.name: np.zeros(64, numpy_dtype(p.value.dtype)) for p in kernel.params}
+    args["x"] = _CAST_F32
+    with np.errstate(all="ignore"):
+        ref, out = _run_both(kernel, ck, args)
+    for p in kernel.params:
+        _assert_bits_equal(out[p.name], ref[p.name], p.name)
+    # independent spot checks of the rules (RNE ties to even, saturation, NaN -> 0, ml_dtypes for bf16)
+    assert list(out["out_i8"][:10]) == [0, 2, 2, 0, -2, 127, 127, -128, -128, 127]
+    np.testing.assert_array_equal(out["out_bf16"].view(np.uint16), _CAST_F32.astype(ml_dtypes.bfloat16).view(np.uint16))
+    with np.errstate(all="ignore"):
+        np.testing.assert_array_equal(out["out_f16"].view(np.uint16), _CAST_F32.astype(np.float16).view(np.uint16))
+
+
+@pytest.mark.parametrize("src", ["i32", "u32", "i8", "u16"])
+def test_casts_from_integers(K, built, rng, src):
+    dsts = ("f16", "bf16", "f32", "i8", "u8", "bool")
+    kernel, ck = built(f"casts_{src}", lambda: K.build_casts(src, dsts, n=64))
+    sdt = numpy_dtype(kernel.params[0].value.dtype)
+    info = np.iinfo(sdt)
+    # 2^24 + 2^16 + 1: float32 rounds to a bf16 tie (double rounding would then pick the even side)
+    edge = [v for v in (0, 1, -1, info.min, info.max, 2**24 + 2**16 + 1, -(2**24 + 2**16 + 1), 65519, 65520,
+                        2**24 + 1, 255, 256, -129) if info.min <= v <= info.max]
+    x = np.concatenate([np.array(edge, dtype=np.int64), rng.integers(info.min, info.max, 64, endpoint=True)])[:64]
+    args = {p.name: np.zeros(64, numpy_dtype(p.value.dtype)) for p in kernel.params}
+    args["x"] = x.astype(sdt)
+    ref, out = _run_both(kernel, ck, args)
+    for p in kernel.params:
+        _assert_bits_equal(out[p.name], ref[p.name], p.name)
+    # bf16 must be the correctly rounded value of the exact integer (checked with fractions-free fp64)
+    exact = args["x"].astype(np.float64)
+    m, e = np.frexp(exact)
+    expect = np.ldexp(np.rint(np.ldexp(m, 8)), e - 8)
+    np.testing.assert_array_equal(out["out_bf16"].astype(np.float64), expect)
+
+
+def test_bit_views(K, built, rng):
+    kernel, ck = built("views", K.build_views)
+    args = {p.name: np.zeros(tuple(dim_eval(d, {}) for d in p.value.type.shape), numpy_dtype(p.value.dtype))
+            for p in kernel.params}
+    args["f"] = np.array([1.0, -2.5, np.nan, np.inf, -0.0, 3e-40] + list(rng.standard_normal(10)), np.float32)
+    args["h"] = rng.standard_normal(16).astype(np.float16)
+    ref, out = _run_both(kernel, ck, args)
+    for p in kernel.params:
+        _assert_bits_equal(out[p.name], ref[p.name], p.name)
+    np.testing.assert_array_equal(out["o_u8"], args["f"].view(np.uint8))          # little-endian bytes
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f16", "i8"])
+def test_reductions(K, built, rng, dtype):
+    kernel, ck = built(f"reduce_{dtype}", lambda: K.build_reductions(dtype))
+    args = {p.name: np.zeros(tuple(dim_eval(d, {}) for d in p.value.type.shape), numpy_dtype(p.value.dtype))
+            for p in kernel.params}
+    args["x"] = _random((6, 40), kernel.params[0].value.dtype, rng, scale=10)
+    if dtype != "i8":
+        args["x"][2, 7] = np.nan                                    # max/min/sum propagate NaN
+    with np.errstate(all="ignore"):
+        ref, out = _run_both(kernel, ck, args)
+    x64 = np.abs(args["x"].astype(np.float64))
+    for p in kernel.params[1:]:
+        a, b = out[p.name], ref[p.name]
+        if dtype == "i8" or not p.name.startswith(("sum", "total")):
+            _assert_bits_equal(a, b, p.name)                      # wrapping int sums, max, min: exact
+            continue
+        # float sums: f32 accumulation in another order, <= 2 n 2^-24 sum|x|, plus the f16 rounding
+        axis = {"sum0": 0, "sum1": 1, "total": None}[p.name]
+        n = x64.size if axis is None else x64.shape[axis]
+        bound = 2 * n * U32 * np.nansum(x64, axis=axis, keepdims=axis == 1).reshape(b.shape)
+        if dtype == "f16":
+            bound = bound + F16_ULP * np.abs(b.astype(np.float64))
+        a64, b64 = a.astype(np.float64), b.astype(np.float64)
+        assert np.array_equal(np.isnan(a64), np.isnan(b64)), p.name
+        ok = np.isnan(b64) | (np.abs(a64 - b64) <= bound)
+        assert ok.all(), p.name
+
+
+def test_int8_dot_accumulates_in_int32_with_wraparound(K, built, rng):
+    kernel, ck = built("int8_dot", K.build_int8_dot)
+    args = {"a": _random((8, 32), "int8", rng), "b": _random((32, 16), "int8", rng), "c": np.zeros((8, 16), np.int32)}
+    ref, out = _run_both(kernel, ck, args)
+    _assert_bits_equal(out["c"], ref["c"])
+    assert (ref["c"] < 0).any()                                   # the accumulator started near INT_MAX: wraps
+
+
+# ----------------------------------------------------------------------------------------------------
+# layouts, targets, artifacts, errors
+# ----------------------------------------------------------------------------------------------------
+
+def test_register_layouts_drive_the_schedule(K, built, rng):
+    kernel, ck = built("layout_add", K.build_layout_add)
+    ref, out = _run_both(kernel, ck, _args(kernel, {"N": 200}, rng))
+    _assert_bits_equal(out["out"], ref["out"])
+    # the load's layout puts 16 consecutive elements on 16 lanes: a 16-wide vector loop
+    assert "T.vectorized(16)" in ck.text
+    # on CUDA the same layout maps element (worker w, slot l) to thread w
+    cuda = emit_tvm(kernel, "sm_90").text
+    assert "threadIdx.x" in cuda and "tx < 64" in cuda
+
+
+_RESHAPES = [((32, 512), (2, 16, 128, 4)), ((4, 8), (32,)), ((6, 4), (4, 6)), ((2, 3, 4), (4, 6)),
+             ((1, 1, 2048), (64, 32)), ((32, 64, 8), (32, 512)), ((3, 1, 5), (15,)), ((15,), (3, 1, 5)),
+             ((2, 2, 2), (8, 1)), ((128, 2, 4, 16), (128, 128))]
+
+
+@pytest.mark.parametrize("src,dst", _RESHAPES)
+def test_reshape_index_maps_match_numpy(src, dst):
+    """Every destination index of a reshape reads the element numpy's row-major reshape puts there."""
+    import itertools
+
+    from lowbit.lowering.tvm.tiles import reshape_map
+
+    exprs = reshape_map(src, dst)([f"i{d}" for d in range(len(dst))])
+    ops = {"T": type("T", (), {"floordiv": staticmethod(lambda a, b: a // b),
+                               "floormod": staticmethod(lambda a, b: a % b)})}
+    values = np.arange(int(np.prod(src))).reshape(src)
+    reshaped = values.reshape(dst)
+    for idx in itertools.product(*(range(s) for s in dst)):
+        env = {**ops, **{f"i{d}": v for d, v in enumerate(idx)}}
+        assert values[tuple(eval(e, env) for e in exprs)] == reshaped[idx], (idx, exprs)
+
+
+def test_vector_width_facts_override(K):
+    """A ``vector_width`` fact (value name -> lanes) beats the host's SIMD width (>= 4 f32 lanes)."""
+    plain = emit_tvm(K.build_vector_add(), "cpu").text
+    assert "T.vectorized(2)" not in plain
+    assert "T.vectorized(2)" in emit_tvm(K.build_vector_add(), "cpu", facts={"vector_width": {"add": 2}}).text
+
+
+def test_lowered_input_and_constants(K, rng):
+    from lowbit.lowering.passes import run_passes
+    from lowbit.lowering.target import parse_target
+
+    kb = KernelBuilder("scaled")
+    x = kb.tensor_param("x", "f32", ["N"])
+    kb.constant("BLOCK")                                         # unspecialized
+    kb.set_grid("cdiv(N, BLOCK)")
+    off = kb.mul(kb.program_id(0), kb.symbol("BLOCK"))
+    kb.store(x, kb.mul(kb.load(x, [off], [32]), 3.0), [off])
+    kernel = kb.build()
+    with pytest.raises(CompileError, match="constant BLOCK has no value"):
+        emit_tvm(kernel, "cpu")
+    lowered = run_passes(kernel, parse_target("tvm:llvm"), [])
+    ck = build_tvm(lowered, constants={"BLOCK": 32})
+    args = {"x": rng.standard_normal(70).astype(np.float32)}
+    ref = {"x": args["x"].copy()}
+    interpret(kernel, ref, constants={"BLOCK": 32})
+    ck.launch(args)
+    _assert_bits_equal(args["x"], ref["x"])
+    assert ck.source.constants == {"BLOCK": 32}
+
+
+def test_full_pass_pipeline_low_bit_gemm(K, rng):
+    """float4 weights through the target's default pipeline (layouts, packing, dequant, vector facts):
+    TVM on the lowered kernel against the interpreter on the *original* kernel, packed by param_formats."""
+    from lowbit.lowering.passes import PASSES, run_passes
+    from lowbit.lowering.target import parse_target
+
+    if "lower-lowbit" not in PASSES or "infer-layouts" not in PASSES:
+        pytest.skip("the low-bit lowering passes are not available")
+    kernel = K.build_fp4_gemm()
+    lowered = run_passes(kernel, parse_target("tvm:llvm"))
+    assert all(is_native(p.value.dtype) for p in lowered.kernel.params)          # no code types left
+    m, n, k = 3, 45, 96
+    logical = {"a": rng.standard_normal((m, k)).astype(np.float16),
+               "w": rng.integers(0, 16, size=(k, n)).astype(np.uint8),
+               "s": (rng.random((k // 32, n)) * 0.1 + 0.01).astype(np.float16), "c": np.zeros((m, n), np.float16)}
+    ref = {name: v.copy() for name, v in logical.items()}
+    interpret(kernel, ref)
+    packed = {name: np.asarray(lowered.param_formats[name].pack(v)) if name in lowered.param_formats else v.copy()
+              for name, v in logical.items()}
+    ck = build_tvm(lowered)
+    ck.launch(packed, shape_bindings={"M": m, "N": n, "K": k})
+    w = logical["w"].view(ml_dtypes.float4_e2m1fn).astype(np.float64) * np.repeat(
+        logical["s"].astype(np.float64), 32, axis=0)
+    # both round the dequantized weights to f16 the same way; the f32 sums differ in order only
+    bound = 2 * k * U32 * (np.abs(logical["a"].astype(np.float64)) @ np.abs(w)) + F16_ULP * np.abs(
+        ref["c"].astype(np.float64)) + 2.0 ** -24
+    assert np.all(np.abs(packed["c"].astype(np.float64) - ref["c"].astype(np.float64)) <= bound)
+
+
+def test_code_types_need_the_lowbit_lowering(K):
+    kb = KernelBuilder("codes")
+    w = kb.tensor_param("w", "uint4", ["N"])
+    y = kb.tensor_param("y", "f16", ["N"])
+    kb.store(y, kb.cast(kb.load(w, [0], [8]), "f16"), [0])
+    with pytest.raises(CompileError, match="lower-lowbit") as info:
+        emit_tvm(kb.build(), "cpu")
+    assert "lower-lowbit" in (info.value.hint or "")
+
+
+def test_export_reload_and_torch_arguments(K, built, rng, tmp_path):
+    kernel, ck = built("gemv", K.build_packed_w4_gemv)
+    path = ck.export(tmp_path / "gemv.so")
+    again = load_tvm_kernel(path)
+    assert again.text == ck.text
+    k, n = 64, 16
+    x = torch.randn(k)
+    words = torch.randint(-2**31, 2**31 - 1, (k, 2), dtype=torch.int32)     # u32 param: int32 bits accepted
+    s = (torch.rand(k // 32, n) * 0.1).half()
+    y1, y2 = torch.zeros(n), torch.zeros(n)
+    ck.launch({"x": x, "wp": words, "s": s, "y": y1}, shape_bindings={"N": n})
+    again.launch({"x": x, "wp": words, "s": s, "y": y2}, shape_bindings={"N": n})
+    assert torch.equal(y1, y2)
+    ref = {"x": x.numpy().copy(), "wp": words.numpy().view(np.uint32).copy(), "s": s.numpy().copy(),
+           "y": np.zeros(n, np.float32)}
+    interpret(kernel, ref, shape_bindings={"N": n})
+    assert np.allclose(y1.numpy(), ref["y"], rtol=1e-5, atol=1e-4)
+    with pytest.raises(BackendError, match="missing"):
+        load_tvm_kernel(tmp_path / "nothing.so")
+
+
+def test_non_contiguous_and_bf16_arguments(K, built, rng):
+    kernel, ck = built("ew_bfloat16", lambda: K.build_elementwise("bfloat16", _FLOAT_OPS, n=128))
+    base = torch.randn(128, 2).bfloat16()
+    a = base[:, 0]                                                  # strided: copied in
+    b = torch.randn(128).bfloat16()
+    outs = {p.name: torch.zeros(128, dtype=torch.bool if p.value.dtype == "bool" else torch.bfloat16)
+            for p in kernel.params[2:]}
+    out_view = torch.zeros(128, 2).bfloat16()
+    outs["out_add"] = out_view[:, 1]                                # strided output: copied back
+    ck.launch({"a": a, "b": b, **outs})
+    expect = (a.float() + b.float()).bfloat16()
+    assert torch.equal(out_view[:, 1], expect)
+
+
+def test_launch_argument_errors(K, built, rng):
+    kernel, ck = built("vadd_f32", K.build_vector_add)
+    x, y, out = (np.zeros(10, np.float32) for _ in range(3))
+    with pytest.raises(BackendError, match="missing argument"):
+        ck.launch({"x": x, "y": y})
+    with pytest.raises(BackendError, match="unknown argument"):
+        ck.launch({"x": x, "y": y, "out": out, "z": out})
+    with pytest.raises(DTypeError, match="float32"):
+        ck.launch({"x": x, "y": y.astype(np.float64), "out": out})
+    with pytest.raises(BackendError, match="size N is 10"):
+        ck.launch({"x": x, "y": np.zeros(11, np.float32), "out": out})
+    kb = KernelBuilder("halves")                     # N appears only inside N // 2: a launch must bind it
+    h = kb.tensor_param("h", "f32", ["N // 2"])
+    kb.store(h, kb.full([4], 1.0, "f32"), [0])
+    halves = build_tvm(kb.build(), "cpu")
+    with pytest.raises(BackendError, match="shape_bindings"):
+        halves.launch({"h": np.zeros(5, np.float32)})
+    with pytest.raises(BackendError, match="N // 2 = 6"):
+        halves.launch({"h": np.zeros(5, np.float32)}, shape_bindings={"N": 12})
+    h = np.zeros(5, np.float32)
+    halves.launch({"h": h}, shape_bindings={"N": 11})
+    assert list(h) == [1, 1, 1, 1, 0]
+
+
+@pytest.mark.parametrize("name", ["vector_add", "row_softmax", "gemm", "branchy", "decode_attention", "loops",
+                                  "masked", "views", "reductions", "int8_dot", "shared_roundtrip", "casts"])
+def test_every_kernel_builds_for_cuda(K, name):
+    """TVM accepts the CUDA form of every test kernel (thread-bound nests, shared tiles, barriers)."""
+    make = {"gemm": lambda: K.build_gemm("f16", shared=True), "reductions": lambda: K.build_reductions("f16"),
+            "casts": lambda: K.build_casts("f32", ("f16", "bf16", "i8", "u32", "bool"))}.get(
+        name, getattr(K, f"build_{name}", None))
+    ck = build_tvm(make(), "sm_90")
+    assert "__global__" in ck.cuda_source
+
+
+@pytest.mark.parametrize("name", ["gemm", "gemv"])
+def test_cuda_source_compiles_to_cubin(K, name):
+    from lowbit.lowering.tvm.build import find_nvcc, nvcc_cubin
+
+    kernel = K.build_gemm("f16") if name == "gemm" else K.build_packed_w4_gemv()
+    ck = build_tvm(kernel, "sm_90")
+    source = ck.cuda_source
+    assert "__global__" in source and "threadIdx.x" in source and "__syncthreads" in source
+    assert "blockIdx.x" in ck.text and 'scope="shared"' in ck.text
+    with pytest.raises(BackendError, match="needs a GPU"):
+        ck.launch({})
+    if find_nvcc() is None:
+        pytest.skip("nvcc not installed")
+    cubin = nvcc_cubin(source, "sm_90", options=("-O3", "--fmad=false"))
+    assert cubin[:4] == b"\x7fELF" and ck.source.func_name.encode() in cubin
