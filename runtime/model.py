@@ -1,0 +1,165 @@
+"""The Llama-family transformer, written against the op boundary (:mod:`lowbit.runtime.ops`).
+
+:class:`Transformer` holds the stored weights (dense tensors or ``QuantizedTensor`` s) and runs batched
+prefill and decode steps on a :class:`~lowbit.runtime.paged_cache.PagedKVCache`. Every matmul goes
+through ``ops.linear`` and every cache access through ``ops.kv_append`` / ``ops.*_attention``, so swapping
+the backend never touches this file. Activations are fp32.
+
+Prefill packs the new tokens of all sequences into one ``[T_total, hidden]`` batch (no padding) for the
+linears; attention then runs per sequence (varlen) over the cache.
+
+>>> # model = load_model("lowbit/models/tiny-llama"); see lowbit.runtime.Engine for the usual entry point
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from lowbit.errors import RuntimeModelError
+
+from .config import ModelConfig
+from .ops import OpSet
+from .paged_cache import PagedKVCache
+from .rope import Rotary
+from .weights import weight_nbytes
+
+LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class LayerWeights:
+    """One decoder layer. ``linears[name]`` is a stored weight, ``biases[name]`` an fp32 tensor or None."""
+
+    input_norm: torch.Tensor
+    post_attention_norm: torch.Tensor
+    linears: dict[str, Any]
+    biases: dict[str, torch.Tensor | None]
+
+
+@dataclass(frozen=True)
+class ModelWeights:
+    embed: torch.Tensor  # [vocab, hidden], fp32 (rows are gathered, never multiplied)
+    layers: tuple[LayerWeights, ...]
+    norm: torch.Tensor
+    lm_head: Any  # stored weight [vocab, hidden]
+
+
+class Transformer:
+    """A loaded model: config + weights, with :meth:`prefill` and :meth:`decode`."""
+
+    def __init__(self, config: ModelConfig, weights: ModelWeights):
+        self.config = config
+        self.weights = weights
+        self.rotary = Rotary(config.rope, config.head_dim)
+        self.scale = config.head_dim ** -0.5
+
+    # ---- public steps ----------------------------------------------------------------------------
+    def prefill(self, ops: OpSet, cache: PagedKVCache, seq_ids: Sequence[int], tokens: Sequence[Sequence[int]],
+                *, all_logits: bool = False) -> list[torch.Tensor]:
+        """Append ``tokens[b]`` to sequence ``seq_ids[b]`` (a new prompt or a continuation chunk).
+
+        Returns per sequence the logits ``[vocab]`` of its last new token, or ``[len(tokens[b]), vocab]``
+        for every new token when ``all_logits``.
+        """
+        if len(seq_ids) != len(tokens) or not seq_ids:
+            raise RuntimeModelError(f"prefill needs one token list per sequence, got {len(seq_ids)} ids "
+                                    f"and {len(tokens)} token lists")
+        lens = [len(t) for t in tokens]
+        if min(lens) == 0:
+            raise RuntimeModelError("prefill got an empty token list", hint="every prompt needs >= 1 token")
+        starts = [cache.length(s) for s in seq_ids]
+        self._check_context(seq_ids, starts, lens)
+        slots = cache.reserve(dict(zip(seq_ids, lens)))
+        device = cache.device
+        flat = torch.tensor([t for seq in tokens for t in seq], dtype=torch.int64, device=device)
+        positions = torch.cat([torch.arange(s, s + n, dtype=torch.int64) for s, n in zip(starts, lens)]).to(device)
+        slot_vec = torch.cat([slots[s] for s in seq_ids]).to(device)
+        tables = cache.block_tables(seq_ids)
+        starts_t = torch.tensor(starts, dtype=torch.int32, device=device)
+        lens_t = torch.tensor(lens, dtype=torch.int32, device=device)
+
+        def attend(layer_idx: int, q: torch.Tensor) -> torch.Tensor:
+            return ops.prefill_attention(q, cache.layers[layer_idx], tables, starts_t, lens_t, scale=self.scale,
+                                         window=self.config.sliding_windows[layer_idx])
+
+        hidden = self._forward(ops, cache, flat, positions, slot_vec, attend)
+        if all_logits:
+            logits = self._logits(ops, hidden)
+            return list(torch.split(logits, lens))
+        last = torch.cumsum(torch.tensor(lens), 0) - 1
+        return list(self._logits(ops, hidden[last.to(device)]))
+
+    def decode(self, ops: OpSet, cache: PagedKVCache, seq_ids: Sequence[int], tokens: Sequence[int]) -> torch.Tensor:
+        """Append one token per sequence and return the next-token logits ``[B, vocab]``."""
+        starts = [cache.length(s) for s in seq_ids]
+        self._check_context(seq_ids, starts, [1] * len(seq_ids))
+        slots = cache.reserve({s: 1 for s in seq_ids})
+        device = cache.device
+        flat = torch.as_tensor(list(tokens), dtype=torch.int64).to(device)
+        positions = torch.tensor(starts, dtype=torch.int64, device=device)
+        slot_vec = torch.cat([slots[s] for s in seq_ids]).to(device)
+        tables = cache.block_tables(seq_ids)
+        lengths = cache.lengths(seq_ids)
+
+        def attend(layer_idx: int, q: torch.Tensor) -> torch.Tensor:
+            return ops.decode_attention(q, cache.layers[layer_idx], tables, lengths, scale=self.scale,
+                                        window=self.config.sliding_windows[layer_idx])
+
+        return self._logits(ops, self._forward(ops, cache, flat, positions, slot_vec, attend))
+
+    # ---- accounting ------------------------------------------------------------------------------
+    def weight_bytes(self) -> int:
+        """Bytes of every stored matmul weight (what one decode step reads), plus norms."""
+        total = weight_nbytes(self.weights.lm_head)
+        total += self.weights.norm.numel() * 4
+        for layer in self.weights.layers:
+            total += sum(weight_nbytes(w) for w in layer.linears.values())
+            total += sum(b.numel() * 4 for b in layer.biases.values() if b is not None)
+            total += (layer.input_norm.numel() + layer.post_attention_norm.numel()) * 4
+        return total
+
+    def decode_bytes(self, batch: int) -> int:
+        """Bytes one decode step reads besides the KV cache: all weights once, one embedding row per sequence."""
+        return self.weight_bytes() + batch * self.config.hidden_size * self.weights.embed.element_size()
+
+    # ---- internals -------------------------------------------------------------------------------
+    def _check_context(self, seq_ids: Sequence[int], starts: Sequence[int], lens: Sequence[int]) -> None:
+        limit = self.config.max_position_embeddings
+        for seq, start, n in zip(seq_ids, starts, lens):
+            if start + n > limit:
+                raise RuntimeModelError(
+                    f"sequence {seq} would hold {start + n} tokens ({start} cached + {n} new); the model's "
+                    f"context is max_position_embeddings={limit}",
+                    hint="shorten the prompt or lower max_new_tokens")
+
+    def _forward(self, ops: OpSet, cache: PagedKVCache, tokens: torch.Tensor, positions: torch.Tensor,
+                 slots: torch.Tensor, attend) -> torch.Tensor:
+        cfg = self.config
+        n = tokens.shape[0]
+        x = self.weights.embed[tokens].to(torch.float32)
+        cos_sin = self.rotary.cos_sin(positions)
+        for idx, layer in enumerate(self.weights.layers):
+            lin, bias = layer.linears, layer.biases
+            h = _rms_norm(x, layer.input_norm, cfg.rms_norm_eps)
+            q = ops.linear(h, lin["q_proj"], bias["q_proj"]).view(n, cfg.num_heads, cfg.head_dim)
+            k = ops.linear(h, lin["k_proj"], bias["k_proj"]).view(n, cfg.num_kv_heads, cfg.head_dim)
+            v = ops.linear(h, lin["v_proj"], bias["v_proj"]).view(n, cfg.num_kv_heads, cfg.head_dim)
+            q = self.rotary.apply(q, positions, cos_sin)
+            k = self.rotary.apply(k, positions, cos_sin)
+            ops.kv_append(cache.layers[idx], k, v, slots)
+            attn = attend(idx, q).reshape(n, cfg.num_heads * cfg.head_dim)
+            x = x + ops.linear(attn, lin["o_proj"], bias["o_proj"])
+            h = _rms_norm(x, layer.post_attention_norm, cfg.rms_norm_eps)
+            gate = ops.linear(h, lin["gate_proj"], bias["gate_proj"])
+            up = ops.linear(h, lin["up_proj"], bias["up_proj"])
+            x = x + ops.linear(torch.nn.functional.silu(gate) * up, lin["down_proj"], bias["down_proj"])
+        return _rms_norm(x, self.weights.norm, cfg.rms_norm_eps)
+
+    def _logits(self, ops: OpSet, hidden: torch.Tensor) -> torch.Tensor:
+        return ops.linear(hidden, self.weights.lm_head)
+
+
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))

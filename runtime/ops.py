@@ -1,0 +1,145 @@
+"""The runtime's op boundary: the four operations the model calls, chosen per backend by a registry.
+
+The model code (``lowbit.runtime.model``) never computes a matmul or an attention itself: it calls the
+ops of an :class:`OpSet`. Today every op has the torch reference implementation (backend ``"torch"``,
+in ``lowbit.runtime.reference_ops``: dequantize, then fp32 matmul; attention over the dequantized
+cache). lowbit's generated kernels plug in later by registering under their backend name, without any
+change to the model::
+
+    from lowbit.runtime import ops
+
+    @ops.register("linear", "tvm")
+    def tvm_linear(x, weight, bias=None):
+        return lowbit.ops.matmul(x, weight, bias, backend="tvm")
+
+When an OpSet is resolved for a backend other than ``torch``, the module ``lowbit.ops`` is imported
+first if it exists, so that kernels registered at its import time are seen.
+
+The contract of each op (all tensors on one device; activations are fp32):
+
+``linear(x, weight, bias=None) -> y``
+    ``x`` ``[..., K]``; ``weight`` a dense ``[N, K]`` tensor (any float dtype) or a
+    ``lowbit.quant.QuantizedTensor`` of logical shape ``[N, K]``; ``bias`` ``[N]`` or None.
+    Returns ``x @ W.T + bias`` as fp32 ``[..., N]``.
+
+``kv_append(layer, k, v, slots) -> None``
+    Writes ``k``, ``v`` ``[T, Hkv, D]`` (fp32, after RoPE) into a :class:`lowbit.kvcache.KVLayer` at the
+    flat slots ``[T]`` (int64; slot = page * page_size + offset), quantizing to the cache's format.
+
+``decode_attention(q, layer, block_tables, lengths, *, scale, window) -> out``
+    One query per sequence: ``q`` ``[B, Hq, D]``; ``block_tables`` ``[B, P]`` int32 page ids (entries past
+    a sequence's pages are 0 and must be ignored); ``lengths`` ``[B]`` int32 tokens in the cache including
+    the query's own (already appended). The query of sequence b sits at position ``lengths[b] - 1`` and
+    attends to keys ``j`` with ``j < lengths[b]`` and, when ``window`` is an int, ``j > pos - window``.
+    Grouped-query: query head h reads kv head ``h // (Hq // Hkv)``. Returns fp32 ``[B, Hq, D]``.
+
+``prefill_attention(q, layer, block_tables, starts, query_lens, *, scale, window) -> out``
+    Varlen causal attention for a batch of prompts (or prompt chunks): ``q`` ``[sum(query_lens), Hq, D]``
+    holds the queries of sequence 0, then 1, ...; sequence b's queries are at positions
+    ``starts[b] .. starts[b] + query_lens[b] - 1`` and their keys/values (positions ``0 ..`` the query's
+    own) are already in the cache. Same masking and GQA rules as decode. Returns fp32, shaped like ``q``.
+
+Both attentions read keys and values *from the cache* (dequantized), also during prefill, so results
+do not depend on how a prompt is split into chunks.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable
+
+from lowbit.errors import BackendError
+
+OP_NAMES = ("linear", "kv_append", "decode_attention", "prefill_attention")
+REFERENCE = "torch"
+AUTO_PREFERENCE = ("triton", "tvm", REFERENCE)  # "auto" takes the first backend that has the op
+
+_IMPLS: dict[tuple[str, str], Callable] = {}
+
+
+def register(op: str, backend: str) -> Callable[[Callable], Callable]:
+    """Decorator registering ``fn`` as ``op`` for ``backend`` (a later registration replaces an earlier)."""
+    if op not in OP_NAMES:
+        raise ValueError(f"unknown op {op!r}; expected one of {', '.join(OP_NAMES)}")
+
+    def deco(fn: Callable) -> Callable:
+        _IMPLS[(op, backend)] = fn
+        return fn
+
+    return deco
+
+
+def registered(op: str | None = None) -> dict[tuple[str, str], Callable]:
+    """A copy of the registry, optionally only the entries of one op."""
+    _load_builtin()
+    return {k: v for k, v in _IMPLS.items() if op is None or k[0] == op}
+
+
+@dataclass(frozen=True)
+class OpSet:
+    """One implementation per op, plus which backend each came from (for reports)."""
+
+    linear: Callable
+    kv_append: Callable
+    decode_attention: Callable
+    prefill_attention: Callable
+    backends: tuple[tuple[str, str], ...]  # (op, backend) pairs
+
+    def describe(self) -> str:
+        """``"linear=torch, kv_append=torch, ..."``."""
+        return ", ".join(f"{op}={backend}" for op, backend in self.backends)
+
+
+def resolve(backend: str | None = "auto") -> OpSet:
+    """The OpSet for ``backend``: ``"auto"``/None (best registered per op), ``"torch"``, ``"tvm"``, ``"triton"``.
+
+    An explicitly named backend must implement every op; otherwise :class:`BackendError` lists what is
+    missing (it never falls back silently).
+
+    >>> resolve("torch").describe()
+    'linear=torch, kv_append=torch, decode_attention=torch, prefill_attention=torch'
+    """
+    _load_builtin()
+    name = "auto" if backend is None else backend
+    if name != REFERENCE:
+        _load_kernels()
+    chosen: dict[str, tuple[str, Callable]] = {}
+    for op in OP_NAMES:
+        candidates = AUTO_PREFERENCE if name == "auto" else (name,)
+        for cand in candidates:
+            if (op, cand) in _IMPLS:
+                chosen[op] = (cand, _IMPLS[(op, cand)])
+                break
+    missing = [op for op in OP_NAMES if op not in chosen]
+    if missing:
+        known = sorted({b for _, b in _IMPLS})
+        raise BackendError(
+            f"backend {name!r} has no implementation of {', '.join(missing)} (backends with ops: "
+            f"{', '.join(known)})",
+            hint="use backend 'auto' (lowbit's kernels where they exist, the torch reference elsewhere) "
+                 "or 'torch'")
+    return OpSet(**{op: fn for op, (_, fn) in chosen.items()},
+                 backends=tuple((op, chosen[op][0]) for op in OP_NAMES))
+
+
+_builtin_loaded = False
+_kernels_loaded = False
+
+
+def _load_builtin() -> None:
+    global _builtin_loaded
+    if not _builtin_loaded:
+        _builtin_loaded = True
+        importlib.import_module("lowbit.runtime.reference_ops")
+
+
+def _load_kernels() -> None:
+    global _kernels_loaded
+    if _kernels_loaded:
+        return
+    _kernels_loaded = True
+    try:
+        importlib.import_module("lowbit.ops")
+    except ModuleNotFoundError as err:
+        if err.name not in ("lowbit.ops",):
+            raise
