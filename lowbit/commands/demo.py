@@ -1,11 +1,16 @@
 """Show what lowbit does, for real, on this machine.
 
-Prints the table of low-bit formats (range, codes, bits per weight with scales) and the quantization error of
-each on a random Gaussian weight matrix, group-wise along K. Later stages (kernels, runtime) add to it.
+1. The table of low-bit formats (range, codes, bits per weight with scales) and the quantization error of each
+   on a random Gaussian weight matrix, group-wise along K.
+2. The shipped tiny Llama (trained on the Zen of Python and the stdlib's docs) quantized at load to several
+   weight and KV-cache types: a generation from a prompt with each, greedy agreement with the fp32 model,
+   perplexity on held-out text (a table like those in quantization papers) and decode tokens/s.
 
 Examples:
   lowbit demo
-  lowbit demo --rows 512 --cols 2048 --group-size 64 --seed 1
+  lowbit demo --quick                      # fewer configurations and tokens
+  lowbit demo --backend torch              # the runtime's torch reference ops instead of lowbit's kernels
+  lowbit demo --skip-formats --prompt "Errors should never"
 """
 from __future__ import annotations
 
@@ -18,10 +23,25 @@ WEIGHT_TYPES = [
 ]
 
 
+#: (weights, kv cache) configurations the model part of the demo runs, after the fp32 reference
+MODEL_CONFIGS = [("u8", "float16"), ("u4", "float16"), ("i4", "float16"), ("f4e2m1", "float16"),
+                 ("u3", "float16"), ("u4", "u8"), ("u4", "u4"), ("u4", "f4e2m1")]
+QUICK_CONFIGS = [("u4", "float16"), ("u4", "u4")]
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prompt", default="Beautiful is better than", help="prompt for the generations")
+    parser.add_argument("--max-new-tokens", type=int, default=40, help="tokens generated per configuration")
+    parser.add_argument("--backend", default="auto",
+                        help="runtime ops: auto (lowbit's kernels where available), lowbit, torch (default auto)")
+    parser.add_argument("--group-size", type=int, default=32, help="weight quantization group size (default 32)")
+    parser.add_argument("--heldout-tokens", type=int, default=2048,
+                        help="held-out bytes scored for perplexity (default 2048)")
+    parser.add_argument("--quick", action="store_true", help="fewer configurations and tokens")
+    parser.add_argument("--skip-formats", action="store_true", help="skip the format table")
+    parser.add_argument("--skip-model", action="store_true", help="skip the tiny-model part")
     parser.add_argument("--rows", type=int, default=256, help="rows (N) of the random weight (default 256)")
     parser.add_argument("--cols", type=int, default=1024, help="columns (K) of the random weight (default 1024)")
-    parser.add_argument("--group-size", type=int, default=128, help="quantization group size along K (default 128)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
 
@@ -46,11 +66,52 @@ def format_table(rows: int, cols: int, group_size: int, seed: int) -> str:
         rel = float(np.sqrt(np.mean(err.astype(np.float64) ** 2) / np.mean(weight.astype(np.float64) ** 2)))
         sqnr = -20 * np.log10(rel) if rel > 0 else float("inf")
         overhead = 16 * (2 if zero_point else 1) / group_size
-        lines.append(f"{dt.name:<15}{dt.nbits:>5}{dt.num_codes:>7}{dt.min:>10.4g}{dt.max:>10.4g}"
+        lines.append(f"{dt.name:<15}{dt.nbits:>5}{dt.num_codes:>7} {dt.min:>9.4g} {dt.max:>9.4g}"
                      f"{dt.nbits + overhead:>8.3f}{'yes' if zero_point else 'no':>9}{rel:>11.4f}{sqnr:>9.2f}")
     return "\n".join(lines)
 
 
+def model_table(args: argparse.Namespace) -> str:
+    """Quantize the tiny model to several weight/KV types; generation, agreement, perplexity, speed."""
+    from ..runtime import Engine
+    from ..runtime.evaluate import TINY_PROMPTS, greedy_agreement, heldout_text, perplexity
+
+    configs = QUICK_CONFIGS if args.quick else MODEL_CONFIGS
+    new_tokens = min(args.max_new_tokens, 16) if args.quick else args.max_new_tokens
+    text = heldout_text()
+    reference = Engine.from_pretrained(weights="float32", kv="float32", backend=args.backend)
+    ref_ppl = perplexity(reference, text, max_tokens=args.heldout_tokens).perplexity
+    ref_out = reference.generate([args.prompt], max_new_tokens=new_tokens)
+    header = (f"{'weights':<26}{'KV cache':<18}{'MB':>7}{'ppl':>8}{'d ppl':>8}{'agree':>7}"
+              f"{'same':>6}{'tok/s':>8}")
+    lines = [f"Tiny Llama ({reference.model.config.num_layers} layers, byte-level), held-out perplexity on "
+             f"{args.heldout_tokens} bytes, greedy agreement on {len(TINY_PROMPTS)} prompts, backend {args.backend}",
+             header, "-" * len(header),
+             f"{'float32':<26}{'float32':<18}{reference.model.weight_bytes() / 1e6:>7.2f}{ref_ppl:>8.3f}"
+             f"{0:>8.3f}{1:>7.3f}{len(TINY_PROMPTS):>4}/{len(TINY_PROMPTS)}"
+             f"{ref_out.stats.decode_tokens_per_s:>8.1f}"]
+    samples = [("float32 / float32", ref_out.texts[0])]
+    for weights, kv in configs:
+        engine = Engine.from_pretrained(weights=weights, group_size=args.group_size, kv=kv, backend=args.backend)
+        ppl = perplexity(engine, text, max_tokens=args.heldout_tokens).perplexity
+        agree = greedy_agreement(reference, engine, TINY_PROMPTS, max_new_tokens=new_tokens)
+        out = engine.generate([args.prompt], max_new_tokens=new_tokens)
+        lines.append(f"{engine.describe_weights():<26}{engine.kv_format.describe():<18}"
+                     f"{engine.model.weight_bytes() / 1e6:>7.2f}{ppl:>8.3f}{ppl - ref_ppl:>+8.3f}"
+                     f"{agree.teacher_forced:>7.3f}{sum(agree.identical):>4}/{len(TINY_PROMPTS)}"
+                     f"{out.stats.decode_tokens_per_s:>8.1f}")
+        samples.append((f"{weights} / {kv}", out.texts[0]))
+    lines.append("")
+    lines.append(f"Generations from {args.prompt!r}:")
+    for label, sample in samples:
+        lines.append(f"  [{label}] {args.prompt}{sample!r}")
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
-    print(format_table(args.rows, args.cols, args.group_size, args.seed))
+    if not args.skip_formats:
+        print(format_table(args.rows, args.cols, args.group_size, args.seed), flush=True)
+        print(flush=True)
+    if not args.skip_model:
+        print(model_table(args), flush=True)
     return 0

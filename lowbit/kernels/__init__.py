@@ -1,1 +1,18 @@
-"""lowbit.kernels: the kernel library, written in lowbit's DSL."""
+"""lowbit.kernels: the kernel library, written in lowbit's DSL, and the host code that specializes it.
+
+Kernel files (``lowbit check lowbit/kernels/<file> -k <kernel>`` prints any of them):
+
+============================  ===========================================================================
+``matmul.lbk``                ``lowbit_matmul``: ``x [M, K]`` times a low-bit weight of any 1-8 bit type
+                              with group scales and optional zeros (GEMV and GEMM paths, split-K);
+                              ``splitk_reduce``: sums split-K partials, adds the bias
+``attention.lbk``             ``decode_attention``: one query per sequence over the paged ``paged-kv/v1``
+                              cache (any cache type, GQA, sliding window, split-KV);
+                              ``attention_merge``: the exact log-sum-exp merge of split-KV parts;
+                              ``kv_scatter``: writes quantized tokens into their pages
+============================  ===========================================================================
+
+Host modules: :mod:`.library` (load, specialize, compile through :func:`lowbit.driver.compile_ir`),
+:mod:`.matmul` and :mod:`.attention` (configurations, weight preparation, launches). The public entry
+points are :mod:`lowbit.ops`: ``matmul``, ``decode_attention``, ``kv_append``.
+"""

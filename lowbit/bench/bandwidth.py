@@ -1,0 +1,125 @@
+"""Memory read bandwidth of this machine: the roofline a memory-bound kernel (GEMV, decode) is judged by.
+
+A large array (default 256 MiB, far beyond any cache) is read in full by a reduction, ``repeats`` times;
+the median time gives GB/s (1 GB = 1e9 bytes). Two independent instruments:
+- ``"torch"``: ``x.sum()`` on float32, with torch's intra-op threads set to ``threads`` for the call;
+- ``"numpy"``: ``np.add.reduce`` over ``threads`` equal slices on a thread pool (numpy releases the GIL).
+
+Measure in the same run as the kernel you compare with: the machines are shared and the number moves.
+
+>>> r = read_bandwidth(nbytes=64 << 20, threads=1, repeats=3)          # doctest: +SKIP
+>>> f"{r.gbps:.1f} GB/s"                                               # doctest: +SKIP
+'15.2 GB/s'
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+from lowbit.errors import LowbitError
+
+__all__ = ["BandwidthResult", "read_bandwidth", "measure_bandwidth", "usable_cores", "METHODS"]
+
+METHODS = ("torch", "numpy")
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class BandwidthResult:
+    """Median read bandwidth (``gbps``, 1e9 bytes/s) of ``repeats`` full reads of ``nbytes`` bytes."""
+
+    gbps: float
+    threads: int
+    nbytes: int
+    repeats: int
+    method: str
+    samples_gbps: tuple[float, ...]
+
+    @property
+    def seconds_per_read(self) -> float:
+        return self.nbytes / (self.gbps * 1e9)
+
+    def __str__(self) -> str:
+        return (f"{self.gbps:.1f} GB/s read ({self.method}, {self.threads} thread{'s' if self.threads > 1 else ''}, "
+                f"{self.nbytes / 2**20:.0f} MiB, median of {self.repeats})")
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def read_bandwidth(nbytes: int = 256 << 20, threads: int = 1, repeats: int = 5, method: str = "torch",
+                   warmup: int = 1) -> BandwidthResult:
+    """Measure the read bandwidth of ``threads`` threads streaming an ``nbytes`` float32 array."""
+    if method not in METHODS:
+        raise LowbitError(f"unknown bandwidth method {method!r}; expected one of {', '.join(METHODS)}")
+    if not isinstance(nbytes, int) or nbytes < 4096:
+        raise LowbitError(f"nbytes must be an int >= 4096, got {nbytes!r}")
+    if not isinstance(threads, int) or threads < 1:
+        raise LowbitError(f"threads must be an int >= 1, got {threads!r}")
+    if not isinstance(repeats, int) or repeats < 1:
+        raise LowbitError(f"repeats must be an int >= 1, got {repeats!r}")
+    import numpy as np
+
+    count = nbytes // 4
+    nbytes = count * 4
+    if method == "torch":
+        import torch
+
+        data = torch.ones(count, dtype=torch.float32)
+
+        def read() -> float:
+            return float(data.sum())
+
+        scope: contextlib.AbstractContextManager = _torch_threads(threads)
+    else:
+        array = np.ones(count, dtype=np.float32)
+        bounds = np.linspace(0, count, threads + 1).astype(np.int64)
+        parts = [array[bounds[i]:bounds[i + 1]] for i in range(threads)]
+        pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
+
+        def read() -> float:
+            if pool is None:
+                return float(np.add.reduce(parts[0]))
+            return float(sum(pool.map(np.add.reduce, parts)))
+
+        scope = pool if pool is not None else contextlib.nullcontext()
+    samples = []
+    with scope:
+        for _ in range(warmup):
+            total = read()
+        for _ in range(repeats):
+            start = time.perf_counter()
+            total = read()
+            samples.append(nbytes / (time.perf_counter() - start) / 1e9)
+    if not np.isclose(total, count, rtol=1e-3):  # the read really touched every element
+        raise LowbitError(f"bandwidth probe summed {total}, expected {count}")
+    return BandwidthResult(gbps=statistics.median(samples), threads=threads, nbytes=nbytes, repeats=repeats,
+                           method=method, samples_gbps=tuple(samples))
+
+
+def measure_bandwidth(threads: Sequence[int] | None = None, nbytes: int = 256 << 20, repeats: int = 5,
+                      method: str = "torch") -> dict[int, BandwidthResult]:
+    """:func:`read_bandwidth` for each thread count (default: 1 and all usable cores)."""
+    counts = sorted(set(threads)) if threads is not None else sorted({1, usable_cores()})
+    return {n: read_bandwidth(nbytes=nbytes, threads=n, repeats=repeats, method=method) for n in counts}

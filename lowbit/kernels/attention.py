@@ -1,0 +1,148 @@
+"""Host side of decode attention and KV append over the paged cache (``attention.lbk``).
+
+The cache is :mod:`lowbit.kvcache`'s ``paged-kv/v1`` format, read by the kernel as it is stored (no
+repacking): codes are dense little-endian bitstreams per token and head, which the kernel reinterprets with
+``view``. Functions here trust their inputs (``lowbit.ops`` checks them).
+
+* :func:`run_decode_attention`: one launch of ``decode_attention`` (grid ``B x Hkv x splits``) and, with
+  split-KV, one of ``attention_merge``;
+* :func:`run_kv_append`: quantizes the new tokens on the host with the format's own quantizer
+  (:func:`lowbit.kvcache.quantize_tokens`: float64 arithmetic, scales rounded up; the kernel-side
+  equivalent would have to reproduce those roundings bit for bit) and writes codes, scales and zeros
+  into their pages with the ``kv_scatter`` kernel.
+
+>>> import torch
+>>> from lowbit import kvcache
+>>> fmt = kvcache.KVCacheFormat("int8", num_kv_heads=1, head_dim=16, page_size=4)
+>>> layer = kvcache.allocate(fmt, num_pages=3)
+>>> k = torch.randn(6, 1, 16); v = torch.randn(6, 1, 16)
+>>> run_kv_append(layer, k, v, torch.tensor([8, 9, 10, 11, 0, 1]), "interpret")
+>>> q = torch.randn(1, 2, 16)
+>>> out = run_decode_attention(q, layer, torch.tensor([[2, 0]], dtype=torch.int32),
+...                            torch.tensor([6], dtype=torch.int32), 0.25, None, 1, "interpret")
+>>> out.shape
+torch.Size([1, 2, 16])
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .library import compiled
+
+__all__ = ["attention_constants", "choose_splits", "run_decode_attention", "run_kv_append"]
+
+FILE = "attention.lbk"
+
+
+def _pow2_at_least(v: int) -> int:
+    p = 1
+    while p < v:
+        p *= 2
+    return p
+
+
+def _side(fmt: Any, prefix: str) -> dict[str, Any]:
+    """The kernel constants describing one of K / V (``prefix`` "K" or "V") in format ``fmt``."""
+    dense = fmt.dense
+    return {f"{prefix}DENSE": int(dense), f"{prefix}ST": fmt.dtype if dense else "uint8", f"{prefix}V": fmt.dtype,
+            f"{prefix}W": fmt.head_dim if dense else fmt.code_bytes,
+            f"{prefix}G": fmt.head_dim if dense else fmt.group_size, f"{prefix}Z": int(bool(fmt.zero_point))}
+
+
+def attention_constants(fmt: Any, q_dtype: str, num_q_heads: int, window: int | None, splits: int) -> dict[str, Any]:
+    """The constants of ``decode_attention`` for a cache format, query dtype, head count and split count."""
+    consts = dict(QT=q_dtype, D=fmt.head_dim, QG=num_q_heads // fmt.num_kv_heads, PAGE=fmt.page_size,
+                  KSD=fmt.scale_dtype if not fmt.dense else "float16",
+                  VSD=fmt.scale_dtype if not fmt.dense else "float16",
+                  WINDOW=int(window or 0), SPLIT=splits)
+    consts.update(_side(fmt, "K"))
+    consts.update(_side(fmt, "V"))
+    return consts
+
+
+def choose_splits(batch: int, kv_heads: int, max_pages: int, device: Any, backend: str) -> int:
+    """How many parts to split each sequence's pages into: enough programs to fill the device when
+    ``batch * kv_heads`` alone does not, never fewer than 4 pages per part, at most 16 parts."""
+    import torch
+
+    if backend == "interpret" or (backend == "triton" and device.type != "cuda"):
+        return 1
+    if device.type == "cuda":
+        workers = int(torch.cuda.get_device_properties(device).multi_processor_count)
+    else:
+        from ..lowering.target import cpu_threads
+
+        workers = cpu_threads()
+    programs = batch * kv_heads
+    if programs >= workers:
+        return 1
+    return max(1, min(-(-workers // programs), max_pages // 4, 16))
+
+
+def _placeholder(dtype: str, device: Any) -> Any:
+    import torch
+
+    return torch.zeros(1, 1, 1, 1, dtype=getattr(torch, dtype), device=device)
+
+
+def run_decode_attention(q: Any, layer: Any, block_tables: Any, seq_lens: Any, scale: float,
+                         window: int | None, splits: int, backend: str) -> Any:
+    """``softmax(q k^T * scale) v`` per sequence over its cached tokens, ``[B, Hq, D]`` in ``q``'s dtype.
+
+    ``q`` contiguous ``[B, Hq, D]``; ``block_tables`` contiguous int32 ``[B, MP]``; ``seq_lens`` int32
+    ``[B]`` (each at least 1); ``splits`` parts of split-KV (1: no split).
+    """
+    import torch
+
+    fmt = layer.format
+    device = q.device
+    kind = "cuda" if device.type == "cuda" else "cpu"
+    b, hq, d = (int(v) for v in q.shape)
+    q_dtype = str(q.dtype).removeprefix("torch.")
+    consts = attention_constants(fmt, q_dtype, hq, window, splits)
+    kernel = compiled(FILE, "decode_attention", backend, kind, **consts)
+    ksd, vsd = consts["KSD"], consts["VSD"]
+    out = torch.empty(b, hq, d, dtype=q.dtype, device=device)
+    if splits > 1:
+        po = torch.empty(splits, b, hq, d, dtype=torch.float32, device=device)
+        pm = torch.empty(splits, b, hq, dtype=torch.float32, device=device)
+        pl = torch.empty(splits, b, hq, dtype=torch.float32, device=device)
+    else:
+        po = torch.empty(1, 1, 1, 1, dtype=torch.float32, device=device)
+        pm = pl = torch.empty(1, 1, 1, dtype=torch.float32, device=device)
+    args = dict(q=q, kc=layer.k, vc=layer.v,
+                ks=layer.k_scales if layer.k_scales is not None else _placeholder(ksd, device),
+                kz=layer.k_zeros if layer.k_zeros is not None else _placeholder(ksd, device),
+                vs=layer.v_scales if layer.v_scales is not None else _placeholder(vsd, device),
+                vz=layer.v_zeros if layer.v_zeros is not None else _placeholder(vsd, device),
+                block_table=block_tables, seq_lens=seq_lens, o=out, po=po, pm=pm, pl=pl, sm_scale=float(scale))
+    kernel.launch(args)
+    if splits > 1:
+        merge = compiled(FILE, "attention_merge", backend, kind, QT=q_dtype, SPLIT=splits, D=d,
+                         BH=min(_pow2_at_least(hq), 16))
+        merge.launch(dict(po=po, pm=pm, pl=pl, o=out))
+    return out
+
+
+def run_kv_append(layer: Any, k: Any, v: Any, slots: Any, backend: str) -> None:
+    """Quantize ``k``, ``v`` ``[T, Hkv, D]`` (host) and store token ``t`` at flat slot ``slots[t]`` (kernel)."""
+    import torch
+
+    from ..kvcache import quantize_tokens
+
+    fmt = layer.format
+    device = layer.k.device
+    kind = "cuda" if device.type == "cuda" else "cpu"
+    slots32 = slots.to(device=device, dtype=torch.int32).contiguous()
+    if int(slots32.shape[0]) == 0:
+        return
+    for x, codes, scales, zeros in ((k, layer.k, layer.k_scales, layer.k_zeros),
+                                    (v, layer.v, layer.v_scales, layer.v_zeros)):
+        qc, qs, qz = quantize_tokens(fmt, x.to(device=device, dtype=torch.float32))
+        for src, dst in ((qc, codes), (qs, scales), (qz, zeros)):
+            if src is None:
+                continue
+            src = src.contiguous()
+            scatter = compiled(FILE, "kv_scatter", backend, kind, T=str(src.dtype).removeprefix("torch."),
+                               HH=int(src.shape[1]), WW=int(src.shape[2]), PAGE=fmt.page_size, BT=16)
+            scatter.launch(dict(src=src, slots=slots32, dst=dst))

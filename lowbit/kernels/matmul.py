@@ -1,0 +1,245 @@
+"""Host side of the low-bit matmul (``matmul.lbk``): tile configuration, weight preparation, launch.
+
+:func:`run_matmul` computes ``x2d @ dequant(qweight).T (+ bias)`` for a 2-D activation ``x2d [M, K]`` and a
+``QuantizedTensor [N, K]``; it trusts its inputs (``lowbit.ops.matmul`` checks them).
+
+* **Configuration** (:func:`choose_config`): the GEMV path (``DOT = 0``: multiply and reduce along K)
+  for ``M <= 4`` (on TVM's CPU target a small ``dot`` is faster, so it takes ``dot`` with a small tile),
+  the GEMM path (``dot``) above; tile sizes per backend; how the group size meets the K tile (``MODE``, see
+  ``matmul.lbk``); split-K where the grid alone would leave the device idle (many K tiles, few output tiles).
+* **Weights** are repacked once per kernel storage format and cached on the ``QuantizedTensor``
+  (:meth:`~lowbit.quant.QuantizedTensor.get_packed`, keyed by the format id the low-bit lowering pass
+  derived): codes transposed to ``[K, N]`` then packed, scales and zeros transposed to ``[K // G, N]``.
+
+>>> import torch
+>>> from lowbit.quant import quantize
+>>> w = quantize(torch.randn(48, 96), "int4", group_size=32)
+>>> x = torch.randn(2, 96)
+>>> y = run_matmul(x, w, None, "interpret")
+>>> bool(torch.allclose(y, x @ w.dequantize().T, atol=1e-4))
+True
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..quant import FormatId
+from .library import compiled
+
+__all__ = ["MatmulConfig", "PreparedWeight", "choose_config", "prepare_weight", "run_matmul", "GEMV_MAX_M"]
+
+FILE = "matmul.lbk"
+
+#: the GEMV path serves up to this many rows of x
+GEMV_MAX_M = 4
+
+#: storage id of plain ``[K, N]`` codes (what the reference interpreter reads: it needs no packing)
+CODES_KN = FormatId("lowbit-matmul-codes-kn", 1)
+
+_NATIVE_SIDE = ("float16", "bfloat16", "float32")          # scale dtypes passed as they are
+_NATIVE_ZERO = ("float16", "bfloat16", "float32", "int8", "uint8", "int32")
+
+
+@dataclass(frozen=True)
+class MatmulConfig:
+    """Tile sizes and code path of one matmul launch (the constants of ``lowbit_matmul``).
+
+    ``mode``: 0 per-channel scales applied after the K loop, 1 ``bk`` a multiple of the group size,
+    2 the group size a multiple of ``bk``. ``dot``: 1 GEMM path, 0 GEMV path. ``split``: K splits.
+    ``ct``: the dtype of the ``dot`` operands: ``float32`` (default: exact products, the accuracy the
+    tests state) or ``float16`` / ``bfloat16`` (dequantized weights rounded to it, products on tensor
+    cores on GPUs; accumulation stays f32).
+    """
+
+    bm: int
+    bn: int
+    bk: int
+    mode: int
+    dot: int
+    split: int = 1
+    ct: str = "float32"
+
+    def __post_init__(self) -> None:
+        if (min(self.bm, self.bn, self.bk, self.split) < 1 or self.mode not in (0, 1, 2) or self.dot not in (0, 1)
+                or self.ct not in ("float32", "float16", "bfloat16")):
+            raise ValueError(f"invalid matmul configuration {self}")
+
+
+@dataclass(frozen=True)
+class PreparedWeight:
+    """A weight in one kernel's storage: ``q`` (packed codes, or ``[K, N]`` codes for the interpreter),
+    ``s`` scales ``[K // G, N]``, ``z`` zero points ``[K // G, N]`` (a ``[1, 1]`` placeholder without)."""
+
+    format: FormatId
+    q: Any
+    s: Any
+    z: Any
+
+
+def _pow2_at_least(v: int) -> int:
+    p = 1
+    while p < v:
+        p *= 2
+    return p
+
+
+def _k_tiling(k: int, g: int, target: int) -> tuple[int, int]:
+    """``(mode, bk)`` for K = ``k``, group size ``g`` and a preferred K tile ``target`` (a power of two)."""
+    if g == k:
+        return 0, min(target, _pow2_at_least(k))
+    if g <= target:                            # several groups per tile
+        if target % g == 0:
+            return 1, target
+        return 1, g * (target // g)            # g not a power of two: a tile of whole groups
+    p = target                                 # several tiles per group: the largest power of two dividing g
+    while p > 1 and g % p:
+        p //= 2
+    if p >= 16:
+        return 2, p
+    divisor = max(d for d in range(1, target + 1) if g % d == 0)
+    if divisor >= 16:
+        return 2, divisor
+    return 1, g                                # no good divisor: one (large) group per tile
+
+
+def choose_config(m: int, n: int, k: int, group_size: int, backend: str, device: str,
+                  workers: int | None = None) -> MatmulConfig:
+    """The tile configuration for an ``[m, k] x [k, n]`` product (see the module docstring).
+
+    ``workers``: programs the device runs at once (CUDA multiprocessors, CPU threads); split-K is used when
+    the output tiles alone are fewer than that and K is long enough to share.
+
+    >>> choose_config(1, 4096, 4096, 128, "triton", "cuda", workers=132)
+    MatmulConfig(bm=1, bn=64, bk=128, mode=1, dot=0, split=3, ct='float32')
+    >>> choose_config(64, 72, 200, 40, "tvm", "cpu", workers=2).mode
+    1
+    """
+    gemv = m <= GEMV_MAX_M
+    big_tiles = backend == "interpret" or (backend == "triton" and device == "cpu")
+    if big_tiles:  # the interpreters pay per program and loop step, hardly per element
+        bn = min(_pow2_at_least(n), 128)
+        target_k = 128 if gemv else 64
+        bm = _pow2_at_least(m) if gemv else min(_pow2_at_least(m), 64)
+    elif gemv:
+        bm, bn, target_k = _pow2_at_least(m), 64, 128
+    else:
+        bm = 16 if m <= 16 else 32 if device == "cpu" or m <= 64 else 64
+        bn, target_k = 64, 64
+    mode, bk = _k_tiling(k, group_size, target_k)
+    split = 1
+    if workers and not big_tiles:
+        tiles = -(-m // bm) * -(-n // bn)
+        k_tiles = -(-k // bk)
+        if tiles < workers and k_tiles >= 8:
+            split = max(1, min(k_tiles // 4, -(-workers // tiles), 16))
+    # TVM's CPU code for a small dot (an i, k, j loop nest) beats the broadcast-and-reduce form (measured
+    # 7.8 vs 8.9 ms at M = 1, 9.4 vs 14.5 ms at M = 4 for a 4096 x 4096 uint4 weight, 2 threads)
+    dot = 0 if gemv and not (backend == "tvm" and device == "cpu") else 1
+    return MatmulConfig(bm=bm, bn=bn, bk=bk, mode=mode, dot=dot, split=split)
+
+
+def _side_dtype(name: str, native: tuple[str, ...]) -> str:
+    return name if name in native else "float32"
+
+
+def _constants(qweight: Any, x_dtype: str, cfg: MatmulConfig, has_bias: bool) -> dict[str, Any]:
+    zeros = qweight.zeros is not None
+    sdt = _side_dtype(str(qweight.scales.dtype).removeprefix("torch."), _NATIVE_SIDE)
+    zdt = _side_dtype(str(qweight.zeros.dtype).removeprefix("torch."), _NATIVE_ZERO) if zeros else "float16"
+    return dict(W=qweight.dtype.name, XT=x_dtype, ST=sdt, ZT=zdt, G=qweight.group_size, MODE=cfg.mode,
+                ZERO=int(zeros), IZ=qweight.implicit_zero, BIAS=int(has_bias), DOT=cfg.dot, SPLIT=cfg.split,
+                BM=cfg.bm, BN=cfg.bn, BK=cfg.bk, CT=cfg.ct)
+
+
+def _as_torch(a: Any, device: Any) -> Any:
+    import torch
+
+    from ..quant import storage
+
+    return a.to(device) if isinstance(a, torch.Tensor) else storage.to_torch(a, device)
+
+
+def prepare_weight(qweight: Any, fmt: Any, device: Any, scale_dtype: str, zero_dtype: str,
+                   storage_dtype: Any = None) -> PreparedWeight:
+    """The weight in the storage ``fmt`` (a packed format from the lowering, or ``None`` for plain codes),
+    built once and cached on ``qweight`` under the format's id. ``storage_dtype``: the torch dtype the
+    compiled kernel takes for ``q`` (packed words are reinterpreted to it, bit for bit)."""
+    import torch
+
+    format_id = CODES_KN if fmt is None else fmt.format_id
+
+    def build(qt: Any) -> PreparedWeight:
+        codes_kn = _as_torch(qt.codes(), device).t().contiguous()
+        if fmt is not None:
+            q = fmt.pack(codes_kn)
+        elif qt.dtype.name == "int8":  # a native IR type: the kernel takes the codes' bits as int8
+            q = codes_kn.view(torch.int8)
+        else:
+            q = codes_kn
+        if storage_dtype is not None and q.dtype != storage_dtype:
+            q = q.view(storage_dtype)
+        s = _as_torch(qt.scales, device).to(getattr(torch, scale_dtype)).t().contiguous()
+        if qt.zeros is None:
+            z = torch.zeros(1, 1, dtype=getattr(torch, zero_dtype), device=device)
+        else:
+            z = _as_torch(qt.zeros, device).to(getattr(torch, zero_dtype)).t().contiguous()
+        return PreparedWeight(format_id, q, s, z)
+
+    return qweight.get_packed(format_id, build)
+
+
+def _param_torch_dtype(kernel: Any, name: str) -> Any:
+    from ..driver import torch_dtype
+
+    for param in kernel.params:
+        if param.name == name:
+            return torch_dtype(param.value.type.dtype)
+    return None
+
+
+def _workers(device: Any, backend: str) -> int:
+    import torch
+
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).multi_processor_count)
+    if backend == "tvm":
+        from ..lowering.target import cpu_threads
+
+        return cpu_threads()
+    return 1
+
+
+def run_matmul(x2d: Any, qweight: Any, bias: Any, backend: str, config: MatmulConfig | None = None) -> Any:
+    """``x2d [M, K] @ dequant(qweight [N, K]).T + bias``, shape ``[M, N]`` in ``x2d``'s dtype.
+
+    ``x2d`` must be contiguous; ``bias`` is ``None`` or an f32 tensor ``[N]`` on ``x2d``'s device.
+    ``config`` overrides :func:`choose_config` (tests use it to force split-K or a path).
+    """
+    import torch
+
+    m, k = (int(v) for v in x2d.shape)
+    n = int(qweight.shape[0])
+    device = x2d.device
+    kind = "cuda" if device.type == "cuda" else "cpu"
+    x_dtype = str(x2d.dtype).removeprefix("torch.")
+    g = qweight.group_size
+    cfg = config or choose_config(m, n, k, g, backend, kind, _workers(device, backend))
+    if not ((cfg.mode == 0 and g == k) or (cfg.mode == 1 and cfg.bk % g == 0) or (cfg.mode == 2 and g % cfg.bk == 0)):
+        raise ValueError(f"{cfg} does not fit group size {g} and K = {k}")
+    consts = _constants(qweight, x_dtype, cfg, bias is not None)
+    kernel = compiled(FILE, "lowbit_matmul", backend, kind, **consts)
+    fmt = kernel.param_formats.get("q")
+    w = prepare_weight(qweight, fmt, device, consts["ST"], consts["ZT"], _param_torch_dtype(kernel, "q"))
+    out = torch.empty(m, n, dtype=x2d.dtype, device=device)
+    if m == 0:
+        return out
+    bias_arg = bias if bias is not None else torch.zeros(1, dtype=torch.float32, device=device)
+    part = (torch.empty(cfg.split, m, n, dtype=torch.float32, device=device) if cfg.split > 1
+            else torch.empty(1, 1, 1, dtype=torch.float32, device=device))
+    kernel.launch(dict(x=x2d, q=w.q, s=w.s, z=w.z, bias=bias_arg, c=out, part=part))
+    if cfg.split > 1:
+        reduce = compiled(FILE, "splitk_reduce", backend, kind, XT=x_dtype, BIAS=int(bias is not None),
+                          BM=min(_pow2_at_least(m), 16), BN=64)
+        reduce.launch(dict(part=part, bias=bias_arg, c=out))
+    return out

@@ -1,0 +1,261 @@
+"""lowbit's kernels as torch-facing operations: low-bit matmul, paged KV append and decode attention.
+
+Every op checks its arguments (raising :class:`lowbit.KernelArgumentError` / :class:`lowbit.FormatError`
+with what was expected), picks a backend and runs kernels from :mod:`lowbit.kernels`, which are written
+in lowbit's DSL and compiled by :func:`lowbit.driver.compile_ir`.
+
+``backend``: ``"triton"``, ``"tvm"``, ``"interpret"`` (lowbit's reference interpreter: CPU only, slow,
+always there) or ``None``: the best available for the tensors' device (Triton on CUDA, TVM on a CPU).
+
+>>> import torch
+>>> from lowbit.quant import quantize
+>>> w = quantize(torch.randn(64, 128), "uint4", group_size=32, zero_point=True)
+>>> x = torch.randn(3, 128)
+>>> y = matmul(x, w, backend="interpret")
+>>> y.shape, bool(torch.allclose(y, x @ w.dequantize().T, atol=1e-4))
+(torch.Size([3, 64]), True)
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .errors import FormatError, KernelArgumentError
+
+__all__ = ["matmul", "decode_attention", "kv_append"]
+
+_ACT_DTYPES = ("float16", "bfloat16", "float32")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# argument checks
+# ---------------------------------------------------------------------------------------------------------
+def _torch() -> Any:
+    import torch
+
+    return torch
+
+
+def _dtype_name(t: Any) -> str:
+    return str(t.dtype).removeprefix("torch.")
+
+
+def _need_tensor(op: str, name: str, value: Any) -> None:
+    if not isinstance(value, _torch().Tensor):
+        raise KernelArgumentError(f"{op}: {name} must be a torch tensor; got {type(value).__name__}")
+
+
+def _need_float(op: str, name: str, value: Any) -> None:
+    _need_tensor(op, name, value)
+    if _dtype_name(value) not in _ACT_DTYPES:
+        raise KernelArgumentError(f"{op}: {name} must be float16, bfloat16 or float32; got {_dtype_name(value)}",
+                                  hint=f"convert it with {name}.float()")
+
+
+def _need_int(op: str, name: str, value: Any) -> None:
+    _need_tensor(op, name, value)
+    if value.dtype.is_floating_point or value.dtype.is_complex or value.dtype == _torch().bool:
+        raise KernelArgumentError(f"{op}: {name} must be an integer tensor; got {_dtype_name(value)}")
+
+
+def _need_shape(op: str, name: str, value: Any, expected: tuple, meaning: str) -> None:
+    if tuple(int(s) for s in value.shape) != tuple(expected):
+        raise KernelArgumentError(f"{op}: {name} must have shape {list(expected)} ({meaning}); "
+                                  f"got {list(value.shape)}")
+
+
+def _need_device(op: str, name: str, value: Any, device: Any) -> None:
+    if value.device != device:
+        raise KernelArgumentError(f"{op}: {name} is on {value.device}, but the other arguments are on {device}",
+                                  hint=f"move it with .to('{device}')")
+
+
+def _need_contiguous(op: str, name: str, value: Any) -> None:
+    if not value.is_contiguous():
+        raise KernelArgumentError(f"{op}: {name} must be contiguous (the kernel updates or reads it in place as "
+                                  f"laid out by lowbit.kvcache.allocate)",
+                                  hint="allocate the cache with lowbit.kvcache.allocate and do not slice it")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# matmul
+# ---------------------------------------------------------------------------------------------------------
+def matmul(x: Any, qweight: Any, bias: Any = None, *, backend: str | None = None) -> Any:
+    """``x [..., K] @ W.T (+ bias)`` for a quantized weight ``W [N, K]``; ``[..., N]`` in ``x``'s dtype.
+
+    ``qweight``: a :class:`lowbit.quant.QuantizedTensor` of shape ``[N, K]`` of any 1-8 bit type, any group
+    size, with or without zero points (numpy storage is accepted with CPU tensors). Its codes are repacked
+    once into the kernel's storage and cached on it. Products and sums are f32; the result is rounded once.
+    ``bias``: ``[N]`` float or ``None``.
+
+    >>> import torch
+    >>> from lowbit.quant import quantize
+    >>> w = quantize(torch.randn(8, 64), "float4_e2m1", group_size=None)
+    >>> matmul(torch.randn(2, 5, 64, dtype=torch.float16), w, backend="interpret").shape
+    torch.Size([2, 5, 8])
+    """
+    from .kernels.library import device_of, resolve_backend
+    from .kernels.matmul import run_matmul
+    from .quant import DENSE_ROWMAJOR, QuantizedTensor
+
+    op = "matmul"
+    torch = _torch()
+    _need_float(op, "x", x)
+    if not isinstance(qweight, QuantizedTensor):
+        raise KernelArgumentError(f"{op}: qweight must be a lowbit.quant.QuantizedTensor; got {type(qweight).__name__}",
+                                  hint="quantize the weight with lowbit.quant.quantize(w, dtype, group_size)")
+    if len(qweight.shape) != 2:
+        raise KernelArgumentError(f"{op}: qweight must be 2-D [N, K]; got shape {list(qweight.shape)}")
+    qweight.check_format(DENSE_ROWMAJOR)
+    n, k = qweight.shape
+    if x.dim() < 1 or int(x.shape[-1]) != k:
+        raise KernelArgumentError(f"{op}: x must have shape [..., {k}] (K of the weight [{n}, {k}]); "
+                                  f"got {list(x.shape)}")
+    if qweight.is_torch:
+        if qweight.device != x.device:
+            raise KernelArgumentError(f"{op}: qweight is on {qweight.device}, but x is on {x.device}",
+                                      hint=f"move the weight with qweight.to('{x.device}')")
+    elif x.device.type != "cpu":
+        raise KernelArgumentError(f"{op}: qweight has numpy storage, but x is on {x.device}",
+                                  hint=f"move the weight with qweight.to('{x.device}')")
+    if bias is not None:
+        _need_tensor(op, "bias", bias)
+        if not bias.dtype.is_floating_point:
+            raise KernelArgumentError(f"{op}: bias must be a float tensor; got {_dtype_name(bias)}")
+        _need_shape(op, "bias", bias, (n,), "N, the weight's rows")
+        _need_device(op, "bias", bias, x.device)
+        bias = bias.to(torch.float32).contiguous()
+    name = resolve_backend(backend, device_of(x))
+    lead = tuple(x.shape[:-1])
+    y = run_matmul(x.reshape(-1, k).contiguous(), qweight, bias, name)
+    return y.reshape(*lead, n)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# paged KV cache
+# ---------------------------------------------------------------------------------------------------------
+def _check_layer(op: str, layer: Any) -> Any:
+    from .kvcache import KVLayer
+
+    if not isinstance(layer, KVLayer):
+        raise KernelArgumentError(f"{op}: layer must be a lowbit.kvcache.KVLayer; got {type(layer).__name__}",
+                                  hint="allocate one with lowbit.kvcache.allocate(format, num_pages)")
+    fmt = layer.format
+    if not fmt.dense and (fmt.head_dim * fmt.nbits) % 8:
+        raise FormatError(f"{op}: a {fmt.dtype} cache with head_dim {fmt.head_dim} stores {fmt.head_dim * fmt.nbits} "
+                          f"bits per token and head, not whole bytes; lowbit's attention kernel reads each "
+                          f"token's codes as whole bytes",
+                          hint="use a head_dim that makes head_dim * bits a multiple of 8")
+    for name in ("k", "v", "k_scales", "v_scales", "k_zeros", "v_zeros"):
+        t = getattr(layer, name)
+        if t is not None:
+            _need_tensor(op, f"layer.{name}", t)
+            _need_device(op, f"layer.{name}", t, layer.k.device)
+            _need_contiguous(op, f"layer.{name}", t)
+    return fmt
+
+
+def kv_append(layer: Any, k: Any, v: Any, slots: Any, *, backend: str | None = None) -> None:
+    """Quantize ``k``, ``v`` ``[T, Hkv, D]`` into ``layer`` (in place), token ``t`` at flat slot ``slots[t]``
+    (``page * page_size + offset``).
+
+    The result is bit-identical to :func:`lowbit.kvcache.append`: tokens are quantized on the host by the
+    format's own quantizer (float64 arithmetic; the kernel-side alternative could not promise the same
+    roundings), and the ``kv_scatter`` kernel writes codes, scales and zeros into their pages.
+
+    >>> import torch
+    >>> from lowbit import kvcache
+    >>> layer = kvcache.allocate(kvcache.KVCacheFormat("int4", num_kv_heads=2, head_dim=8, page_size=4), 2)
+    >>> kv_append(layer, torch.randn(3, 2, 8), torch.randn(3, 2, 8), torch.tensor([4, 5, 0]), backend="interpret")
+    """
+    from .kernels.attention import run_kv_append
+    from .kernels.library import device_of, resolve_backend
+
+    op = "kv_append"
+    fmt = _check_layer(op, layer)
+    device = layer.k.device
+    _need_float(op, "k", k)
+    _need_float(op, "v", v)
+    _need_int(op, "slots", slots)
+    if k.dim() != 3:
+        raise KernelArgumentError(f"{op}: k must be [T, {fmt.num_kv_heads}, {fmt.head_dim}]; got {list(k.shape)}")
+    t = int(k.shape[0])
+    for name, value in (("k", k), ("v", v)):
+        _need_shape(op, name, value, (t, fmt.num_kv_heads, fmt.head_dim), "tokens, kv heads, head_dim")
+        _need_device(op, name, value, device)
+    _need_shape(op, "slots", slots, (t,), "one flat slot per token")
+    _need_device(op, "slots", slots, device)
+    capacity = layer.num_pages * fmt.page_size
+    if device.type == "cpu" and t and (int(slots.min()) < 0 or int(slots.max()) >= capacity):
+        raise KernelArgumentError(f"{op}: slots must lie in [0, {capacity}) ({layer.num_pages} pages of "
+                                  f"{fmt.page_size}); got values in [{int(slots.min())}, {int(slots.max())}]")
+    run_kv_append(layer, k, v, slots, resolve_backend(backend, device_of(layer.k)))
+
+
+def decode_attention(q: Any, layer: Any, block_tables: Any, seq_lens: Any, *, scale: float | None = None,
+                     window: int | None = None, num_splits: int | None = None,
+                     backend: str | None = None) -> Any:
+    """One decode step of attention over the paged cache: ``[B, Hq, D]`` in ``q``'s dtype.
+
+    ``q [B, Hq, D]``: one query per sequence; ``Hq`` a multiple of the cache's kv heads (GQA: query head
+    ``h`` reads kv head ``h // (Hq // Hkv)``). ``block_tables [B, MP]`` integer page ids (entries past a
+    sequence's pages are ignored); ``seq_lens [B]`` tokens in the cache per sequence (at least 1, the
+    query's own included). ``scale`` defaults to ``1 / sqrt(D)``; ``window``: only the last ``window``
+    tokens are attended (sliding window). ``num_splits``: split-KV parts (``None``: chosen from the device
+    and the batch). Softmax and every sum are f32.
+
+    On a CPU the lengths and page ids are checked against the cache; on CUDA they are not read back (no
+    synchronization): out-of-range pages read zeros instead of faulting.
+    """
+    from .kernels.attention import choose_splits, run_decode_attention
+    from .kernels.library import device_of, resolve_backend
+
+    op = "decode_attention"
+    torch = _torch()
+    fmt = _check_layer(op, layer)
+    device = layer.k.device
+    _need_float(op, "q", q)
+    if q.dim() != 3 or int(q.shape[2]) != fmt.head_dim or int(q.shape[1]) % fmt.num_kv_heads:
+        raise KernelArgumentError(f"{op}: q must be [B, Hq, {fmt.head_dim}] with Hq a multiple of the cache's "
+                                  f"{fmt.num_kv_heads} kv heads; got {list(q.shape)}")
+    _need_device(op, "q", q, device)
+    b = int(q.shape[0])
+    _need_int(op, "block_tables", block_tables)
+    _need_int(op, "seq_lens", seq_lens)
+    if block_tables.dim() != 2 or int(block_tables.shape[0]) != b or int(block_tables.shape[1]) < 1:
+        raise KernelArgumentError(f"{op}: block_tables must be [{b}, max_pages] (one row per sequence); "
+                                  f"got {list(block_tables.shape)}")
+    _need_shape(op, "seq_lens", seq_lens, (b,), "one length per sequence")
+    _need_device(op, "block_tables", block_tables, device)
+    _need_device(op, "seq_lens", seq_lens, device)
+    max_pages = int(block_tables.shape[1])
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
+        raise KernelArgumentError(f"{op}: window must be a positive int or None; got {window!r}")
+    if num_splits is not None and (isinstance(num_splits, bool) or not isinstance(num_splits, int)
+                                   or num_splits < 1):
+        raise KernelArgumentError(f"{op}: num_splits must be a positive int or None; got {num_splits!r}")
+    if device.type == "cpu" and b:
+        _check_pages(op, layer, block_tables, seq_lens)
+    name = resolve_backend(backend, device_of(q))
+    scale = 1.0 / math.sqrt(fmt.head_dim) if scale is None else float(scale)
+    if b == 0:
+        return torch.empty_like(q)
+    splits = num_splits or choose_splits(b, fmt.num_kv_heads, max_pages, device, name)
+    return run_decode_attention(q.contiguous(), layer, block_tables.to(torch.int32).contiguous(),
+                                seq_lens.to(torch.int32).contiguous(), scale, window, splits, name)
+
+
+def _check_pages(op: str, layer: Any, block_tables: Any, seq_lens: Any) -> None:
+    torch = _torch()
+    page = layer.format.page_size
+    max_pages = int(block_tables.shape[1])
+    lens = seq_lens.to(torch.int64)
+    lo, hi = int(lens.min()), int(lens.max())
+    if lo < 1 or hi > max_pages * page:
+        raise KernelArgumentError(f"{op}: seq_lens must lie in [1, {max_pages * page}] (block_tables has "
+                                  f"{max_pages} pages of {page} per sequence); got values in [{lo}, {hi}]")
+    used = torch.arange(max_pages, device=lens.device)[None, :] < (lens[:, None] + page - 1) // page
+    ids = block_tables.to(torch.int64)[used]
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= layer.num_pages):
+        raise KernelArgumentError(f"{op}: block_tables name pages outside [0, {layer.num_pages}); got ids in "
+                                  f"[{int(ids.min())}, {int(ids.max())}]")

@@ -1,0 +1,187 @@
+"""lowbit.ops.decode_attention / kv_append over the paged KV cache against an fp64 softmax reference.
+
+The cache is filled by the format's reference writer (``lowbit.kvcache.append``) unless the test is about
+``kv_append``; the reference attention reads it back with ``lowbit.kvcache.read_pages`` (exact
+dequantization) and computes softmax attention in float64. Bounds: ``conftest.py``.
+"""
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from lowbit import kvcache, ops  # noqa: E402
+from lowbit.errors import LowbitError  # noqa: E402
+
+from .conftest import assert_within, attention_reference, paged_layout, require_backend  # noqa: E402
+
+LENGTHS = [1, 17, 300]
+#: (dtype, group size, zero points): the KV types of the specification, per-head and per-group scales
+KV_TYPES = [("float16", None, None), ("int8", None, None), ("uint4", 16, True), ("float4_e2m1", 32, None),
+            ("int3", None, None)]
+HKV, HQ, D, PAGE, PAGES = 2, 8, 64, 16, 48
+
+
+def build_cache(dtype, group, zero_point, lengths=LENGTHS, seed=0, page=PAGE, pages=PAGES, head_dim=D, hkv=HKV,
+                garbage=True):
+    """A cache holding random K/V for ``lengths`` tokens (written by the reference ``kvcache.append``), its
+    shuffled block tables, and — with ``garbage`` — junk (NaN, huge, random codes) in every slot no sequence
+    owns, which the kernel must never read into a result."""
+    fmt = kvcache.KVCacheFormat(dtype, num_kv_heads=hkv, head_dim=head_dim, page_size=page, group_size=group,
+                                zero_point=zero_point)
+    layer = kvcache.allocate(fmt, pages)
+    gen = torch.Generator().manual_seed(seed)
+    if garbage:
+        for t in (layer.k, layer.v, layer.k_scales, layer.v_scales, layer.k_zeros, layer.v_zeros):
+            if t is None:
+                continue
+            if t.dtype == torch.uint8:
+                t.copy_(torch.randint(0, 256, t.shape, generator=gen, dtype=torch.uint8))
+            else:
+                t.fill_(float("nan"))
+    table, slots = paged_layout(lengths, page, pages, seed=seed)
+    k = torch.randn(len(slots), hkv, head_dim, generator=gen)
+    v = torch.randn(len(slots), hkv, head_dim, generator=gen)
+    kvcache.append(layer, k, v, slots)
+    return layer, table, torch.tensor(lengths, dtype=torch.int32), (k, v, slots)
+
+
+def _check(backend, dtype, group, zp, q_dtype=torch.float32, splits=None, window=None, seed=0, hq=HQ, hkv=HKV):
+    layer, table, lens, _ = build_cache(dtype, group, zp, seed=seed, hkv=hkv)
+    gen = torch.Generator().manual_seed(seed + 1)
+    q = torch.randn(len(LENGTHS), hq, D, generator=gen).to(q_dtype)
+    scale = D ** -0.5
+    out = ops.decode_attention(q, layer, table, lens, scale=scale, window=window, num_splits=splits, backend=backend)
+    assert out.dtype == q.dtype and out.shape == q.shape
+    ref, tol = attention_reference(q, layer, table, lens, scale, window)
+    assert_within(out, ref, tol, f"{backend} {dtype} splits={splits} window={window}")
+    return out
+
+
+@pytest.mark.parametrize("dtype,group,zp", KV_TYPES, ids=[t[0] for t in KV_TYPES])
+def test_decode_interpreter(dtype, group, zp):
+    _check("interpret", dtype, group, zp)
+
+
+MORE_TYPES = [("bfloat16", None, None), ("float32", None, None), ("float8_e5m2", 16, None),
+              ("float8_e4m3fn", None, None), ("uint2", 32, True), ("int4", 8, True), ("uint8", None, None),
+              ("float6_e2m3", 16, None)]
+
+
+@pytest.mark.parametrize("dtype,group,zp", MORE_TYPES, ids=[t[0] for t in MORE_TYPES])
+def test_decode_more_cache_types_interpreter(dtype, group, zp):
+    _check("interpret", dtype, group, zp, splits=2)
+
+
+@pytest.mark.parametrize("hq,hkv", [(2, 2), (8, 1), (6, 2)], ids=["mha", "mqa", "gqa3"])
+def test_head_grouping_interpreter(hq, hkv):
+    _check("interpret", "int8", None, None, hq=hq, hkv=hkv, q_dtype=torch.bfloat16)
+
+
+@pytest.mark.parametrize("dtype,group,zp", KV_TYPES, ids=[t[0] for t in KV_TYPES])
+def test_decode_tvm(dtype, group, zp):
+    require_backend("tvm")
+    _check("tvm", dtype, group, zp, splits=2)
+
+
+@pytest.mark.parametrize("dtype,group,zp", [KV_TYPES[2], KV_TYPES[4]], ids=["uint4", "int3"])
+def test_decode_triton(dtype, group, zp):
+    require_backend("triton")
+    _check("triton", dtype, group, zp)
+
+
+@pytest.mark.parametrize("dtype,group,zp", [KV_TYPES[1], KV_TYPES[2], KV_TYPES[3]], ids=["int8", "uint4", "fp4"])
+def test_split_kv_merge_equals_unsplit(dtype, group, zp):
+    """Split-KV (3 and 5 parts; 5 leaves the 2-page sequence with empty parts) merged with the exact
+    log-sum-exp rule equals the single pass up to f32 rounding, and both meet the fp64 bound."""
+    single = _check("interpret", dtype, group, zp, splits=1)
+    layer, table, lens, _ = build_cache(dtype, group, zp)
+    q = torch.randn(len(LENGTHS), HQ, D, generator=torch.Generator().manual_seed(1))
+    _, tol = attention_reference(q, layer, table, lens, D ** -0.5)
+    for splits in (3, 5):
+        split = _check("interpret", dtype, group, zp, splits=splits)
+        assert_within(split, single.double(), 2 * tol, f"split {splits} vs single pass")
+
+
+def test_half_precision_query_and_sliding_window():
+    _check("interpret", "uint4", 16, True, q_dtype=torch.float16)
+    _check("interpret", "int8", None, None, window=40, splits=3)
+    _check("interpret", "float16", None, None, window=1)
+
+
+def test_kv_append_matches_reference_writer_then_decode():
+    """kv_append (host quantization + kv_scatter kernel) writes exactly the bytes lowbit.kvcache.append
+    writes, in shuffled pages, in two steps (a prompt, then one decode token per sequence); decode
+    attention over it meets the fp64 bound."""
+    for dtype, group, zp in KV_TYPES:
+        ref_layer, table, lens, (k, v, slots) = build_cache(dtype, group, zp, garbage=False)
+        mine = kvcache.allocate(ref_layer.format, PAGES)
+        last = torch.tensor(LENGTHS).cumsum(0) - 1                     # each sequence's newest token
+        is_last = torch.zeros(len(slots), dtype=torch.bool)
+        is_last[last] = True
+        ops.kv_append(mine, k[~is_last], v[~is_last], slots[~is_last], backend="interpret")
+        ops.kv_append(mine, k[is_last], v[is_last], slots[is_last], backend="interpret")
+        for name in ("k", "v", "k_scales", "v_scales", "k_zeros", "v_zeros"):
+            a, b = getattr(mine, name), getattr(ref_layer, name)
+            assert (a is None) == (b is None), name
+            if a is not None:
+                assert torch.equal(a.view(torch.uint8) if a.dtype != torch.uint8 else a,
+                                   b.view(torch.uint8) if b.dtype != torch.uint8 else b), f"{dtype}: {name} differs"
+        q = torch.randn(len(LENGTHS), HQ, D, generator=torch.Generator().manual_seed(9))
+        out = ops.decode_attention(q, mine, table, lens, backend="interpret")
+        ref, tol = attention_reference(q, mine, table, lens, D ** -0.5)
+        assert_within(out, ref, tol, f"decode after kv_append, {dtype}")
+
+
+def test_kv_append_tvm():
+    require_backend("tvm")
+    ref_layer, table, lens, (k, v, slots) = build_cache("uint4", 16, True, garbage=False)
+    mine = kvcache.allocate(ref_layer.format, PAGES)
+    ops.kv_append(mine, k, v, slots, backend="tvm")
+    for name in ("k", "v", "k_scales", "v_scales", "k_zeros", "v_zeros"):
+        assert torch.equal(getattr(mine, name), getattr(ref_layer, name)), name
+
+
+# ---------------------------------------------------------------------------------------------------------
+# bad input
+# ---------------------------------------------------------------------------------------------------------
+def test_bad_arguments_raise_lowbit_errors():
+    layer, table, lens, _ = build_cache("int8", None, None, lengths=[5, 20], garbage=False)
+    q = torch.randn(2, HQ, D)
+    cases = [
+        (dict(q=torch.randn(2, HQ, D - 1)), "q must be"),
+        (dict(q=torch.randn(2, 3, D)), "multiple of the cache's 2 kv heads"),
+        (dict(q=torch.randn(2, HQ, D).double()), "float16, bfloat16 or float32"),
+        (dict(block_tables=table.float()), "integer tensor"),
+        (dict(block_tables=table[:1]), "block_tables must be"),
+        (dict(seq_lens=torch.tensor([5], dtype=torch.int32)), "seq_lens must have shape"),
+        (dict(seq_lens=torch.tensor([0, 20], dtype=torch.int32)), "seq_lens must lie in"),
+        (dict(seq_lens=torch.tensor([5, 10 ** 4], dtype=torch.int32)), "seq_lens must lie in"),
+        (dict(block_tables=table + PAGES), "outside"),
+        (dict(window=0), "window"),
+        (dict(num_splits=0), "num_splits"),
+        (dict(backend="cuda"), "backend must be"),
+    ]
+    for change, message in cases:
+        args = dict(q=q, block_tables=table, seq_lens=lens, window=None, num_splits=None, backend="interpret")
+        args.update(change)
+        with pytest.raises(LowbitError, match=message):
+            ops.decode_attention(args.pop("q"), layer, args.pop("block_tables"), args.pop("seq_lens"), **args)
+    with pytest.raises(LowbitError, match="KVLayer"):
+        ops.decode_attention(q, object(), table, lens, backend="interpret")
+    strided = kvcache.KVLayer(layer.format, layer.k.transpose(0, 1), layer.v, layer.k_scales, layer.v_scales)
+    with pytest.raises(LowbitError, match="contiguous"):
+        ops.decode_attention(q, strided, table, lens, backend="interpret")
+    odd = kvcache.allocate(kvcache.KVCacheFormat("int3", num_kv_heads=1, head_dim=10, page_size=4), 2)
+    with pytest.raises(LowbitError, match="whole bytes"):
+        ops.decode_attention(torch.randn(1, 1, 10), odd, torch.zeros(1, 1, dtype=torch.int32),
+                             torch.ones(1, dtype=torch.int32), backend="interpret")
+    k = torch.randn(3, HKV, D)
+    with pytest.raises(LowbitError, match="slots must lie in"):
+        ops.kv_append(layer, k, k, torch.tensor([0, 1, PAGES * PAGE]), backend="interpret")
+    with pytest.raises(LowbitError, match="k must have shape"):
+        ops.kv_append(layer, torch.randn(3, HKV + 1, D), k, torch.tensor([0, 1, 2]), backend="interpret")
+    with pytest.raises(LowbitError, match="slots must have shape"):
+        ops.kv_append(layer, k, k, torch.tensor([0, 1]), backend="interpret")
+    with pytest.raises(LowbitError, match="integer tensor"):
+        ops.kv_append(layer, k, k, torch.tensor([0.0, 1.0, 2.0]), backend="interpret")

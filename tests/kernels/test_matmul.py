@@ -1,0 +1,267 @@
+"""lowbit.ops.matmul against torch fp64 dequantize-then-matmul, with the error bound of conftest.py.
+
+The grid: every 1-8 bit weight type x group {32, 128, per-channel} x {with, without zero points where the
+quantizer allows them} x M in {1, 3, 16, 33} (GEMV path for M <= 4, GEMM above) x two (N, K) shapes per
+group, one with odd N (and odd K for per-channel), K a multiple of the group and not of the K tile.
+
+* lowbit's reference interpreter runs the whole grid;
+* TVM runs a covering subset by default (every weight type once, the other axes rotated so that every
+  group, zero-point mode, M and shape appears across types) and the whole grid with
+  ``LOWBIT_FULL_KERNEL_GRID=1`` (each specialization is a separate LLVM build, ~2 s);
+* Triton (its interpreter on a CPU) runs a representative subset.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import zlib
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from lowbit import ops  # noqa: E402
+from lowbit.dtypes import all_dtypes  # noqa: E402
+from lowbit.kernels.matmul import CODES_KN, MatmulConfig, choose_config, run_matmul  # noqa: E402
+from lowbit.quant import quantize  # noqa: E402
+
+from .conftest import assert_within, matmul_reference, matmul_tolerance, require_backend  # noqa: E402
+
+WEIGHT_TYPES = [d.name for d in all_dtypes() if d.nbits <= 8]
+GROUPS = {32: ((40, 96), (37, 160)), 128: ((72, 256), (31, 384)), None: ((48, 64), (33, 99))}
+MS = (1, 3, 16, 33)
+#: activation dtype and bias per M (every combination appears for every weight type)
+X_DTYPES = {1: torch.float16, 3: torch.float32, 16: torch.bfloat16, 33: torch.float16}
+WITH_BIAS = {1: False, 3: True, 16: False, 33: True}
+FULL = os.environ.get("LOWBIT_FULL_KERNEL_GRID") == "1"
+
+
+def zero_modes(name: str) -> tuple[bool, ...]:
+    d = next(t for t in all_dtypes() if t.name == name)
+    if d.is_float:
+        return (False,)
+    return (True,) if d.nbits == 1 else (False, True)
+
+
+GRID = [(t, g, z) for t in WEIGHT_TYPES for g in GROUPS for z in zero_modes(t)]
+
+
+def _seed(*parts) -> int:
+    return zlib.crc32(repr(parts).encode())
+
+
+def check_case(backend: str, dtype: str, group, zero_point: bool, shape, m: int) -> None:
+    n, k = shape
+    gen = torch.Generator().manual_seed(_seed(dtype, group, zero_point, shape, m))
+    w = quantize(torch.randn(n, k, generator=gen), dtype, group_size=group, zero_point=zero_point)
+    x = torch.randn(m, k, generator=gen).to(X_DTYPES[m])
+    bias = torch.randn(n, generator=gen) if WITH_BIAS[m] else None
+    y = ops.matmul(x, w, bias, backend=backend)
+    assert y.dtype == x.dtype and y.shape == (m, n)
+    ref, absdot = matmul_reference(x, w, bias)
+    tol = matmul_tolerance(absdot, ref, k, x.dtype)
+    assert_within(y, ref, tol, f"{backend} {dtype} g={group} zeros={zero_point} M={m} N={n} K={k} x={x.dtype}")
+
+
+@pytest.mark.parametrize("dtype,group,zero_point", [pytest.param(*c, id=f"{c[0]}-g{c[1]}-{'z' if c[2] else 'sym'}")
+                                                    for c in GRID])
+def test_grid_interpreter(dtype, group, zero_point):
+    for shape, m in itertools.product(GROUPS[group], MS):
+        check_case("interpret", dtype, group, zero_point, shape, m)
+
+
+def _tvm_cases():
+    """Every weight type once, the other axes rotated (a covering subset), or the whole grid."""
+    if FULL:
+        return [(t, g, z, s, m) for t, g, z in GRID for s in GROUPS[g] for m in MS]
+    groups = list(GROUPS)
+    cases = []
+    for i, t in enumerate(WEIGHT_TYPES):
+        g = groups[i % 3]
+        zs = zero_modes(t)
+        z = zs[(i // 3) % len(zs)]
+        m = MS[i % 4]
+        cases.append((t, g, z, GROUPS[g][(i // 2) % 2], m))
+    return cases
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype,group,zero_point,shape,m", [
+    pytest.param(*c, id=f"{c[0]}-g{c[1]}-{'z' if c[2] else 'sym'}-{c[3][0]}x{c[3][1]}-M{c[4]}") for c in _tvm_cases()])
+def test_grid_tvm(dtype, group, zero_point, shape, m):
+    require_backend("tvm")
+    check_case("tvm", dtype, group, zero_point, shape, m)
+
+
+TRITON_CASES = [("uint4", 128, True, (72, 256), 1), ("int3", 32, False, (37, 160), 33),
+                ("float4_e2m1", 32, False, (40, 96), 3), ("float8_e4m3fn", None, False, (33, 99), 16),
+                ("uint8", None, True, (48, 64), 33), ("int1", 128, True, (31, 384), 3),
+                ("float6_e3m2", 128, False, (72, 256), 16), ("uint2", 32, False, (37, 160), 1)]
+
+
+@pytest.mark.parametrize("dtype,group,zero_point,shape,m", [
+    pytest.param(*c, id=f"{c[0]}-g{c[1]}-{'z' if c[2] else 'sym'}-M{c[4]}") for c in TRITON_CASES])
+def test_subset_triton(dtype, group, zero_point, shape, m):
+    require_backend("triton")
+    check_case("triton", dtype, group, zero_point, shape, m)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# edges named in the specification, paths, split-K, storage dtypes, caching
+# ---------------------------------------------------------------------------------------------------------
+EDGES = [("uint4", 40, True, 72, 200, 5), ("int4", None, False, 72, 200, 33), ("int8", 40, False, 9, 200, 2),
+         ("float4_e2m1", None, False, 17, 200, 17)]
+
+
+@pytest.mark.parametrize("backend", ["interpret", "tvm"])
+@pytest.mark.parametrize("dtype,group,zero_point,n,k,m", EDGES)
+def test_group_not_a_power_of_two(backend, dtype, group, zero_point, n, k, m):
+    """K = 200 with group 40 (tiles of whole groups) or per-channel (scale after the loop)."""
+    require_backend(backend)
+    gen = torch.Generator().manual_seed(_seed(dtype, group, n, k, m))
+    w = quantize(torch.randn(n, k, generator=gen), dtype, group_size=group, zero_point=zero_point)
+    x = torch.randn(m, k, generator=gen)
+    y = ops.matmul(x, w, backend=backend)
+    ref, absdot = matmul_reference(x, w)
+    assert_within(y, ref, matmul_tolerance(absdot, ref, k, x.dtype), f"{backend} {dtype} g={group}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("m", [1, 16])
+def test_llm_sized_edges_tvm(m):
+    """N = 2880 (not a multiple of 128) and K = 8256 = 129 x 64 with group 64."""
+    require_backend("tvm")
+    gen = torch.Generator().manual_seed(m)
+    w = quantize(torch.randn(2880, 8256, generator=gen), "uint4", group_size=64, zero_point=True)
+    x = torch.randn(m, 8256, generator=gen).half()
+    y = ops.matmul(x, w, backend="tvm")
+    ref, absdot = matmul_reference(x, w)
+    assert_within(y, ref, matmul_tolerance(absdot, ref, 8256, x.dtype), f"2880x8256 M={m}")
+
+
+@pytest.mark.parametrize("backend", ["interpret", "tvm"])
+@pytest.mark.parametrize("cfg", [MatmulConfig(16, 32, 32, 1, 1, split=3), MatmulConfig(4, 64, 64, 2, 0, split=4),
+                                 MatmulConfig(16, 32, 64, 2, 1, split=2)], ids=["gemm-mode1", "gemv-mode2", "gemm-mode2"])
+def test_split_k_equals_unsplit(backend, cfg):
+    """Split-K (partial sums per K range, then ``splitk_reduce``) agrees with the single pass and the fp64
+    reference, bias included; the last split is shorter than the others (K = 320 = 5 tiles of 64)."""
+    require_backend(backend)
+    gen = torch.Generator().manual_seed(3)
+    w = quantize(torch.randn(45, 320, generator=gen), "int5", group_size=32 if cfg.mode == 1 else 64)
+    x = torch.randn(3, 320, generator=gen)
+    bias = torch.randn(45, generator=gen)
+    split = run_matmul(x, w, bias.float(), backend, cfg)
+    single = run_matmul(x, w, bias.float(), backend, MatmulConfig(cfg.bm, cfg.bn, cfg.bk, cfg.mode, cfg.dot, 1))
+    ref, absdot = matmul_reference(x, w, bias)
+    assert_within(split, ref, matmul_tolerance(absdot, ref, 320, x.dtype, cfg.split), f"split {cfg}")
+    assert_within(split, single.double(), 2 * matmul_tolerance(absdot, ref, 320, x.dtype, cfg.split), "split vs single")
+
+
+def test_both_paths_and_all_modes_agree():
+    """GEMV and GEMM paths, and the three ways groups meet K tiles, on one weight (interpreter)."""
+    gen = torch.Generator().manual_seed(4)
+    w = quantize(torch.randn(24, 256, generator=gen), "uint3", group_size=64)   # implicit zero 4
+    x = torch.randn(5, 256, generator=gen)
+    ref, absdot = matmul_reference(x, w)
+    tol = matmul_tolerance(absdot, ref, 256, x.dtype)
+    for cfg in (MatmulConfig(8, 16, 128, 1, 0), MatmulConfig(8, 16, 16, 2, 1), MatmulConfig(16, 32, 64, 1, 1),
+                MatmulConfig(8, 32, 32, 2, 0)):
+        assert_within(run_matmul(x, w, None, "interpret", cfg), ref, tol, str(cfg))
+    wc = quantize(torch.randn(24, 256, generator=gen), "uint3", group_size=None)
+    ref, absdot = matmul_reference(x, wc)
+    for cfg in (MatmulConfig(8, 16, 32, 0, 1), MatmulConfig(8, 16, 64, 0, 0)):
+        assert_within(run_matmul(x, wc, None, "interpret", cfg), ref, matmul_tolerance(absdot, ref, 256, x.dtype),
+                      str(cfg))
+
+
+@pytest.mark.parametrize("dtype,scale_dtype,zero_dtype", [("uint4", "float32", "uint8"),
+                                                          ("int4", "bfloat16", "bfloat16"),
+                                                          ("int4", "float8_e4m3fn", "int8"),
+                                                          ("uint6", "float16", "float32")])
+def test_scale_and_zero_storage_dtypes(dtype, scale_dtype, zero_dtype):
+    gen = torch.Generator().manual_seed(5)
+    w = quantize(torch.randn(20, 64, generator=gen), dtype, group_size=32, zero_point=True,
+                 scale_dtype=scale_dtype, zero_dtype=zero_dtype)
+    x = torch.randn(2, 64, generator=gen)
+    ref, absdot = matmul_reference(x, w)
+    assert_within(ops.matmul(x, w, backend="interpret"), ref, matmul_tolerance(absdot, ref, 64, x.dtype),
+                  f"scales {scale_dtype} zeros {zero_dtype}")
+
+
+def test_weights_packed_once_and_cached():
+    gen = torch.Generator().manual_seed(6)
+    w = quantize(torch.randn(16, 64, generator=gen), "int4", group_size=32)
+    x = torch.randn(2, 64, generator=gen)
+    y1 = ops.matmul(x, w, backend="interpret")
+    cached = w.get_packed(CODES_KN, lambda q: pytest.fail("the weight was not cached"))
+    assert w.is_torch and torch.equal(cached.q, w.codes().T)
+    y2 = ops.matmul(x, w, backend="interpret")
+    assert torch.equal(y1, y2)
+
+
+def test_numpy_weights_leading_dims_and_empty_batch():
+    gen = torch.Generator().manual_seed(7)
+    w = quantize(torch.randn(12, 32, generator=gen).numpy(), "float5_e2m2", group_size=16)
+    x = torch.randn(2, 3, 32, generator=gen)
+    y = ops.matmul(x, w, backend="interpret")
+    assert y.shape == (2, 3, 12)
+    ref, absdot = matmul_reference(x, w)
+    assert_within(y.reshape(6, 12), ref, matmul_tolerance(absdot, ref, 32, x.dtype), "leading dims")
+    assert ops.matmul(torch.randn(0, 32), w, backend="interpret").shape == (0, 12)
+
+
+def test_config_choice():
+    assert choose_config(1, 4096, 4096, 128, "triton", "cuda", 132).dot == 0
+    assert choose_config(3, 4096, 4096, 128, "tvm", "cpu", 2).bm == 4
+    assert choose_config(33, 4096, 4096, 128, "tvm", "cpu", 2).dot == 1
+    per_channel = choose_config(16, 64, 200, 200, "tvm", "cpu", 2)
+    assert per_channel.mode == 0
+    g40 = choose_config(16, 64, 200, 40, "tvm", "cpu", 2)
+    assert g40.mode == 1 and g40.bk % 40 == 0
+    g256 = choose_config(16, 64, 1024, 256, "tvm", "cpu", 2)
+    assert g256.mode == 2 and 256 % g256.bk == 0
+    # few output tiles and a long K: split-K fills the device
+    assert choose_config(1, 64, 8192, 128, "triton", "cuda", 132).split > 1
+    assert choose_config(64, 8192, 8192, 128, "triton", "cuda", 132).split == 1
+
+
+@pytest.mark.parametrize("backend", ["interpret", "tvm"])
+def test_half_precision_dot_operands(backend):
+    """``ct = float16`` (tensor-core operands on GPUs): each dequantized weight is rounded once to f16, so
+    the bound gains ``2^-11 sum_k |x_k w_k|`` (plus ``2^-25 sum_k |x_k|`` for f16 subnormals)."""
+    require_backend(backend)
+    gen = torch.Generator().manual_seed(8)
+    w = quantize(torch.randn(40, 256, generator=gen), "uint4", group_size=64, zero_point=True)
+    x = torch.randn(20, 256, generator=gen).half()
+    y = run_matmul(x, w, None, backend, MatmulConfig(16, 32, 64, 1, 1, ct="float16"))
+    ref, absdot = matmul_reference(x, w)
+    tol = matmul_tolerance(absdot, ref, 256, x.dtype) + 2.0 ** -11 * absdot + 2.0 ** -25 * x.double().abs().sum(1, keepdim=True)
+    assert_within(y, ref, tol, "ct=float16")
+
+
+def test_bad_arguments_raise_lowbit_errors():
+    from lowbit.errors import LowbitError
+    from lowbit.quant import FormatId, QuantizedTensor
+
+    gen = torch.Generator().manual_seed(9)
+    w = quantize(torch.randn(16, 64, generator=gen), "int4", group_size=32)
+    x = torch.randn(2, 64, generator=gen)
+    cases = [
+        (lambda: ops.matmul(x.numpy(), w), "x must be a torch tensor"),
+        (lambda: ops.matmul(x.double(), w), "float16, bfloat16 or float32"),
+        (lambda: ops.matmul(x.int(), w), "float16, bfloat16 or float32"),
+        (lambda: ops.matmul(torch.randn(2, 63), w), r"x must have shape \[\.\.\., 64\]"),
+        (lambda: ops.matmul(x, torch.randn(16, 64)), "QuantizedTensor"),
+        (lambda: ops.matmul(x, w, torch.randn(15)), r"bias must have shape \[16\]"),
+        (lambda: ops.matmul(x, w, torch.arange(16)), "bias must be a float tensor"),
+        (lambda: ops.matmul(x, w, backend="cuda"), "backend must be one of"),
+        (lambda: ops.matmul(torch.randn(2, 64, device="meta"), w), "qweight is on cpu, but x is on meta"),
+        (lambda: ops.matmul(x, w, torch.randn(16, device="meta")), "bias is on meta"),
+    ]
+    w3 = quantize(torch.randn(2, 16, 64, generator=gen), "int4", group_size=32)
+    cases.append((lambda: ops.matmul(x, w3), r"qweight must be 2-D"))
+    other = QuantizedTensor(w.packed, w.scales, w.zeros, w.dtype, w.group_size, w.shape, FormatId("tile-other", 1))
+    cases.append((lambda: ops.matmul(x, other), "packed as tile-other/v1"))
+    for call, message in cases:
+        with pytest.raises(LowbitError, match=message):
+            call()
