@@ -218,7 +218,10 @@ class _Folder(BodyRewriter):
         return self.same(ins.result, ins.x if bool(c) else ins.y)
 
     def _shape_op(self, ins) -> Optional[list[n.Instr]]:
-        if ins.x.type == ins.result.type:
+        # Same type means same values for broadcast/reshape/expand_dims, but not for a permute: the transpose of
+        # a square tile has the tile's type and other values. Only the identity permutation is a no-op.
+        identity = not isinstance(ins, n.Permute) or tuple(ins.perm) == tuple(range(len(ins.perm)))
+        if identity and ins.x.type == ins.result.type:
             return self.same(ins.result, ins.x)
         k = self.value_of(ins.x)
         if k is None:

@@ -77,7 +77,7 @@ class PackedFormat:
     """How a low-bit global tensor is stored for one tile layout (see the module docstring).
 
     ``pack(codes)`` / ``unpack(storage, logical_shape)`` take and give numpy arrays or torch tensors
-    (torch storage uses int32 / int16 / uint8 for uint32 / uint16 / uint8 words: the same bits).
+    (torch storage is uint32 / uint16 / uint8 like numpy's, the dtypes the compiled kernels declare).
     """
 
     dtype: str
@@ -369,7 +369,8 @@ class _Numpy(_Backend):
 
 
 class _Torch(_Backend):
-    _DT = {32: "int32", 16: "int16", 8: "uint8"}
+    _DT = {32: "uint32", 16: "uint16", 8: "uint8"}
+    _SIGNED = {32: "int32", 16: "int16", 8: "int8"}
 
     def __init__(self):
         import torch
@@ -423,6 +424,8 @@ class _Torch(_Backend):
 
     def as_words(self, storage, bits):
         want = getattr(self.torch, self._DT[bits])
+        if storage.dtype == getattr(self.torch, self._SIGNED[bits]):  # the same bits, as older code stored them
+            return storage.view(want)
         if storage.dtype != want:
             raise FormatError(f"storage must be torch.{self._DT[bits]}, got {storage.dtype}")
         return storage

@@ -26,13 +26,10 @@ __all__ = ["default_cache_dir", "source_hash", "source_path", "import_source"]
 
 
 def default_cache_dir() -> Path:
-    """lowbit's cache root: ``$LOWBIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/lowbit``, else ``~/.cache/lowbit``."""
-    env = os.environ.get("LOWBIT_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "lowbit"
+    """lowbit's cache root (one definition: :func:`lowbit.cache.default_cache_dir`)."""
+    from ...cache import default_cache_dir as cache_root
+
+    return cache_root()
 
 
 def source_hash(source_text: str) -> str:

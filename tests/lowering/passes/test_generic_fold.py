@@ -242,3 +242,18 @@ def test_float_cast_folding_rounds_to_nearest_even(x):
     assert len(values) == 2
     assert values[0] == want16 and math.copysign(1, values[0]) == math.copysign(1, want16)
     assert values[1] == want8
+
+
+def test_transpose_of_a_square_tile_is_not_an_identity():
+    # A [4, 4] transpose has the same type as its operand; folding it away would silently return x.
+    kb = KernelBuilder("transpose")
+    x = kb.tensor_param("x", "f32", [4, 4], intent="in")
+    y = kb.tensor_param("y", "f32", [4, 4], intent="out")
+    kb.set_grid(1)
+    kb.store(y, kb.transpose(kb.load(x, [0, 0], [4, 4])), [0, 0])
+    kernel = kb.build()
+    folded = run_passes(kernel, parse_target("tvm:llvm"), ["fold"]).kernel
+    assert "permute" in print_kernel(folded)
+    data = np.arange(16, dtype=np.float32).reshape(4, 4)
+    out = interpret(folded, {"x": data, "y": np.zeros((4, 4), np.float32)})["y"]
+    assert np.array_equal(out, data.T)
