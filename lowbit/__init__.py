@@ -29,11 +29,15 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "dtypes": ("lowbit.dtypes", None),
     "packing": ("lowbit.packing", None),
     "quant": ("lowbit.quant", None),
+    "ops": ("lowbit.ops", None),
+    "driver": ("lowbit.driver", None),
     "layout": ("lowbit.layout", None),
     "ir": ("lowbit.ir", None),
     "dsl": ("lowbit.dsl", None),
     "lowering": ("lowbit.lowering", None),
     "runtime": ("lowbit.runtime", None),
+    "load": ("lowbit.aot", "load"),
+    "autotune": ("lowbit.autotune", "autotune"),
 }
 
 

@@ -115,7 +115,7 @@ class Engine:
     policy: WeightPolicy | None = None  # how the weights were stored (for reports)
 
     def __post_init__(self) -> None:
-        self.ops = ops_registry.resolve(self.backend)
+        self.ops = ops_registry.resolve(self.backend, str(self.device))
         self._cache: PagedKVCache | None = None
 
     @classmethod

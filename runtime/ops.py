@@ -12,8 +12,9 @@ change to the model::
     def tvm_linear(x, weight, bias=None):
         return lowbit.ops.matmul(x, weight, bias, backend="tvm")
 
-When an OpSet is resolved for a backend other than ``torch``, the module ``lowbit.ops`` is imported
-first if it exists, so that kernels registered at its import time are seen.
+When an OpSet is resolved for a backend other than ``torch``, ``lowbit.runtime.lowbit_ops`` (lowbit's kernels
+as ops, backends ``tvm`` and ``triton``) is imported first. ``"auto"`` prefers TVM on a CPU and Triton on a GPU
+(Triton on a CPU is its interpreter: correct, far too slow to serve), then the torch reference.
 
 The contract of each op (all tensors on one device; activations are fp32):
 
@@ -52,7 +53,8 @@ from lowbit.errors import BackendError
 
 OP_NAMES = ("linear", "kv_append", "decode_attention", "prefill_attention")
 REFERENCE = "torch"
-AUTO_PREFERENCE = ("triton", "tvm", REFERENCE)  # "auto" takes the first backend that has the op
+#: "auto" takes, per op, the first backend in this order that has it
+AUTO_PREFERENCE = {"cpu": ("tvm", REFERENCE), "cuda": ("triton", "tvm", REFERENCE)}
 
 _IMPLS: dict[tuple[str, str], Callable] = {}
 
@@ -90,8 +92,9 @@ class OpSet:
         return ", ".join(f"{op}={backend}" for op, backend in self.backends)
 
 
-def resolve(backend: str | None = "auto") -> OpSet:
-    """The OpSet for ``backend``: ``"auto"``/None (best registered per op), ``"torch"``, ``"tvm"``, ``"triton"``.
+def resolve(backend: str | None = "auto", device: str = "cpu") -> OpSet:
+    """The OpSet for ``backend``: ``"auto"``/None (best registered per op on ``device``'s kind), ``"torch"``,
+    ``"tvm"``, ``"triton"``.
 
     An explicitly named backend must implement every op; otherwise :class:`BackendError` lists what is
     missing (it never falls back silently).
@@ -105,7 +108,8 @@ def resolve(backend: str | None = "auto") -> OpSet:
         _load_kernels()
     chosen: dict[str, tuple[str, Callable]] = {}
     for op in OP_NAMES:
-        candidates = AUTO_PREFERENCE if name == "auto" else (name,)
+        kind = "cuda" if str(device).startswith("cuda") else "cpu"
+        candidates = AUTO_PREFERENCE[kind] if name == "auto" else (name,)
         for cand in candidates:
             if (op, cand) in _IMPLS:
                 chosen[op] = (cand, _IMPLS[(op, cand)])
@@ -138,8 +142,4 @@ def _load_kernels() -> None:
     if _kernels_loaded:
         return
     _kernels_loaded = True
-    try:
-        importlib.import_module("lowbit.ops")
-    except ModuleNotFoundError as err:
-        if err.name not in ("lowbit.ops",):
-            raise
+    importlib.import_module("lowbit.runtime.lowbit_ops")

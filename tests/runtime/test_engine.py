@@ -173,10 +173,12 @@ def test_registered_backend_replaces_ops_without_touching_the_model(tiny):
         ops_registry._IMPLS.update(saved)
 
 
-def test_auto_falls_back_to_the_reference_per_op():
+def test_auto_uses_lowbit_kernels_on_cpu_and_the_reference_for_the_rest():
     opset = ops_registry.resolve("auto")
-    assert all(backend in ops_registry.AUTO_PREFERENCE for _, backend in opset.backends)
+    assert dict(opset.backends) == {"linear": "tvm", "kv_append": "tvm", "decode_attention": "tvm",
+                                    "prefill_attention": "torch"}
     assert ops_registry.resolve(None).backends == opset.backends
+    assert dict(ops_registry.resolve("auto", "cuda").backends)["linear"] == "triton"
 
 
 # ---- tokenizers --------------------------------------------------------------------------------

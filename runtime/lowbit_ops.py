@@ -1,0 +1,53 @@
+"""lowbit's generated kernels as the runtime's ops (backends ``"tvm"`` and ``"triton"``).
+
+``linear`` on a quantized weight is :func:`lowbit.ops.matmul`; dense weights (layers kept in f16/f32 by a
+per-layer override) use torch's matmul, as any serving stack does for unquantized layers. The KV cache is written
+by :func:`lowbit.ops.kv_append` and read by :func:`lowbit.ops.decode_attention`. Prefill attention has no
+generated kernel yet: ``"auto"`` takes the torch reference for it (an explicit backend name reports it missing).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from .ops import register
+
+
+def _make_linear(backend: str) -> Callable:
+    def linear(x: torch.Tensor, weight: Any, bias: torch.Tensor | None = None) -> torch.Tensor:
+        from lowbit import ops
+        from lowbit.quant import QuantizedTensor
+
+        if isinstance(weight, QuantizedTensor):
+            return ops.matmul(x, weight, bias, backend=backend)
+        y = torch.matmul(x, weight.to(x.dtype).t())
+        return y + bias.to(y.dtype) if bias is not None else y
+
+    return linear
+
+
+def _make_kv_append(backend: str) -> Callable:
+    def kv_append(layer: Any, k: torch.Tensor, v: torch.Tensor, slots: torch.Tensor) -> None:
+        from lowbit import ops
+
+        ops.kv_append(layer, k, v, slots, backend=backend)
+
+    return kv_append
+
+
+def _make_decode_attention(backend: str) -> Callable:
+    def decode_attention(q: torch.Tensor, layer: Any, block_tables: torch.Tensor, lengths: torch.Tensor, *,
+                         scale: float, window: int | None) -> torch.Tensor:
+        from lowbit import ops
+
+        out = ops.decode_attention(q, layer, block_tables, lengths, scale=scale, window=window, backend=backend)
+        return out.float()
+
+    return decode_attention
+
+
+for _backend in ("tvm", "triton"):
+    register("linear", _backend)(_make_linear(_backend))
+    register("kv_append", _backend)(_make_kv_append(_backend))
+    register("decode_attention", _backend)(_make_decode_attention(_backend))
