@@ -71,6 +71,15 @@ def format_table(rows: int, cols: int, group_size: int, seed: int) -> str:
     return "\n".join(lines)
 
 
+def _format_rows(rows: list[tuple], header: tuple, align: str) -> list[str]:
+    """Columns as wide as their widest cell; ``align`` has one '<' or '>' per column."""
+    cells = [header, *[tuple(str(c) for c in row) for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = ["  ".join(f"{c:{a}{w}}" for c, a, w in zip(row, align, widths)) for row in cells]
+    lines.insert(1, "-" * len(lines[0]))
+    return lines
+
+
 def model_table(args: argparse.Namespace) -> str:
     """Quantize the tiny model to several weight/KV types; generation, agreement, perplexity, speed."""
     from ..runtime import Engine
@@ -82,29 +91,30 @@ def model_table(args: argparse.Namespace) -> str:
     reference = Engine.from_pretrained(weights="float32", kv="float32", backend=args.backend)
     ref_ppl = perplexity(reference, text, max_tokens=args.heldout_tokens).perplexity
     ref_out = reference.generate([args.prompt], max_new_tokens=new_tokens)
-    header = (f"{'weights':<26}{'KV cache':<18}{'MB':>7}{'ppl':>8}{'d ppl':>8}{'agree':>7}"
-              f"{'same':>6}{'tok/s':>8}")
-    lines = [f"Tiny Llama ({reference.model.config.num_layers} layers, byte-level), held-out perplexity on "
-             f"{args.heldout_tokens} bytes, greedy agreement on {len(TINY_PROMPTS)} prompts, backend {args.backend}",
-             header, "-" * len(header),
-             f"{'float32':<26}{'float32':<18}{reference.model.weight_bytes() / 1e6:>7.2f}{ref_ppl:>8.3f}"
-             f"{0:>8.3f}{1:>7.3f}{len(TINY_PROMPTS):>4}/{len(TINY_PROMPTS)}"
-             f"{ref_out.stats.decode_tokens_per_s:>8.1f}"]
+    n = len(TINY_PROMPTS)
+    rows = [("float32", "float32", f"{reference.model.weight_bytes() / 1e6:.2f}", f"{ref_ppl:.3f}", "+0.000",
+             "1.000", f"{n}/{n}", f"{ref_out.stats.decode_tokens_per_s:.1f}",
+             "+".join(sorted({backend for _, backend in reference.ops.backends})))]
     samples = [("float32 / float32", ref_out.texts[0])]
     for weights, kv in configs:
         engine = Engine.from_pretrained(weights=weights, group_size=args.group_size, kv=kv, backend=args.backend)
         ppl = perplexity(engine, text, max_tokens=args.heldout_tokens).perplexity
         agree = greedy_agreement(reference, engine, TINY_PROMPTS, max_new_tokens=new_tokens)
         out = engine.generate([args.prompt], max_new_tokens=new_tokens)
-        lines.append(f"{engine.describe_weights():<26}{engine.kv_format.describe():<18}"
-                     f"{engine.model.weight_bytes() / 1e6:>7.2f}{ppl:>8.3f}{ppl - ref_ppl:>+8.3f}"
-                     f"{agree.teacher_forced:>7.3f}{sum(agree.identical):>4}/{len(TINY_PROMPTS)}"
-                     f"{out.stats.decode_tokens_per_s:>8.1f}")
+        ops = sorted({backend for _, backend in engine.ops.backends})
+        rows.append((engine.describe_weights(), engine.kv_format.describe(), f"{engine.model.weight_bytes() / 1e6:.2f}",
+                     f"{ppl:.3f}", f"{ppl - ref_ppl:+.3f}", f"{agree.teacher_forced:.3f}",
+                     f"{sum(agree.identical)}/{n}", f"{out.stats.decode_tokens_per_s:.1f}", "+".join(ops)))
         samples.append((f"{weights} / {kv}", out.texts[0]))
+    lines = [f"Tiny Llama ({reference.model.config.num_layers} layers, byte-level): perplexity on "
+             f"{args.heldout_tokens} held-out bytes, greedy agreement with fp32 on {n} prompts "
+             f"({new_tokens} tokens), decode speed"]
+    lines += _format_rows(rows, ("weights", "KV cache", "MB", "ppl", "d ppl", "agree", "same", "tok/s", "ops"),
+                          "<<>>>>>><")
     lines.append("")
     lines.append(f"Generations from {args.prompt!r}:")
     for label, sample in samples:
-        lines.append(f"  [{label}] {args.prompt}{sample!r}")
+        lines.append(f"  [{label:<18}] {args.prompt + sample!r}")
     return "\n".join(lines)
 
 
