@@ -16,8 +16,10 @@ from .errors import (BackendError, CacheError, CompileError, DTypeError, FormatE
 
 __version__ = "0.1.0"
 
-# ``lowbit.jit`` is the decorator. Importing it eagerly (the module is light: no torch, lark or backends) binds the
-# function to the package attribute, which a later ``import lowbit.jit`` does not rebind.
+# ``lowbit.jit`` and ``lowbit.autotune`` are the decorators. Importing them eagerly (the modules are light: no torch,
+# lark or backends) binds the functions to the package attributes, which a later ``import lowbit.jit`` does not
+# rebind.
+from .autotune import autotune  # noqa: E402
 from .jit import JitFunction, jit  # noqa: E402
 
 # public name -> (module, attribute or None for the module itself)
@@ -37,7 +39,6 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "lowering": ("lowbit.lowering", None),
     "runtime": ("lowbit.runtime", None),
     "load": ("lowbit.aot", "load"),
-    "autotune": ("lowbit.autotune", "autotune"),
 }
 
 
@@ -57,7 +58,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "__version__", "jit", "JitFunction", "SourceLocation", "LowbitError", "DTypeError", "PackingError", "QuantizationError",
+    "__version__", "jit", "JitFunction", "autotune", "SourceLocation", "LowbitError", "DTypeError", "PackingError", "QuantizationError",
     "FormatError", "KernelArgumentError", "LayoutError", "CompileError", "BackendError", "CacheError", "RuntimeModelError",
     *_LAZY,
 ]

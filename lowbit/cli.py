@@ -22,6 +22,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("lowbit.dsl.check_command", "parse and type-check a kernel file (.lbk)"),
     "generate": ("lowbit.runtime.generate_command", "generate text with a (quantized) Llama-family model"),
     "cache": ("lowbit.commands.cache", "inspect or clear the compile cache"),
+    "bench": ("lowbit.commands.bench", "benchmark kernels and decode against torch on this machine"),
+    "compile": ("lowbit.commands.compile", "compile a kernel file ahead of time into an artifact directory"),
+    "inspect": ("lowbit.commands.inspect", "summarize a compiled artifact: signature, grid, files, PTX"),
 }
 
 

@@ -160,10 +160,13 @@ class CompiledKernel:
     target: Any
     built: Built
     from_disk_cache: bool = False
-    _device: str = field(init=False, default="cpu")
+    #: where argument tensors must live: "cuda" for CUDA targets, else "cpu" (set it to run a GPU target's
+    #: source through an interpreter on CPU tensors)
+    device: str = ""
 
     def __post_init__(self) -> None:
-        self._device = "cuda" if self.target.kind == "cuda" else "cpu"
+        if not self.device:
+            self.device = "cuda" if self.target.kind == "cuda" else "cpu"
 
     @property
     def source(self) -> str:
@@ -231,12 +234,12 @@ class CompiledKernel:
                                                "param_formats[name].pack(codes)" if param.name in
                                           self.param_formats else None)
             device = value.device.type
-            if device != self._device:
+            if device != self.device:
                 raise KernelArgumentError(f"{where} is on {value.device}, but the kernel was compiled for "
-                                          f"{self.target} ({self._device})",
-                                          hint=f"move it with .to('{self._device}') or pick another backend")
+                                          f"{self.target} ({self.device})",
+                                          hint=f"move it with .to('{self.device}') or pick another backend")
         elif module.startswith("numpy"):
-            if self._device != "cpu":
+            if self.device != "cpu":
                 raise KernelArgumentError(f"{where} is a numpy array; {self.target} needs CUDA torch tensors")
             want = numpy_dtype(ttype.dtype)
             if value.dtype != want:

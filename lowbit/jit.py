@@ -90,7 +90,8 @@ class JitFunction:
         functools.update_wrapper(self, fn)
         self._source = None
         self._ast = None
-        self._compiled: dict[tuple, Any] = {}
+        self._compiled: dict[tuple, Any] = {}  # constants -> front-end result
+        self._dispatch: dict[tuple, Any] = {}  # (constants, backend, device) -> driver CompiledKernel
         self._lock = threading.Lock()
 
     # -- front end --
@@ -145,10 +146,16 @@ class JitFunction:
     # -- compiling and running --
     def compiled(self, *, backend: str | None = None, device: str = "cpu", **constants: Any) -> Any:
         """The :class:`lowbit.driver.CompiledKernel` for these constants and backend (compiled once, cached)."""
-        from .driver import compile_ir
-
         target = backend if backend is not None else self.backend
-        return compile_ir(self.ir(**constants), target, device=device)
+        key = (_key(constants), target, device)
+        hit = self._dispatch.get(key)  # the per-call fast path: no IR printing or hashing
+        if hit is None:
+            from .driver import compile_ir
+
+            hit = compile_ir(self.ir(**constants), target, device=device)
+            with self._lock:
+                self._dispatch[key] = hit
+        return hit
 
     def source(self, *, backend: str | None = None, **constants: Any) -> str:
         """The generated code (Triton Python, TensorIR text, or IR text for ``interpret``) for these constants."""
