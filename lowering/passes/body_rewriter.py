@@ -33,25 +33,28 @@ def all_names(kernel: n.Kernel) -> set[str]:
     return names
 
 
-class Namer:
-    """Hands out value names unique in one kernel, derived from a hint like the builder does
-    (``off`` -> ``off``, ``off.1``, ...)."""
+def fresh_name(names: set[str], hint: str) -> str:
+    """A name not in ``names`` derived from ``hint`` like the builder does (``off`` -> ``off``, ``off.1``, ...);
+    it is added to ``names``."""
+    base = re.sub(r"(\.\d+)+$", "", re.sub(r"[^A-Za-z0-9_.]", "_", hint)) or "v"
+    if base[0].isdigit() or base[0] == ".":
+        base = "v" + base
+    name, i = base, 0
+    while name in names:
+        i += 1
+        name = f"{base}.{i}"
+    names.add(name)
+    return name
 
-    _BAD = re.compile(r"[^A-Za-z0-9_.]")
+
+class Namer:
+    """Hands out values with names unique in one kernel (see :func:`fresh_name`)."""
 
     def __init__(self, kernel: n.Kernel):
         self.taken = all_names(kernel)
 
     def fresh(self, hint: str, type: TileType) -> n.Value:
-        base = re.sub(r"(\.\d+)+$", "", self._BAD.sub("_", hint)) or "v"
-        if base[0].isdigit() or base[0] == ".":
-            base = "v" + base
-        name, i = base, 0
-        while name in self.taken:
-            i += 1
-            name = f"{base}.{i}"
-        self.taken.add(name)
-        return n.Value(name, type)
+        return n.Value(fresh_name(self.taken, hint), type)
 
 
 def use_counts(body: Sequence[n.Instr]) -> Counter:
@@ -149,5 +152,5 @@ class BodyRewriter:
         return replace(kernel, body=self.block(kernel.body))
 
 
-__all__ = ["all_names", "Namer", "use_counts", "substitute", "map_kernel_values", "has_side_effects", "writes",
+__all__ = ["all_names", "fresh_name", "Namer", "use_counts", "substitute", "map_kernel_values", "has_side_effects", "writes",
            "BodyRewriter"]

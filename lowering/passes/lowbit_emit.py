@@ -16,7 +16,6 @@ const %c
 """
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 from typing import Any, Sequence
 
@@ -25,32 +24,7 @@ from lowbit.ir import nodes as n
 from lowbit.ir.rules import check_instr, describe
 from lowbit.ir.types import TileType, kind_of
 
-_SUFFIX = re.compile(r"(\.\d+)+$")
-
-
-def all_names(kernel: n.Kernel) -> set[str]:
-    """Every value name of ``kernel``: parameters, results, induction variables, iter_args."""
-    names = {p.name for p in kernel.params}
-    for ins in kernel.walk():
-        names.update(v.name for v in ins.outputs)
-        if isinstance(ins, n.For):
-            names.add(ins.iv.name)
-            names.update(v.name for v in ins.iter_args)
-    return names
-
-
-def fresh_name(names: set[str], hint: str) -> str:
-    """A name not in ``names`` derived from ``hint`` (added to ``names``)."""
-    base = _SUFFIX.sub("", re.sub(r"[^A-Za-z0-9_.]", "_", hint)) or "v"
-    if base[0].isdigit() or base[0] == ".":
-        base = "v" + base
-    name, i = base, 0
-    while name in names:
-        i += 1
-        name = f"{base}.{i}"
-    names.add(name)
-    return name
-
+from .body_rewriter import all_names, fresh_name
 
 def _literal(value: int | float | bool, dtype: str) -> int | float | bool:
     kind = kind_of(dtype)

@@ -1,0 +1,410 @@
+"""The kernel benchmark: lowbit's low-bit GEMV/GEMM against torch's matmuls on Llama layer shapes.
+
+For every weight shape ``[N, K]`` a random Gaussian weight is drawn; for every weight type it is quantized
+group-wise (``uint`` types with zero points, the others symmetric) and ``lowbit.ops.matmul(x, qweight,
+backend=b)`` is timed for every M and backend. The baselines get the same problem, on the dequantized
+int4 weight: ``torch-fp32`` and ``torch-bf16`` (``F.linear`` on the dense weight) and ``torch-int4``
+(torch's int4 CPU kernel on the very same int4 codes). See :mod:`lowbit.bench.baselines`.
+
+Before any implementation is timed its result is checked against the float64 reference
+(:mod:`lowbit.bench.reference`); a wrong result is reported as such and not timed. The implementations of
+one shape that pass are timed together, in interleaved rounds (each round takes one sample of each, from a
+different starting point), so the ratios compare samples taken under the same load of a shared machine.
+
+*Cold* timing (the default): weights cycle through enough copies to span ``flush_bytes`` (3x the last-level
+cache by default), so every call reads its weight from DRAM as in LLM decode, where each layer's weight is
+read once per token. ``cold=False`` times one copy again and again (cache-resident: compute speed).
+
+Rows come back without bandwidth figures; :func:`annotate` adds the achieved GB/s, the roofline fraction
+and the speed-ups once the bandwidth measured in the same run is known.
+
+>>> from lowbit.bench.config import KernelSettings
+>>> s = KernelSettings(shapes=((64, 256),), ms=(1,), types=("int4",), backends=(), repeats=1, cold=False)
+>>> rows = run_kernels(s)
+>>> sorted((r.impl, r.status) for r in rows)
+[('torch-bf16', 'ok'), ('torch-fp32', 'ok'), ('torch-int4', 'ok')]
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import math
+from typing import Any, Callable, Sequence
+
+from lowbit.errors import LowbitError
+
+from .config import KernelSettings
+from .results import KernelRow
+from .roofline import MatmulBytes, achieved_gbps, dense_weight_bytes, int4pack_weight_bytes, roofline_fraction
+
+__all__ = ["run_kernels", "annotate", "count_steps", "backend_status", "rotation_copies", "default_flush_bytes",
+           "BASELINE_TYPE", "MAX_COPIES"]
+
+#: the weight the baselines multiply (dequantized): the same int4 codes torch's int4 kernel runs
+BASELINE_TYPE = "int4"
+MAX_COPIES = 64
+#: each timing sample runs an implementation this long at least (several calls for the fastest kernels)
+MIN_SAMPLE_S = 1e-3
+
+Tick = Callable[[str], None]
+
+
+def default_flush_bytes() -> int:
+    """Bytes the cold rotation spans: 3x the last-level cache, at least 64 MiB (128 MiB when unknown)."""
+    from .machine import last_level_cache_bytes
+
+    llc = last_level_cache_bytes()
+    return max(3 * llc, 64 << 20) if llc else 128 << 20
+
+
+def rotation_copies(nbytes: int, flush_bytes: int, cold: bool) -> int:
+    """How many copies of an ``nbytes`` weight make a rotation span ``flush_bytes`` (1 when not cold).
+
+    >>> rotation_copies(8 << 20, 96 << 20, cold=True), rotation_copies(64 << 20, 96 << 20, cold=True)
+    (13, 2)
+    """
+    if not cold or nbytes <= 0:
+        return 1
+    return int(max(1, min(MAX_COPIES, math.floor(flush_bytes / nbytes) + 1)))
+
+
+@functools.lru_cache(maxsize=None)
+def backend_status(backend: str) -> str | None:
+    """None when ``lowbit.ops.matmul(..., backend=backend)`` can run on CPU tensors here, else why not."""
+    try:
+        import lowbit.ops  # noqa: F401
+        from lowbit.kernels.library import resolve_backend
+    except ImportError as err:
+        return f"lowbit's kernels cannot be imported ({err})"
+    try:
+        resolve_backend(backend, "cpu")
+    except LowbitError as err:
+        return err.message
+    return None
+
+
+def count_steps(settings: KernelSettings) -> int:
+    """Progress-bar steps of :func:`run_kernels`: per shape one per quantization, one per checked
+    implementation and one per timing round."""
+    per_shape = (len(settings.ms) * 3 + 1 + len(settings.types) * (1 + len(settings.ms) * len(settings.backends))
+                 + settings.repeats)
+    return len(settings.shapes) * per_shape
+
+
+def _seed_for(settings: KernelSettings, n: int, k: int) -> int:
+    return (settings.seed * 1_000_003 + n * 7919 + k) % (2 ** 63)
+
+
+def _row_subset(qt: Any, rows: Any) -> Any:
+    """The quantized rows ``rows`` of ``qt`` (to dequantize only what the check needs)."""
+    from lowbit.quant import QuantizedTensor
+
+    pick = lambda a: None if a is None else a[rows]  # noqa: E731
+    return QuantizedTensor(pick(qt.packed), pick(qt.scales), pick(qt.zeros), qt.dtype, qt.group_size,
+                           (int(rows.numel()), qt.shape[1]), qt.format)
+
+
+def _describe_error(err: BaseException) -> str:
+    text = err.message if isinstance(err, LowbitError) else f"{type(err).__name__}: {err}"
+    return " ".join(str(text).split())[:300]
+
+
+class _Shape:
+    """The data of one weight shape: the random weight, activations per M and the checked rows."""
+
+    def __init__(self, settings: KernelSettings, n: int, k: int):
+        import torch
+
+        from .reference import check_rows
+
+        gen = torch.Generator().manual_seed(_seed_for(settings, n, k))
+        self.n, self.k = n, k
+        self.weight = torch.randn(n, k, generator=gen)
+        self.x = {m: torch.randn(m, k, generator=gen) for m in settings.ms}
+        self.rows = check_rows(n, settings.check_rows)
+
+
+class _Rotation:
+    """Copies of one weight handed out in turn. Every implementation using the weight (each M, each backend)
+    draws from the same cursor, so each call gets the least recently used copy: cold when the copies span
+    more than the caches."""
+
+    def __init__(self, copies: Sequence[Any]):
+        self.copies = list(copies)
+        self.cursor = 0
+
+    def __len__(self) -> int:
+        return len(self.copies)
+
+    def next(self) -> Any:
+        w = self.copies[self.cursor]
+        self.cursor = (self.cursor + 1) % len(self.copies)
+        return w
+
+
+class _Candidate:
+    """An implementation that passed its check, ready to be sampled: ``call(weight)`` on rotating copies."""
+
+    def __init__(self, row: KernelRow, call: Callable[[Any], Any], rotation: _Rotation):
+        self.row = row
+        self.call = call
+        self.rotation = rotation
+        self.number = 1
+        self.samples: list[float] = []
+        self.failure: str | None = None
+
+    def __call__(self) -> Any:
+        return self.call(self.rotation.next())
+
+    def calibrate(self, min_sample_s: float) -> None:
+        """Warm every copy once, then choose calls per sample so a sample lasts ``min_sample_s``."""
+        import time
+
+        for _ in range(len(self.rotation)):
+            self()
+        start = time.perf_counter()
+        self()
+        one = time.perf_counter() - start
+        self.number = int(min(1000, max(1, math.ceil(min_sample_s / one)))) if one > 0 else 1000
+
+    def sample(self) -> None:
+        from .timing import time_cpu
+
+        self.samples.append(time_cpu(self, warmup=0, repeats=1, number=self.number).median_s)
+
+    def result(self) -> KernelRow:
+        from .timing import TimingStats
+
+        if self.failure is not None:
+            return dataclasses.replace(self.row, status="error", detail=self.failure)
+        stats = TimingStats.from_samples(self.samples, self.number, "perf_counter")
+        return dataclasses.replace(self.row, status="ok", median_s=stats.median_s, min_s=stats.min_s,
+                                   iqr_s=stats.iqr_s, repeats=stats.repeats, number=stats.number,
+                                   copies=len(self.rotation))
+
+
+def _checked(base: KernelRow, first: Callable[[], Any], check: Callable[[Any], Any]) -> KernelRow:
+    """``base`` after one run checked against float64: status ``ok`` (to be timed), ``wrong`` or ``error``."""
+    try:
+        result = check(first())
+    except Exception as err:  # noqa: BLE001 - a failing implementation is a result, not a crash of the run
+        return dataclasses.replace(base, status="error", detail=_describe_error(err))
+    base = dataclasses.replace(base, rel_err=result.rel_err, tolerance=result.tolerance)
+    if not result.ok:
+        return dataclasses.replace(base, status="wrong",
+                                   detail=f"result does not match the float64 reference: {result}")
+    return dataclasses.replace(base, status="ok")
+
+
+def _copies(first: Any, nbytes: int, flush: int, cold: bool, clone: Callable[[Any], Any]) -> _Rotation:
+    return _Rotation([first] + [clone(first) for _ in range(rotation_copies(nbytes, flush, cold) - 1)])
+
+
+def _baselines(settings: KernelSettings, data: _Shape, flush: int,
+               tick: Tick) -> tuple[list[KernelRow], list[_Candidate]]:
+    import torch
+    import torch.nn.functional as F
+
+    from lowbit.quant import quantize
+
+    from .baselines import int4_unsupported_reason, int4pack_linear, to_int4pack
+    from .reference import BF16_TOLERANCE, check_matmul, f32_tolerance
+
+    n, k, g = data.n, data.k, settings.group_size
+    qt = quantize(data.weight, BASELINE_TYPE, group_size=g)
+    dense = qt.dequantize()                     # float32 [N, K]
+    dense_rows = dense[data.rows]
+    tick(f"{n}x{k} baselines")
+    int4_reason = int4_unsupported_reason(n, k, g)
+    packed = None
+    if int4_reason is None:
+        try:
+            packed = to_int4pack(qt, torch.bfloat16)
+        except Exception as err:  # noqa: BLE001
+            int4_reason = _describe_error(err)
+    clone = lambda t: t.clone()  # noqa: E731
+    dense_lists: dict[str, _Rotation] = {}
+    for impl, wdtype in (("torch-fp32", torch.float32), ("torch-bf16", torch.bfloat16)):
+        w = dense.to(wdtype)
+        dense_lists[impl] = _copies(w, w.numel() * w.element_size(), flush, settings.cold, clone)
+    int4_list = None
+    if packed is not None:
+        pw, sz = packed
+        int4_list = _copies(pw, int4pack_weight_bytes(n, k, g, 2), flush, settings.cold, clone)
+    done: list[KernelRow] = []
+    ready: list[_Candidate] = []
+    detail = f"F.linear on the dequantized {BASELINE_TYPE} g{g} weight"
+    for m in settings.ms:
+        x = data.x[m]
+        xb = x.to(torch.bfloat16)
+        common = dict(n=n, k=k, m=m, group_size=g)
+        for impl, act, tol in (("torch-fp32", x, f32_tolerance(k)), ("torch-bf16", xb, BF16_TOLERANCE)):
+            ws = dense_lists[impl]
+            w0 = ws.copies[0]
+            nbytes = MatmulBytes(m, n, k, dense_weight_bytes(n, k, w0.element_size()), act.element_size(),
+                                 act.element_size())
+            base = KernelRow(impl=impl, weight_type=str(w0.dtype).removeprefix("torch."), status="error",
+                             detail=detail, act_dtype=str(act.dtype).removeprefix("torch."), bytes=nbytes.total,
+                             bits_per_weight=nbytes.bits_per_weight, **common)
+            row = _checked(base, lambda w=w0, act=act: F.linear(act, w),
+                           lambda y, act=act, w=w0: check_matmul(y, act, w[data.rows], data.rows, tol))
+            if row.status == "ok":
+                ready.append(_Candidate(row, lambda w, act=act: F.linear(act, w), ws))
+            else:
+                done.append(row)
+            tick(f"{n}x{k} M={m} {impl}")
+        nbytes = MatmulBytes(m, n, k, int4pack_weight_bytes(n, k, g, 2), 2, 2)
+        base = KernelRow(impl="torch-int4", weight_type="int4", status="n/a", act_dtype="bfloat16",
+                         detail="aten._weight_int4pack_mm_for_cpu on the same int4 codes", bytes=nbytes.total,
+                         bits_per_weight=nbytes.bits_per_weight, zero_point=False, **common)
+        if int4_list is None:
+            done.append(dataclasses.replace(base, detail=f"not available: {int4_reason}"))
+        else:
+            row = _checked(base, lambda xb=xb: int4pack_linear(xb, int4_list.copies[0], sz, g),
+                           lambda y, xb=xb: check_matmul(y, xb, dense_rows, data.rows, BF16_TOLERANCE))
+            if row.status == "ok":
+                ready.append(_Candidate(row, lambda p, xb=xb: int4pack_linear(xb, p, sz, g), int4_list))
+            else:
+                done.append(row)
+        tick(f"{n}x{k} M={m} torch-int4")
+    return done, ready
+
+
+def _lowbit(settings: KernelSettings, data: _Shape, wtype: str, flush: int,
+            tick: Tick) -> tuple[list[KernelRow], list[_Candidate]]:
+    from lowbit.dtypes import dtype
+    from lowbit.quant import quantize
+
+    from .reference import check_matmul, f32_tolerance
+    from .roofline import quantized_weight_bytes
+
+    n, k, g = data.n, data.k, settings.group_size
+    zero_point = dtype(wtype).kind == "uint"
+    qt = quantize(data.weight, wtype, group_size=g, zero_point=zero_point)
+    w_rows = _row_subset(qt, data.rows).dequantize()
+    tick(f"{n}x{k} quantize {wtype}")
+    done: list[KernelRow] = []
+    passed: list[tuple[KernelRow, Any, str]] = []
+    for backend in settings.backends:
+        reason = backend_status(backend)
+        for m in settings.ms:
+            x = data.x[m]
+            nbytes = MatmulBytes(m, n, k, quantized_weight_bytes(qt), x.element_size(), x.element_size())
+            base = KernelRow(impl=f"lowbit-{backend}", n=n, k=k, m=m, weight_type=wtype, status="n/a",
+                             group_size=g, zero_point=zero_point, act_dtype="float32", bytes=nbytes.total,
+                             bits_per_weight=nbytes.bits_per_weight)
+            if reason is not None:
+                done.append(dataclasses.replace(base, detail=f"not available: {reason}"))
+            else:
+                from lowbit.ops import matmul
+
+                row = _checked(base, lambda x=x, backend=backend: matmul(x, qt, backend=backend),
+                               lambda y, x=x: check_matmul(y, x, w_rows, data.rows, f32_tolerance(k)))
+                if row.status == "ok":
+                    passed.append((row, x, backend))
+                else:
+                    done.append(row)
+            tick(f"{n}x{k} M={m} {wtype} {backend}")
+    if not passed:
+        return done, []
+    # deep copies carry the kernels' repacked weights (every backend and M was run above): no copy pays
+    # for a repack while it is timed
+    weights = _copies(qt, quantized_weight_bytes(qt), flush, settings.cold, copy.deepcopy)
+    from lowbit.ops import matmul
+
+    ready = [_Candidate(row, lambda q, x=x, backend=backend: matmul(x, q, backend=backend), weights)
+             for row, x, backend in passed]
+    return done, ready
+
+
+def _measure(candidates: Sequence[_Candidate], repeats: int, tick: Tick, label: str,
+             probe: Callable[[], Any] | None = None) -> None:
+    """``repeats`` rounds; each round takes one sample of every candidate, starting at a different one, so
+    all implementations of a shape see the same machine conditions (the machines are shared and noisy).
+    ``probe()`` (a bandwidth sample) runs once per round, between the kernels."""
+    for c in candidates:
+        try:
+            c.calibrate(MIN_SAMPLE_S)
+        except Exception as err:  # noqa: BLE001
+            c.failure = _describe_error(err)
+    live = [c for c in candidates if c.failure is None]
+    for r in range(repeats):
+        if probe is not None:
+            probe()
+        for i in range(len(live)):
+            c = live[(i + r) % len(live)]
+            if c.failure is None:
+                try:
+                    c.sample()
+                except Exception as err:  # noqa: BLE001
+                    c.failure = _describe_error(err)
+        tick(f"{label} timing round {r + 1}/{repeats}")
+
+
+def run_kernels(settings: KernelSettings, tick: Tick | None = None,
+                bandwidth_probe: Callable[[], Any] | None = None) -> list[KernelRow]:
+    """Time every selected (shape, M, type, backend) and the baselines; rows in a stable order.
+
+    Per shape, every implementation is first run once and checked; those that pass are then timed together
+    in ``settings.repeats`` interleaved rounds. ``tick(description)`` is called after each step
+    (:func:`count_steps` of them), e.g. to move a progress bar. ``bandwidth_probe()`` is called once per
+    timing round (the caller records memory-bandwidth samples taken among the kernels). Threads are
+    whatever the caller set (see :func:`lowbit.bench.threads.use_threads`).
+    """
+    for n, k in settings.shapes:
+        if k % settings.group_size:
+            raise LowbitError(f"group size {settings.group_size} does not divide K = {k} of shape {n}x{k}",
+                              hint="pick a group size that divides every K, e.g. --group-size 128 for Llama shapes")
+    tick = tick or (lambda _text: None)
+    flush = settings.flush_bytes if settings.flush_bytes is not None else default_flush_bytes()
+    rows: list[KernelRow] = []
+    for n, k in settings.shapes:
+        data = _Shape(settings, n, k)
+        done, ready = _baselines(settings, data, flush, tick)
+        for wtype in settings.types:
+            more_done, more_ready = _lowbit(settings, data, wtype, flush, tick)
+            done += more_done
+            ready += more_ready
+        _measure(ready, settings.repeats, tick, f"{n}x{k}", bandwidth_probe)
+        rows += sorted(done + [c.result() for c in ready], key=_order_key(settings))
+        del data, ready
+    return rows
+
+
+def _order_key(settings: KernelSettings) -> Callable[[KernelRow], tuple]:
+    baselines = ("torch-fp32", "torch-bf16", "torch-int4")
+    types = {t: i for i, t in enumerate(settings.types)}
+    backends = {f"lowbit-{b}": i for i, b in enumerate(settings.backends)}
+
+    def key(r: KernelRow) -> tuple:
+        if r.impl in baselines:
+            return (r.m, 0, baselines.index(r.impl), 0)
+        return (r.m, 1, types.get(r.weight_type, len(types)), backends.get(r.impl, len(backends)))
+
+    return key
+
+
+def annotate(rows: Sequence[KernelRow], gbps: float | None) -> list[KernelRow]:
+    """Rows with achieved GB/s, roofline fraction (against ``gbps``) and speed-ups over each baseline.
+
+    A lowbit row gets ``speedup[baseline] = baseline time / its time`` for each baseline timed ``ok`` on the
+    same (N, K, M); ``torch-int4`` only for 4-bit weight types. Rows that are not ``ok`` get nothing.
+    """
+    baselines = {(r.n, r.k, r.m, r.impl): r for r in rows if not r.is_lowbit and r.ok}
+    out = []
+    for r in rows:
+        if not r.ok:
+            out.append(r)
+            continue
+        achieved = achieved_gbps(r.bytes, r.median_s) if r.bytes else None
+        fraction = roofline_fraction(r.bytes, r.median_s, gbps) if (r.bytes and gbps) else None
+        speedup = {}
+        if r.is_lowbit:
+            for name in ("torch-fp32", "torch-bf16", "torch-int4"):
+                b = baselines.get((r.n, r.k, r.m, name))
+                if b is None or (name == "torch-int4" and r.nbits != 4):
+                    continue
+                speedup[name] = b.median_s / r.median_s
+        out.append(dataclasses.replace(r, gbps=achieved, roofline=fraction, speedup=speedup))
+    return out

@@ -1,0 +1,73 @@
+"""Checking a benchmarked matmul against the float64 reference before its time counts.
+
+A result ``y [M, N]`` is compared on a subset of output columns (rows of ``W``, spread over N) with
+``x @ W.T`` computed in float64 from the exact inputs. The error of each element is measured against
+``(|x| @ |W|.T)``, the scale every rounding error of a dot product is proportional to, so one tolerance
+fits any shape and weight type:
+
+* float32 arithmetic (lowbit's kernels, torch fp32): ``2 (K + 64) 2^-24`` -- the bound of a float32 dot
+  product of length K with any summation order, with room for a rounded output;
+* bfloat16 inputs or outputs (torch bf16, torch int4): ``2^-6`` -- a few bf16 roundings (``2^-9`` each)
+  plus the float32 bound; a wrongly packed weight is off by O(1).
+
+>>> import torch
+>>> w, x = torch.randn(64, 256), torch.randn(2, 256)
+>>> rows = check_rows(64, 16)
+>>> check_matmul(x @ w.T, x, w[rows], rows, tolerance=f32_tolerance(256)).ok
+True
+>>> check_matmul(x @ w.T + 0.01, x, w[rows], rows, tolerance=f32_tolerance(256)).ok
+False
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["CheckResult", "check_rows", "check_matmul", "f32_tolerance", "BF16_TOLERANCE"]
+
+BF16_TOLERANCE = 2.0 ** -6
+
+
+def f32_tolerance(k: int) -> float:
+    """Relative error bound of a float32 dot product of length ``k`` (see the module docstring)."""
+    return 2.0 * (k + 64) * 2.0 ** -24
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """``rel_err``: max over checked elements of ``|y - ref| / (|x| @ |W|.T)``; ``ok``: within ``tolerance``."""
+
+    rel_err: float
+    tolerance: float
+
+    @property
+    def ok(self) -> bool:
+        return self.rel_err <= self.tolerance  # NaN compares False: a NaN result fails
+
+    def __str__(self) -> str:
+        return f"relative error {self.rel_err:.3g} (tolerance {self.tolerance:.3g})"
+
+
+def check_rows(n: int, count: int) -> Any:
+    """``count`` output columns spread evenly over ``[0, n)`` (all of them when ``n <= count``), as a tensor."""
+    import torch
+
+    if n <= count:
+        return torch.arange(n)
+    return torch.linspace(0, n - 1, count).round().to(torch.int64).unique()
+
+
+def check_matmul(y: Any, x: Any, w_rows: Any, rows: Any, tolerance: float) -> CheckResult:
+    """Compare ``y[:, rows]`` with ``x @ w_rows.T`` in float64; ``w_rows`` is ``W[rows]`` (dense, any float)."""
+    import torch
+
+    x64 = x.reshape(-1, x.shape[-1]).to(torch.float64)
+    w64 = w_rows.to(torch.float64)
+    got = y.reshape(-1, y.shape[-1])[:, rows].to(torch.float64)
+    ref = x64 @ w64.T
+    scale = x64.abs() @ w64.abs().T
+    err = (got - ref).abs() / scale.clamp_min(torch.finfo(torch.float64).tiny)
+    rel = float(err.max()) if err.numel() else 0.0
+    if not torch.isfinite(got).all():
+        rel = float("nan")
+    return CheckResult(rel_err=rel, tolerance=tolerance)
