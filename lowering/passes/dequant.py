@@ -17,17 +17,30 @@ check every code of every type against :mod:`lowbit.dtypes` through the interpre
   as Tilus and Marlin). Straight to f16 when E <= 4 and every value is an exact f16, else through f32.
   float8_e4m3fn's NaN codes become NaN with a ``where``.
 * ``shift`` (float8_e5m2): the code is the high byte of an f16: ``code << 8``, ``view`` (inf/NaN kept).
+* ``lut`` (any type of <= 4 bits): a lookup in a table of the exact values, written with the IR's own
+  instructions (it has no gather). **Byte table** when every value's f16 pattern has a zero low byte (all
+  <= 4-bit types but uint4): the high bytes, four per ``uint32`` immediate; the code's low two bits pick a
+  byte by a variable ``shr``, its higher bits pick the word by a ``where`` tree; ``shl`` 8, truncate to
+  ``uint16``, ``view`` f16 (f32: ``cast``). **Select tree** otherwise (1-bit codes, uint4): ``n`` levels of
+  ``where(bit_k, hi, lo)`` over constant bit patterns (``2**n - 1`` selects), ``view``.
 
 bf16 results are computed in f32 and cast (RNE, exact here), as the interpreter's own cast rule does.
-Lookup tables are not offered: the IR has no gather, and a chain of ``where`` costs 2**n selects.
+
+The default is the cheapest applicable method by :func:`dequant_cost`: the instructions per element of the
+emitted IR, an int->float conversion weighing 4 on CUDA (I2F: quarter rate). Ties go to the
+historical default (CUDA ``magic``, CPU ``arith``, then ``bits``, ``shift``, ``lut``). ``lut`` wins for
+1-bit codes (uint1 to f16 on CUDA, int1 everywhere) and float2_e1m0.
 
 >>> default_method("uint4", "float16", "cuda"), default_method("uint4", "float16", "cpu")
 ('magic', 'arith')
->>> applicable_methods("float6_e3m2", "float32")
-('bits',)
+>>> applicable_methods("float6_e3m2", "float32"), applicable_methods("float4_e2m1", "float32")
+(('bits',), ('bits', 'lut'))
+>>> default_method("int1", "float16", "cpu"), dequant_cost("int1", "float16", "lut").alu
+('lut', 2)
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from math import gcd
 from typing import Any, Mapping
@@ -42,8 +55,12 @@ from . import layout_rules as R
 from .lowbit_emit import Emitter
 
 CARRIER = "uint32"
-METHODS = ("arith", "magic", "bits", "shift")
+METHODS = ("arith", "magic", "bits", "shift", "lut")
 FLOAT_OUT = ("float16", "float32", "bfloat16")
+#: the widest code type ``lut`` decodes (a table of 2**n entries; the select tree costs 2**n - 1 selects)
+LUT_MAX_BITS = 4
+#: how many ALU instructions one int->float conversion costs on CUDA (I2F issues at a quarter of the FP32 rate)
+CUDA_CONVERT_WEIGHT = 4
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -53,20 +70,68 @@ FLOAT_OUT = ("float16", "float32", "bfloat16")
 def applicable_methods(code_dtype: str, out_dtype: str) -> tuple[str, ...]:
     """The methods that decode ``code_dtype`` exactly into ``out_dtype`` (a float type)."""
     d = lowbit_dtype(code_dtype)
+    lut = ("lut",) if d.nbits <= LUT_MAX_BITS else ()
     if d.kind in ("int", "uint"):
-        return ("arith", "magic")
+        return ("arith", "magic") + lut
     if d.name == "float8_e5m2":
         return ("shift",)
-    return ("bits",)
+    return ("bits",) + lut
 
 
+@dataclass(frozen=True)
+class DequantCost:
+    """Instructions per element of one decode, counted on the IR :func:`emit_decode` emits.
+
+    ``alu``: instructions that compute (arithmetic, bitwise, compares, selects, value-changing casts);
+    ``free``: bit reinterpretations (``view``, casts between integers of one width); ``convert``: the int->float
+    casts among ``alu``. Constant tiles (``full``) are immediates and not counted.
+
+    >>> c = dequant_cost("int4", "float16", "arith"); (c.alu, c.free, c.convert, c.weight("cuda"))
+    (3, 1, 1, 6)
+    """
+
+    alu: int
+    free: int
+    convert: int
+
+    def weight(self, kind: str) -> int:
+        """The cost on a target kind: ``alu``, an int->float conversion weighing 4 on CUDA."""
+        return self.alu + ((CUDA_CONVERT_WEIGHT - 1) * self.convert if kind == "cuda" else 0)
+
+
+@lru_cache(maxsize=None)
+def dequant_cost(code_dtype: str, out_dtype: str, method: str) -> DequantCost:
+    """Count the per-element instructions of ``method`` decoding ``code_dtype`` into ``out_dtype``."""
+    em = Emitter(set())
+    carrier = em.value("c", CARRIER, (8,))
+    emit_decode(em, carrier, code_dtype, out_dtype, method)
+    alu = free = convert = 0
+    for ins in em.body:
+        if isinstance(ins, (n.Constant, n.Full, n.Arange)) or tuple(ins.result.shape) != (8,):
+            continue
+        if isinstance(ins, n.View) or (isinstance(ins, n.Cast) and kind_of(ins.x.dtype) in ("int", "uint")
+                                       and kind_of(ins.result.dtype) in ("int", "uint")
+                                       and nbits_of(ins.x.dtype) == nbits_of(ins.result.dtype)):
+            free += 1
+            continue
+        alu += 1
+        if isinstance(ins, n.Cast) and kind_of(ins.x.dtype) in ("int", "uint") and kind_of(ins.result.dtype) == "float":
+            convert += 1
+    return DequantCost(alu, free, convert)
+
+
+@lru_cache(maxsize=None)
 def default_method(code_dtype: str, out_dtype: str, kind: str) -> str:
-    """The documented rule: integers by ``magic`` on CUDA and ``arith`` on CPUs; e5m2 by ``shift``;
-    other floats by ``bits``."""
-    d = lowbit_dtype(code_dtype)
-    if d.kind in ("int", "uint"):
-        return "magic" if kind == "cuda" else "arith"
-    return applicable_methods(code_dtype, out_dtype)[0]
+    """The documented rule: the applicable method of least :meth:`DequantCost.weight` on ``kind``; ties go to
+    the historical defaults (CUDA ``magic``, CPU ``arith``, then ``bits``, ``shift``, ``lut``). In effect:
+    integers by ``magic`` on CUDA and ``arith`` on CPUs, e5m2 by ``shift``, other floats by ``bits``, except
+    ``lut`` for int1, uint1 to f16 on CUDA, and float2_e1m0."""
+    out = out_dtype if out_dtype in FLOAT_OUT else "float32"
+    order = ("magic", "arith") if kind == "cuda" else ("arith", "magic")
+    order += ("bits", "shift", "lut")
+    ok = applicable_methods(code_dtype, out)
+    ranked = [m for m in order if m in ok]
+    return min(ranked, key=lambda m: dequant_cost(code_dtype, out, m).weight(kind))
 
 
 def select_method(code_dtype: str, out_dtype: str, kind: str, options: Mapping[str, Any] | None) -> str:
@@ -79,7 +144,8 @@ def select_method(code_dtype: str, out_dtype: str, kind: str, options: Mapping[s
         return default_method(code_dtype, out_dtype, kind)
     ok = applicable_methods(code_dtype, out_dtype)
     if choice not in ok:
-        raise CompileError(f"dequant method {choice!r} cannot decode {code_dtype} into {out_dtype}",
+        why = f" (lookup tables: codes of at most {LUT_MAX_BITS} bits)" if choice == "lut" else ""
+        raise CompileError(f"dequant method {choice!r} cannot decode {code_dtype} into {out_dtype}{why}",
                            hint=f"methods for {code_dtype}: {', '.join(ok)} (all methods: {', '.join(METHODS)})")
     return choice
 
@@ -165,6 +231,8 @@ def emit_decode(em: Emitter, carrier: n.Value, code_dtype: str, out_dtype: str, 
     if method == "shift":
         f = o.view(o.b("shl", o.cast(carrier, "uint16"), 8), "float16")
         return o.cast(f, out_dtype)
+    if method == "lut":
+        return _emit_lut(em, o, carrier, code_dtype, out_dtype, layout)
     # bits
     direct16 = out_dtype == "float16" and fits_f16(code_dtype)
     width, mant, bias_dst = (16, 10, 15) if direct16 else (32, 23, 127)
@@ -181,6 +249,92 @@ def emit_decode(em: Emitter, carrier: n.Value, code_dtype: str, out_dtype: str, 
         nan = o.view(o.k(0x7E00 if direct16 else 0x7FC00000, udt), fdt)
         f = em.where(is_nan, nan, f, layout, hint=o.h)
     return o.cast(f, out_dtype)
+
+
+# ----------------------------------------------------------------------------------------------------
+# lookup tables
+# ----------------------------------------------------------------------------------------------------
+
+_FLOAT_BITS = {"float16": (np.float16, np.uint16, "uint16"), "float32": (np.float32, np.uint32, "uint32")}
+
+
+@lru_cache(maxsize=None)
+def lut_patterns(code_dtype: str, float_dtype: str) -> tuple[int, ...] | None:
+    """The bit patterns of every code's value as ``float_dtype`` (float16 / float32), in code order; None
+    when some value is not exactly representable (the table would round).
+
+    >>> [hex(p) for p in lut_patterns("float2_e1m0", "float16")]
+    ['0x0', '0x4000', '0x8000', '0xc000']
+    """
+    fdt, udt, _ = _FLOAT_BITS[float_dtype]
+    v = lowbit_dtype(code_dtype).values()
+    with np.errstate(over="ignore", invalid="ignore"):
+        f = v.astype(fdt)
+    if not np.array_equal(f.astype(np.float64), v, equal_nan=True):
+        return None
+    return tuple(int(x) for x in f.view(udt))
+
+
+def lut_byte_table(code_dtype: str) -> tuple[int, ...] | None:
+    """The ``uint32`` words of the byte table (the high bytes of the f16 patterns, code ``4w + j`` in byte
+    ``j`` of word ``w``), or None when some f16 pattern has a non-zero low byte or there are < 2 bits.
+
+    >>> [hex(w) for w in lut_byte_table("uint2")]
+    ['0x42403c00']
+    """
+    pats = lut_patterns(code_dtype, "float16")
+    if pats is None or len(pats) < 4 or any(p & 0xFF for p in pats):
+        return None
+    return tuple(sum((pats[4 * w + j] >> 8) << (8 * j) for j in range(4)) for w in range(len(pats) // 4))
+
+
+def _bit_test(o: _Ops, c: n.Value, bit: int, nb: int) -> n.Value:
+    """``bit`` of the codes set? The top bit by one compare, others by ``and`` + ``ne``."""
+    if bit == nb - 1:
+        return o.b("ge", c, 1 << bit)
+    return o.b("ne", o.b("and", c, 1 << bit), 0)
+
+
+def _select_tree(em: Emitter, o: _Ops, c: n.Value, leaves: tuple[int, ...], dtype: str, first_bit: int, nb: int,
+                 layout: Any) -> n.Value:
+    """``leaves[c >> first_bit]`` (integer constants of ``dtype``) by a balanced tree of ``where`` on the
+    code bits ``first_bit, first_bit + 1, ...``; equal neighbours need no select."""
+    consts: dict[int, n.Value] = {}
+    for v in leaves:
+        if v not in consts:
+            consts[v] = o.k(v, dtype)
+    level = [consts[v] for v in leaves]
+    bit = first_bit
+    while len(level) > 1:
+        cond = None
+        nxt = []
+        for lo, hi in zip(level[0::2], level[1::2]):
+            if lo is hi:
+                nxt.append(lo)
+                continue
+            if cond is None:
+                cond = _bit_test(o, c, bit, nb)
+            nxt.append(em.where(cond, hi, lo, layout, hint=o.h))
+        level, bit = nxt, bit + 1
+    return level[0]
+
+
+def _emit_lut(em: Emitter, o: _Ops, c: n.Value, code_dtype: str, out_dtype: str, layout: Any) -> n.Value:
+    """``lut`` into float16 / float32 (see the module docstring)."""
+    nb = nbits_of(code_dtype)
+    words = lut_byte_table(code_dtype)
+    if words is not None:
+        word = _select_tree(em, o, c, words, CARRIER, 2, nb, layout)
+        low = c if nb <= 2 else o.b("and", c, 3)
+        x = o.b("shr", word, o.b("shl", low, 3))                  # byte (c & 3) of the word at bits [0, 8)
+        x = o.cast(o.b("shl", x, 8), "uint16")                     # to [8, 16); the bytes above are cut off
+        return o.cast(o.view(x, "float16"), out_dtype)
+    fdt = out_dtype if lut_patterns(code_dtype, out_dtype) is not None else "float32"
+    pats = lut_patterns(code_dtype, fdt)
+    if pats is None:
+        raise CompileError(f"internal error: {code_dtype} values are not exact {fdt}")
+    udt = _FLOAT_BITS[fdt][2]
+    return o.cast(o.view(_select_tree(em, o, c, pats, udt, 0, nb, layout), fdt), out_dtype)
 
 
 def emit_extract(em: Emitter, words: n.Value, code_dtype: str, codes_shape: tuple[int, ...],
@@ -274,5 +428,6 @@ def _spread(em: Emitter, table: n.Value, shape: tuple[int, ...], dtype: str, lay
     return em.broadcast(em.cast(x, dtype), shape, layout)
 
 
-__all__ = ["CARRIER", "METHODS", "applicable_methods", "default_method", "select_method", "fits_f16",
-           "emit_int_value", "emit_decode", "emit_extract"]
+__all__ = ["CARRIER", "METHODS", "LUT_MAX_BITS", "DequantCost", "applicable_methods", "dequant_cost",
+           "default_method", "select_method", "fits_f16", "lut_patterns", "lut_byte_table", "emit_int_value",
+           "emit_decode", "emit_extract"]

@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 
 import lowbit
+import lowbit.lowering.passes
 from lowbit.errors import CompileError
 from lowbit.ir import KernelBuilder, interpret, print_kernel
 from lowbit.ir import nodes as n
 from lowbit.ir.types import is_code
 from lowbit.lowering.passes import run_passes
-from lowbit.lowering.passes.dequant import applicable_methods, default_method, fits_f16, select_method
+from lowbit.lowering.passes.dequant import (LUT_MAX_BITS, DequantCost, applicable_methods, default_method, dequant_cost,
+                                            fits_f16, lut_byte_table, select_method)
 from lowbit.lowering.target import parse_target
 
 _spec = importlib.util.spec_from_file_location("lowbit_validate", pathlib.Path(__file__).with_name("lowbit_validate.py"))
@@ -172,3 +174,189 @@ def test_direct_f16_only_where_every_value_fits():
     text = print_kernel(run_passes(cast_kernel("float6_e3m2", "float16"), parse_target("tvm:llvm"),
                                    ["lower-lowbit"]).kernel)
     assert "f32[" not in text and "view(" in text and "mul(" in text   # placed straight into f16, rebiased
+
+
+# ---------------------------------------------------------------------------------------------------- lut
+LUT_TYPES = tuple(t for t in CODE_TYPES if lowbit.dtype(t).nbits <= LUT_MAX_BITS)
+LUT_CARRIERS = ("uint16", "uint32")                   # the selects of a lookup pick bit patterns
+
+
+def count(kernel: n.Kernel, opcode: str, dtypes=None) -> int:
+    return sum(1 for ins in kernel.walk() if ins.opcode == opcode and (dtypes is None or ins.result.dtype in dtypes))
+
+
+def test_lut_is_offered_for_every_type_of_at_most_4_bits():
+    assert len(LUT_TYPES) == 14 and "float2_e1m0" in LUT_TYPES and "uint4" in LUT_TYPES
+    for t in CODE_TYPES:
+        offered = "lut" in applicable_methods(t, "float16")
+        assert offered == (lowbit.dtype(t).nbits <= 4), t
+    assert select_method("float4_e2m1", "float16", "cuda", {"dequant": "lut"}) == "lut"
+    assert select_method("uint4", "bfloat16", "cpu", {"dequant": {"uint4": "lut"}}) == "lut"
+    with pytest.raises(CompileError, match="'lut' cannot decode uint5 into float16 .*at most 4 bits") as err:
+        select_method("uint5", "float16", "cpu", {"dequant": "lut"})
+    assert "methods for uint5: arith, magic" in str(err.value)
+
+
+@pytest.mark.parametrize("dtype", LUT_TYPES)
+def test_lut_is_a_select_tree_or_a_byte_table(dtype):
+    """The shape of the lookup: 2**n - 1 selects over the codes (1-bit codes, uint4, whose f16 values need
+    more than their high byte), else a byte table: 2**(n-2) words, 2**(n-2) - 1 selects, one variable shift."""
+    nb = lowbit.dtype(dtype).nbits
+    low = run_passes(cast_kernel(dtype, "float16"), parse_target("tvm:llvm"), ["lower-lowbit"],
+                     options={"dequant": "lut"}).kernel
+    values = np.array([exact(dtype, c) for c in range(1 << nb)], np.float64)
+    f16 = values.astype(np.float16).view(np.uint16)
+    assert np.array_equal(values.astype(np.float16).astype(np.float64), values)   # every value is an exact f16
+    if nb == 1 or np.any(f16 & 0xFF):
+        assert lut_byte_table(dtype) is None and count(low, "where", LUT_CARRIERS) == 2 ** nb - 1
+    else:
+        words = lut_byte_table(dtype)
+        assert len(words) == 2 ** (nb - 2) and count(low, "where", LUT_CARRIERS) == 2 ** (nb - 2) - 1
+        table = np.array(words, "<u4").view(np.uint8).astype(np.uint16) << 8   # little-endian bytes
+        assert np.array_equal(table, f16)
+    assert count(low, "mul", ("float16", "float32")) == count(low, "sub", ("float16", "float32")) == 0
+
+
+@pytest.mark.parametrize("dtype", LUT_TYPES)
+def test_lut_on_scalar_codes(dtype):
+    """Rank-0 codes (literals encoded at compile time: the type's min and max) decoded by the lookup."""
+    d = lowbit.dtype(dtype)
+    kb = KernelBuilder("scalar")
+    y = kb.tensor_param("y", "f32", ["N"], intent="out")
+    h = kb.tensor_param("h", "f16", ["N"], intent="out")
+    kb.set_grid(1)
+    for i, value in enumerate((float(d.min), float(d.max))):
+        code = kb.cast(kb.const(value), dtype)
+        kb.store(y, kb.full([1], kb.cast(code, "f32")), [i])
+        kb.store(h, kb.full([1], kb.cast(code, "f16")), [i])
+    want = [exact(dtype, int(d.encode(np.array([v]))[0])) for v in (float(d.min), float(d.max))]
+    assert want == [float(d.min), float(d.max)]                                   # the independent decoder agrees
+    low, res = run_lowered(kb.build(), "tvm:llvm", {"dequant": "lut"},
+                           {"y": np.zeros(2, np.float32), "h": np.zeros(2, np.float16)}, ("select-dequant",))
+    assert count(low.kernel, "where", LUT_CARRIERS) + count(low.kernel, "shr", ("uint32",)) >= 4  # table lookups
+    assert V._bits_equal(res["y"], np.array(want, np.float32))
+    assert V._bits_equal(res["h"], np.array(want, np.float16))
+
+
+# ---------------------------------------------------------------------------------------------------- costs
+def test_costs_are_counted_on_the_emitted_ir():
+    """Hand counts of the sequences the module docstring describes."""
+    assert dequant_cost("int1", "float16", "lut") == DequantCost(2, 1, 0)          # ge, where; view
+    assert dequant_cost("uint4", "float32", "lut") == DequantCost(15 + 7, 1, 0)    # 15 selects, 4 bit tests
+    assert dequant_cost("float2_e1m0", "float16", "lut") == DequantCost(4, 1, 0)   # shl, shr, shl, cast u16
+    assert dequant_cost("float4_e2m1", "float16", "lut") == DequantCost(11, 1, 0)  # + 3 selects, 3 tests, and
+    assert dequant_cost("float4_e2m1", "float16", "bits") == DequantCost(7, 1, 0)
+    assert dequant_cost("uint4", "float16", "magic") == DequantCost(3, 1, 0)       # cast u16, or, sub
+    assert dequant_cost("int4", "float32", "arith") == DequantCost(3, 1, 1)        # shl, shr, cast; i32 reinterpret
+    assert dequant_cost("int4", "float32", "arith").weight("cuda") == 6
+    for t in LUT_TYPES:                                                            # bf16 = f32, then one cast
+        for m in applicable_methods(t, "float32"):
+            f32, bf16 = dequant_cost(t, "float32", m), dequant_cost(t, "bfloat16", m)
+            assert (bf16.alu, bf16.free) == (f32.alu + 1, f32.free)
+
+
+OLD_RULE = {"cuda": "magic", "cpu": "arith"}
+
+
+@pytest.mark.parametrize("kind", ["cuda", "cpu"])
+def test_the_rule_is_the_cheapest_method(kind):
+    """The default has the least weighted cost; it differs from the rule before ``lut`` only where ``lut`` is
+    strictly cheaper, which is exactly the documented set (1-bit ints and float2_e1m0)."""
+    changed = set()
+    for t in CODE_TYPES:
+        d = lowbit.dtype(t)
+        for out in OUTS:
+            chosen = default_method(t, out, kind)
+            costs = {m: dequant_cost(t, out, m).weight(kind) for m in applicable_methods(t, out)}
+            assert costs[chosen] == min(costs.values()), (t, out, kind, costs)
+            old = OLD_RULE[kind] if d.kind in ("int", "uint") else "shift" if t == "float8_e5m2" else "bits"
+            if chosen != old:
+                assert chosen == "lut" and costs["lut"] < costs[old], (t, out, kind, costs)
+                changed.add((t, out))
+    want = {("int1", o) for o in OUTS} | {("float2_e1m0", o) for o in OUTS}
+    if kind == "cuda":
+        want.add(("uint1", "float16"))                                             # magic 3 > ge + where
+    assert changed == want
+
+
+def _readme_cost_rows():
+    text = (pathlib.Path(lowbit.lowering.passes.__file__).parent / "README.md").read_text()
+    block = text.split("<!-- dequant-costs -->")[1]
+    rows = [line.strip().strip("|").split("|") for line in block.splitlines() if line.startswith("| ")]
+    head = [c.strip() for c in rows[0]]
+    return head, [[c.strip() for c in r] for r in rows[1:]]
+
+
+def test_readme_cost_table_is_the_emitted_ir():
+    """Every number of the README's table equals :func:`dequant_cost` (and the default columns the rule)."""
+    head, rows = _readme_cost_rows()
+    assert head == ["type", "out", "arith", "magic", "bits", "lut", "CUDA", "CPU"]
+    short = {"f16": "float16", "f32": "float32"}
+    seen = set()
+    for row in rows:
+        t, out = row[0], short[row[1]]
+        seen.add((t, out))
+        for m, cell in zip(head[2:6], row[2:6]):
+            if cell == "-":
+                assert m not in applicable_methods(t, out), (t, out, m)
+                continue
+            c = dequant_cost(t, out, m)
+            want = f"{c.alu} ({c.weight('cuda')})" if c.convert else f"{c.alu}"
+            assert cell.replace("**", "") == want, (t, out, m, cell, want)
+        assert row[6].replace("**", "") == default_method(t, out, "cuda"), (t, out)
+        assert row[7].replace("**", "") == default_method(t, out, "cpu"), (t, out)
+    assert seen == {(t, o) for t in LUT_TYPES for o in ("float16", "float32")}
+
+
+# ---------------------------------------------------------------------------------------------------- backends
+def lut_gemv(dtype: str, bk: int = 64, bn: int = 32) -> n.Kernel:
+    """y[N] = sum_k x[k] * (w[k, :] dequantized to f16) * s[k // bk, :], one f32 partial sum per tile."""
+    kb = KernelBuilder("lut_gemv")
+    x = kb.tensor_param("x", "f32", ["K"])
+    w = kb.tensor_param("w", dtype, ["K", "N"])
+    s = kb.tensor_param("s", "f32", [f"cdiv(K, {bk})", "N"])
+    y = kb.tensor_param("y", "f32", ["N"], intent="out")
+    kb.set_grid(f"cdiv(N, {bn})")
+    n0 = kb.mul(kb.program_id(0), bn, name="n0")
+    with kb.for_range(0, kb.symbol("K"), bk, [kb.zeros([bn], "f32", name="acc")], iv_name="k") as loop:
+        k = loop.iv
+        tx = kb.broadcast_to(kb.expand_dims(kb.load(x, [k], [bk], name="tx"), 1), [bk, bn])
+        tw = kb.cast(kb.cast(kb.load(w, [k, n0], [bk, bn], name="tw"), "f16", name="deq"), "f32")
+        ts = kb.broadcast_to(kb.load(s, [kb.floordiv(k, bk), n0], [1, bn], name="ts"), [bk, bn])
+        part = kb.sum(kb.mul(kb.mul(tw, ts), tx), 0)
+        loop.yield_([kb.add(loop.args[0], part)])
+    kb.store(y, loop.results[0], [n0])
+    return kb.build()
+
+
+@pytest.mark.parametrize("backend", ["tvm", "triton"])
+@pytest.mark.parametrize("dtype", ["int1", "float2_e1m0", "float4_e2m1", "uint4"])
+def test_lut_gemv_through_the_backends(dtype, backend, tmp_path, monkeypatch):
+    """A LUT-dequantized GEMV generated, compiled and run by TVM (LLVM) and Triton (its interpreter) equals
+    lowbit.ir.interpret on the original kernel and an fp64 reference, bit for bit: inputs are small dyadic
+    numbers, so every f32 sum is exact in any order."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip(backend)
+    from lowbit.driver import compile_ir
+
+    monkeypatch.setenv("LOWBIT_CACHE_DIR", str(tmp_path))
+    kk, nn = 128, 40                                                   # N: a partial tile (padded storage)
+    rng = np.random.default_rng(7)
+    nb = lowbit.dtype(dtype).nbits
+    codes = rng.integers(0, 1 << nb, (kk, nn)).astype(np.uint8)
+    args = {"x": rng.integers(-3, 4, kk).astype(np.float32), "w": codes,
+            "s": (2.0 ** rng.integers(-1, 2, (kk // 64, nn))).astype(np.float32), "y": np.zeros(nn, np.float32)}
+    kernel = lut_gemv(dtype)
+    want = interpret(kernel, {k: v.copy() for k, v in args.items()})["y"]
+    values = np.array([exact(dtype, c) for c in range(1 << nb)])[codes] * np.repeat(args["s"], 64, 0)
+    assert np.array_equal(want, (args["x"].astype(np.float64) @ values).astype(np.float32))
+    compiled = compile_ir(kernel, backend, options={"dequant": "lut"}, disk_cache=False)
+    low = compiled.lowered.kernel
+    int_to_float = [i for i in low.walk() if i.opcode == "cast" and i.x.dtype in ("int32", "uint32", "uint16")
+                    and i.result.dtype.startswith("float")]
+    assert not int_to_float and count(low, "mul", ("float16",)) == count(low, "sub", ("float16",)) == 0  # a lookup
+    assert (count(low, "where", LUT_CARRIERS) > 0) == (nb == 1 or dtype == "uint4" or nb > 2)
+    targs = {k: torch.from_numpy(np.ascontiguousarray(compiled.param_formats[k].pack(v) if k == "w" else v.copy()))
+             for k, v in args.items()}
+    compiled.launch(targs, shape_bindings={"K": kk, "N": nn})
+    assert np.array_equal(targs["y"].numpy(), want)
