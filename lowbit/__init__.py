@@ -32,6 +32,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "packing": ("lowbit.packing", None),
     "quant": ("lowbit.quant", None),
     "ops": ("lowbit.ops", None),
+    "nn": ("lowbit.nn", None),
     "driver": ("lowbit.driver", None),
     "layout": ("lowbit.layout", None),
     "ir": ("lowbit.ir", None),
