@@ -112,11 +112,10 @@ def cached_weight(packed: Tensor, scales: Tensor, zeros: Optional[Tensor], dtype
         entry = _CACHE.get(key)
         if entry is None or any(r.expired() for r in entry.refs):
             _purge()
-            entry = _Entry(tuple(p[0] for p in parts), qt._repacked)
+            entry = _Entry(tuple(p[0] for p in parts), qt.packed_cache)
             _CACHE[key] = entry
             return qt
-    object.__setattr__(qt, "_repacked", entry.repacked)  # QuantizedTensor is frozen; its cache is shared
-    return qt
+    return qt.share_packed_cache(entry.repacked)
 
 
 def cache_size() -> int:

@@ -197,6 +197,17 @@ class QuantizedTensor:
         self._repacked[format_id.name] = (format_id, value)
         return value
 
+    @property
+    def packed_cache(self) -> dict:
+        """The cache of kernel storages built by :meth:`get_packed` (format name -> (FormatId, value))."""
+        return self._repacked
+
+    def share_packed_cache(self, cache: dict) -> "QuantizedTensor":
+        """Use ``cache`` (another view's :attr:`packed_cache`) for :meth:`get_packed`, so two views of the same
+        codes repack once. Returns ``self``. Only for views of identical codes, scales and zeros."""
+        object.__setattr__(self, "_repacked", cache)
+        return self
+
     # ---- comparison and display -------------------------------------------------------------------
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, QuantizedTensor):
