@@ -1,4 +1,5 @@
-"""The paged KV-cache memory format (``paged-kv/v1``): the one specification kernels and runtime share.
+"""The paged KV-cache memory format (``paged-kv/v1`` and ``paged-kv/v2``): the one specification kernels and
+runtime share.
 
 This module is the format's definition *and* its torch reference: :func:`append` (quantize and store new
 tokens) and :func:`read_pages` (gather and dequantize) are what lowbit's ``kv_append`` and decode-attention
@@ -44,6 +45,49 @@ computed in fp32 (exact with 16-bit scales), where ``value`` is :meth:`lowbit.DT
 ``zero_point`` uints are refused, as by ``quantize``; by default uint types get zero points and the
 others do not.
 
+Keys grouped per channel (``key_grouping="channel"``, format ``paged-kv/v2``)
+------------------------------------------------------------------------------
+A few channels of K (after RoPE) carry outliers much larger than the rest, in every token; a per-token
+scale must cover them, which flattens every other channel of the token to a few levels. KIVI's remedy is to
+give each *channel* its own scale over a run of tokens. In v2 the keys of a page are quantized per channel
+over the page's ``S`` tokens; values stay per token (v1). Only K's tensors differ from v1:
+
+=================  ===========================  ========================================================
+tensor             shape                        contents
+=================  ===========================  ========================================================
+``k``              ``[P, H, S, B]`` uint8        the codes, laid out exactly as in v1 (token rows)
+``k_scales``       ``[P, H, D]``                 one scale per page, head and channel
+``k_zeros``        ``[P, H, D]``                 with ``zero_point``: one zero per page, head and channel
+``k_stage``        ``[N, H, S, D]`` float32      the keys of *open* pages, unquantized (``staging_dtype``)
+``stage_map``      ``[P]`` int32                 page -> its row of ``k_stage`` (meaningful for open pages)
+=================  ===========================  ========================================================
+
+The codes keep v1's token rows (rather than channel rows) so that the attention kernel unpacks keys the same
+way for both groupings and no new whole-byte rule (``S * nbits``) appears; only the scale broadcast changes
+(one scale row ``[D]`` per page instead of one per token).
+
+*Open and sealed pages.* A page is **sealed** by the append that writes its last offset ``S - 1``; it is
+**open** before. Tokens of an open page live in ``k_stage[stage_map[page]]`` at their offset, rounded to
+``staging_dtype`` (exact for the default float32) and nothing else. When a page is sealed its ``S`` keys
+``x[t, c]`` (staged ones and this append's, all rounded to ``staging_dtype``) are quantized once, exactly as
+``lowbit.quant.quantize(x.T, dtype, group_size=S, zero_point=zp, scale_dtype=scale_dtype)`` quantizes the
+``[D, S]`` transposed page (one group per channel row); the codes are then stored in token rows. So no key
+is quantized twice and no scale is ever computed from lossy data. Dequantization of token ``t`` channel
+``c`` of a sealed page is ``value(code[t, c]) * s[c]`` (``(value - z[c]) * s[c]`` with zero points).
+
+A sequence of ``n`` tokens reads pages ``0 .. ceil(n / S) - 1`` of its block table: all but the last are
+sealed; the last is sealed exactly when ``n`` is a multiple of ``S``, else it is open and read from
+staging. Rules for writers: every offset of a page is written before (or by) the append that writes
+offset ``S - 1``, and a sealed page is not written again until it is reused from offset 0 (a sequence's
+tokens are appended in order, as the runtime does). ``stage_map`` must give every page an append touches
+a staging row, and every open page a reader reads; pages may share a row when at most one of them is open
+at a time (the runtime gives each sequence one row). :func:`allocate` defaults to one row per page (the
+identity map, always valid); :class:`lowbit.runtime.PagedKVCache` keeps one row per live sequence instead.
+
+Prefill caveat: attention reads keys from the cache, and a page's keys change representation when it is
+sealed (exact while open, quantized after). A query therefore sees exact keys for the not yet sealed tail
+of its sequence, as in KIVI, and results can depend on where prompt chunks end relative to page ends.
+
 >>> import torch
 >>> fmt = KVCacheFormat("uint4", num_kv_heads=2, head_dim=8, page_size=4)
 >>> layer = allocate(fmt, num_pages=2)
@@ -54,26 +98,45 @@ others do not.
 >>> k, v = read_pages(layer, torch.tensor([[1]]))
 >>> float((k[0, :, 1] - x[0]).abs().max()) <= float(layer.k_scales[1, :, 1].max()) / 2
 True
+>>> fmt2 = KVCacheFormat("int4", num_kv_heads=1, head_dim=8, page_size=4, key_grouping="channel")
+>>> layer2 = allocate(fmt2, num_pages=2)
+>>> fmt2.format_id, layer2.k_scales.shape, layer2.k_stage.shape
+('paged-kv/v2', torch.Size([2, 1, 8]), torch.Size([2, 1, 4, 8]))
+>>> keys = torch.randn(6, 1, 8)
+>>> append(layer2, keys, keys, torch.arange(6))                    # seals page 0; page 1 holds 2 staged keys
+>>> k2, _ = read_pages(layer2, torch.tensor([[0, 1]]), seq_lens=torch.tensor([6]))
+>>> bool(torch.equal(k2[0, :, 4:6], keys[4:6].transpose(0, 1)))   # open page: exact
+True
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from .errors import QuantizationError
+from .errors import KernelArgumentError, QuantizationError
 
 FORMAT_NAME = "paged-kv"
 FORMAT_VERSION = 1
+#: key grouping -> format version
+FORMAT_VERSIONS = {"token": 1, "channel": 2}
+KEY_GROUPINGS = tuple(FORMAT_VERSIONS)
 DENSE = ("float32", "float16", "bfloat16")
 _SCALE_TYPES = ("float16", "bfloat16", "float32")
+_STAGING_TYPES = ("float32", "float16", "bfloat16")
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "KVCacheFormat", "KVLayer", "allocate", "quantize_tokens",
-           "dequantize_tokens", "append", "read_pages", "layer_nbytes"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "FORMAT_VERSIONS", "KEY_GROUPINGS", "KVCacheFormat", "KVLayer",
+           "allocate", "quantize_tokens", "dequantize_tokens", "quantize_key_pages", "dequantize_key_pages",
+           "KeyAppendPlan", "plan_key_append", "append", "read_pages", "resize_staging", "layer_nbytes"]
 
 
 @dataclass(frozen=True)
 class KVCacheFormat:
-    """Type and geometry of a paged KV cache (see the module docstring for the memory layout)."""
+    """Type and geometry of a paged KV cache (see the module docstring for the memory layout).
+
+    ``group_size`` is the channels per scale of per-token groups (V always; K with ``key_grouping="token"``).
+    ``key_grouping="channel"`` quantizes K per channel over each page (format ``paged-kv/v2``); its open
+    pages are staged in ``staging_dtype``.
+    """
 
     dtype: str
     num_kv_heads: int
@@ -82,6 +145,8 @@ class KVCacheFormat:
     group_size: int | None = None  # channels per scale; None = head_dim (one scale per token and head)
     zero_point: bool | None = None  # None = True for uint types, False otherwise
     scale_dtype: str = "float16"
+    key_grouping: str = "token"  # "token" (v1) or "channel" (v2: K scales per page and channel)
+    staging_dtype: str = "float32"  # keys of open pages with key_grouping="channel"
 
     def __post_init__(self) -> None:
         from .dtypes import dtype as as_dtype
@@ -92,7 +157,18 @@ class KVCacheFormat:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise QuantizationError(f"KV cache {name} must be a positive integer, got {value!r}")
+        if self.key_grouping not in KEY_GROUPINGS:
+            raise QuantizationError(f"KV key_grouping must be 'token' or 'channel', got {self.key_grouping!r}",
+                                    hint="'token': one scale per token and channel group (paged-kv/v1); "
+                                         "'channel': K scales per channel over each page (paged-kv/v2)")
+        stg = self.staging_dtype
+        if not isinstance(stg, str) or as_dtype(stg).name not in _STAGING_TYPES:
+            raise QuantizationError(f"KV staging_dtype must be one of {', '.join(_STAGING_TYPES)}, got {stg!r}")
+        object.__setattr__(self, "staging_dtype", as_dtype(stg).name)
         if d.name in DENSE:
+            if self.key_grouping == "channel":
+                raise QuantizationError(f"a {d.name} KV cache stores values, not codes: it has no key grouping",
+                                        hint="use key_grouping='channel' with a 1-8 bit cache type (e.g. u4)")
             object.__setattr__(self, "group_size", None)
             object.__setattr__(self, "zero_point", False)
             return
@@ -121,6 +197,20 @@ class KVCacheFormat:
         return self.dtype in DENSE
 
     @property
+    def channel_keys(self) -> bool:
+        """Whether K is quantized per channel over each page (``paged-kv/v2``)."""
+        return self.key_grouping == "channel"
+
+    @property
+    def version(self) -> int:
+        return FORMAT_VERSIONS[self.key_grouping]
+
+    @property
+    def format_id(self) -> str:
+        """``"paged-kv/v1"`` (per-token groups) or ``"paged-kv/v2"`` (keys per channel and page)."""
+        return f"{FORMAT_NAME}/v{self.version}"
+
+    @property
     def nbits(self) -> int:
         from .dtypes import dtype as as_dtype
 
@@ -135,23 +225,47 @@ class KVCacheFormat:
         """Bytes of one token's codes for one head (``B`` in the table); ``D * elem`` for dense caches."""
         return (self.head_dim * self.nbits + 7) // 8
 
+    def _side_bytes(self, groups: int) -> int:
+        return groups * _elem_size(self.scale_dtype) * (2 if self.zero_point else 1)
+
     def bytes_per_token(self) -> int:
-        """Bytes one token occupies in one layer: K and V, all kv heads, codes + scales + zeros."""
-        per_head = self.code_bytes
+        """Bytes one token occupies in one layer: K and V, all kv heads, codes + per-token scales + zeros.
+
+        With ``key_grouping="channel"`` K's scales belong to pages, not tokens: they are in
+        :meth:`bytes_per_page`, not here (nor is the staging of open pages)."""
+        per_head = 2 * self.code_bytes
         if not self.dense:
-            per_head += self.num_groups * _elem_size(self.scale_dtype) * (2 if self.zero_point else 1)
-        return 2 * self.num_kv_heads * per_head
+            per_head += self._side_bytes(self.num_groups) * (1 if self.channel_keys else 2)
+        return self.num_kv_heads * per_head
+
+    def bytes_per_page(self) -> int:
+        """Bytes one sealed page occupies in one layer (codes, scales and zeros of K and V)."""
+        extra = self.num_kv_heads * self._side_bytes(self.head_dim) if self.channel_keys else 0
+        return self.page_size * self.bytes_per_token() + extra
+
+    def sequence_bytes(self, num_tokens: int) -> int:
+        """Bytes decode attention reads for one sequence of ``num_tokens`` tokens in one layer: the tokens'
+        codes and scales; with ``key_grouping="channel"`` the page scales of sealed pages and the staged keys
+        of the open page's tokens instead of their K codes."""
+        if not self.channel_keys:
+            return num_tokens * self.bytes_per_token()
+        sealed, open_tokens = divmod(num_tokens, self.page_size)
+        staged = self.num_kv_heads * self.head_dim * _elem_size(self.staging_dtype)
+        v_per_token = self.num_kv_heads * (self.code_bytes + self._side_bytes(self.num_groups))
+        return sealed * self.bytes_per_page() + open_tokens * (v_per_token + staged)
 
     def describe(self) -> str:
         if self.dense:
             return f"{self.dtype}, page {self.page_size}"
+        keys = f", K per channel ({self.staging_dtype} staging)" if self.channel_keys else ""
         return (f"{self.dtype} g{self.group_size}{' zero-point' if self.zero_point else ''} "
-                f"({self.scale_dtype} scales), page {self.page_size}")
+                f"({self.scale_dtype} scales){keys}, page {self.page_size}")
 
 
 @dataclass(frozen=True)
 class KVLayer:
-    """One layer's pages (tensors are updated in place by :func:`append`)."""
+    """One layer's pages (tensors are updated in place by :func:`append`). ``k_stage`` and ``stage_map``
+    exist with ``key_grouping="channel"`` only."""
 
     format: KVCacheFormat
     k: Any
@@ -160,14 +274,26 @@ class KVLayer:
     v_scales: Any = None
     k_zeros: Any = None
     v_zeros: Any = None
+    k_stage: Any = None
+    stage_map: Any = None
 
     @property
     def num_pages(self) -> int:
         return int(self.k.shape[0])
 
+    @property
+    def staging_slots(self) -> int:
+        """Rows of ``k_stage`` (0 without per-channel keys)."""
+        return 0 if self.k_stage is None else int(self.k_stage.shape[0])
 
-def allocate(fmt: KVCacheFormat, num_pages: int, device: Any = "cpu") -> KVLayer:
-    """Zero-filled pages for one layer."""
+
+def allocate(fmt: KVCacheFormat, num_pages: int, device: Any = "cpu", *, staging_slots: int | None = None,
+             stage_map: Any = None) -> KVLayer:
+    """Zero-filled pages for one layer.
+
+    With ``key_grouping="channel"``: ``staging_slots`` rows of key staging (default ``num_pages``) and the
+    page -> row map ``stage_map`` (an int32 ``[num_pages]`` tensor to share, e.g. across layers; default the
+    identity when every page has its own row, else all ``-1``: the caller assigns rows)."""
     import torch
 
     lead = (num_pages, fmt.num_kv_heads, fmt.page_size)
@@ -179,7 +305,28 @@ def allocate(fmt: KVCacheFormat, num_pages: int, device: Any = "cpu") -> KVLayer
     sdt = getattr(torch, fmt.scale_dtype)
     side = lambda: torch.zeros(*lead, fmt.num_groups, dtype=sdt, device=device)  # noqa: E731
     zeros = (side(), side()) if fmt.zero_point else (None, None)
-    return KVLayer(fmt, codes(), codes(), side(), side(), *zeros)
+    if not fmt.channel_keys:
+        return KVLayer(fmt, codes(), codes(), side(), side(), *zeros)
+    page_side = lambda: torch.zeros(num_pages, fmt.num_kv_heads, fmt.head_dim, dtype=sdt, device=device)  # noqa: E731
+    rows = num_pages if staging_slots is None else int(staging_slots)
+    stage = torch.zeros(rows, fmt.num_kv_heads, fmt.page_size, fmt.head_dim, dtype=getattr(torch, fmt.staging_dtype),
+                        device=device)
+    if stage_map is None:
+        stage_map = (torch.arange(num_pages, dtype=torch.int32, device=device) if rows == num_pages
+                     else torch.full((num_pages,), -1, dtype=torch.int32, device=device))
+    return KVLayer(fmt, codes(), codes(), page_side(), side(), page_side() if fmt.zero_point else None, zeros[1],
+                   stage, stage_map)
+
+
+def resize_staging(layer: KVLayer, staging_slots: int) -> KVLayer:
+    """``layer`` with ``staging_slots`` rows of key staging (the existing rows copied; the rest zero)."""
+    import torch
+
+    old = layer.k_stage
+    new = torch.zeros(staging_slots, *old.shape[1:], dtype=old.dtype, device=old.device)
+    keep = min(staging_slots, int(old.shape[0]))
+    new[:keep] = old[:keep]
+    return replace(layer, k_stage=new)
 
 
 def quantize_tokens(fmt: KVCacheFormat, x: Any) -> tuple[Any, Any, Any]:
@@ -213,13 +360,104 @@ def dequantize_tokens(fmt: KVCacheFormat, codes: Any, scales: Any = None, zeros:
     return (values * scales.to(torch.float32)[..., None]).reshape(*values.shape[:-2], fmt.head_dim)
 
 
+def quantize_key_pages(fmt: KVCacheFormat, keys: Any) -> tuple[Any, Any, Any]:
+    """Full pages of keys ``[N, H, S, D]`` -> ``(codes [N, H, S, B] uint8, scales [N, H, D], zeros or None)``:
+    each channel quantized over the page's ``S`` tokens, exactly as ``lowbit.quant.quantize`` quantizes the
+    transposed page ``[D, S]`` with one group per row (the keys are first rounded to ``staging_dtype``)."""
+    import torch
+
+    from .packing import pack
+    from .quant import quantize
+
+    n, h, s, d = (int(v) for v in keys.shape)
+    staged = keys.to(getattr(torch, fmt.staging_dtype)).to(torch.float32)
+    rows = staged.transpose(-1, -2).reshape(n * h * d, s)
+    qt = quantize(rows, fmt.dtype, group_size=s, zero_point=fmt.zero_point, scale_dtype=fmt.scale_dtype)
+    codes = qt.codes().reshape(n, h, d, s).transpose(-1, -2).contiguous()
+    zeros = None if qt.zeros is None else qt.zeros.reshape(n, h, d)
+    return pack(codes, fmt.nbits, axis=-1), qt.scales.reshape(n, h, d), zeros
+
+
+def dequantize_key_pages(fmt: KVCacheFormat, codes: Any, scales: Any, zeros: Any = None) -> Any:
+    """The fp32 keys ``[..., S, D]`` of sealed pages from codes ``[..., S, B]`` and per-channel ``[..., D]``."""
+    import torch
+
+    from .dtypes import dtype as as_dtype
+    from .packing import unpack
+
+    values = as_dtype(fmt.dtype).decode(unpack(codes, fmt.nbits, fmt.head_dim, axis=-1)).to(torch.float32)
+    if zeros is not None:
+        values = values - zeros.to(torch.float32)[..., None, :]
+    return values * scales.to(torch.float32)[..., None, :]
+
+
+@dataclass(frozen=True)
+class KeyAppendPlan:
+    """What an append writes for per-channel keys: staged rows and the pages it seals.
+
+    ``stage_rows [T']`` flat staging rows (``stage_map[page] * S + offset``) receive ``stage_values
+    [T', H, D]``; pages ``sealed [N]`` receive ``codes [N, H, S, B]``, ``scales [N, H, D]``, ``zeros``."""
+
+    stage_rows: Any
+    stage_values: Any
+    sealed: Any
+    codes: Any
+    scales: Any
+    zeros: Any
+
+
+def plan_key_append(layer: KVLayer, k: Any, slots: Any) -> KeyAppendPlan:
+    """The writes that append keys ``k [T, H, D]`` at ``slots [T]`` to a ``key_grouping="channel"`` layer.
+
+    A page whose offset ``S - 1`` is among ``slots`` is sealed: its keys are the staged ones (earlier
+    appends) overlaid with this append's, quantized by :func:`quantize_key_pages`. Other tokens are staged.
+    Nothing is written here; :func:`append` and the ``kv_append`` kernels apply the plan."""
+    import torch
+
+    fmt = layer.format
+    size = fmt.page_size
+    slots = slots.to(layer.k.device).long()
+    staged = k.to(device=layer.k.device, dtype=getattr(torch, fmt.staging_dtype))
+    page, offset = slots // size, slots % size
+    sealed = torch.unique(page[offset == size - 1])
+    in_sealed = torch.isin(page, sealed)
+    if sealed.numel():
+        rows = layer.stage_map[sealed].long().clamp(min=0)
+        full = layer.k_stage[rows].clone()                        # [N, H, S, D]: earlier offsets
+        which = torch.searchsorted(sealed, page[in_sealed])
+        full[which, :, offset[in_sealed]] = staged[in_sealed]     # this append's offsets
+        codes, scales, zeros = quantize_key_pages(fmt, full)
+    else:
+        codes = scales = zeros = None
+    rest = ~in_sealed
+    row = layer.stage_map[page[rest]].long()
+    if row.numel() and row.device.type == "cpu" and (int(row.min()) < 0 or int(row.max()) >= layer.staging_slots):
+        bad = int(page[rest][(row < 0) | (row >= layer.staging_slots)][0])
+        raise KernelArgumentError(f"page {bad} gets staged keys, but stage_map gives it row "
+                                  f"{int(layer.stage_map[bad])}, outside [0, {layer.staging_slots})",
+                                  hint="assign each open page a row of k_stage in stage_map")
+    stage_rows = row * size + offset[rest]
+    return KeyAppendPlan(stage_rows, staged[rest], sealed, codes, scales, zeros)
+
+
 def append(layer: KVLayer, k: Any, v: Any, slots: Any) -> None:
     """Quantize ``k``, ``v`` ``[T, H, D]`` and store token ``t`` at flat slot ``slots[t]`` (in place)."""
     fmt = layer.format
     slots = slots.to(layer.k.device).long()
     page, offset = slots // fmt.page_size, slots % fmt.page_size
-    for x, codes, scales, zeros in ((k, layer.k, layer.k_scales, layer.k_zeros),
-                                    (v, layer.v, layer.v_scales, layer.v_zeros)):
+    sides = [(v, layer.v, layer.v_scales, layer.v_zeros)]
+    if fmt.channel_keys:
+        plan = plan_key_append(layer, k, slots)
+        rows, offs = plan.stage_rows // fmt.page_size, plan.stage_rows % fmt.page_size
+        layer.k_stage[rows, :, offs] = plan.stage_values
+        if plan.codes is not None:
+            layer.k[plan.sealed] = plan.codes
+            layer.k_scales[plan.sealed] = plan.scales
+            if plan.zeros is not None:
+                layer.k_zeros[plan.sealed] = plan.zeros
+    else:
+        sides.insert(0, (k, layer.k, layer.k_scales, layer.k_zeros))
+    for x, codes, scales, zeros in sides:
         q, s, z = quantize_tokens(fmt, x)
         codes[page, :, offset] = q  # advanced indices around a slice: the value is [T, H, ...]
         if s is not None:
@@ -228,23 +466,46 @@ def append(layer: KVLayer, k: Any, v: Any, slots: Any) -> None:
             zeros[page, :, offset] = z
 
 
-def read_pages(layer: KVLayer, block_tables: Any) -> tuple[Any, Any]:
+def read_pages(layer: KVLayer, block_tables: Any, seq_lens: Any = None) -> tuple[Any, Any]:
     """Dequantized K and V of the pages in ``block_tables`` ``[B, P]``: each fp32 ``[B, H, P * S, D]``,
-    token ``t`` of row ``b`` at index ``t`` (page ``block_tables[b, t // S]``, offset ``t % S``)."""
+    token ``t`` of row ``b`` at index ``t`` (page ``block_tables[b, t // S]``, offset ``t % S``).
+
+    With ``key_grouping="channel"`` the lengths ``seq_lens [B]`` are needed: they say which page of each row
+    is open (its keys come from staging); tokens past a row's length hold whatever the pages hold."""
+    import torch
+
     fmt = layer.format
     idx = block_tables.to(layer.k.device).long()
-    out = []
-    for codes, scales, zeros in ((layer.k, layer.k_scales, layer.k_zeros), (layer.v, layer.v_scales, layer.v_zeros)):
-        vals = dequantize_tokens(fmt, codes[idx], None if scales is None else scales[idx],
-                                 None if zeros is None else zeros[idx])  # [B, P, H, S, D]
-        b, p, h, s, d = vals.shape
-        out.append(vals.permute(0, 2, 1, 3, 4).reshape(b, h, p * s, d))
-    return out[0], out[1]
+    b, p = (int(v) for v in idx.shape)
+    if fmt.channel_keys:
+        if seq_lens is None:
+            raise KernelArgumentError("read_pages of a paged-kv/v2 cache (keys per channel) needs seq_lens: the "
+                                      "last page of each sequence may be open, its keys in staging",
+                                      hint="pass seq_lens=[tokens per row]")
+        keys = dequantize_key_pages(fmt, layer.k[idx], layer.k_scales[idx],
+                                    None if layer.k_zeros is None else layer.k_zeros[idx])  # [B, P, H, S, D]
+        lens = seq_lens.to(layer.k.device).long()
+        open_rows = torch.nonzero(lens % fmt.page_size != 0).reshape(-1)
+        last = (lens[open_rows] - 1) // fmt.page_size
+        stage_rows = layer.stage_map[idx[open_rows, last]].long()
+        keys[open_rows, last] = layer.k_stage[stage_rows].to(torch.float32)
+        sides = [keys, _dequantize_pages(fmt, layer.v, layer.v_scales, layer.v_zeros, idx)]
+    else:
+        sides = [_dequantize_pages(fmt, layer.k, layer.k_scales, layer.k_zeros, idx),
+                 _dequantize_pages(fmt, layer.v, layer.v_scales, layer.v_zeros, idx)]
+    h, s, d = fmt.num_kv_heads, fmt.page_size, fmt.head_dim
+    return tuple(vals.permute(0, 2, 1, 3, 4).reshape(b, h, p * s, d) for vals in sides)
+
+
+def _dequantize_pages(fmt: KVCacheFormat, codes: Any, scales: Any, zeros: Any, idx: Any) -> Any:
+    return dequantize_tokens(fmt, codes[idx], None if scales is None else scales[idx],
+                             None if zeros is None else zeros[idx])  # [B, P, H, S, D]
 
 
 def layer_nbytes(layer: KVLayer) -> int:
-    """Bytes of one layer's page storage."""
-    parts = (layer.k, layer.v, layer.k_scales, layer.v_scales, layer.k_zeros, layer.v_zeros)
+    """Bytes of one layer's page storage (staging included)."""
+    parts = (layer.k, layer.v, layer.k_scales, layer.v_scales, layer.k_zeros, layer.v_zeros, layer.k_stage,
+             layer.stage_map)
     return sum(t.numel() * t.element_size() for t in parts if t is not None)
 
 

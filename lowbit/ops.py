@@ -146,7 +146,17 @@ def _check_layer(op: str, layer: Any) -> Any:
                           f"bits per token and head, not whole bytes; lowbit's attention kernel reads each "
                           f"token's codes as whole bytes",
                           hint="use a head_dim that makes head_dim * bits a multiple of 8")
-    for name in ("k", "v", "k_scales", "v_scales", "k_zeros", "v_zeros"):
+    names = ["k", "v", "k_scales", "v_scales", "k_zeros", "v_zeros"]
+    if fmt.channel_keys:
+        names += ["k_stage", "stage_map"]
+        for name in ("k_stage", "stage_map"):
+            if getattr(layer, name) is None:
+                raise KernelArgumentError(f"{op}: a {fmt.format_id} layer (keys per channel) needs layer.{name}; "
+                                          f"got None", hint="allocate the layer with lowbit.kvcache.allocate")
+        if layer.stage_map.dtype != _torch().int32 or tuple(layer.stage_map.shape) != (layer.num_pages,):
+            raise KernelArgumentError(f"{op}: layer.stage_map must be int32 [{layer.num_pages}] (a staging row per "
+                                      f"page); got {_dtype_name(layer.stage_map)} {list(layer.stage_map.shape)}")
+    for name in names:
         t = getattr(layer, name)
         if t is not None:
             _need_tensor(op, f"layer.{name}", t)
@@ -155,13 +165,29 @@ def _check_layer(op: str, layer: Any) -> Any:
     return fmt
 
 
+def _check_staging_rows(op: str, layer: Any, pages: Any, what: str) -> None:
+    """Every page in ``pages`` (int64) has a staging row: ``stage_map[page]`` in ``[0, staging_slots)``."""
+    if not pages.numel():
+        return
+    rows = layer.stage_map[pages]
+    bad = (rows < 0) | (rows >= layer.staging_slots)
+    if bool(bad.any()):
+        i = int(_torch().nonzero(bad)[0])
+        raise KernelArgumentError(f"{op}: {what} page {int(pages[i])} has staging row {int(rows[i])}, outside "
+                                  f"[0, {layer.staging_slots}) (layer.k_stage rows)",
+                                  hint="assign each open page a row of layer.k_stage in layer.stage_map "
+                                       "(lowbit.runtime.PagedKVCache does this)")
+
+
 def kv_append(layer: Any, k: Any, v: Any, slots: Any, *, backend: str | None = None) -> None:
     """Quantize ``k``, ``v`` ``[T, Hkv, D]`` into ``layer`` (in place), token ``t`` at flat slot ``slots[t]``
     (``page * page_size + offset``).
 
     The result is bit-identical to :func:`lowbit.kvcache.append`: tokens are quantized on the host by the
     format's own quantizer (float64 arithmetic; the kernel-side alternative could not promise the same
-    roundings), and the ``kv_scatter`` kernel writes codes, scales and zeros into their pages.
+    roundings), and the ``kv_scatter`` kernel writes codes, scales and zeros into their pages. With keys per
+    channel (``paged-kv/v2``) keys are staged until their page is full, then the page is quantized per
+    channel (the rules are in :mod:`lowbit.kvcache`: a page's offsets are written before or with its last).
 
     >>> import torch
     >>> from lowbit import kvcache
@@ -189,6 +215,8 @@ def kv_append(layer: Any, k: Any, v: Any, slots: Any, *, backend: str | None = N
     if device.type == "cpu" and t and (int(slots.min()) < 0 or int(slots.max()) >= capacity):
         raise KernelArgumentError(f"{op}: slots must lie in [0, {capacity}) ({layer.num_pages} pages of "
                                   f"{fmt.page_size}); got values in [{int(slots.min())}, {int(slots.max())}]")
+    if device.type == "cpu" and t and fmt.channel_keys:
+        _check_staging_rows(op, layer, _torch().unique(slots.long() // fmt.page_size), "written")
     run_kv_append(layer, k, v, slots, resolve_backend(backend, device_of(layer.k)))
 
 
@@ -202,7 +230,8 @@ def decode_attention(q: Any, layer: Any, block_tables: Any, seq_lens: Any, *, sc
     sequence's pages are ignored); ``seq_lens [B]`` tokens in the cache per sequence (at least 1, the
     query's own included). ``scale`` defaults to ``1 / sqrt(D)``; ``window``: only the last ``window``
     tokens are attended (sliding window). ``num_splits``: split-KV parts (``None``: chosen from the device
-    and the batch). Softmax and every sum are f32.
+    and the batch). Softmax and every sum are f32. The cache may hold keys per token (``paged-kv/v1``) or per
+    channel (``paged-kv/v2``: sealed pages from codes, each sequence's open last page from its staging row).
 
     On a CPU the lengths and page ids are checked against the cache; on CUDA they are not read back (no
     synchronization): out-of-range pages read zeros instead of faulting.
@@ -259,3 +288,7 @@ def _check_pages(op: str, layer: Any, block_tables: Any, seq_lens: Any) -> None:
     if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= layer.num_pages):
         raise KernelArgumentError(f"{op}: block_tables name pages outside [0, {layer.num_pages}); got ids in "
                                   f"[{int(ids.min())}, {int(ids.max())}]")
+    if layer.format.channel_keys:  # each open last page is read from its staging row
+        partial = torch.nonzero(lens % page != 0).reshape(-1)
+        last = block_tables.to(torch.int64)[partial, (lens[partial] - 1) // page]
+        _check_staging_rows(op, layer, last, "open")

@@ -122,19 +122,21 @@ class Engine:
     def from_pretrained(cls, model_dir: str | Path | None = None, *, weights: str = "float32",
                         group_size: int = 128, overrides: Mapping[str, str] | None = None,
                         zero_point: bool | None = None, kv: str = "float16", kv_group_size: int | None = None,
-                        page_size: int = 16, num_pages: int | None = None, backend: str = "auto",
+                        kv_key_grouping: str = "token", page_size: int = 16, num_pages: int | None = None,
+                        backend: str = "auto",
                         device: str | torch.device = "cpu", progress: bool = False) -> "Engine":
         """Load ``model_dir`` (default: the shipped tiny model) with weights stored as ``weights``
         (``"float32"``, ``"f16"``, ``"bf16"`` or a 1-8 bit type like ``"u4"``, ``"i3"``, ``"f4e2m1"``) in
         groups of ``group_size``, per-layer ``overrides`` (glob -> spec, e.g. ``{"lm_head": "f16"}``) and a
-        KV cache of type ``kv`` in pages of ``page_size`` tokens."""
+        KV cache of type ``kv`` in pages of ``page_size`` tokens; ``kv_key_grouping="channel"`` quantizes
+        the keys per channel over each page (KIVI-style, :mod:`lowbit.kvcache` format ``paged-kv/v2``)."""
         model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
         policy = WeightPolicy.parse(weights, group_size=group_size, overrides=overrides, zero_point=zero_point)
         model = load_model(model_dir, policy, device=device, progress=progress)
         tokenizer = load_tokenizer(model_dir, model.config)
         cfg = model.config
         fmt = KVCacheFormat(canonical_dtype(kv), num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim,
-                            page_size=page_size, group_size=kv_group_size)
+                            page_size=page_size, group_size=kv_group_size, key_grouping=kv_key_grouping)
         return cls(model, tokenizer, fmt, backend=backend, num_pages=num_pages, device=torch.device(device),
                    policy=policy)
 

@@ -3,6 +3,7 @@
 examples:
   lowbit generate --prompt "Beautiful is better than"
   lowbit generate --model ~/models/llama --prompt "Hello" --weights u4 --group-size 128 --kv u8
+  lowbit generate --prompt "Hello" --kv u4 --kv-group-size 32 --kv-key-grouping channel
   lowbit generate --prompt "Simple is" --prompt "Errors should" --temperature 0.8 --top-p 0.9 --seed 1
   lowbit generate --prompt "Flat is" --weights i3 --override "lm_head=f16" --override "*.down_proj=u4:g32"
 
@@ -31,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kv", default="f16", metavar="TYPE", help="KV cache type: f16, bf16, f32 or 1-8 bit (default f16)")
     parser.add_argument("--kv-group-size", type=int, default=None, metavar="G",
                         help="channels per KV scale (default: the head dim)")
+    parser.add_argument("--kv-key-grouping", choices=("token", "channel"), default="token",
+                        help="scales of a low-bit KV cache's keys: per token (default) or per channel over each "
+                             "page (KIVI-style: robust to outlier channels; the open page stays unquantized)")
     parser.add_argument("--page-size", type=int, default=16, metavar="N", help="tokens per KV page (default 16)")
     parser.add_argument("--kv-pages", type=int, default=None, metavar="N",
                         help="fixed number of KV pages (default: as many as the batch needs)")
@@ -59,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     zero_point = {"auto": None, "on": True, "off": False}[args.zero_point]
     engine = Engine.from_pretrained(args.model, weights=args.weights, group_size=args.group_size,
                                     overrides=overrides, zero_point=zero_point, kv=args.kv,
-                                    kv_group_size=args.kv_group_size, page_size=args.page_size,
+                                    kv_group_size=args.kv_group_size, kv_key_grouping=args.kv_key_grouping,
+                                    page_size=args.page_size,
                                     num_pages=args.kv_pages, backend=args.backend, progress=not args.quiet)
     result = engine.generate(args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                              top_k=args.top_k, top_p=args.top_p, seed=args.seed,

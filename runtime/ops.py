@@ -40,8 +40,11 @@ The contract of each op (all tensors on one device; activations are fp32):
     ``starts[b] .. starts[b] + query_lens[b] - 1`` and their keys/values (positions ``0 ..`` the query's
     own) are already in the cache. Same masking and GQA rules as decode. Returns fp32, shaped like ``q``.
 
-Both attentions read keys and values *from the cache* (dequantized), also during prefill, so results
-do not depend on how a prompt is split into chunks.
+Both attentions read keys and values *from the cache* (dequantized), also during prefill. With per-token groups
+(``paged-kv/v1``) results therefore do not depend on how a prompt is split into chunks; with keys grouped per
+channel (``paged-kv/v2``) a page's keys stay exact until the page is sealed (full), so a query sees the exact keys
+of its sequence's open page and results can depend on where chunks end relative to page ends (see
+:mod:`lowbit.kvcache`).
 """
 from __future__ import annotations
 

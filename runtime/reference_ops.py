@@ -38,7 +38,7 @@ def kv_append(layer: "kvcache.KVLayer", k: torch.Tensor, v: torch.Tensor, slots:
 def decode_attention(q: torch.Tensor, layer: "kvcache.KVLayer", block_tables: torch.Tensor,
                      lengths: torch.Tensor, *, scale: float, window: int | None = None) -> torch.Tensor:
     positions = (lengths.to(torch.int64) - 1)[:, None]  # [B, 1]: each sequence's single query
-    out = _attend(q[:, None], layer, block_tables, positions, scale=scale, window=window)
+    out = _attend(q[:, None], layer, block_tables, lengths, positions, scale=scale, window=window)
     return out[:, 0]
 
 
@@ -55,14 +55,17 @@ def prefill_attention(q: torch.Tensor, layer: "kvcache.KVLayer", block_tables: t
     padded = q.new_zeros(batch, t_max, *q.shape[1:])
     padded[seq_of, offset] = q
     positions = starts.to(torch.int64)[:, None] + torch.arange(t_max, device=q.device)[None, :]
-    out = _attend(padded, layer, block_tables, positions, scale=scale, window=window)
+    cached = starts.to(torch.int64) + lens  # tokens in the cache per sequence (this chunk included)
+    out = _attend(padded, layer, block_tables, cached, positions, scale=scale, window=window)
     return out[seq_of, offset]
 
 
-def _attend(q: torch.Tensor, layer: "kvcache.KVLayer", block_tables: torch.Tensor, positions: torch.Tensor,
-            *, scale: float, window: int | None) -> torch.Tensor:
-    """Causal attention of queries ``q`` [B, T, Hq, D] at ``positions`` [B, T] over each sequence's pages."""
-    keys, values = kvcache.read_pages(layer, block_tables)  # [B, Hkv, L, D] fp32 (L = pages * page_size)
+def _attend(q: torch.Tensor, layer: "kvcache.KVLayer", block_tables: torch.Tensor, lengths: torch.Tensor,
+            positions: torch.Tensor, *, scale: float, window: int | None) -> torch.Tensor:
+    """Causal attention of queries ``q`` [B, T, Hq, D] at ``positions`` [B, T] over each sequence's pages
+    (``lengths`` [B] tokens cached: which page is open matters to keys quantized per channel)."""
+    # [B, Hkv, L, D] fp32 (L = pages * page_size)
+    keys, values = kvcache.read_pages(layer, block_tables, seq_lens=lengths)
     batch, t, hq, d = q.shape
     hkv = keys.shape[1]
     group = hq // hkv

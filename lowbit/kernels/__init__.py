@@ -6,7 +6,7 @@ Kernel files (``lowbit check lowbit/kernels/<file> -k <kernel>`` prints any of t
 ``matmul.lbk``                ``lowbit_matmul``: ``x [M, K]`` times a low-bit weight of any 1-8 bit type
                               with group scales and optional zeros (GEMV and GEMM paths, split-K);
                               ``splitk_reduce``: sums split-K partials, adds the bias
-``attention.lbk``             ``decode_attention``: one query per sequence over the paged ``paged-kv/v1``
+``attention.lbk``             ``decode_attention``: one query per sequence over the paged ``paged-kv/v1`` or ``/v2``
                               cache (any cache type, GQA, sliding window, split-KV);
                               ``attention_merge``: the exact log-sum-exp merge of split-KV parts;
                               ``kv_scatter``: writes quantized tokens into their pages

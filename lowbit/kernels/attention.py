@@ -1,15 +1,18 @@
 """Host side of decode attention and KV append over the paged cache (``attention.lbk``).
 
-The cache is :mod:`lowbit.kvcache`'s ``paged-kv/v1`` format, read by the kernel as it is stored (no
-repacking): codes are dense little-endian bitstreams per token and head, which the kernel reinterprets with
-``view``. Functions here trust their inputs (``lowbit.ops`` checks them).
+The cache is :mod:`lowbit.kvcache`'s ``paged-kv/v1`` or ``paged-kv/v2`` format, read by the kernel as it is
+stored (no repacking): codes are dense little-endian bitstreams per token and head, which the kernel
+reinterprets with ``view``. Functions here trust their inputs (``lowbit.ops`` checks them).
 
 * :func:`run_decode_attention`: one launch of ``decode_attention`` (grid ``B x Hkv x splits``) and, with
-  split-KV, one of ``attention_merge``;
+  split-KV, one of ``attention_merge``. With keys per channel (v2) the kernel reads each sequence's sealed
+  pages from codes with one scale row per page (``k_scales [P, H, D]`` passed as ``[P, H, 1, D]``) and its
+  open last page from ``k_stage`` (row ``stage_map[page]``), choosing per page with a run-time ``if``;
 * :func:`run_kv_append`: quantizes the new tokens on the host with the format's own quantizer
-  (:func:`lowbit.kvcache.quantize_tokens`: float64 arithmetic, scales rounded up; the kernel-side
-  equivalent would have to reproduce those roundings bit for bit) and writes codes, scales and zeros
-  into their pages with the ``kv_scatter`` kernel.
+  (:func:`lowbit.kvcache.quantize_tokens`, and :func:`lowbit.kvcache.plan_key_append` for keys per channel:
+  float64 arithmetic, scales rounded up; the kernel-side equivalent would have to reproduce those
+  roundings bit for bit) and writes codes, scales, zeros and staged keys into their pages with the
+  ``kv_scatter`` kernel.
 
 >>> import torch
 >>> from lowbit import kvcache
@@ -54,7 +57,7 @@ def attention_constants(fmt: Any, q_dtype: str, num_q_heads: int, window: int | 
     consts = dict(QT=q_dtype, D=fmt.head_dim, QG=num_q_heads // fmt.num_kv_heads, PAGE=fmt.page_size,
                   KSD=fmt.scale_dtype if not fmt.dense else "float16",
                   VSD=fmt.scale_dtype if not fmt.dense else "float16",
-                  WINDOW=int(window or 0), SPLIT=splits)
+                  KCHAN=int(fmt.channel_keys), KSG=fmt.staging_dtype, WINDOW=int(window or 0), SPLIT=splits)
     consts.update(_side(fmt, "K"))
     consts.update(_side(fmt, "V"))
     return consts
@@ -110,9 +113,16 @@ def run_decode_attention(q: Any, layer: Any, block_tables: Any, seq_lens: Any, s
     else:
         po = torch.empty(1, 1, 1, 1, dtype=torch.float32, device=device)
         pm = pl = torch.empty(1, 1, 1, dtype=torch.float32, device=device)
-    args = dict(q=q, kc=layer.k, vc=layer.v,
-                ks=layer.k_scales if layer.k_scales is not None else _placeholder(ksd, device),
-                kz=layer.k_zeros if layer.k_zeros is not None else _placeholder(ksd, device),
+    ks, kz = layer.k_scales, layer.k_zeros
+    if fmt.channel_keys:  # one scale row per page: the kernel reads [page, head, 0, :]
+        ks = ks.view(ks.shape[0], ks.shape[1], 1, ks.shape[2])
+        kz = None if kz is None else kz.view(ks.shape)
+        stage, stage_map = layer.k_stage, layer.stage_map
+    else:
+        stage, stage_map = _placeholder(fmt.staging_dtype, device), torch.zeros(1, dtype=torch.int32, device=device)
+    args = dict(q=q, kc=layer.k, vc=layer.v, kstage=stage, stage_map=stage_map,
+                ks=ks if ks is not None else _placeholder(ksd, device),
+                kz=kz if kz is not None else _placeholder(ksd, device),
                 vs=layer.v_scales if layer.v_scales is not None else _placeholder(vsd, device),
                 vz=layer.v_zeros if layer.v_zeros is not None else _placeholder(vsd, device),
                 block_table=block_tables, seq_lens=seq_lens, o=out, po=po, pm=pm, pl=pl, sm_scale=float(scale))
@@ -125,10 +135,13 @@ def run_decode_attention(q: Any, layer: Any, block_tables: Any, seq_lens: Any, s
 
 
 def run_kv_append(layer: Any, k: Any, v: Any, slots: Any, backend: str) -> None:
-    """Quantize ``k``, ``v`` ``[T, Hkv, D]`` (host) and store token ``t`` at flat slot ``slots[t]`` (kernel)."""
+    """Quantize ``k``, ``v`` ``[T, Hkv, D]`` (host) and store token ``t`` at flat slot ``slots[t]`` (kernel).
+
+    Keys per channel (v2): the keys go to their pages' staging rows, and the pages this append seals get their
+    codes and per-channel scales (:func:`lowbit.kvcache.plan_key_append`)."""
     import torch
 
-    from ..kvcache import quantize_tokens
+    from ..kvcache import plan_key_append, quantize_tokens
 
     fmt = layer.format
     device = layer.k.device
@@ -136,13 +149,30 @@ def run_kv_append(layer: Any, k: Any, v: Any, slots: Any, backend: str) -> None:
     slots32 = slots.to(device=device, dtype=torch.int32).contiguous()
     if int(slots32.shape[0]) == 0:
         return
-    for x, codes, scales, zeros in ((k, layer.k, layer.k_scales, layer.k_zeros),
-                                    (v, layer.v, layer.v_scales, layer.v_zeros)):
+
+    def scatter(src: Any, rows: Any, dst: Any, page: int) -> None:
+        """``dst [*, H, page, W]`` row ``rows[t]`` (flat ``index * page + offset``) <- ``src [t]``."""
+        if src is None or int(src.shape[0]) == 0:
+            return
+        src = src.contiguous()
+        kernel = compiled(FILE, "kv_scatter", backend, kind, T=str(src.dtype).removeprefix("torch."),
+                          HH=int(src.shape[1]), WW=int(src.shape[2]), PAGE=page, BT=16)
+        kernel.launch(dict(src=src, slots=rows.to(device=device, dtype=torch.int32).contiguous(), dst=dst))
+
+    sides = [(v, layer.v, layer.v_scales, layer.v_zeros)]
+    if fmt.channel_keys:
+        plan = plan_key_append(layer, k.to(device=device, dtype=torch.float32), slots32)
+        scatter(plan.stage_values, plan.stage_rows, layer.k_stage, fmt.page_size)
+        if plan.codes is not None:
+            n, h, size = int(plan.sealed.shape[0]), fmt.num_kv_heads, fmt.page_size
+            token_rows = (plan.sealed[:, None] * size + torch.arange(size, device=device)[None, :]).reshape(-1)
+            scatter(plan.codes.transpose(1, 2).reshape(n * size, h, -1), token_rows, layer.k, size)
+            for src, dst in ((plan.scales, layer.k_scales), (plan.zeros, layer.k_zeros)):
+                if src is not None:  # [P, H, D] seen as pages of one row
+                    scatter(src, plan.sealed, dst.view(dst.shape[0], h, 1, dst.shape[2]), 1)
+    else:
+        sides.insert(0, (k, layer.k, layer.k_scales, layer.k_zeros))
+    for x, codes, scales, zeros in sides:
         qc, qs, qz = quantize_tokens(fmt, x.to(device=device, dtype=torch.float32))
         for src, dst in ((qc, codes), (qs, scales), (qz, zeros)):
-            if src is None:
-                continue
-            src = src.contiguous()
-            scatter = compiled(FILE, "kv_scatter", backend, kind, T=str(src.dtype).removeprefix("torch."),
-                               HH=int(src.shape[1]), WW=int(src.shape[2]), PAGE=fmt.page_size, BT=16)
-            scatter.launch(dict(src=src, slots=slots32, dst=dst))
+            scatter(src, slots32, dst, fmt.page_size)
