@@ -7,9 +7,13 @@
   for ``M <= 4`` (on TVM's CPU target a small ``dot`` is faster, so it takes ``dot`` with a small tile),
   the GEMM path (``dot``) above; tile sizes per backend; how the group size meets the K tile (``MODE``, see
   ``matmul.lbk``); split-K where the grid alone would leave the device idle (many K tiles, few output tiles).
+  TVM's CPU GEMV also takes the two forms of ``matmul.lbk`` made for streaming a weight from memory:
+  ``wt`` (the codes cut into tiles in program order, so each program reads one contiguous range) and
+  ``gdot`` (``K`` tiles of one group, each group's dot scaled once).
 * **Weights** are repacked once per kernel storage format and cached on the ``QuantizedTensor``
   (:meth:`~lowbit.quant.QuantizedTensor.get_packed`, keyed by the format id the low-bit lowering pass
-  derived): codes transposed to ``[K, N]`` then packed, scales and zeros transposed to ``[K // G, N]``.
+  derived): codes transposed to ``[K, N]`` (or cut into ``[BK, BN]`` tiles for ``wt``) then packed,
+  scales and zeros transposed to ``[K // G, N]``.
 
 >>> import torch
 >>> from lowbit.quant import quantize
@@ -27,7 +31,8 @@ from typing import Any
 from ..quant import FormatId
 from .library import compiled
 
-__all__ = ["MatmulConfig", "PreparedWeight", "choose_config", "prepare_weight", "run_matmul", "GEMV_MAX_M"]
+__all__ = ["MatmulConfig", "PreparedWeight", "choose_config", "prepare_weight", "run_matmul", "tile_codes",
+           "GEMV_MAX_M"]
 
 FILE = "matmul.lbk"
 
@@ -49,7 +54,10 @@ class MatmulConfig:
     2 the group size a multiple of ``bk``. ``dot``: 1 GEMM path, 0 GEMV path. ``split``: K splits.
     ``ct``: the dtype of the ``dot`` operands: ``float32`` (default: exact products, the accuracy the
     tests state) or ``float16`` / ``bfloat16`` (dequantized weights rounded to it, products on tensor
-    cores on GPUs; accumulation stays f32).
+    cores on GPUs; accumulation stays f32). ``wt``: 1 reads the codes cut into ``[bk, bn]`` tiles in the
+    order the programs read them (each program streams one contiguous range), 0 as ``[K, N]``.
+    ``gdot``: 1 scales each tile's dot product once by its group's scales (needs one scale row per K
+    tile: ``mode`` 2, or ``mode`` 1 with ``bk`` = the group size); see ``matmul.lbk`` for both.
     """
 
     bm: int
@@ -59,11 +67,20 @@ class MatmulConfig:
     dot: int
     split: int = 1
     ct: str = "float32"
+    wt: int = 0
+    gdot: int = 0
 
     def __post_init__(self) -> None:
         if (min(self.bm, self.bn, self.bk, self.split) < 1 or self.mode not in (0, 1, 2) or self.dot not in (0, 1)
-                or self.ct not in ("float32", "float16", "bfloat16")):
+                or self.ct not in ("float32", "float16", "bfloat16") or self.wt not in (0, 1)
+                or self.gdot not in (0, 1) or (self.gdot and self.mode == 0)):
             raise ValueError(f"invalid matmul configuration {self}")
+
+    def fits(self, group_size: int, k: int) -> bool:
+        """Whether the K tiling meets group size ``group_size`` and ``K = k`` as ``mode`` (and ``gdot``) say."""
+        ok = ((self.mode == 0 and group_size == k) or (self.mode == 1 and self.bk % group_size == 0)
+              or (self.mode == 2 and group_size % self.bk == 0))
+        return ok and not (self.gdot and self.mode == 1 and self.bk != group_size)
 
 
 @dataclass(frozen=True)
@@ -111,7 +128,9 @@ def choose_config(m: int, n: int, k: int, group_size: int, backend: str, device:
     the output tiles alone are fewer than that and K is long enough to share.
 
     >>> choose_config(1, 4096, 4096, 128, "triton", "cuda", workers=132)
-    MatmulConfig(bm=1, bn=64, bk=128, mode=1, dot=0, split=3, ct='float32')
+    MatmulConfig(bm=1, bn=64, bk=128, mode=1, dot=0, split=3, ct='float32', wt=0, gdot=0)
+    >>> choose_config(1, 4096, 4096, 128, "tvm", "cpu", workers=2)
+    MatmulConfig(bm=1, bn=64, bk=128, mode=1, dot=1, split=1, ct='float32', wt=1, gdot=1)
     >>> choose_config(64, 72, 200, 40, "tvm", "cpu", workers=2).mode
     1
     """
@@ -126,7 +145,11 @@ def choose_config(m: int, n: int, k: int, group_size: int, backend: str, device:
     else:
         bm = 16 if m <= 16 else 32 if device == "cpu" or m <= 64 else 64
         bn, target_k = 64, 64
-    mode, bk = _k_tiling(k, group_size, target_k)
+    cpu_gemv = gemv and backend == "tvm" and device == "cpu"
+    if cpu_gemv and group_size < k and 32 <= group_size <= 256:
+        mode, bk = 1, group_size               # one group per K tile: its dot is scaled once (gdot)
+    else:
+        mode, bk = _k_tiling(k, group_size, target_k)
     split = 1
     if workers and not big_tiles:
         tiles = -(-m // bm) * -(-n // bn)
@@ -136,7 +159,12 @@ def choose_config(m: int, n: int, k: int, group_size: int, backend: str, device:
     # TVM's CPU code for a small dot (an i, k, j loop nest) beats the broadcast-and-reduce form (measured
     # 7.8 vs 8.9 ms at M = 1, 9.4 vs 14.5 ms at M = 4 for a 4096 x 4096 uint4 weight, 2 threads)
     dot = 0 if gemv and not (backend == "tvm" and device == "cpu") else 1
-    return MatmulConfig(bm=bm, bn=bn, bk=bk, mode=mode, dot=dot, split=split)
+    # TVM's CPU GEMV streams the weight: each program's tiles contiguous (wt), one scale multiply per
+    # group (gdot). Measured with benchmarks/bench_gemv.py (4096 x 4096, g = 128, one thread, weights
+    # from DRAM: uint4 1.5 -> 0.95 ms, int8 3.8 -> 0.95 ms).
+    wt = int(cpu_gemv)
+    gdot = int(cpu_gemv and (mode == 2 or (mode == 1 and bk == group_size)))
+    return MatmulConfig(bm=bm, bn=bn, bk=bk, mode=mode, dot=dot, split=split, wt=wt, gdot=gdot)
 
 
 def _side_dtype(name: str, native: tuple[str, ...]) -> str:
@@ -149,7 +177,7 @@ def _constants(qweight: Any, x_dtype: str, cfg: MatmulConfig, has_bias: bool) ->
     zdt = _side_dtype(str(qweight.zeros.dtype).removeprefix("torch."), _NATIVE_ZERO) if zeros else "float16"
     return dict(W=qweight.dtype.name, XT=x_dtype, ST=sdt, ZT=zdt, G=qweight.group_size, MODE=cfg.mode,
                 ZERO=int(zeros), IZ=qweight.implicit_zero, BIAS=int(has_bias), DOT=cfg.dot, SPLIT=cfg.split,
-                BM=cfg.bm, BN=cfg.bn, BK=cfg.bk, CT=cfg.ct)
+                BM=cfg.bm, BN=cfg.bn, BK=cfg.bk, CT=cfg.ct, WT=cfg.wt, GDOT=cfg.gdot)
 
 
 def _as_torch(a: Any, device: Any) -> Any:
@@ -160,23 +188,49 @@ def _as_torch(a: Any, device: Any) -> Any:
     return a.to(device) if isinstance(a, torch.Tensor) else storage.to_torch(a, device)
 
 
-def prepare_weight(qweight: Any, fmt: Any, device: Any, scale_dtype: str, zero_dtype: str,
-                   storage_dtype: Any = None) -> PreparedWeight:
-    """The weight in the storage ``fmt`` (a packed format from the lowering, or ``None`` for plain codes),
-    built once and cached on ``qweight`` under the format's id. ``storage_dtype``: the torch dtype the
-    compiled kernel takes for ``q`` (packed words are reinterpreted to it, bit for bit)."""
+def tile_codes(codes: Any, bn: int, bk: int) -> Any:
+    """Codes ``[N, K]`` (torch) cut into the ``WT = 1`` arrangement of ``matmul.lbk``: the ``[bk, bn]``
+    (K by N) tile of column block ``j`` and K tile ``t`` at rows ``(j * cdiv(K, bk) + t) * bk``, edges padded
+    with code 0. Shape ``[cdiv(N, bn) * cdiv(K, bk) * bk, bn]``.
+
+    >>> import torch
+    >>> tile_codes(torch.arange(12).reshape(3, 4), bn=2, bk=2)[:, 0].tolist()   # column 0, then 1 of block 0
+    [0, 1, 2, 3, 8, 9, 10, 11]
+    """
     import torch
 
-    format_id = CODES_KN if fmt is None else fmt.format_id
+    n, k = (int(v) for v in codes.shape)
+    nt, kt = -(-n // bn), -(-k // bk)
+    padded = torch.zeros(nt * bn, kt * bk, dtype=codes.dtype, device=codes.device)
+    padded[:n, :k] = codes
+    return padded.reshape(nt, bn, kt, bk).permute(0, 2, 3, 1).reshape(nt * kt * bk, bn).contiguous()
+
+
+def prepare_weight(qweight: Any, fmt: Any, device: Any, scale_dtype: str, zero_dtype: str,
+                   storage_dtype: Any = None, cfg: MatmulConfig | None = None) -> PreparedWeight:
+    """The weight in the storage ``fmt`` (a packed format from the lowering, or ``None`` for plain codes),
+    built once and cached on ``qweight`` under the format's id. ``storage_dtype``: the torch dtype the
+    compiled kernel takes for ``q`` (packed words are reinterpreted to it, bit for bit). ``cfg``: the
+    kernel's configuration; with ``cfg.wt`` the codes are cut into its tiles (:func:`tile_codes`) first."""
+    import torch
+
+    tiled = cfg is not None and cfg.wt == 1
+    if fmt is None:
+        format_id = FormatId(f"lowbit-matmul-codes-tiled-{cfg.bk}x{cfg.bn}", 1) if tiled else CODES_KN
+    elif tiled:   # the tile format packs a different arrangement here: never share a cache entry
+        format_id = FormatId(f"{fmt.format_id.name}-tiled", fmt.format_id.version)
+    else:
+        format_id = fmt.format_id
 
     def build(qt: Any) -> PreparedWeight:
-        codes_kn = _as_torch(qt.codes(), device).t().contiguous()
+        codes = _as_torch(qt.codes(), device)
+        codes = tile_codes(codes, cfg.bn, cfg.bk) if tiled else codes.t().contiguous()
         if fmt is not None:
-            q = fmt.pack(codes_kn)
+            q = fmt.pack(codes)
         elif qt.dtype.name == "int8":  # a native IR type: the kernel takes the codes' bits as int8
-            q = codes_kn.view(torch.int8)
+            q = codes.view(torch.int8)
         else:
-            q = codes_kn
+            q = codes
         if storage_dtype is not None and q.dtype != storage_dtype:
             q = q.view(storage_dtype)
         s = _as_torch(qt.scales, device).to(getattr(torch, scale_dtype)).t().contiguous()
@@ -225,19 +279,23 @@ def run_matmul(x2d: Any, qweight: Any, bias: Any, backend: str, config: MatmulCo
     x_dtype = str(x2d.dtype).removeprefix("torch.")
     g = qweight.group_size
     cfg = config or choose_config(m, n, k, g, backend, kind, _workers(device, backend))
-    if not ((cfg.mode == 0 and g == k) or (cfg.mode == 1 and cfg.bk % g == 0) or (cfg.mode == 2 and g % cfg.bk == 0)):
+    if not cfg.fits(g, k):
         raise ValueError(f"{cfg} does not fit group size {g} and K = {k}")
     consts = _constants(qweight, x_dtype, cfg, bias is not None)
     kernel = compiled(FILE, "lowbit_matmul", backend, kind, **consts)
     fmt = kernel.param_formats.get("q")
-    w = prepare_weight(qweight, fmt, device, consts["ST"], consts["ZT"], _param_torch_dtype(kernel, "q"))
+    w = prepare_weight(qweight, fmt, device, consts["ST"], consts["ZT"], _param_torch_dtype(kernel, "q"), cfg)
     out = torch.empty(m, n, dtype=x2d.dtype, device=device)
     if m == 0:
         return out
     bias_arg = bias if bias is not None else torch.zeros(1, dtype=torch.float32, device=device)
     part = (torch.empty(cfg.split, m, n, dtype=torch.float32, device=device) if cfg.split > 1
             else torch.empty(1, 1, 1, dtype=torch.float32, device=device))
-    kernel.launch(dict(x=x2d, q=w.q, s=w.s, z=w.z, bias=bias_arg, c=out, part=part))
+    # q's logical extents (its packed storage alone does not determine them). Every argument is built
+    # here to the kernel's signature, so the driver's per-call argument check is skipped.
+    rows = -(-n // cfg.bn) * -(-k // cfg.bk) * cfg.bk if cfg.wt else k
+    kernel.launch(dict(x=x2d, q=w.q, s=w.s, z=w.z, bias=bias_arg, c=out, part=part),
+                  shape_bindings={"QR": rows, "QC": cfg.bn if cfg.wt else n}, check=False)
     if cfg.split > 1:
         reduce = compiled(FILE, "splitk_reduce", backend, kind, XT=x_dtype, BIAS=int(bias is not None),
                           BM=min(_pow2_at_least(m), 16), BN=64)

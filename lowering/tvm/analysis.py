@@ -4,9 +4,18 @@
 * **fusion** (:func:`plan_inlining`): which tile values stay *lazy* (computed inside their consumer's loop
   nest) and which are *materialized* in a buffer. A value is inlined when that does not repeat work: it
   is used once, in the same block (or in an ``if`` nested in it, never in a loop), and the consumer reads
-  each of its elements once (a ``dot`` reads ``a`` N times: only cheap values are inlined there), or it
-  is *trivial* (constants, ``arange``, index arithmetic on those). Values reading memory (``load``,
-  ``load_shared``) are inlined only when no side effect sits between definition and use;
+  each of its elements once (a ``dot`` reads ``a`` N times: only cheap values are inlined there; on a CPU
+  a fused chain read several times may cost :data:`REPEAT_BUDGET` per element *in total*, so an unpack +
+  dequant feeding a many-row ``dot`` is computed once into a buffer), or it is *trivial* (constants,
+  ``arange``, index arithmetic on those). Values reading memory (``load``, ``load_shared``) are inlined
+  only when no side effect sits between definition and use. Two more shapes fuse:
+
+  - a ``sum`` over an axis of at most :data:`SMALL_REDUCE` elements (the low-bit lowering assembles codes
+    that straddle words that way) becomes its unrolled sum, so unpacked codes stay in registers inside
+    the consumer instead of a buffer the consumer would gather from;
+  - a value used several times by elementwise instructions that are all fused into the same consumers
+    (a dequant's NaN test and its value) is written out at each use: the element is read at the same
+    index in one statement, and LLVM merges the repeats;
 * **index values**: i32 scalars computed only from program ids, symbols, constants and loop variables,
   which get plain TIR arithmetic (TVM's simplifier understands it) instead of wrapping arithmetic;
 * **last uses** inside a loop body, for writing a ``dot`` straight into its loop-carried accumulator.
@@ -24,7 +33,7 @@ from dataclasses import dataclass, field
 
 from lowbit.ir import nodes as n
 
-__all__ = ["Use", "KernelInfo", "plan_inlining", "OP_COST"]
+__all__ = ["Use", "KernelInfo", "plan_inlining", "OP_COST", "SMALL_REDUCE", "REPEAT_BUDGET", "is_small_reduce"]
 
 #: cost of one element of an instruction's own work (inlining a value of cost <= 1 into a consumer that
 #: reads it several times is fine; anything dearer is materialized then)
@@ -34,7 +43,22 @@ _REMAPS = (n.Broadcast, n.ExpandDims, n.Reshape, n.Permute)
 _PURE = (n.Constant, n.ProgramId, n.NumPrograms, n.SymbolRef, n.Full, n.Arange, n.View, n.Cast, n.Unary,
          n.Binary, n.Where) + _REMAPS
 _TRIVIAL_SOURCES = (n.Constant, n.ProgramId, n.NumPrograms, n.SymbolRef, n.Full, n.Arange)
+_ELEMENTWISE = (n.Unary, n.Binary, n.Cast, n.Where)
 _INDEX_OPS = ("add", "sub", "mul", "floordiv", "mod", "minimum", "maximum")
+
+#: a ``sum`` over at most this many elements may be fused into its consumer (written out as additions)
+SMALL_REDUCE = 8
+#: CPU: a fused chain read several times per element of its consumer (a ``dot`` operand: once per row
+#: block or column of the other operand) may cost at most this much per element (``OP_COST`` units, loads
+#: 1); dearer chains (an unpack + dequant of packed weights) are computed once into a buffer. (CUDA keeps
+#: recomputing: its buffers are shared memory, with a barrier per nest.)
+REPEAT_BUDGET = 2
+
+
+def is_small_reduce(ins: n.Instr) -> bool:
+    """A ``sum`` over a short axis (at most :data:`SMALL_REDUCE` elements) of a tile of rank >= 2."""
+    return (isinstance(ins, n.Reduce) and ins.op == "sum" and len(ins.x.type.shape) >= 2
+            and int(ins.x.type.shape[ins.axis]) <= SMALL_REDUCE)
 
 
 @dataclass(frozen=True)
@@ -141,17 +165,28 @@ def _cost(ins: n.Instr) -> int:
     if isinstance(ins, n.Cast):
         src, dst = ins.x.dtype, ins.result.dtype
         return 3 if (src.startswith(("float", "bfloat")) and not dst.startswith(("float", "bfloat"))) else 1
+    if isinstance(ins, n.Reduce):
+        return int(ins.x.type.shape[ins.axis])
     return 1
 
 
-def _operand_multiplicity(use: Use) -> int:
-    """How many times the consumer reads each element of the operand (per consumer materialization)."""
+def _operand_multiplicity(use: Use, lanes: int | None = None) -> int:
+    """How many times the consumer reads each element of the operand (per consumer materialization).
+
+    ``lanes``: the CPU's f32 vector lanes; a CPU ``dot`` computes each element of ``b`` once per block of
+    :func:`.schedule.dot_row_block` rows (CUDA: once per row).
+    """
     u = use.user
     if isinstance(u, n.Dot):
         if use.operand == "a":
             return int(u.b.type.shape[1])
         if use.operand == "b":
-            return int(u.a.type.shape[0])
+            m = int(u.a.type.shape[0])
+            if lanes:
+                from .schedule import dot_row_block
+
+                return m // dot_row_block(m, int(u.b.type.shape[1]), lanes)
+            return m
         return 1
     if isinstance(u, n.Broadcast):
         return max(1, u.result.type.numel // max(1, u.x.type.numel))
@@ -181,8 +216,11 @@ def _writes(ins: n.Instr, info: KernelInfo) -> set[str]:
     return set()
 
 
-def plan_inlining(kernel: n.Kernel) -> KernelInfo:
-    """Analyse ``kernel``: uses, index values, and the lazy (fused) values. See the module doc."""
+def plan_inlining(kernel: n.Kernel, lanes: int | None = None) -> KernelInfo:
+    """Analyse ``kernel``: uses, index values, and the lazy (fused) values. See the module doc.
+
+    ``lanes``: the f32 SIMD lanes of a CPU target (None for CUDA), for the ``dot`` schedule's reuse.
+    """
     info = _collect(kernel)
     info.index_values = _index_values(kernel, info)
 
@@ -195,10 +233,28 @@ def plan_inlining(kernel: n.Kernel) -> KernelInfo:
                 all(v.name in info.trivial for v in ins.inputs) and _cost(ins) <= 1 and not isinstance(ins, n.View)):
             info.trivial.add(r.name)
 
+    # cost of each element of a value if everything fusable below it were fused (forward pass): a value
+    # read several times per element of its consumer is recomputed that often when fused. Values that
+    # will be materialized anyway (several uses, not a remap) cost their readers one buffer read.
+    expr_cost: dict[str, int] = {}
+    for ins in kernel.walk():
+        r = getattr(ins, "result", None)
+        if r is None or r.type.scope != "register":
+            continue
+        if r.name in info.trivial or r.type.shape == ():     # scalars are computed once, outside nests
+            expr_cost[r.name] = 0
+        elif not (isinstance(ins, _PURE + (n.Load, n.LoadShared)) or is_small_reduce(ins)):
+            expr_cost[r.name] = 1
+        elif len(info.uses.get(r.name, [])) > 1 and not isinstance(ins, _REMAPS):
+            expr_cost[r.name] = 1
+        else:
+            own = _cost(ins)
+            expr_cost[r.name] = min(own + sum(expr_cost.get(v.name, 0) for v in ins.inputs), 1 << 20)
+
     sinks: dict[str, list[n.Instr]] = {}
 
     def _eff(use: Use) -> int:
-        m = _operand_multiplicity(use)
+        m = _operand_multiplicity(use, lanes)
         res = getattr(use.user, "result", None)
         if res is not None and res.name in info.lazy:
             m *= max(1, info.multiplicity.get(res.name, 1))
@@ -210,6 +266,24 @@ def plan_inlining(kernel: n.Kernel) -> KernelInfo:
             return sinks.get(res.name, [])
         return [use.user]
 
+    def _same_element_uses(r: n.Value, uses: list[Use]) -> bool:
+        """Several uses, all by elementwise instructions of ``r``'s shape that are fused into the same
+        consumers: each element of ``r`` is then read at the same index inside one statement (e.g. a
+        dequant's NaN test and its value), where the repeats are common subexpressions LLVM merges."""
+        if len(uses) < 2 or isinstance(info.defs.get(r.name), (n.Load, n.LoadShared)):
+            return False
+        first = None
+        for u in uses:
+            res = getattr(u.user, "result", None)
+            if (not isinstance(u.user, _ELEMENTWISE) or res is None or res.name not in info.lazy
+                    or tuple(res.type.shape) != tuple(r.type.shape)):
+                return False
+            key = frozenset(id(s) for s in sinks.get(res.name, []))
+            if not key or (first is not None and key != first):
+                return False
+            first = key
+        return True
+
     def decide(ins: n.Instr) -> None:
         r = getattr(ins, "result", None)
         if r is None or r.type.scope != "register" or r.type.shape == ():
@@ -220,13 +294,14 @@ def plan_inlining(kernel: n.Kernel) -> KernelInfo:
             info.multiplicity[r.name] = 1
             sinks[r.name] = [s for u in uses for s in _sinks(u)]
             return
-        if not isinstance(ins, _PURE + (n.Load, n.LoadShared)):
+        if not isinstance(ins, _PURE + (n.Load, n.LoadShared)) and not is_small_reduce(ins):
             return
-        if len(uses) != 1 and not isinstance(ins, _REMAPS):
+        shared = _same_element_uses(r, uses)
+        if len(uses) != 1 and not isinstance(ins, _REMAPS) and not shared:
             return                       # computed once, read several times
-        mult = sum(_eff(u) for u in uses)
-        if mult > 1 and _cost(ins) > 1:
-            return
+        mult = max(_eff(u) for u in uses) if shared else sum(_eff(u) for u in uses)
+        if mult > 1 and (_cost(ins) > 1 or (lanes and expr_cost.get(r.name, 0) > REPEAT_BUDGET)):
+            return                       # CPU: materialize once rather than recompute the chain per read
         where: list[n.Instr] = [s for u in uses for s in _sinks(u)]
         block = info.def_block[r.name]
         memory = isinstance(ins, (n.Load, n.LoadShared))

@@ -14,6 +14,10 @@ How the IR maps to TensorIR:
 * **an instruction** -> a loop nest over the result tile; ``dot`` -> ``i, k, j`` nest accumulating in the
   accumulator's dtype (written in place into a loop-carried accumulator when the old value is dead);
   reductions -> a loop over the reduced axis;
+* **the CPU ``dot``** is a small micro-kernel: ``j`` vectorized; ``k`` unrolled (up to 16 steps) when an
+  operand is computed on the fly, so a fused unpack's word offsets and shift amounts become constants;
+  rows blocked by up to 4 (:func:`.schedule.dot_row_block`) through a register block, each element of
+  ``b`` computed once per block and reused by its rows (the order of every sum is unchanged);
 * **scalars** (rank 0) -> TIR variables (``name: T.int32 = ...``); index arithmetic stays plain so TVM
   simplifies it; data arithmetic wraps / rounds exactly as the interpreter (:mod:`.tir_text`);
 * **for** -> a serial loop; loop-carried values live in buffers (``iter_args`` read them, ``yield`` writes
@@ -57,10 +61,14 @@ from lowbit.ir.verifier import verify
 
 from . import tir_text as tt
 from .analysis import KernelInfo, plan_inlining
-from .schedule import choose_vector, cpu_loops, cuda_loops, layout_vector_width
+from .schedule import choose_vector, cpu_loops, cuda_loops, dot_row_block, layout_vector_width
 from .tiles import BufferTile, ExprTile, ScalarTile, SharedView, Tile, elementwise, remap, reshape_map
 
-__all__ = ["AbiParam", "TVMSource", "CodegenTarget", "resolve_target", "emit_tvm"]
+__all__ = ["AbiParam", "TVMSource", "CodegenTarget", "resolve_target", "emit_tvm", "CODEGEN_VERSION"]
+
+#: Changes whenever the generator may emit different code for the same IR (caches of built kernels keyed
+#: by the IR alone must fold it in). 2: CPU dot micro-kernel, K unrolling, fused short sums.
+CODEGEN_VERSION = 2
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -216,7 +224,7 @@ def _nest_items(headers: Sequence[str], inner: list[Item]) -> list[Item]:
 
 _RESERVED = set(keyword.kwlist) | {"T", "range", "True", "False", "None", "tx", "pid", "pid0", "pid1", "pid2",
                                    "main"}
-_LOOPISH = re.compile(r"^(ax|axo|axv|axe|axl|k|it|e)\d*$|^ax[ovel]?\d+$")
+_LOOPISH = re.compile(r"^(ax|axo|axv|axu|axe|axl|k|it|e)\d*$|^[a-f]x[ovelu]?\d+$")
 
 
 class _Names:
@@ -271,7 +279,7 @@ class _Emitter:
         self.t = target
         self.constants = dict(constants)
         self.facts = facts
-        self.info: KernelInfo = plan_inlining(kernel)
+        self.info: KernelInfo = plan_inlining(kernel, None if target.cuda else target.lanes("float32"))
         self.names = _Names()
         self.tiles: dict[str, Tile] = {}
         self.slots: dict[str, tuple[_Block, n.Instr]] = {}
@@ -392,11 +400,12 @@ class _Emitter:
     def emit_nest(self, shape: Sequence[int], body: Callable[[list[str], bool], list[Item]], *,
                   tiles: Sequence[Tile] = (), guards: Sequence[str] = (),
                   cond: Callable[[list[str], bool], str | None] | None = None,
-                  vector: int = 1, layout: Any = None) -> None:
+                  vector: int = 1, layout: Any = None, unroll: Mapping[int, int] | None = None) -> None:
         """Loop nest over ``shape``: ``body(idx, fast)`` statements, guarded by ``cond(idx, fast)``.
 
         With guards (from lazy loads and bounds checks) the nest is versioned: ``if guards`` -> fast
-        path (unchecked reads, vectorized), else the checked path.
+        path (unchecked reads, vectorized, ``unroll`` applied: see :func:`.schedule.cpu_loops`), else the
+        checked path.
         """
         all_guards: list[str] = []
         for g in list(guards) + [g for t in tiles for g in t.guards]:
@@ -405,18 +414,19 @@ class _Emitter:
         if all_guards:
             fast = _Scope("if " + " and ".join(f"({g})" for g in all_guards) + ":")
             slow = _Scope("else:")
-            fast.body.extend(self._loops(shape, body, cond, True, vector, layout))
+            fast.body.extend(self._loops(shape, body, cond, True, vector, layout, unroll))
             slow.body.extend(self._loops(shape, body, cond, False, vector, layout))
             self.emit(fast)
             self.emit(slow)
         else:
-            for item in self._loops(shape, body, cond, True, vector, layout):
+            for item in self._loops(shape, body, cond, True, vector, layout, unroll):
                 self.emit(item)
         if self.t.cuda:
             # every tile lives in shared memory on CUDA: the next nest may read what another thread wrote
             self.emit('T.tvm_storage_sync("shared")')
 
-    def _loops(self, shape: Sequence[int], body, cond, fast: bool, vector: int, layout: Any) -> list[Item]:
+    def _loops(self, shape: Sequence[int], body, cond, fast: bool, vector: int, layout: Any,
+               unroll: Mapping[int, int] | None = None) -> list[Item]:
         if self.t.cuda:
             loops = cuda_loops(shape, self.t.threads, layout)
             idx = list(loops.index)
@@ -431,7 +441,7 @@ class _Emitter:
         # CPU: vectorize the fast path unless stores are conditional
         probe = cond(["ax0"] * len(shape), fast) if cond else None
         v = vector if (fast and probe is None) else 1
-        headers, idx = cpu_loops(shape, v)
+        headers, idx = cpu_loops(shape, v, unroll=unroll if fast else None)
         c = cond(idx, fast) if cond else None
         inner = body(idx, fast)
         if c:
@@ -455,9 +465,15 @@ class _Emitter:
             buf = into
         if isinstance(tile, BufferTile) and tile.name == buf.name:
             return buf
+        vec = self.vector_for(v, tile.shape, tile.dtype, self.info.defs.get(v.name))
+        unroll = None
+        if not self.t.cuda and tile.rank >= 2 and _periodic(tile):
+            # an unpacked tile (e.g. the dequantized weights of a many-row dot): unroll the rows so that
+            # its shift amounts and word offsets are constants, as in the dot itself
+            u = _unroll_factor(int(tile.shape[-2]), max(1, int(tile.shape[-1]) // max(1, vec)))
+            unroll = {tile.rank - 2: u} if u > 1 else None
         self.emit_nest(tile.shape, lambda idx, fast: [f"{buf.write(idx)} = {tile.read(idx, fast)}"],
-                       tiles=[tile], vector=self.vector_for(v, tile.shape, tile.dtype, self.info.defs.get(v.name)),
-                       layout=self.layout_of(v))
+                       tiles=[tile], vector=vec, layout=self.layout_of(v), unroll=unroll)
         return buf
 
     def define(self, ins: n.Instr, v: n.Value, tile: Tile) -> None:
@@ -894,6 +910,9 @@ class _Emitter:
         xshape = tuple(ins.x.type.shape)
         rshape = tuple(r.type.shape)
         K = xshape[axis]
+        if r.name in self.info.lazy and r.type.shape:
+            self.define(ins, r, self._unrolled_sum(ins, x))
+            return
         out = self._inplace_buffer(r) or self.tile_buffer(r.name, rshape, r.dtype)
 
         def xidx(idx: Sequence[str], k: str) -> list[str]:
@@ -932,6 +951,25 @@ class _Emitter:
                 self.emit_nest(rshape, lambda idx, fast: [f"{out.write(idx)} = {finish(accbuf.read(idx, fast))}"],
                                vector=vec)
         self._bind_result(r, out)
+
+    def _unrolled_sum(self, ins: n.Reduce, x: Tile) -> ExprTile:
+        """A short ``sum`` (see :func:`.analysis.is_small_reduce`) as a lazy tile: element ``idx`` is
+        ``((x_0 + x_1) + x_2) ...`` in the accumulation dtype, in index order (as a sequential loop adds)."""
+        r, dtype = ins.result, ins.x.dtype
+        acc_dtype = tt.reduce_acc_dtype(ins.op, dtype)
+        axis, keep = ins.axis, ins.keepdims
+        extent = int(ins.x.type.shape[axis])
+
+        def fn(idx: Sequence[str], fast: bool) -> str:
+            idx = list(idx)
+            rest = idx[:axis] + (idx[axis + 1:] if keep else idx[axis:])
+            terms = [x.read(rest[:axis] + [str(j)] + rest[axis:], fast) for j in range(extent)]
+            total = tt.to_f32(terms[0], dtype) if kind_of(dtype) == "float" else terms[0]
+            for t in terms[1:]:
+                total = tt.reduce_combine("sum", total, t, dtype)
+            return tt.from_f32(total, r.dtype) if acc_dtype != r.dtype else total
+
+        return ExprTile(tuple(r.type.shape), r.dtype, guards=x.guards, buffers=x.buffers, memory=x.memory, fn=fn)
 
     def _reduce_last_axis_vectorized(self, ins: n.Reduce, x: Tile, out: BufferTile, v: int) -> None:
         """Reduce the contiguous last axis with ``v`` partial accumulators per output (one SIMD vector),
@@ -1009,13 +1047,77 @@ class _Emitter:
                 self.emit_nest((M, N), lambda idx, fast: [f"{out.write(idx)} = {acc.read(idx, fast)}"],
                                tiles=[acc], vector=vec)
 
-            def body(idx: list[str], fast: bool) -> list[Item]:
-                i, k, j = idx
-                cur = out.read([i, j], fast)
-                return [f"{out.write([i, j])} = {add(cur, prod(a.read([i, k], fast), b.read([k, j], fast)))}"]
+            rows = dot_row_block(M, N, vec)
+            if rows == 1:
+                def body(idx: list[str], fast: bool) -> list[Item]:
+                    i, k, j = idx
+                    cur = out.read([i, j], fast)
+                    return [f"{out.write([i, j])} = {add(cur, prod(a.read([i, k], fast), b.read([k, j], fast)))}"]
 
-            self.emit_nest((M, K, N), body, tiles=[a, b], vector=vec)
+                self.emit_nest((M, K, N), body, tiles=[a, b], vector=vec, unroll=_k_unroll(K, N, vec, (a, b)))
+            else:
+                self._blocked_dot(out, a, b, (M, K, N), rows, vec, prod, add)
         self.tiles[r.name] = out
+
+    def _blocked_dot(self, out: BufferTile, a: Tile, b: Tile, mkn: tuple[int, int, int], rows: int, vec: int,
+                     prod: Callable[[str, str], str], add: Callable[[str, str], str]) -> None:
+        """``out += a @ b`` on the CPU, ``rows`` rows of ``out`` at a time (a register-blocked micro-kernel).
+
+        Per block: copy the block's accumulators into a small buffer ``[rows, N]`` (a stack array, which
+        LLVM keeps in registers: ``out`` itself may be a heap workspace that LLVM cannot tell apart from
+        the operands' buffers, so it would load and store it on every step), run the K loop with the block's
+        rows unrolled inside it (each element of ``b`` read or unpacked once feeds ``rows`` accumulators),
+        copy back. The order of every element's sum is unchanged (k ascending).
+        """
+        M, K, N = mkn
+        blk = self.tile_buffer(out.name + "_blk", (rows, N), out.dtype)
+        aval = self.tile_buffer(out.name + "_a", (rows,), a.dtype)
+        k_unroll = (_k_unroll(K, N, vec, (b,)) or {}).get(1, 1)       # b is computed once per (k, j)
+
+        # The nest is versioned on b's guards only. With b's reads unchecked (or b a plain buffer), a is
+        # read per (row, k), the same in every lane of the N vector: the K loop stays vectorized and is
+        # versioned once more on a's guards, so a partial row block at the edge of M runs vectorized too.
+        plain_b = isinstance(b, BufferTile) and not b.guards
+        a_guards = [g for g in a.guards if g not in b.guards]
+
+        def block(idx: list[str], fast_b: bool) -> list[Item]:
+            io = idx[0]
+
+            def row(r_: str) -> str:
+                return f"{io} * {rows} + {r_}"
+
+            wide = fast_b or plain_b
+            v = choose_vector(N, vec) if wide else 1
+            h_in, i_in = cpu_loops((rows, N), v, prefix="bx", unroll={0: rows} if wide else None)
+            h_out, i_out = cpu_loops((rows, N), v, prefix="dx", unroll={0: rows} if wide else None)
+
+            def k_nest(fast_a: bool) -> list[Item]:
+                # per k: the block's elements of a into a small array (a scalar per row, read once, outside
+                # the vector loop: a checked read inside would make TVM scalarize it), then (N / v, rows, v):
+                # the rows of one vector of b are adjacent statements after unrolling, so b's element (an
+                # unpack fused here) is computed once and shared (LLVM merges the identical loads and
+                # arithmetic of the unrolled statements)
+                h_k, (k,) = cpu_loops((K,), 1, prefix="cx", unroll={0: k_unroll} if wide else None)
+                h_a, (ia,) = cpu_loops((rows,), 1, prefix="ex", unroll={0: rows})
+                h_b, (jo, ii, jv) = cpu_loops((N // v, rows, v), v, prefix="fx", unroll={1: rows} if wide else None)
+                j = jv if N // v == 1 else (jo if v == 1 else f"{jo} * {v} + {jv}")
+                ab = prod(aval.read([ii], True), b.read([k, j], fast_b))
+                inner = (_nest_items(h_a, [f"{aval.write([ia])} = {a.read([row(ia), k], fast_a)}"])
+                         + _nest_items(h_b, [f"{blk.write([ii, j])} = {add(blk.read([ii, j], True), ab)}"]))
+                return _nest_items(h_k, inner)
+
+            if wide and a_guards:
+                yes, no = _Scope("if " + " and ".join(f"({g})" for g in a_guards) + ":"), _Scope("else:")
+                yes.body.extend(k_nest(True))
+                no.body.extend(k_nest(False))
+                body: list[Item] = [yes, no]
+            else:
+                body = k_nest(fast_b)
+            return (_nest_items(h_in, [f"{blk.write(i_in)} = {out.read([row(i_in[0]), i_in[1]], True)}"])
+                    + body
+                    + _nest_items(h_out, [f"{out.write([row(i_out[0]), i_out[1]])} = {blk.read(i_out, True)}"]))
+
+        self.emit_nest((M // rows,), block, tiles=[b])
 
     # ------------------------------------------------------------------ control flow
     def _carried_buffer(self, v: n.Value, hint: str) -> BufferTile:
@@ -1210,6 +1312,47 @@ def _access_widths(kernel: n.Kernel, facts: Mapping[str, Any]) -> dict[int, int]
         if isinstance(elements, int) and elements > 1:
             out[id(ins)] = elements
     return out
+
+
+#: most vector statements one unrolled step of a ``dot``'s K loop may expand to (code size)
+UNROLL_STATEMENTS = 128
+#: most K steps (or rows of an unpacked tile) unrolled at once
+UNROLL_K = 16
+
+
+def _periodic(tile: Tile) -> bool:
+    """Whether ``tile`` is computed on the fly with modular index or bit arithmetic (an unpack of packed
+    codes: word offsets ``floormod``/``floordiv`` of the position, shift amounts), which repeats along its
+    axes with a short period and folds to constants once the loops are unrolled."""
+    if not isinstance(tile, ExprTile) or tile.fn is None:
+        return False
+    text = tile.read([f"ax{d}" for d in range(tile.rank)], True)
+    return "T.floormod(" in text or "T.shift_right(" in text
+
+
+def _unroll_factor(extent: int, per_step: int) -> int:
+    """The largest power of two dividing ``extent``, at most :data:`UNROLL_K`, with ``u * per_step`` vector
+    statements at most :data:`UNROLL_STATEMENTS`."""
+    u = 1
+    while u * 2 <= UNROLL_K and extent % (u * 2) == 0 and u * 2 * per_step <= UNROLL_STATEMENTS:
+        u *= 2
+    return u
+
+
+def _k_unroll(K: int, N: int, vec: int, operands: Sequence[Tile]) -> dict[int, int] | None:
+    """``{1: u}``: unroll a CPU ``dot`` nest ``(M, K, N)`` by ``u`` along K when an operand is an unpack
+    fused into the dot (:func:`_periodic`): its word offsets and shift amounts are periodic along K (16
+    steps cover a 32-code word chunk split over two vector halves), so after unrolling they are constants
+    (immediate shifts, constant-folded masks and code selection for codes that straddle words) instead of
+    per-step arithmetic. ``u``: :func:`_unroll_factor` with ``N / vec`` statements per step.
+
+    >>> _k_unroll(128, 64, 16, (ExprTile((128, 64), "float32", fn=lambda i, f: f"T.floormod({i[0]}, 8)"),))
+    {1: 16}
+    """
+    if not any(_periodic(t) for t in operands):
+        return None
+    u = _unroll_factor(K, max(1, N // max(1, vec)))
+    return {1: u} if u > 1 else None
 
 
 def _literal_nonneg(text: str) -> bool:

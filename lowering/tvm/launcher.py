@@ -18,7 +18,8 @@ from __future__ import annotations
 import functools
 import json
 import os
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -29,8 +30,9 @@ from lowbit.ir.symbolic import Sym, dim_eval
 from lowbit.ir.symbolic import parse_dim as _parse_dim
 
 from .codegen import AbiParam, TVMSource, emit_tvm, resolve_target
+from .tensors import ALIGNMENT
 
-__all__ = ["CompiledKernel", "build_tvm", "load_tvm_kernel", "compile_source"]
+__all__ = ["CompiledKernel", "ArgPlan", "build_tvm", "load_tvm_kernel", "compile_source"]
 
 _SIDE_CAR = ".lowbit.json"
 _FORMAT = 1
@@ -85,6 +87,8 @@ class CompiledKernel:
 
     source: TVMSource
     built: Any                      # lowbit.lowering.tvm.build.TVMKernel
+    _plan: Any = field(default=None, init=False, repr=False, compare=False)
+    _function: Any = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def text(self) -> str:
@@ -106,9 +110,12 @@ class CompiledKernel:
         if self.source.kind != "cpu":
             raise BackendError(f"kernel {self.name!r} was built for CUDA; launching it needs a GPU runtime",
                                hint="build it for 'cpu' to run here, or use its cuda_source / a cubin")
-        call, writeback = _prepare(self.source, args, shape_bindings)
+        if self._plan is None:
+            self._plan = ArgPlan.of(self.source)
+            self._function = getattr(self.built, "function", self.built)
+        call, writeback = self._plan.bind(args, shape_bindings)
         try:
-            self.built(*call)
+            self._function(*call)
         except Exception as exc:
             raise BackendError(f"running the TVM kernel {self.name!r} failed: {exc}") from exc
         for dst, src in writeback:
@@ -174,8 +181,6 @@ def _as_torch(name: str, x: Any, dtype: str, writable: bool):
     """(tensor for TVM, (numpy destination, torch source) to copy back or None)."""
     import torch
 
-    from .tensors import ALIGNMENT
-
     want = _torch_dtype(dtype)
     back = None
     if isinstance(x, np.ndarray):
@@ -218,65 +223,140 @@ def _as_torch(name: str, x: Any, dtype: str, writable: bool):
     raise BackendError(f"argument {name} must be a numpy array or torch tensor, got {type(x).__name__}")
 
 
+@dataclass(frozen=True)
+class _TensorArg:
+    name: str
+    dtype: str
+    writable: bool
+    dims: tuple[Any, ...]                   # parsed size expressions, one per axis
+    symbols: tuple[tuple[int, str], ...]    # (axis, symbol) for the axes that are a bare symbol
+    derived: tuple[tuple[int, Any], ...]    # (axis, expression) for the other axes
+
+
+@dataclass(frozen=True)
+class ArgPlan:
+    """How a kernel's arguments become the generated function's call, worked out once per kernel (the
+    ABI's size expressions parsed, the dtypes resolved), so that a launch only checks and binds.
+
+    ``bind(args, shape_bindings)`` returns ``(call arguments, writebacks)``; it checks every argument as
+    thoroughly as before (names, dtypes, ranks, every extent against every size expression) and takes
+    contiguous, 64-byte aligned torch tensors of the right dtype as they are (no copy, no conversion).
+    """
+
+    kernel_name: str
+    names: tuple[str, ...]
+    tensors: tuple[_TensorArg, ...]
+    order: tuple[tuple[str, str, str, str], ...]      # (role, name, dtype, abi_dtype) in call order
+    constants: tuple[tuple[str, int], ...]
+
+    @staticmethod
+    def of(source: TVMSource) -> "ArgPlan":
+        tensors = []
+        for a in source.abi:
+            if a.role != "tensor":
+                continue
+            dims = tuple(parse_dim(d) for d in a.dims)
+            symbols = tuple((ax, d.name) for ax, d in enumerate(dims) if isinstance(d, Sym))
+            derived = tuple((ax, d) for ax, d in enumerate(dims) if not isinstance(d, Sym))
+            tensors.append(_TensorArg(a.name, a.dtype, a.intent != "in", dims, symbols, derived))
+        constants = tuple((k, int(v)) for k, v in source.constants.items()
+                          if isinstance(v, (int, np.integer)) and not isinstance(v, bool))
+        return ArgPlan(kernel_name=source.kernel_name, names=tuple(a.name for a in source.abi if a.role != "symbol"),
+                       tensors=tuple(tensors),
+                       order=tuple((a.role, a.name, a.dtype, a.abi_dtype) for a in source.abi), constants=constants)
+
+    def _check_names(self, args: Mapping[str, Any]) -> None:
+        missing = [nm for nm in self.names if nm not in args]
+        if missing:
+            raise BackendError(f"kernel {self.kernel_name}: missing argument(s) {', '.join(missing)}",
+                               hint=f"parameters are {', '.join(self.names)}")
+        extra = sorted(set(args) - set(self.names))
+        if extra:
+            raise BackendError(f"kernel {self.kernel_name}: unknown argument(s) {', '.join(extra)}",
+                               hint=f"parameters are {', '.join(self.names)}")
+
+    def bind(self, args: Mapping[str, Any], shape_bindings: Mapping[str, int] | None = None):
+        if len(args) != len(self.names) or any(nm not in args for nm in self.names):
+            self._check_names(args)
+        sizes: dict[str, int] = dict(self.constants)
+        if shape_bindings:
+            for k, v in shape_bindings.items():
+                sizes[k] = int(v)
+        consts = {k for k, _ in self.constants}
+        bound: dict[str, Any] = {}
+        writeback: list[tuple[Any, Any]] = []
+        for a in self.tensors:
+            t, back = _fast_torch(args[a.name], a.dtype)
+            if t is None:
+                t, back = _as_torch(a.name, args[a.name], a.dtype, a.writable)
+            shape = t.shape
+            if len(shape) != len(a.dims):
+                raise BackendError(f"argument {a.name} must have rank {len(a.dims)}, got shape {tuple(shape)}")
+            for ax, sym in a.symbols:
+                extent = int(shape[ax])
+                have = sizes.get(sym)
+                if have is None:
+                    sizes[sym] = extent
+                elif have != extent and sym not in consts:
+                    raise BackendError(f"size {sym} is {have}, but argument {a.name} has extent {extent} "
+                                       f"there (shape {tuple(shape)})")
+            bound[a.name] = t
+            if back is not None:
+                writeback.append(back)
+        for a in self.tensors:
+            shape = bound[a.name].shape
+            for ax, dim in a.derived:
+                try:
+                    want = dim_eval(dim, sizes)
+                except CompileError as exc:
+                    raise BackendError(f"argument {a.name}: {exc.message}",
+                                       hint="pass shape_bindings={...} for symbols no argument shape determines"
+                                       ) from None
+                if want != shape[ax]:
+                    raise BackendError(f"argument {a.name} has shape {tuple(shape)}, but size "
+                                       f"{a.dims[ax]} = {want}")
+        call: list[Any] = []
+        for role, name, dtype, abi_dtype in self.order:
+            if role == "tensor":
+                call.append(bound[name])
+            elif role == "scalar":
+                v = np.asarray(args[name]).astype(_numpy_dtype(dtype))
+                if v.shape != ():
+                    raise BackendError(f"argument {name} must be a scalar, got shape {v.shape}")
+                call.append(bool(v) if abi_dtype == "bool" else float(v) if abi_dtype == "float64" else int(v))
+            else:
+                if name not in sizes:
+                    raise BackendError(f"size symbol {name} is not bound by any argument shape",
+                                       hint=f"pass shape_bindings={{'{name}': ...}}")
+                call.append(int(sizes[name]))
+        return call, writeback
+
+
+def _fast_torch(x: Any, dtype: str):
+    """``(x, None)`` when ``x`` is a contiguous, 64-byte aligned CPU torch tensor of ``dtype`` (or of the
+    signed type with the same bits) that TVM takes as it is; ``(None, None)`` otherwise."""
+    torch = sys.modules.get("torch")
+    if torch is None or type(x) is not torch.Tensor:
+        return None, None
+    want = _TORCH_DTYPES.get(dtype)
+    if want is None:
+        want = _TORCH_DTYPES.setdefault(dtype, _torch_dtype(dtype))
+    if x.dtype != want:
+        same = _SAME_BITS.get(dtype)
+        if same is None or x.dtype != _torch_dtype(same):
+            return None, None
+        x = x.view(want)
+    if x.device.type != "cpu" or not x.is_contiguous() or x.data_ptr() % ALIGNMENT:
+        return None, None
+    return (x.detach() if x.requires_grad else x), None
+
+
+_TORCH_DTYPES: dict[str, Any] = {}
+
+
 def _prepare(source: TVMSource, args: Mapping[str, Any], shape_bindings: Mapping[str, int] | None):
-    names = [a.name for a in source.abi if a.role != "symbol"]
-    missing = [nm for nm in names if nm not in args]
-    if missing:
-        raise BackendError(f"kernel {source.kernel_name}: missing argument(s) {', '.join(missing)}",
-                           hint=f"parameters are {', '.join(names)}")
-    extra = sorted(set(args) - set(names))
-    if extra:
-        raise BackendError(f"kernel {source.kernel_name}: unknown argument(s) {', '.join(extra)}",
-                           hint=f"parameters are {', '.join(names)}")
-    sizes: dict[str, int] = {k: int(v) for k, v in source.constants.items() if isinstance(v, (int, np.integer))}
-    for k, v in (shape_bindings or {}).items():
-        sizes[k] = int(v)
-    tensors: dict[str, Any] = {}
-    writeback: list[tuple[Any, Any]] = []
-    for a in source.abi:
-        if a.role != "tensor":
-            continue
-        x = args[a.name]
-        t, back = _as_torch(a.name, x, a.dtype, a.intent != "in")
-        if t.dim() != len(a.dims):
-            raise BackendError(f"argument {a.name} must have rank {len(a.dims)}, got shape {tuple(t.shape)}")
-        for d, extent in zip(a.dims, t.shape):
-            dim = parse_dim(d)
-            if isinstance(dim, Sym):
-                if dim.name in sizes and sizes[dim.name] != extent and dim.name not in source.constants:
-                    raise BackendError(f"size {dim.name} is {sizes[dim.name]}, but argument {a.name} has extent "
-                                       f"{extent} there (shape {tuple(t.shape)})")
-                sizes.setdefault(dim.name, int(extent))
-        tensors[a.name] = t
-        if back is not None:
-            writeback.append(back)
-    for a in source.abi:
-        if a.role != "tensor":
-            continue
-        for d, extent in zip(a.dims, tensors[a.name].shape):
-            dim = parse_dim(d)
-            try:
-                want = dim_eval(dim, sizes)
-            except CompileError as exc:
-                raise BackendError(f"argument {a.name}: {exc.message}",
-                                   hint="pass shape_bindings={...} for symbols no argument shape determines") from None
-            if want != extent:
-                raise BackendError(f"argument {a.name} has shape {tuple(tensors[a.name].shape)}, but size {d} = {want}")
-    call: list[Any] = []
-    for a in source.abi:
-        if a.role == "tensor":
-            call.append(tensors[a.name])
-        elif a.role == "scalar":
-            v = np.asarray(args[a.name]).astype(_numpy_dtype(a.dtype))
-            if v.shape != ():
-                raise BackendError(f"argument {a.name} must be a scalar, got shape {v.shape}")
-            call.append(bool(v) if a.abi_dtype == "bool" else float(v) if a.abi_dtype == "float64" else int(v))
-        else:
-            if a.name not in sizes:
-                raise BackendError(f"size symbol {a.name} is not bound by any argument shape",
-                                   hint=f"pass shape_bindings={{'{a.name}': ...}}")
-            call.append(int(sizes[a.name]))
-    return call, writeback
+    """``(call arguments, writebacks)`` for ``args`` (see :class:`ArgPlan`; builds the plan each time)."""
+    return ArgPlan.of(source).bind(args, shape_bindings)
 
 
 def _same_size_int(t):

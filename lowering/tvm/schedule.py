@@ -6,7 +6,10 @@ A *nest* runs over every element of a tile. How its loops are laid out depends o
   width ``v`` and its inner part is ``T.vectorized``. ``v`` comes from the tile's register layout when it
   has one (the elements a worker's SIMD lanes / local slots hold contiguously along the last axis: the
   innermost mode of the last dimension), else from ``Lowered.facts["vector_width"][value]``, else from the
-  host's SIMD width for the element type. The programs of the grid are one ``T.parallel`` loop.
+  host's SIMD width for the element type. The programs of the grid are one ``T.parallel`` loop. An axis
+  may be unrolled (``T.unroll``): a ``dot``'s K axis and the rows of an unpacked tile, where unrolling
+  turns periodic word offsets and shift amounts into constants. A ``dot`` computes
+  :func:`dot_row_block` rows of its output at once (a register-blocked micro-kernel).
 * **CUDA** (:func:`cuda_loops`): the nest's elements are spread over the block's threads. With a register
   layout (no replication, at most one worker per thread), thread ``t`` takes the elements of worker ``t``
   in local-slot order (``layout.map_exprs``): the layout decides who computes what, so a layout chosen for
@@ -24,11 +27,12 @@ A *nest* runs over every element of a tile. How its loops are laid out depends o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from .tiles import unflatten
 
-__all__ = ["Loops", "cpu_loops", "cuda_loops", "choose_vector", "layout_vector_width", "sympy_to_tir"]
+__all__ = ["Loops", "cpu_loops", "cuda_loops", "choose_vector", "dot_row_block", "layout_vector_width", "sympy_to_tir",
+           "DOT_ACCUMULATORS"]
 
 
 @dataclass(frozen=True)
@@ -48,8 +52,17 @@ def choose_vector(extent: int, limit: int) -> int:
     return v
 
 
-def cpu_loops(shape: Sequence[int], vector: int = 1, prefix: str = "ax") -> tuple[list[str], list[str]]:
-    """Serial loops over ``shape``; the innermost axis (size > 1) split by ``vector`` and vectorized."""
+def cpu_loops(shape: Sequence[int], vector: int = 1, prefix: str = "ax",
+              unroll: Mapping[int, int] | None = None) -> tuple[list[str], list[str]]:
+    """Serial loops over ``shape``; the innermost axis (size > 1) split by ``vector`` and vectorized.
+
+    ``unroll``: ``{axis: u}`` splits a (non-vector) axis into ``range(s // u)`` and ``T.unroll(u)`` (``u``
+    must divide the extent; other values are ignored), so that index arithmetic periodic in ``u`` along
+    that axis (shift amounts of packed codes, word offsets) becomes constants after unrolling.
+
+    >>> cpu_loops((128, 64), vector=16, unroll={0: 8})[0]
+    ['for axo0 in range(16):', 'for axu0 in T.unroll(8):', 'for axo1 in range(4):', 'for axv1 in T.vectorized(16):']
+    """
     headers: list[str] = []
     index: list[str] = []
     dims = [d for d, s in enumerate(shape) if s != 1]
@@ -59,7 +72,16 @@ def cpu_loops(shape: Sequence[int], vector: int = 1, prefix: str = "ax") -> tupl
             index.append("0")
             continue
         v = choose_vector(s, vector) if d == inner else 1
-        if v == 1:
+        u = (unroll or {}).get(d, 1) if v == 1 else 1
+        if u > 1 and s % u == 0:
+            if u == s:
+                headers.append(f"for {prefix}u{d} in T.unroll({s}):")
+                index.append(f"{prefix}u{d}")
+            else:
+                headers.append(f"for {prefix}o{d} in range({s // u}):")
+                headers.append(f"for {prefix}u{d} in T.unroll({u}):")
+                index.append(f"{prefix}o{d} * {u} + {prefix}u{d}")
+        elif v == 1:
             headers.append(f"for {prefix}{d} in range({s}):")
             index.append(f"{prefix}{d}")
         elif v == s:
@@ -70,6 +92,25 @@ def cpu_loops(shape: Sequence[int], vector: int = 1, prefix: str = "ax") -> tupl
             headers.append(f"for {prefix}v{d} in T.vectorized({v}):")
             index.append(f"{prefix}o{d} * {v} + {prefix}v{d}")
     return headers, index
+
+
+#: most vector accumulators a CPU ``dot`` nest keeps in registers at once (of 32 AVX-512 registers)
+DOT_ACCUMULATORS = 16
+
+
+def dot_row_block(M: int, N: int, vec: int) -> int:
+    """Rows of a CPU ``dot``'s ``[M, N]`` output computed together inside its K loop (a register-blocked
+    micro-kernel): the largest divisor of ``M`` up to 4 whose accumulators (``rows * N / vec`` vectors)
+    fit :data:`DOT_ACCUMULATORS`. Each element of the ``b`` operand then feeds ``rows`` accumulators.
+
+    >>> dot_row_block(16, 64, 16), dot_row_block(1, 64, 16), dot_row_block(6, 64, 16), dot_row_block(8, 256, 16)
+    (4, 1, 3, 1)
+    """
+    per_row = max(1, -(-N // max(1, vec)))
+    for r in (4, 3, 2):
+        if M % r == 0 and r * per_row <= DOT_ACCUMULATORS:
+            return r
+    return 1
 
 
 def _cuda_flat(shape: Sequence[int], threads: int, thread_var: str, prefix: str) -> Loops:

@@ -135,11 +135,15 @@ def test_gemm_k_loop_and_edges(K, built, rng, dtype, shared, m, n, k):
 
 
 def test_gemm_accumulator_is_updated_in_place(K, built):
-    """The dot in the K loop writes the loop-carried accumulator directly (no buffer, no copy per step)."""
+    """The dot in the K loop updates the loop-carried accumulator itself (no result buffer and no copy of
+    the tile per step): block by block of rows, through a small register block (``acc_1_blk``) that is
+    read from and written back to the accumulator around the block's K loop."""
     _, ck = built("gemm_f32_False", lambda: K.build_gemm("f32"))
     assert "dot = T.alloc_buffer" not in ck.text
     loop_body = ck.text.split("for it", 1)[1]
-    assert re.search(r"acc_1\[ax0, (.+)\] = \(acc_1\[ax0, \1\] \+", loop_body)
+    assert re.search(r"acc_1_blk\[bx\w+, .+\] = acc_1\[", loop_body)                 # block in
+    assert re.search(r"acc_1_blk\[(fx\w+), (.+)\] = \(acc_1_blk\[\1, \2\] \+", loop_body)
+    assert re.search(r"acc_1\[.+\] = acc_1_blk\[dx\w+, .+\]", loop_body)              # block out
     cuda_text = emit_tvm(K.build_gemm("f32"), "sm_90").text     # not on CUDA (a separate result buffer)
     assert "dot = T.alloc_buffer" in cuda_text
 

@@ -1,0 +1,110 @@
+"""The two forms of ``lowbit/kernels/matmul.lbk`` made for TVM's CPU GEMV, against fp64 references.
+
+* ``wt`` (tiled weights): the host cuts the codes into ``[BK, BN]`` tiles in program order
+  (``lowbit.kernels.matmul.tile_codes``), the lowering packs each tile; edges padded with code 0;
+* ``gdot`` (scale after the group's dot): ``acc += s * sum_k x (q - z)``.
+
+Both run through ``run_matmul`` with forced configurations, on TVM and on lowbit's reference interpreter
+(which checks the DSL form itself), for packed types (straddling words, NaN codes, zero points), native
+int8, edges in N and K, group sizes that are not powers of two, per-channel-like ``mode 2`` and split-K.
+The bound is the one ``tests/kernels/conftest.py`` states: ``u_out |y| + (1 + u_out) gamma_(K + splits + 4)
+sum_k |x_k w_k|`` (every product and sum in f32, the result rounded once).
+"""
+from __future__ import annotations
+
+import zlib
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from lowbit.kernels.matmul import MatmulConfig, choose_config, run_matmul, tile_codes  # noqa: E402
+from lowbit.quant import quantize  # noqa: E402
+
+U32 = 2.0 ** -24
+U_OUT = {torch.float16: 2.0 ** -11, torch.float32: 2.0 ** -24}
+
+
+def _check(y, x, w, bias, splits: int, what: str) -> None:
+    with torch.no_grad():
+        wd = w.dequantize("float64")
+        x64 = x.double()
+        ref = x64 @ wd.T + (0 if bias is None else bias.double())
+        absdot = x64.abs() @ wd.abs().T + (0 if bias is None else bias.double().abs())
+    n = x.shape[1] + splits + 4
+    u_out = U_OUT[x.dtype]
+    tol = u_out * ref.abs() + (1 + u_out) * (n * U32 / (1 - n * U32)) * absdot + 2.0 ** -24
+    err = (y.double() - ref).abs()
+    worst = float((err / tol).max())
+    assert bool((err <= tol).all()), f"{what}: max err {float(err.max()):.3e}, worst ratio {worst:.3g}"
+
+
+def test_tile_codes_arrangement():
+    codes = torch.arange(5 * 6, dtype=torch.uint8).reshape(5, 6)            # N = 5, K = 6
+    t = tile_codes(codes, bn=2, bk=4)                                        # 3 column blocks x 2 K tiles
+    assert t.shape == (3 * 2 * 4, 2)
+    for j in range(3):
+        for kt in range(2):
+            tile = t[(j * 2 + kt) * 4:(j * 2 + kt + 1) * 4]                  # [bk, bn] = codes[n, k].T
+            for kk in range(4):
+                for nn in range(2):
+                    n, k = j * 2 + nn, kt * 4 + kk
+                    want = int(codes[n, k]) if n < 5 and k < 6 else 0        # padded with code 0
+                    assert int(tile[kk, nn]) == want
+
+
+CASES = [  # dtype, group, zero_point, n, k, m, config
+    ("uint4", 128, False, 72, 256, 1, MatmulConfig(1, 64, 128, 1, 1, wt=1, gdot=1)),
+    ("int3", 64, False, 100, 192, 3, MatmulConfig(4, 64, 64, 1, 1, wt=1, gdot=1)),
+    ("float8_e4m3fn", 32, False, 40, 96, 2, MatmulConfig(2, 32, 32, 1, 1, wt=1, gdot=1)),
+    ("int8", 40, False, 72, 200, 1, MatmulConfig(1, 64, 40, 1, 1, wt=1, gdot=1)),
+    ("uint2", 32, True, 33, 160, 4, MatmulConfig(4, 32, 32, 1, 1, wt=1, gdot=1)),
+    ("float4_e2m1", 256, False, 64, 512, 1, MatmulConfig(1, 64, 128, 2, 1, wt=1, gdot=1)),   # mode 2
+    ("int5", 64, True, 45, 320, 1, MatmulConfig(1, 32, 64, 1, 1, split=2, wt=1, gdot=1)),   # split-K
+    ("uint6", 32, False, 50, 128, 3, MatmulConfig(4, 32, 64, 1, 1, wt=1)),                  # tiled only
+    ("int4", 32, True, 50, 128, 1, MatmulConfig(1, 32, 32, 1, 1, gdot=1)),                  # gdot only
+    ("uint4", 64, True, 24, 128, 2, MatmulConfig(2, 16, 64, 1, 0, wt=1, gdot=1)),           # DOT = 0
+]
+
+
+@pytest.mark.parametrize("backend", ["interpret", "tvm"])
+@pytest.mark.parametrize("dtype,group,zp,n,k,m,cfg", CASES, ids=[f"{c[0]}-g{c[1]}-M{c[5]}" for c in CASES])
+def test_forms_against_fp64(backend, dtype, group, zp, n, k, m, cfg):
+    if backend == "tvm":
+        from lowbit.kernels.library import _registered
+
+        if not _registered("tvm", "cpu"):
+            pytest.skip("no TVM CPU backend here")
+    gen = torch.Generator().manual_seed(zlib.crc32(repr((dtype, group, n, k, m)).encode()))
+    w = quantize(torch.randn(n, k, generator=gen), dtype, group_size=group, zero_point=zp)
+    x = torch.randn(m, k, generator=gen)
+    bias = torch.randn(n, generator=gen) if m > 1 else None
+    y = run_matmul(x, w, bias, backend, cfg)
+    assert y.shape == (m, n) and y.dtype == x.dtype
+    _check(y, x, w, bias, cfg.split, f"{backend} {dtype} {cfg}")
+
+
+def test_one_weight_in_several_forms_keeps_them_apart():
+    """The same QuantizedTensor runs in the [K, N] and the tiled arrangement (two cache entries)."""
+    gen = torch.Generator().manual_seed(3)
+    w = quantize(torch.randn(64, 128, generator=gen), "uint4", group_size=64)
+    x = torch.randn(1, 128, generator=gen)
+    for cfg in (MatmulConfig(1, 64, 64, 1, 1), MatmulConfig(1, 64, 64, 1, 1, wt=1, gdot=1),
+                MatmulConfig(1, 64, 64, 1, 1)):
+        _check(run_matmul(x, w, None, "interpret", cfg), x, w, None, 1, str(cfg))
+
+
+def test_config_checks_and_choice():
+    with pytest.raises(ValueError):
+        MatmulConfig(1, 64, 128, 0, 1, gdot=1)            # per-channel: nothing to scale per tile
+    assert not MatmulConfig(1, 64, 128, 1, 1, gdot=1).fits(64, 4096)      # two groups per tile
+    assert MatmulConfig(1, 64, 128, 1, 1, gdot=1).fits(128, 4096)
+    gemv = choose_config(1, 4096, 4096, 128, "tvm", "cpu", 2)
+    assert (gemv.wt, gemv.gdot, gemv.bk) == (1, 1, 128)
+    assert choose_config(1, 4096, 4096, 32, "tvm", "cpu", 2).bk == 32              # one group per tile
+    assert choose_config(1, 4096, 4096, 128, "interpret", "cpu").wt == 0            # other backends: unchanged
+    assert choose_config(1, 4096, 4096, 128, "triton", "cuda", 132).gdot == 0
+    assert choose_config(33, 4096, 4096, 128, "tvm", "cpu", 2).wt == 0             # GEMM: unchanged
+    with pytest.raises(ValueError, match="does not fit"):
+        w = quantize(torch.randn(8, 256), "uint4", group_size=64)
+        run_matmul(torch.randn(1, 256), w, None, "interpret", MatmulConfig(1, 8, 128, 1, 1, gdot=1))
