@@ -59,14 +59,45 @@ def default_cache_dir() -> Path:
     return Path(base) / "lowbit"
 
 
+#: the packages whose source is the compiler: a change to any file in them changes every cache key
+COMPILER_PACKAGES = ("lowbit", "lowbit.dsl", "lowbit.lowering")
+_SOURCE_SUFFIXES = (".py", ".lark", ".lbk")
+
+
+@lru_cache(maxsize=None)
+def compiler_fingerprint() -> str:
+    """A SHA-256 over the compiler's own source files (lowbit, lowbit.dsl, lowbit.lowering), so that editing the
+    compiler (a pass, a code generator, a kernel) never serves a kernel built by the old code, with no version
+    number to remember to bump. Computed once per process (tens of milliseconds); located without importing."""
+    return source_fingerprint(COMPILER_PACKAGES)
+
+
+def source_fingerprint(packages: tuple[str, ...]) -> str:
+    """SHA-256 (16 hex digits) over the names and contents of the source files of ``packages``."""
+    import importlib.util
+
+    digest = hashlib.sha256()
+    for package in packages:
+        spec = importlib.util.find_spec(package)
+        for root in (spec.submodule_search_locations or []) if spec else []:
+            base = Path(root)
+            for path in sorted(base.rglob("*")):
+                if path.suffix in _SOURCE_SUFFIXES and "__pycache__" not in path.parts and path.is_file():
+                    digest.update(f"{package}/{path.relative_to(base).as_posix()}\0".encode())
+                    digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 @lru_cache(maxsize=None)
 def toolchain_versions() -> dict[str, str]:
-    """Versions of the packages whose change invalidates compiled kernels (read without importing them)."""
+    """What invalidates compiled kernels: the versions of lowbit, Triton, TVM and torch (read without importing
+    them) and :func:`compiler_fingerprint`."""
     from importlib import metadata
 
     from . import __version__
 
-    versions = {"lowbit": __version__, "cache-format": str(CACHE_FORMAT_VERSION)}
+    versions = {"lowbit": __version__, "lowbit-source": compiler_fingerprint(),
+                "cache-format": str(CACHE_FORMAT_VERSION)}
     for dist in ("triton", "apache-tvm", "torch"):
         try:
             versions[dist] = metadata.version(dist)

@@ -27,7 +27,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 from .errors import BackendError, CompileError, KernelArgumentError
 from .ir import Kernel, print_kernel
 from .ir.nodes import ScalarParam, TensorParam
-from .ir.symbolic import Sym, dim_eval, dim_str
+from .ir.symbolic import Sym, dim_eval, dim_str, dim_symbols
 from .ir.types import numpy_dtype, short_name
 
 
@@ -184,8 +184,9 @@ class CompiledKernel:
         """The parameters the launcher takes, as lowered (packed parameters have their storage dtype/shape)."""
         return self.lowered.kernel.params
 
-    def check_args(self, args: Mapping[str, Any]) -> None:
-        """Raise :class:`KernelArgumentError` for a missing/extra argument or a wrong dtype, rank or device."""
+    def check_args(self, args: Mapping[str, Any], shape_bindings: Mapping[str, int] | None = None) -> None:
+        """Raise :class:`KernelArgumentError` for a missing/extra argument or a wrong dtype, rank, device or
+        shape. ``shape_bindings`` are size symbols given explicitly (see :meth:`launch`)."""
         kernel = self.lowered.kernel
         names = [p.name for p in kernel.params]
         missing = [name for name in names if name not in args]
@@ -195,7 +196,7 @@ class CompiledKernel:
                                               extra and f"unknown {', '.join(extra)}"]))
             raise KernelArgumentError(f"kernel {kernel.name}: {problem}",
                                       hint=f"it takes {', '.join(names)}")
-        sizes: dict[str, int] = {}
+        sizes: dict[str, int] = {name: int(value) for name, value in (shape_bindings or {}).items()}
         for param in kernel.params:
             value = args[param.name]
             ttype = param.value.type
@@ -209,10 +210,10 @@ class CompiledKernel:
             shape = tuple(args[param.name].shape)
             for extent, dim in zip(shape, param.value.type.shape):
                 if not isinstance(dim, Sym):
-                    try:
-                        expected = dim_eval(dim, {**self._constants(), **sizes})
-                    except KeyError:
-                        continue
+                    env = {**self._constants(), **sizes}
+                    if not dim_symbols(dim) <= set(env):
+                        continue  # a symbol only the launcher's own binding rules determine
+                    expected = dim_eval(dim, env)
                     if expected != extent:
                         raise KernelArgumentError(
                             f"kernel {kernel.name}: argument {param.name} has shape {list(shape)}, but its "
@@ -264,7 +265,7 @@ class CompiledKernel:
         ``shape_bindings`` gives size symbols that no argument's shape determines by itself (e.g. ``K`` of a
         packed weight stored as ``[cdiv(K, 64), ...]`` when no other argument has a ``K`` axis)."""
         if check:
-            self.check_args(args)
+            self.check_args(args, shape_bindings)
         if shape_bindings:
             self.built.launch(args, shape_bindings=shape_bindings)
         else:

@@ -122,3 +122,22 @@ def test_cache_cli(tmp_path, capsys):
     assert "tvm:llvm" in capsys.readouterr().out
     assert main(["cache", "clear", "--dir", str(tmp_path)]) == 0
     assert CompileCache(tmp_path).entries() == []
+
+
+def test_editing_the_compiler_source_changes_the_key(tmp_path, monkeypatch):
+    from lowbit.cache import compiler_fingerprint, source_fingerprint
+
+    pkg = tmp_path / "fakecompiler"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "codegen.py").write_text("EMIT = 'v1'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = source_fingerprint(("fakecompiler",))
+    assert source_fingerprint(("fakecompiler",)) == before
+    (pkg / "codegen.py").write_text("EMIT = 'v2'\n")
+    after = source_fingerprint(("fakecompiler",))
+    assert after != before
+    parts = {"ir": "same kernel"}
+    versions = {"lowbit": "0.1.0"}
+    assert make_key(parts, {**versions, "lowbit-source": before}) != make_key(parts, {**versions, "lowbit-source": after})
+    assert len(compiler_fingerprint()) == 16

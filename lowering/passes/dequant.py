@@ -61,6 +61,10 @@ FLOAT_OUT = ("float16", "float32", "bfloat16")
 LUT_MAX_BITS = 4
 #: how many ALU instructions one int->float conversion costs on CUDA (I2F issues at a quarter of the FP32 rate)
 CUDA_CONVERT_WEIGHT = 4
+#: ... and on CPUs, calibrated by measurement (benchmarks/bench_gemv.py, 1 thread, 4096^2 g128 GEMV): for signed
+#: codes into f32 `arith` and `magic` both count 3, but `magic` (no vcvtdq2ps) ran ~20% faster (int4 0.89 -> 0.71
+#: ms, int3 0.91 -> 0.72, int2 0.95 -> 0.75); unsigned codes (arith 2 vs magic 2 with this weight) ran the same.
+CPU_CONVERT_WEIGHT = 2
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -95,8 +99,9 @@ class DequantCost:
     convert: int
 
     def weight(self, kind: str) -> int:
-        """The cost on a target kind: ``alu``, an int->float conversion weighing 4 on CUDA."""
-        return self.alu + ((CUDA_CONVERT_WEIGHT - 1) * self.convert if kind == "cuda" else 0)
+        """The cost on a target kind: ``alu``, an int->float conversion weighing 4 on CUDA and 2 on CPUs."""
+        per_convert = CUDA_CONVERT_WEIGHT if kind == "cuda" else CPU_CONVERT_WEIGHT
+        return self.alu + (per_convert - 1) * self.convert
 
 
 @lru_cache(maxsize=None)
@@ -124,8 +129,9 @@ def dequant_cost(code_dtype: str, out_dtype: str, method: str) -> DequantCost:
 def default_method(code_dtype: str, out_dtype: str, kind: str) -> str:
     """The documented rule: the applicable method of least :meth:`DequantCost.weight` on ``kind``; ties go to
     the historical defaults (CUDA ``magic``, CPU ``arith``, then ``bits``, ``shift``, ``lut``). In effect:
-    integers by ``magic`` on CUDA and ``arith`` on CPUs, e5m2 by ``shift``, other floats by ``bits``, except
-    ``lut`` for int1, uint1 to f16 on CUDA, and float2_e1m0."""
+    integers by ``magic`` on CUDA; on CPUs signed integers into f32 by ``magic``, unsigned ones and f16 outputs by
+    ``arith``; e5m2 by ``shift``, other floats by ``bits``, except ``lut`` for int1, uint1 to f16 on CUDA, and
+    float2_e1m0."""
     out = out_dtype if out_dtype in FLOAT_OUT else "float32"
     order = ("magic", "arith") if kind == "cuda" else ("arith", "magic")
     order += ("bits", "shift", "lut")

@@ -64,11 +64,7 @@ from .analysis import KernelInfo, plan_inlining
 from .schedule import choose_vector, cpu_loops, cuda_loops, dot_row_block, layout_vector_width
 from .tiles import BufferTile, ExprTile, ScalarTile, SharedView, Tile, elementwise, remap, reshape_map
 
-__all__ = ["AbiParam", "TVMSource", "CodegenTarget", "resolve_target", "emit_tvm", "CODEGEN_VERSION"]
-
-#: Changes whenever the generator may emit different code for the same IR (caches of built kernels keyed
-#: by the IR alone must fold it in). 2: CPU dot micro-kernel, K unrolling, fused short sums.
-CODEGEN_VERSION = 2
+__all__ = ["AbiParam", "TVMSource", "CodegenTarget", "resolve_target", "emit_tvm"]
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -101,3 +101,17 @@ def test_tvm_backend_through_the_driver_and_its_disk_cache(tmp_path, monkeypatch
     second.launch({"x": x, "y": again, "factor": 1.5})
     assert torch.equal(again, want)
     clear_memory_cache()
+
+
+def test_shape_bindings_are_checked_with_the_arguments():
+    # y has N // 2 elements: N is bound only through shape_bindings
+    kb = KernelBuilder("halve")
+    y = kb.tensor_param("y", "f32", ["N // 2"], intent="out")
+    kb.set_grid(1)
+    kb.store(y, kb.full([4], 1.0, "f32"), [0])
+    compiled = compile_ir(kb.build(), "interpret")
+    out = torch.zeros(4)
+    compiled.launch({"y": out}, shape_bindings={"N": 8})
+    assert out.tolist() == [1.0] * 4
+    with pytest.raises(KernelArgumentError, match=r"its size N // 2 is 5 here"):
+        compiled.launch({"y": torch.zeros(4)}, shape_bindings={"N": 10})

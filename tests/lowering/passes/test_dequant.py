@@ -156,7 +156,9 @@ def test_literal_codes_are_folded():
 # ---------------------------------------------------------------------------------------------------- the rule
 def test_rule_and_override():
     assert default_method("int4", "float16", "cuda") == "magic"
-    assert default_method("int4", "float32", "cpu") == "arith"
+    assert default_method("int4", "float32", "cpu") == "magic"   # calibrated CPU conversion weight
+    assert default_method("uint4", "float32", "cpu") == "arith"
+    assert default_method("int4", "float16", "cpu") == "arith"
     assert default_method("float8_e5m2", "float16", "cpu") == "shift"
     assert default_method("float6_e3m2", "float16", "cuda") == "bits"
     assert select_method("uint4", "float16", "cpu", {"dequant": "magic"}) == "magic"
@@ -260,8 +262,9 @@ OLD_RULE = {"cuda": "magic", "cpu": "arith"}
 
 @pytest.mark.parametrize("kind", ["cuda", "cpu"])
 def test_the_rule_is_the_cheapest_method(kind):
-    """The default has the least weighted cost; it differs from the rule before ``lut`` only where ``lut`` is
-    strictly cheaper, which is exactly the documented set (1-bit ints and float2_e1m0)."""
+    """The default has the least weighted cost; it differs from the historical rule (CUDA magic, CPU arith) only
+    where another method is strictly cheaper: ``lut`` for 1-bit ints and float2_e1m0 (and uint1 -> f16 on CUDA),
+    and on CPUs ``magic`` for signed ints into f32/bf16 (the calibrated conversion weight)."""
     changed = set()
     for t in CODE_TYPES:
         d = lowbit.dtype(t)
@@ -271,11 +274,14 @@ def test_the_rule_is_the_cheapest_method(kind):
             assert costs[chosen] == min(costs.values()), (t, out, kind, costs)
             old = OLD_RULE[kind] if d.kind in ("int", "uint") else "shift" if t == "float8_e5m2" else "bits"
             if chosen != old:
-                assert chosen == "lut" and costs["lut"] < costs[old], (t, out, kind, costs)
-                changed.add((t, out))
-    want = {("int1", o) for o in OUTS} | {("float2_e1m0", o) for o in OUTS}
+                assert costs[chosen] < costs[old], (t, out, kind, costs)
+                changed.add((t, out, chosen))
+    want = {("int1", o, "lut") for o in OUTS} | {("float2_e1m0", o, "lut") for o in OUTS}
     if kind == "cuda":
-        want.add(("uint1", "float16"))                                             # magic 3 > ge + where
+        want.add(("uint1", "float16", "lut"))                                      # magic 3 > ge + where
+    else:
+        want |= {(t, o, "magic") for t in CODE_TYPES if lowbit.dtype(t).kind == "int" and lowbit.dtype(t).nbits > 1
+                 for o in ("float32", "bfloat16") if o in OUTS}
     assert changed == want
 
 
@@ -301,7 +307,7 @@ def test_readme_cost_table_is_the_emitted_ir():
                 assert m not in applicable_methods(t, out), (t, out, m)
                 continue
             c = dequant_cost(t, out, m)
-            want = f"{c.alu} ({c.weight('cuda')})" if c.convert else f"{c.alu}"
+            want = f"{c.alu} ({c.weight('cuda')}/{c.weight('cpu')})" if c.convert else f"{c.alu}"
             assert cell.replace("**", "") == want, (t, out, m, cell, want)
         assert row[6].replace("**", "") == default_method(t, out, "cuda"), (t, out)
         assert row[7].replace("**", "") == default_method(t, out, "cpu"), (t, out)
