@@ -172,9 +172,17 @@ def set_num_threads(n: int) -> int:
     """Use ``n`` threads for TVM parallel loops launched from this Python thread; returns the count in effect.
 
     The count cannot exceed the pool size fixed at TVM start-up (``TVM_NUM_THREADS``, see the module doc).
+    Reconfiguring the pool makes TVM pin the calling thread to cores (with ``n = 1``, to a single core, which
+    torch's threads then inherit); the caller's CPU affinity is restored afterwards, so only TVM's own parallel
+    loops change.
     """
     if not isinstance(n, int) or n < 1:
         raise BackendError(f"thread count must be an int >= 1, got {n!r}")
     tvm = import_tvm()
-    tvm.get_global_func("runtime.config_threadpool")(1, n)  # 1 = kBig: the default affinity mode
+    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    try:
+        tvm.get_global_func("runtime.config_threadpool")(1, n)  # 1 = kBig: the default affinity mode
+    finally:
+        if affinity is not None:
+            os.sched_setaffinity(0, affinity)
     return num_threads()
