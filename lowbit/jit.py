@@ -27,13 +27,11 @@ from __future__ import annotations
 import functools
 import inspect
 import linecache
-import sys
 import textwrap
 import threading
-import types
 from typing import Any, Callable, Mapping
 
-from .errors import BackendError, CompileError
+from .errors import CompileError
 
 _FUTURE_ANNOTATIONS = 0x1000000  # __future__.annotations.compiler_flag
 

@@ -201,7 +201,7 @@ def promote(a: str, b: str, *, op: str = "binary") -> str:
     for d in (a, b):
         if is_code(d):
             raise CompileError(f"{op}: operand dtype {d} is a low-bit code type and has no arithmetic",
-                               hint=f"cast it first, e.g. cast(x, float16)")
+                               hint="cast it first, e.g. cast(x, float16)")
     if a == b:
         return a
     if a == "bool":
