@@ -8,7 +8,9 @@ facts layout inference and vectorization use: vector width, workers per program,
 """
 from __future__ import annotations
 
+import functools
 import os
+import platform
 from dataclasses import dataclass
 
 from ..errors import CompileError
@@ -61,6 +63,36 @@ def cpu_threads() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
+
+
+@functools.cache
+def host_has_avx512() -> bool:
+    """True on an x86-64 host whose CPU has AVX-512F (from ``/proc/cpuinfo``; False where it cannot tell)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return "avx512f" in line.split()
+    except OSError:
+        pass
+    return False
+
+
+def register_table_entries(target: Target, dtype: str) -> int:
+    """Entries of a table of ``dtype`` values that ``target`` looks up with one vector instruction (0: none).
+
+    TVM's CPU target on an AVX-512 host: 16 for 32-bit values (``vpermps`` / ``vpermd`` pick each lane's entry
+    by the low 4 bits of its index lane). Elsewhere 0 (a ``lookup`` still works, as a gather or select tree).
+
+    >>> register_table_entries(parse_target("triton:sm_90"), "float32")
+    0
+    """
+    if target.backend == "tvm" and target.kind == "cpu" and dtype in ("float32", "int32", "uint32") \
+            and target.vector_bytes >= 64 and host_has_avx512():
+        return 16
+    return 0
 
 
 def parse_target(text: str) -> Target:

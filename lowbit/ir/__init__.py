@@ -18,7 +18,7 @@ from .interpreter import InterpreterError, interpret
 from .nodes import (INSTRUCTIONS, Arange, AllocShared, Barrier, Binary, Broadcast, Cast, ConstParam, Constant,
                     CopyToShared, Dot, ExpandDims, For, Full, If, Instr, Kernel, Load, LoadShared,
                     NumPrograms, Param, Permute, ProgramId, Reduce, Reshape, ScalarParam, SharedSlice, Store,
-                    StoreShared, SymbolRef, TensorParam, Unary, Value, View, Where, Yield, walk)
+                    StoreShared, SymbolRef, TensorParam, Unary, Value, View, Where, Lookup, Yield, walk)
 from .parser import parse, parse_type
 from .printer import format_type, print_kernel
 from .symbolic import Dim, Sym, SymOp, cdiv, parse_dim
@@ -31,6 +31,6 @@ __all__ = [
     "scalar", "Dim", "Sym", "SymOp", "cdiv", "parse_dim", "walk", "INSTRUCTIONS",
     "Value", "Instr", "Constant", "ProgramId", "NumPrograms", "SymbolRef", "Full", "Arange", "Load", "Store",
     "AllocShared", "SharedSlice", "CopyToShared", "LoadShared", "StoreShared", "Barrier", "View", "Cast",
-    "Unary", "Binary", "Where", "Dot", "Reduce", "Broadcast", "Reshape", "Permute", "ExpandDims", "Yield",
+    "Unary", "Binary", "Where", "Lookup", "Dot", "Reduce", "Broadcast", "Reshape", "Permute", "ExpandDims", "Yield",
     "For", "If", "TensorParam", "ScalarParam", "ConstParam", "Param", "Kernel",
 ]

@@ -430,6 +430,15 @@ class KernelBuilder:
         self.emit(n.Unary(r, op, x, loc=loc))
         return r
 
+    def lookup(self, x: Operand, table: Sequence[int | float], dtype: str, *, name: str | None = None,
+               loc=None) -> n.Value:
+        """``table[x mod len(table)]`` per element of the integer tile ``x`` (see :class:`~.nodes.Lookup`)."""
+        loc = self._loc(loc)
+        x = self._value(x, loc=loc)
+        r = self.fresh(name or "lookup", TileType(canonical_dtype(dtype), x.shape, "register"))
+        self.emit(n.Lookup(r, x, tuple(table), loc=loc))
+        return r
+
     def binary(self, op: str, a: Operand, b: Operand, *, name: str | None = None, loc=None) -> n.Value:
         """Elementwise binary op with promotion and broadcasting. ``div`` of ints divides in f32; shifts
         keep the left operand's dtype."""

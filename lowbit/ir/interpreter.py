@@ -164,6 +164,9 @@ class _Program:
     def op_Where(self, ins: n.Where):
         return num.where(self.get(ins.cond), self.get(ins.x), self.get(ins.y))
 
+    def op_Lookup(self, ins: n.Lookup):
+        return num.lookup(self.get(ins.x), ins.x.dtype, ins.table, ins.result.dtype)
+
     def op_Dot(self, ins: n.Dot):
         return num.dot(self.get(ins.a), self.get(ins.b), self.get(ins.acc), ins.acc.dtype)
 

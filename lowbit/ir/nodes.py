@@ -393,6 +393,27 @@ class Where(Instr):
     y: Value
 
 
+@dataclass(frozen=True)
+class Lookup(Instr):
+    """``%r = lookup(%x, table=[0.0, 0.5, 1.0, 1.5]) : f32[16]`` — ``table[x mod len(table)]`` per element.
+
+    ``x`` is an int/uint tile read as unsigned bits; only its low ``log2(len(table))`` bits select
+    (``len(table)`` is a power of two, 2..256), so a packed word shifted down needs no mask. The result
+    has ``x``'s shape and any numeric dtype holding every table entry exactly. What it is for: decoding
+    small codes (a 16-entry table is one register permute on AVX-512 CPUs: ``vpermps``).
+
+    >>> # codes 0..3 of a 2-bit type whose values are -2, -1, 0, 1; a code in bits 0-1 of a larger word:
+    >>> # lookup(word >> 2 * j, table=[-2.0, -1.0, 0.0, 1.0]) decodes code j of the word.
+    """
+
+    OPCODE: ClassVar[str] = "lookup"
+    OPERANDS: ClassVar[tuple[str, ...]] = ("x",)
+    POSITIONAL: ClassVar[tuple[str, ...]] = ("x",)
+    result: Value
+    x: Value
+    table: tuple[Union[int, float], ...] = ()
+
+
 # ----------------------------------------------------------------------------------------------------
 # contraction and reduction
 # ----------------------------------------------------------------------------------------------------
@@ -655,14 +676,14 @@ def walk(body: tuple[Instr, ...]) -> Iterator[Instr]:
 #: every instruction class
 INSTRUCTIONS: tuple[type[Instr], ...] = (
     Constant, ProgramId, NumPrograms, SymbolRef, Full, Arange, Load, Store, AllocShared, SharedSlice,
-    CopyToShared, LoadShared, StoreShared, Barrier, View, Cast, Unary, Binary, Where, Dot, Reduce,
-    Broadcast, Reshape, Permute, ExpandDims, Yield, For, If,
+    CopyToShared, LoadShared, StoreShared, Barrier, View, Cast, Unary, Binary, Where, Lookup, Dot,
+    Reduce, Broadcast, Reshape, Permute, ExpandDims, Yield, For, If,
 )
 
 __all__ = [
     "Value", "Instr", "Constant", "ProgramId", "NumPrograms", "SymbolRef", "Full", "Arange", "Load",
     "Store", "AllocShared", "SharedSlice", "CopyToShared", "LoadShared", "StoreShared", "Barrier", "View",
-    "Cast", "Unary", "Binary", "Where", "Dot", "Reduce", "Broadcast", "Reshape", "Permute", "ExpandDims",
+    "Cast", "Unary", "Binary", "Where", "Lookup", "Dot", "Reduce", "Broadcast", "Reshape", "Permute", "ExpandDims",
     "Yield", "For", "If", "TensorParam", "ScalarParam", "ConstParam", "Param", "Kernel", "walk",
     "INSTRUCTIONS", "UNARY_OPS", "ARITH_OPS", "BITWISE_OPS", "COMPARE_OPS", "BINARY_OPS", "REDUCE_OPS",
     "INTENTS",

@@ -203,6 +203,14 @@ def where(c: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return out
 
 
+def lookup(x: np.ndarray, index_dtype: str, table: tuple, dtype: str) -> np.ndarray:
+    """``table[x mod len(table)]``: the index's low ``log2(len(table))`` bits (two's complement for signed
+    indices) select an entry; entries are rounded to ``dtype`` as literals (the verifier keeps them exact)."""
+    values = np.stack([literal(v, dtype) for v in table])
+    low = np.asarray(x).astype(np.int64) & (len(table) - 1)
+    return values[low]
+
+
 # ----------------------------------------------------------------------------------------------------
 # dot and reductions
 # ----------------------------------------------------------------------------------------------------
@@ -234,4 +242,4 @@ def reduce(op: str, x: np.ndarray, dtype: str, axis: int, keepdims: bool) -> np.
     return _arr(r, dtype)
 
 
-__all__ = ["InterpreterError", "literal", "cast", "view", "unary", "binary", "where", "dot", "reduce"]
+__all__ = ["InterpreterError", "literal", "cast", "view", "unary", "binary", "where", "lookup", "dot", "reduce"]

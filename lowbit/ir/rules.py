@@ -318,6 +318,35 @@ def _unary(ins: n.Unary) -> Problems:
     return p + _same(ins.result.type, ins.x.dtype, ins.x.shape, "result") + _result_register(ins)
 
 
+#: the longest ``lookup`` table (entries): a byte of index
+LOOKUP_MAX_ENTRIES = 256
+
+
+def _lookup(ins: n.Lookup) -> Problems:
+    p = _register(ins.x, "index") + _native(ins.x, "index")
+    if not p and kind_of(ins.x.dtype) not in ("int", "uint"):
+        p.append(f"lookup needs an integer index, got {short_name(ins.x.dtype)}")
+    size = len(ins.table)
+    if not 2 <= size <= LOOKUP_MAX_ENTRIES or size & (size - 1):
+        p.append(f"a lookup table has a power-of-two number of entries from 2 to {LOOKUP_MAX_ENTRIES}, got {size}")
+    rd = ins.result.dtype
+    if is_code(rd) or kind_of(rd) == "bool":
+        p.append(f"lookup results are native numbers, got {short_name(rd)}")
+    else:
+        from .numerics import literal
+
+        for i, v in enumerate(ins.table):
+            why = literal_fits(v, rd)
+            if why is None and kind_of(rd) == "float":
+                held = float(literal(v, rd))
+                exact = held == v or (held != held and v != v)
+                why = None if exact else f"{v!r} is not exactly a {short_name(rd)}"
+            if why is not None:
+                p.append(f"table entry {i}: {why}")
+                break
+    return p + _same(ins.result.type, rd, ins.x.shape, "result") + _result_register(ins)
+
+
 def _binary_kinds(op: str) -> tuple[str, ...]:
     if op == "div":
         return ("float",)
@@ -472,7 +501,7 @@ RULES: dict[type, Callable[[n.Instr], Problems]] = {
     n.Full: _full, n.Arange: _arange, n.Load: _load, n.Store: _store, n.AllocShared: _alloc_shared,
     n.SharedSlice: _shared_slice, n.CopyToShared: _copy_to_shared, n.LoadShared: _load_shared,
     n.StoreShared: _store_shared, n.Barrier: _nothing, n.View: _view, n.Cast: _cast, n.Unary: _unary,
-    n.Binary: _binary, n.Where: _where, n.Dot: _dot, n.Reduce: _reduce, n.Broadcast: _broadcast,
+    n.Binary: _binary, n.Where: _where, n.Lookup: _lookup, n.Dot: _dot, n.Reduce: _reduce, n.Broadcast: _broadcast,
     n.Reshape: _reshape, n.Permute: _permute, n.ExpandDims: _expand_dims, n.Yield: _nothing,
     n.For: _for, n.If: _if,
 }
@@ -491,4 +520,4 @@ def check_instr(ins: n.Instr) -> Problems:
     return p + rule(ins)
 
 
-__all__ = ["check_instr", "check_type", "describe", "literal_fits", "DOT_ACC"]
+__all__ = ["check_instr", "check_type", "describe", "literal_fits", "DOT_ACC", "LOOKUP_MAX_ENTRIES"]

@@ -17,6 +17,11 @@ check every code of every type against :mod:`lowbit.dtypes` through the interpre
   as Tilus and Marlin). Straight to f16 when E <= 4 and every value is an exact f16, else through f32.
   float8_e4m3fn's NaN codes become NaN with a ``where``.
 * ``shift`` (float8_e5m2): the code is the high byte of an f16: ``code << 8``, ``view`` (inf/NaN kept).
+* ``table`` (any type): one ``lookup`` instruction over the ``2**n`` exact values (in ``out`` when all are
+  exact there, else f32 then a cast). ``lookup`` reads only the low ``n`` bits of its index, so the extraction
+  can skip its mask (:func:`emit_extract` with ``keep_high_bits``). Cheap only where the target looks a table
+  up in a register (:func:`lowbit.lowering.target.register_table_entries`: 16 entries on AVX-512 CPUs, one
+  ``vpermps``), so the rule considers it only for codes of at most ``log2(entries)`` bits.
 * ``lut`` (any type of <= 4 bits): a lookup in a table of the exact values, written with the IR's own
   instructions (it has no gather). **Byte table** when every value's f16 pattern has a zero low byte (all
   <= 4-bit types but uint4): the high bytes, four per ``uint32`` immediate; the code's low two bits pick a
@@ -29,14 +34,17 @@ bf16 results are computed in f32 and cast (RNE, exact here), as the interpreter'
 The default is the cheapest applicable method by :func:`dequant_cost`: the instructions per element of the
 emitted IR, an int->float conversion weighing 4 on CUDA (I2F: quarter rate). Ties go to the
 historical default (CUDA ``magic``, CPU ``arith``, then ``bits``, ``shift``, ``lut``). ``lut`` wins for
-1-bit codes (uint1 to f16 on CUDA, int1 everywhere) and float2_e1m0.
+1-bit codes (uint1 to f16 on CUDA, int1 everywhere) and float2_e1m0; ``table`` (cost 1) for every code that
+fits the target's register table (``table_entries``; none by default).
 
 >>> default_method("uint4", "float16", "cuda"), default_method("uint4", "float16", "cpu")
 ('magic', 'arith')
 >>> applicable_methods("float6_e3m2", "float32"), applicable_methods("float4_e2m1", "float32")
-(('bits',), ('bits', 'lut'))
+(('bits', 'table'), ('bits', 'lut', 'table'))
 >>> default_method("int1", "float16", "cpu"), dequant_cost("int1", "float16", "lut").alu
 ('lut', 2)
+>>> default_method("float4_e2m1", "float32", "cpu", table_entries=16), dequant_cost("uint4", "float32", "table").alu
+('table', 1)
 """
 from __future__ import annotations
 
@@ -55,7 +63,7 @@ from . import layout_rules as R
 from .lowbit_emit import Emitter
 
 CARRIER = "uint32"
-METHODS = ("arith", "magic", "bits", "shift", "lut")
+METHODS = ("arith", "magic", "bits", "shift", "lut", "table")
 FLOAT_OUT = ("float16", "float32", "bfloat16")
 #: the widest code type ``lut`` decodes (a table of 2**n entries; the select tree costs 2**n - 1 selects)
 LUT_MAX_BITS = 4
@@ -76,10 +84,10 @@ def applicable_methods(code_dtype: str, out_dtype: str) -> tuple[str, ...]:
     d = lowbit_dtype(code_dtype)
     lut = ("lut",) if d.nbits <= LUT_MAX_BITS else ()
     if d.kind in ("int", "uint"):
-        return ("arith", "magic") + lut
+        return ("arith", "magic") + lut + ("table",)
     if d.name == "float8_e5m2":
-        return ("shift",)
-    return ("bits",) + lut
+        return ("shift", "table")
+    return ("bits",) + lut + ("table",)
 
 
 @dataclass(frozen=True)
@@ -126,28 +134,32 @@ def dequant_cost(code_dtype: str, out_dtype: str, method: str) -> DequantCost:
 
 
 @lru_cache(maxsize=None)
-def default_method(code_dtype: str, out_dtype: str, kind: str) -> str:
+def default_method(code_dtype: str, out_dtype: str, kind: str, table_entries: int = 0) -> str:
     """The documented rule: the applicable method of least :meth:`DequantCost.weight` on ``kind``; ties go to
     the historical defaults (CUDA ``magic``, CPU ``arith``, then ``bits``, ``shift``, ``lut``). In effect:
     integers by ``magic`` on CUDA; on CPUs signed integers into f32 by ``magic``, unsigned ones and f16 outputs by
     ``arith``; e5m2 by ``shift``, other floats by ``bits``, except ``lut`` for int1, uint1 to f16 on CUDA, and
-    float2_e1m0."""
+    float2_e1m0. ``table`` competes only when the target looks up ``table_entries >= 2**n`` entries in a
+    register (then it wins: one instruction)."""
     out = out_dtype if out_dtype in FLOAT_OUT else "float32"
     order = ("magic", "arith") if kind == "cuda" else ("arith", "magic")
     order += ("bits", "shift", "lut")
+    if (1 << nbits_of(code_dtype)) <= table_entries:
+        order += ("table",)
     ok = applicable_methods(code_dtype, out)
     ranked = [m for m in order if m in ok]
     return min(ranked, key=lambda m: dequant_cost(code_dtype, out, m).weight(kind))
 
 
-def select_method(code_dtype: str, out_dtype: str, kind: str, options: Mapping[str, Any] | None) -> str:
+def select_method(code_dtype: str, out_dtype: str, kind: str, options: Mapping[str, Any] | None,
+                  table_entries: int = 0) -> str:
     """The method for one cast: ``options["dequant"]`` (a method name, or ``{code dtype: method}``)
     overrides :func:`default_method`; a method that does not apply raises :class:`CompileError`."""
     choice = (options or {}).get("dequant")
     if isinstance(choice, Mapping):
         choice = choice.get(code_dtype)
     if choice is None:
-        return default_method(code_dtype, out_dtype, kind)
+        return default_method(code_dtype, out_dtype, kind, table_entries)
     ok = applicable_methods(code_dtype, out_dtype)
     if choice not in ok:
         why = f" (lookup tables: codes of at most {LUT_MAX_BITS} bits)" if choice == "lut" else ""
@@ -239,6 +251,10 @@ def emit_decode(em: Emitter, carrier: n.Value, code_dtype: str, out_dtype: str, 
         return o.cast(f, out_dtype)
     if method == "lut":
         return _emit_lut(em, o, carrier, code_dtype, out_dtype, layout)
+    if method == "table":
+        fdt = out_dtype if lut_patterns(code_dtype, out_dtype) is not None else "float32"
+        values = tuple(float(v) for v in d.values())
+        return o.cast(em.lookup(carrier, values, fdt, layout, hint=o.h), out_dtype)
     # bits
     direct16 = out_dtype == "float16" and fits_f16(code_dtype)
     width, mant, bias_dst = (16, 10, 15) if direct16 else (32, 23, 127)
@@ -344,10 +360,12 @@ def _emit_lut(em: Emitter, o: _Ops, c: n.Value, code_dtype: str, out_dtype: str,
 
 
 def emit_extract(em: Emitter, words: n.Value, code_dtype: str, codes_shape: tuple[int, ...],
-                 codes_layout: Any = None, name: str | None = None) -> n.Value:
+                 codes_layout: Any = None, name: str | None = None, keep_high_bits: bool = False) -> n.Value:
     """Carriers (uint32 raw codes) of ``view(words) : code_dtype[codes_shape]``: each row of ``words`` is
     read as a little-endian bitstream of ``n``-bit codes. Codes that straddle words are assembled from both
-    words (shift tables over a chunk of ``lcm(B, n)`` bits). ``name`` prefixes the new values' names."""
+    words (shift tables over a chunk of ``lcm(B, n)`` bits). ``name`` prefixes the new values' names.
+    ``keep_high_bits``: skip the mask where codes do not straddle (the code is in the low ``n`` bits, the
+    bits above are the next codes): for consumers that read only the low bits (``lookup``)."""
     h = name or words.name
     nb = nbits_of(code_dtype)
     wb = nbits_of(words.dtype)
@@ -368,7 +386,8 @@ def emit_extract(em: Emitter, words: n.Value, code_dtype: str, codes_shape: tupl
         x = em.broadcast(x, big, l_big, hint=h + ".w")
         j = em.binary("mul", em.arange(0, cc, hint="j"), em.full((cc,), nb, "int32"), hint="shift")
         x = em.binary("shr", x, _spread(em, j, big, udt, l_big), l_big, hint=h + ".sh")
-        x = em.binary("and", x, em.full(big, mask, udt, l_big, hint="mask"), l_big, hint=h + ".bits")
+        if not keep_high_bits:
+            x = em.binary("and", x, em.full(big, mask, udt, l_big, hint="mask"), l_big, hint=h + ".bits")
     else:                                # straddling: chunks of q words holding c codes
         lcm = wb * nb // gcd(wb, nb)
         q, c = lcm // wb, lcm // nb

@@ -16,6 +16,9 @@ Identities (``x`` any value, types must match exactly, layouts included):
 * ``minimum(x, x)``, ``maximum(x, x)``, ``x & x``, ``x | x``, ``where(c, x, x)``, ``cast`` / ``broadcast`` /
   ``reshape`` / ``permute`` to the operand's own type -> ``x``; ``x == x`` (ints) -> true;
 * ``broadcast``, ``reshape``, ``expand_dims``, ``permute``, ``cast`` of a uniform tile -> ``full``;
+* ``lookup`` of a constant index -> the entry; ``add`` / ``sub`` / ``mul`` of a ``lookup`` and a uniform constant
+  -> one ``lookup`` of the table with the operation applied to every entry (with the interpreter's numerics,
+  so each entry is exactly what the two instructions computed), e.g. the implicit zero of a decoded code;
 * ``if`` on a constant condition -> the chosen branch, inlined; ``for`` with a constant trip count of 0
   -> its inits, of 1 -> its body, inlined.
 
@@ -92,6 +95,7 @@ class _Folder(BodyRewriter):
         super().__init__()
         self.known: dict[str, np.ndarray] = {}  # value name -> its (uniform) value as a 0-d array
         self.literal: dict[str, object] = {}    # value name -> the literal it was written with (const / full)
+        self.lookups: dict[str, n.Lookup] = {}  # value name -> the lookup defining it
 
     # ------------------------------------------------------------------ helpers
     def value_of(self, v: n.Value) -> Optional[np.ndarray]:
@@ -135,7 +139,39 @@ class _Folder(BodyRewriter):
         if isinstance(ins, (n.Constant, n.Full)) and is_native(ins.result.dtype):
             self.known[ins.result.name] = num.literal(ins.value, ins.result.dtype)
             self.literal[ins.result.name] = ins.value
+        if isinstance(ins, n.Lookup):
+            self.lookups[ins.result.name] = ins
         return [ins]
+
+    def fold_Lookup(self, ins: n.Lookup) -> Optional[list[n.Instr]]:
+        k = self.value_of(ins.x)
+        if k is None:
+            return None
+        return self.constant(ins.result, num.lookup(k, ins.x.dtype, ins.table, ins.result.dtype), ins)
+
+    def _fold_into_table(self, ins: n.Binary) -> Optional[list[n.Instr]]:
+        """``lookup(i, T) op c`` / ``c op lookup(i, T)`` -> ``lookup(i, T op c)`` (add, sub, mul; c uniform)."""
+        if ins.op not in ("add", "sub", "mul"):
+            return None
+        for tab, other, table_first in ((ins.lhs, ins.rhs, True), (ins.rhs, ins.lhs, False)):
+            look, k = self.lookups.get(tab.name), self.value_of(other)
+            if look is None or k is None or look.result.type != ins.result.type:
+                continue
+            values = num.lookup(np.arange(len(look.table)), "int32", look.table, tab.dtype)
+            try:
+                with np.errstate(all="ignore"):
+                    new = num.binary(ins.op, values, np.broadcast_to(k, values.shape), tab.dtype) if table_first \
+                        else num.binary(ins.op, np.broadcast_to(k, values.shape), values, tab.dtype)
+            except InterpreterError:
+                return None
+            table = tuple(python_literal(np.asarray(v), tab.dtype) for v in new)
+            if any(t is None for t in table) or any(
+                    num.literal(t, tab.dtype).tobytes() != np.asarray(v).tobytes() for t, v in zip(table, new)):
+                return None       # an entry the table cannot hold exactly (NaN payloads, say)
+            out = n.Lookup(ins.result, look.x, table, loc=ins.loc)
+            self.lookups[ins.result.name] = out
+            return [out]
+        return None
 
     def fold_Binary(self, ins: n.Binary) -> Optional[list[n.Instr]]:
         a, b, r, op = ins.lhs, ins.rhs, ins.result, ins.op
@@ -147,6 +183,9 @@ class _Folder(BodyRewriter):
             except InterpreterError:
                 return None  # faults at run time: keep it
             return self.constant(r, np.asarray(value), ins)
+        folded = self._fold_into_table(ins)
+        if folded is not None:
+            return folded
         kind = kind_of(dtype)
         same = a == b
         if kind in ("int", "uint"):

@@ -177,7 +177,7 @@ class _Graph:
             self._rules(ins)
 
     def _rules(self, ins: n.Instr) -> None:
-        if isinstance(ins, (n.Unary, n.Cast)):
+        if isinstance(ins, (n.Unary, n.Cast, n.Lookup)):
             self.same(ins, ins.x, ins.result)
         elif isinstance(ins, n.Binary):
             self.same(ins, ins.lhs, ins.result)

@@ -105,6 +105,12 @@ class Emitter:
         self.emit(n.Where(r, c, x, y))
         return r
 
+    def lookup(self, x: n.Value, table: Sequence[int | float], dtype: str, layout: Any = None,
+               hint: str | None = None) -> n.Value:
+        r = self.value(hint or x.name, dtype, x.shape, layout)
+        self.emit(n.Lookup(r, x, tuple(table)))
+        return r
+
     # ---------------------------------------------------------------- shapes
     def reshape(self, x: n.Value, shape: Sequence[int], layout: Any = None, hint: str | None = None) -> n.Value:
         r = self.value(hint or x.name, x.dtype, shape, layout)

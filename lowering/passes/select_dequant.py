@@ -36,6 +36,7 @@ from lowbit.ir import numerics as num
 from lowbit.ir.rules import describe
 from lowbit.ir.types import is_code, kind_of, numpy_dtype
 
+from ..target import register_table_entries
 from .dequant import CARRIER, emit_decode, emit_extract, emit_int_value, select_method
 from .manager import PassContext, register_pass
 from .lowbit_emit import Emitter, all_names
@@ -64,6 +65,9 @@ class CodeRewriter:
         self.ctx = ctx
         self.names = all_names(kernel)
         self.carrier: dict[str, n.Value] = {}
+        #: code value -> a carrier whose low n bits are the code and whose higher bits are arbitrary (the
+        #: extraction without its mask), for the ``table`` method, whose ``lookup`` reads only the low bits
+        self.loose: dict[str, n.Value] = {}
         self.defs: dict[str, n.Instr] = {}
         self.mapping: dict[n.Value, n.Value] = {}
 
@@ -115,7 +119,10 @@ class CodeRewriter:
     def rewrite(self, ins: n.Instr, em: Emitter) -> None:
         if isinstance(ins, n.View) and is_code(ins.result.dtype) and not is_code(ins.x.dtype):
             r = ins.result
-            self.carrier[r.name] = emit_extract(em, ins.x, r.dtype, tuple(r.shape), r.type.layout, name=r.name)
+            args = (em, ins.x, r.dtype, tuple(r.shape), r.type.layout)
+            self.carrier[r.name] = emit_extract(*args, name=r.name)
+            if self._tables(r.dtype):   # the unmasked twin (shared instructions merge in cse, unused go in dce)
+                self.loose[r.name] = emit_extract(*args, name=r.name, keep_high_bits=True)
             return
         if isinstance(ins, n.Cast) and is_code(ins.result.dtype) and not is_code(ins.x.dtype):
             self.carrier[ins.result.name] = self.fold(ins, em)
@@ -124,6 +131,10 @@ class CodeRewriter:
             c = self.carrier_of(ins.x, ins)
             self.carrier[ins.result.name] = em.emit(replace(ins.replace_inputs({ins.x: c}),
                                                             result=self._carrier_value(ins.result, em))).result
+            if ins.x.name in self.loose:
+                lc = self.loose[ins.x.name]
+                self.loose[ins.result.name] = em.emit(replace(ins.replace_inputs({ins.x: lc}),
+                                                              result=self._carrier_value(ins.result, em))).result
             return
         if isinstance(ins, n.Where) and is_code(ins.result.dtype):
             cx, cy = self.carrier_of(ins.x, ins), self.carrier_of(ins.y, ins)
@@ -155,19 +166,30 @@ class CodeRewriter:
             return em.const(code, CARRIER, hint=r.name + ".bits")
         return em.full(tuple(r.shape), code, CARRIER, r.type.layout, hint=r.name + ".bits")
 
+    def _tables(self, code_dtype: str) -> bool:
+        """Whether a cast of ``code_dtype`` may take the ``table`` method (by the rule or by an option)."""
+        forced = (self.ctx.options or {}).get("dequant")
+        if isinstance(forced, dict):
+            forced = forced.get(code_dtype)
+        return forced == "table" or (forced is None and register_table_entries(self.ctx.target, "float32") > 0)
+
+    def method(self, code: str, dst: str) -> str:
+        entries = register_table_entries(self.ctx.target, dst)
+        return select_method(code, dst, self.ctx.target.kind, self.ctx.options, entries)
+
     def decode(self, ins: n.Cast, em: Emitter) -> n.Value:
         code, dst = ins.x.dtype, ins.result.dtype
         c = self.carrier_of(ins.x, ins)
         layout = ins.result.type.layout
         kind = kind_of(dst)
-        if kind == "float":
-            method = select_method(code, dst, self.ctx.target.kind, self.ctx.options)
-            v = emit_decode(em, c, code, dst, method, layout)
-        elif kind_of(code) in ("int", "uint"):
-            v = emit_int_value(em, c, code, layout)
+        if kind == "float" or kind_of(code) not in ("int", "uint"):
+            out = dst if kind == "float" else "float32"
+            method = self.method(code, out)
+            if method == "table":
+                c = self.loose.get(ins.x.name, c)
+            v = emit_decode(em, c, code, out, method, layout)
         else:
-            method = select_method(code, "float32", self.ctx.target.kind, self.ctx.options)
-            v = emit_decode(em, c, code, "float32", method, layout)
+            v = emit_int_value(em, c, code, layout)
         if v.dtype != dst:
             v = em.cast(v, dst, layout)
         if v.type != ins.result.type:

@@ -186,6 +186,24 @@ class ComputeMixin:
     def op_Where(self, ins: n.Where) -> None:
         self.alias(ins.result, f"tl.where({self.use(ins.cond)}, {self.use(ins.x)}, {self.use(ins.y)})")
 
+    def op_Lookup(self, ins: n.Lookup) -> None:
+        """``table[x mod size]`` as a balanced tree of ``tl.where`` over the index bits (Triton has no register
+        gather; the dequant rule offers ``lookup`` where a target has one, so this is the portable form)."""
+        size = len(ins.table)
+        idx = self.fresh(f"{ins.result.name}_i")
+        self.line(f"{idx} = ({self.use(ins.x)} & {size - 1}).to(tl.int32)")
+        level = [self.typed_literal(v, ins.result.dtype) for v in ins.table]
+        bit = 0
+        while len(level) > 1:
+            sel = self.fresh(f"{ins.result.name}_b{bit}")
+            self.line(f"{sel} = ({idx} >> {bit}) & 1 != 0")
+            level = [lo if lo == hi else f"tl.where({sel}, {hi}, {lo})" for lo, hi in zip(level[0::2], level[1::2])]
+            bit += 1
+        expr = level[0]
+        if not expr.startswith("tl.where"):   # every entry equal: a tile of it
+            expr = f"tl.full({idx}.shape, {expr}, {register_tl(ins.result.dtype)})"
+        self.alias(ins.result, expr)
+
     # ------------------------------------------------------------------------------------------------
     # dot and reductions
     # ------------------------------------------------------------------------------------------------

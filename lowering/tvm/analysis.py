@@ -41,9 +41,9 @@ OP_COST = {"exp": 4, "exp2": 4, "log": 4, "log2": 4, "sqrt": 2, "rsqrt": 3, "tan
            "div": 2, "floordiv": 3, "mod": 3}
 _REMAPS = (n.Broadcast, n.ExpandDims, n.Reshape, n.Permute)
 _PURE = (n.Constant, n.ProgramId, n.NumPrograms, n.SymbolRef, n.Full, n.Arange, n.View, n.Cast, n.Unary,
-         n.Binary, n.Where) + _REMAPS
+         n.Binary, n.Where, n.Lookup) + _REMAPS
 _TRIVIAL_SOURCES = (n.Constant, n.ProgramId, n.NumPrograms, n.SymbolRef, n.Full, n.Arange)
-_ELEMENTWISE = (n.Unary, n.Binary, n.Cast, n.Where)
+_ELEMENTWISE = (n.Unary, n.Binary, n.Cast, n.Where, n.Lookup)
 _INDEX_OPS = ("add", "sub", "mul", "floordiv", "mod", "minimum", "maximum")
 
 #: a ``sum`` over at most this many elements may be fused into its consumer (written out as additions)

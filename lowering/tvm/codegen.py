@@ -48,6 +48,7 @@ Not supported: code-typed (sub-byte / fp8) tiles -- run the ``lower-lowbit`` pas
 """
 from __future__ import annotations
 
+import contextlib
 import keyword
 import re
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ from typing import Any, Callable, Mapping, Sequence, Union
 
 from lowbit.errors import CompileError
 from lowbit.ir import nodes as n
+from lowbit.lowering.target import host_has_avx512
 from lowbit.ir.symbolic import Sym
 from lowbit.ir.types import is_code, kind_of, nbits_of, short_name
 from lowbit.ir.verifier import verify
@@ -289,6 +291,9 @@ class _Emitter:
         self.vector_facts = dict(facts.get("vector_width", {}) or {}) if isinstance(facts, Mapping) else {}
         self.expanded: dict[str, str] = {}     # bound scalar variable -> its expression (expanded)
         self.access_widths = _access_widths(kernel, facts)
+        #: the vectorized loop variable and its width while a vectorized nest's body is generated (else None)
+        self.lane: tuple[str, int] | None = None
+        self.tables: dict[tuple[str, tuple], str] = {}     # (dtype, entries) -> the buffer holding them
 
     # ------------------------------------------------------------------ small helpers
     def emit(self, item: Item) -> None:
@@ -393,6 +398,20 @@ class _Emitter:
         return lanes
 
     # ------------------------------------------------------------------ loop nests
+    _VECTORIZED = re.compile(r"for (\w+) in T\.vectorized\((\d+)\):")
+
+    @contextlib.contextmanager
+    def vector_lane(self, headers: Sequence[str]):
+        """While the body of the nest ``headers`` is generated, ``self.lane`` names its vectorized loop
+        variable and width (None when it has none): a ``lookup`` reads its table at the lane there."""
+        found = [m for m in map(self._VECTORIZED.match, headers) if m]
+        saved = self.lane
+        self.lane = (found[-1].group(1), int(found[-1].group(2))) if found else None
+        try:
+            yield
+        finally:
+            self.lane = saved
+
     def emit_nest(self, shape: Sequence[int], body: Callable[[list[str], bool], list[Item]], *,
                   tiles: Sequence[Tile] = (), guards: Sequence[str] = (),
                   cond: Callable[[list[str], bool], str | None] | None = None,
@@ -439,7 +458,8 @@ class _Emitter:
         v = vector if (fast and probe is None) else 1
         headers, idx = cpu_loops(shape, v, unroll=unroll if fast else None)
         c = cond(idx, fast) if cond else None
-        inner = body(idx, fast)
+        with self.vector_lane(headers):
+            inner = body(idx, fast)
         if c:
             s = _Scope(f"if {c}:")
             s.body.extend(inner)
@@ -813,6 +833,55 @@ class _Emitter:
         self.define(ins, ins.result, elementwise(ins.result.type.shape, ins.result.dtype, [c, x, y],
                                                  lambda e: tt.select(e[0], e[1], e[2])))
 
+    #: one-instruction register lookups: result dtype -> (LLVM intrinsic, its lanes, the table's dtype)
+    _PERMUTES = {"float32": ("llvm.x86.avx512.permvar.sf.512", 16, "float32"),
+                 "int32": ("llvm.x86.avx512.permvar.si.512", 16, "int32"),
+                 "uint32": ("llvm.x86.avx512.permvar.si.512", 16, "int32")}
+
+    def table_buffer(self, table: Sequence[Any], dtype: str) -> str:
+        """A local buffer holding ``table`` (as ``dtype`` literals), filled once at the top of each program."""
+        key = (dtype, tuple(table))
+        if key not in self.tables:
+            name = self.names.fresh("table")
+            self.allocs.append(f'{name} = T.alloc_buffer(({len(table)},), "{tt.NATIVE_TVM[dtype]}", scope="local")')
+            self.allocs.extend(f"{name}[{i}] = {tt.lit(v, dtype)}" for i, v in enumerate(table))
+            self.tables[key] = name
+        return self.tables[key]
+
+    def op_Lookup(self, ins: n.Lookup) -> None:
+        """``table[x mod size]``: in a 16-lane vectorized nest on an AVX-512 CPU, one ``vpermps`` / ``vpermd``
+        of the table (repeated to 16 entries) by the index lanes, whose low 4 bits select; elsewhere a read
+        of the table buffer at ``x & (size - 1)``."""
+        x = self.get(ins.x)
+        src, dst = ins.x.dtype, ins.result.dtype
+        size = len(ins.table)
+        permute = None
+        if not self.t.cuda and size <= 16 and dst in self._PERMUTES and host_has_avx512():
+            permute = self._PERMUTES[dst]
+        table = self.table_buffer(ins.table, dst)
+        wide = None
+        if permute is not None:   # the table repeated to the 16 lanes, as the permute's dtype (same bits)
+            entries = [v - (1 << 32) if dst == "uint32" and v >= 1 << 31 else v for v in ins.table]
+            wide = self.table_buffer(tuple(entries) * (16 // size), permute[2])
+
+        def index32(e: str) -> str:
+            if nbits_of(src) == 32:
+                return tt.reinterpret(e, src, "int32")
+            return f'T.Cast("int32", {e})'
+
+        def fn(idx: Sequence[str], fast: bool) -> str:
+            i = index32(x.read(idx, fast))
+            if permute is not None and fast and self.lane is not None and self.lane[1] == permute[1]:
+                intrinsic, _, tdt = permute
+                e = f'T.call_llvm_pure_intrin("{tdt}", "{intrinsic}", {wide}[{self.lane[0]}], {i})'
+                return tt.reinterpret(e, tdt, dst)
+            return f"{table}[{self.expand(f'T.bitwise_and({i}, {size - 1})')}]"
+
+        bufs = {table} | ({wide} if wide else set())
+        tile = ExprTile(tuple(ins.result.type.shape), dst, guards=x.guards, buffers=x.buffers | frozenset(bufs),
+                        identity=x.identity, memory=x.memory, fn=fn)
+        self.define(ins, ins.result, tile)
+
     def op_View(self, ins: n.View) -> None:
         src, dst = ins.x.dtype, ins.result.dtype
         for d in (src, dst):
@@ -1097,7 +1166,8 @@ class _Emitter:
                 h_a, (ia,) = cpu_loops((rows,), 1, prefix="ex", unroll={0: rows})
                 h_b, (jo, ii, jv) = cpu_loops((N // v, rows, v), v, prefix="fx", unroll={1: rows} if wide else None)
                 j = jv if N // v == 1 else (jo if v == 1 else f"{jo} * {v} + {jv}")
-                ab = prod(aval.read([ii], True), b.read([k, j], fast_b))
+                with self.vector_lane(h_b):
+                    ab = prod(aval.read([ii], True), b.read([k, j], fast_b))
                 inner = (_nest_items(h_a, [f"{aval.write([ia])} = {a.read([row(ia), k], fast_a)}"])
                          + _nest_items(h_b, [f"{blk.write([ii, j])} = {add(blk.read([ii, j], True), ab)}"]))
                 return _nest_items(h_k, inner)

@@ -270,7 +270,7 @@ def test_the_rule_is_the_cheapest_method(kind):
         d = lowbit.dtype(t)
         for out in OUTS:
             chosen = default_method(t, out, kind)
-            costs = {m: dequant_cost(t, out, m).weight(kind) for m in applicable_methods(t, out)}
+            costs = {m: dequant_cost(t, out, m).weight(kind) for m in applicable_methods(t, out) if m != "table"}
             assert costs[chosen] == min(costs.values()), (t, out, kind, costs)
             old = OLD_RULE[kind] if d.kind in ("int", "uint") else "shift" if t == "float8_e5m2" else "bits"
             if chosen != old:
@@ -283,6 +283,32 @@ def test_the_rule_is_the_cheapest_method(kind):
         want |= {(t, o, "magic") for t in CODE_TYPES if lowbit.dtype(t).kind == "int" and lowbit.dtype(t).nbits > 1
                  for o in ("float32", "bfloat16") if o in OUTS}
     assert changed == want
+
+
+@pytest.mark.parametrize("entries", [2, 8, 16])
+def test_table_wins_where_the_target_has_a_register_table(entries):
+    """With a register table of ``entries`` (16 on AVX-512 CPUs), every code of at most log2(entries) bits takes
+    ``table`` (one ``lookup``, plus a cast where the values are not all exact in the output), wider codes keep the
+    rule without it."""
+    for t in CODE_TYPES:
+        for out in OUTS:
+            chosen = default_method(t, out, "cpu", table_entries=entries)
+            if 1 << lowbit.dtype(t).nbits <= entries:
+                assert chosen == "table", (t, out)
+                c = dequant_cost(t, out, "table")
+                assert c.convert == 0 and c.alu <= 2, (t, out, c)
+            else:
+                assert chosen == default_method(t, out, "cpu"), (t, out)
+
+
+def test_table_register_entries_by_target():
+    from lowbit.lowering.target import host_has_avx512, register_table_entries
+
+    cpu = parse_target("tvm:llvm")
+    assert register_table_entries(cpu, "float32") == (16 if host_has_avx512() else 0)
+    assert register_table_entries(cpu, "float16") == 0
+    for t in ("triton:sm_90", "triton:cpu", "tvm:cuda:sm_90"):
+        assert register_table_entries(parse_target(t), "float32") == 0
 
 
 def _readme_cost_rows():
