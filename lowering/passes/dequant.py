@@ -364,8 +364,8 @@ def emit_extract(em: Emitter, words: n.Value, code_dtype: str, codes_shape: tupl
     """Carriers (uint32 raw codes) of ``view(words) : code_dtype[codes_shape]``: each row of ``words`` is
     read as a little-endian bitstream of ``n``-bit codes. Codes that straddle words are assembled from both
     words (shift tables over a chunk of ``lcm(B, n)`` bits). ``name`` prefixes the new values' names.
-    ``keep_high_bits``: skip the mask where codes do not straddle (the code is in the low ``n`` bits, the
-    bits above are the next codes): for consumers that read only the low bits (``lookup``)."""
+    ``keep_high_bits``: skip the masks (the code is in the low ``n`` bits, the bits above are whatever follows
+    it in its last word): for consumers that read only the low bits (``lookup``)."""
     h = name or words.name
     nb = nbits_of(code_dtype)
     wb = nbits_of(words.dtype)
@@ -402,7 +402,12 @@ def emit_extract(em: Emitter, words: n.Value, code_dtype: str, codes_shape: tupl
         qc = (q, c)
         overlap = em.binary("and", em.binary("lt", d, em.full(qc, wb, "int32")),
                             em.binary("gt", d, em.full(qc, -nb, "int32")))
-        mk = em.where(overlap, em.full(qc, mask, "int32"), em.full(qc, 0, "int32"), hint="overlap")
+        # a code's part from word w: the word's bits from the code's first bit on, shifted down (nothing above
+        # the word's top) or up (the code's high part, above its low part: the parts' bits are disjoint, so
+        # their sum is their or). Masked to the code's n bits, unless the consumer reads only the low n bits.
+        # (the word's all-ones, in a u32 table: TVM's simplifier refuses -1 or too wide a literal cast to a uint)
+        kdt, keep = ("uint32", (1 << wb) - 1) if keep_high_bits else ("int32", mask)
+        mk = em.where(overlap, em.full(qc, keep, kdt), em.full(qc, 0, kdt), hint="overlap")
         x = em.binary("shr", x, _spread(em, sr, big, udt, l_big), l_big, hint=h + ".sh")
         x = em.binary("shl", x, _spread(em, sl, big, udt, l_big), l_big, hint=h + ".sh")
         x = em.binary("and", x, _spread(em, mk, big, udt, l_big), l_big, hint=h + ".part")
@@ -446,7 +451,7 @@ def _clip(em: Emitter, x: n.Value, lo: int, hi: int) -> n.Value:
 
 
 def _spread(em: Emitter, table: n.Value, shape: tuple[int, ...], dtype: str, layout: Any) -> n.Value:
-    """An i32 table over the trailing dims of ``shape``, cast to ``dtype`` and broadcast to ``shape``."""
+    """An integer table over the trailing dims of ``shape``, cast to ``dtype`` and broadcast to ``shape``."""
     tail = tuple(table.shape)
     padded = (1,) * (len(shape) - len(tail)) + tail
     x = em.reshape(table, padded) if padded != tail else table
