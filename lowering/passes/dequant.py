@@ -151,13 +151,20 @@ def default_method(code_dtype: str, out_dtype: str, kind: str, table_entries: in
     return min(ranked, key=lambda m: dequant_cost(code_dtype, out, m).weight(kind))
 
 
-def select_method(code_dtype: str, out_dtype: str, kind: str, options: Mapping[str, Any] | None,
-                  table_entries: int = 0) -> str:
-    """The method for one cast: ``options["dequant"]`` (a method name, or ``{code dtype: method}``)
-    overrides :func:`default_method`; a method that does not apply raises :class:`CompileError`."""
+def forced_method(code_dtype: str, options: Mapping[str, Any] | None) -> str | None:
+    """The method ``options["dequant"]`` names for ``code_dtype`` (a method name, or ``{code dtype: method}``),
+    or None when the rule decides."""
     choice = (options or {}).get("dequant")
     if isinstance(choice, Mapping):
         choice = choice.get(code_dtype)
+    return choice
+
+
+def select_method(code_dtype: str, out_dtype: str, kind: str, options: Mapping[str, Any] | None,
+                  table_entries: int = 0) -> str:
+    """The method for one cast: :func:`forced_method` overrides :func:`default_method`; a method that does not
+    apply raises :class:`CompileError`."""
+    choice = forced_method(code_dtype, options)
     if choice is None:
         return default_method(code_dtype, out_dtype, kind, table_entries)
     ok = applicable_methods(code_dtype, out_dtype)
@@ -459,5 +466,5 @@ def _spread(em: Emitter, table: n.Value, shape: tuple[int, ...], dtype: str, lay
 
 
 __all__ = ["CARRIER", "METHODS", "LUT_MAX_BITS", "DequantCost", "applicable_methods", "dequant_cost",
-           "default_method", "select_method", "fits_f16", "lut_patterns", "lut_byte_table", "emit_int_value",
+           "default_method", "forced_method", "select_method", "fits_f16", "lut_patterns", "lut_byte_table", "emit_int_value",
            "emit_decode", "emit_extract"]

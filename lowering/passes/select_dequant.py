@@ -37,7 +37,7 @@ from lowbit.ir.rules import describe
 from lowbit.ir.types import is_code, kind_of, numpy_dtype
 
 from ..target import register_table_entries
-from .dequant import CARRIER, emit_decode, emit_extract, emit_int_value, select_method
+from .dequant import CARRIER, emit_decode, emit_extract, emit_int_value, forced_method, select_method
 from .manager import PassContext, register_pass
 from .lowbit_emit import Emitter, all_names
 
@@ -168,9 +168,7 @@ class CodeRewriter:
 
     def _tables(self, code_dtype: str) -> bool:
         """Whether a cast of ``code_dtype`` may take the ``table`` method (by the rule or by an option)."""
-        forced = (self.ctx.options or {}).get("dequant")
-        if isinstance(forced, dict):
-            forced = forced.get(code_dtype)
+        forced = forced_method(code_dtype, self.ctx.options)
         return forced == "table" or (forced is None and register_table_entries(self.ctx.target, "float32") > 0)
 
     def method(self, code: str, dst: str) -> str:

@@ -56,10 +56,10 @@ from typing import Any, Callable, Mapping, Sequence, Union
 
 from lowbit.errors import CompileError
 from lowbit.ir import nodes as n
-from lowbit.lowering.target import host_has_avx512
 from lowbit.ir.symbolic import Sym
 from lowbit.ir.types import is_code, kind_of, nbits_of, short_name
 from lowbit.ir.verifier import verify
+from lowbit.lowering.target import host_has_avx512
 
 from . import tir_text as tt
 from .analysis import KernelInfo, plan_inlining
