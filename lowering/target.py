@@ -66,18 +66,28 @@ def cpu_threads() -> int:
 
 
 @functools.cache
-def host_has_avx512() -> bool:
-    """True on an x86-64 host whose CPU has AVX-512F (from ``/proc/cpuinfo``; False where it cannot tell)."""
+def host_cpu_flags() -> frozenset[str]:
+    """The CPU feature flags of an x86-64 host (``/proc/cpuinfo``); empty elsewhere or where it cannot tell."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
-        return False
+        return frozenset()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("flags"):
-                    return "avx512f" in line.split()
+                    return frozenset(line.split(":", 1)[-1].split())
     except OSError:
         pass
-    return False
+    return frozenset()
+
+
+def host_has_avx512() -> bool:
+    """True on an x86-64 host whose CPU has AVX-512F."""
+    return "avx512f" in host_cpu_flags()
+
+
+def host_has_avx512_bf16() -> bool:
+    """True on an x86-64 host whose CPU has AVX-512 BF16 (``vdpbf16ps``: 32 bf16 products per instruction)."""
+    return {"avx512f", "avx512bw", "avx512_bf16"} <= host_cpu_flags()
 
 
 def register_table_entries(target: Target, dtype: str) -> int:

@@ -32,11 +32,11 @@ from .verifier import verify
 class _Program:
     """Runs the body once for one program id; ``env`` maps value names to numpy arrays."""
 
-    def __init__(self, kernel: n.Kernel, args: Mapping[str, Any], sizes: Mapping[str, Any],
+    def __init__(self, kernel: n.Kernel | None, args: Mapping[str, Any], sizes: Mapping[str, Any],
                  grid: tuple[int, ...], pid: tuple[int, ...]):
         self.args, self.sizes, self.grid, self.pid = args, sizes, grid, pid
         self.env: dict[str, np.ndarray] = {}
-        for p in kernel.params:
+        for p in kernel.params if kernel is not None else ():
             self.env[p.name] = args[p.name]
 
     def get(self, v: n.Value) -> np.ndarray:
@@ -285,4 +285,47 @@ def interpret(kernel: n.Kernel, args: Mapping[str, Any], constants: Mapping[str,
     return dict(args)
 
 
-__all__ = ["interpret", "InterpreterError"]
+#: instructions whose result depends on their operands alone (no memory, program id, symbol or loop)
+_PURE_OPS = (n.Constant, n.Full, n.Arange, n.Unary, n.Binary, n.Cast, n.View, n.Where, n.Lookup,
+             n.Broadcast, n.Reshape, n.Permute, n.ExpandDims)
+
+
+def evaluate_constant(value: n.Value, defs: Mapping[str, n.Instr | None]) -> np.ndarray | None:
+    """The array of ``value`` when it is computed from literals alone (``defs``: value name -> defining
+    instruction), with the interpreter's numerics; None when it depends on anything else.
+
+    What it is for: a backend proving a fact about a computed tile, e.g. the shift amounts of an unpack.
+
+    >>> from lowbit.ir.builder import KernelBuilder
+    >>> kb = KernelBuilder("k")
+    >>> shifts = kb.mul(kb.arange(0, 4), kb.full([4], 8, "i32"))
+    >>> defs = {ins.result.name: ins for ins in kb.build().body if hasattr(ins, "result")}
+    >>> evaluate_constant(shifts, defs).tolist()
+    [0, 8, 16, 24]
+    """
+    order: list[n.Instr] = []
+    seen: set[str] = set()
+
+    def visit(v: n.Value) -> bool:
+        if v.name in seen:
+            return True
+        ins = defs.get(v.name)
+        if not isinstance(ins, _PURE_OPS):
+            return False
+        if not all(visit(o) for o in ins.inputs):
+            return False
+        seen.add(v.name)
+        order.append(ins)
+        return True
+
+    if not visit(value):
+        return None
+    program = _Program(None, {}, {}, (), ())
+    try:
+        program.run(tuple(order))
+    except InterpreterError:
+        return None
+    return program.get(value)
+
+
+__all__ = ["interpret", "evaluate_constant", "InterpreterError"]

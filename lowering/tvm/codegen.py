@@ -59,9 +59,10 @@ from lowbit.ir import nodes as n
 from lowbit.ir.symbolic import Sym
 from lowbit.ir.types import is_code, kind_of, nbits_of, short_name
 from lowbit.ir.verifier import verify
-from lowbit.lowering.target import host_has_avx512
+from lowbit.lowering.target import host_has_avx512, host_has_avx512_bf16
 
 from . import tir_text as tt
+from . import pair_dot
 from .analysis import KernelInfo, plan_inlining
 from .schedule import choose_vector, cpu_loops, cuda_loops, dot_row_block, layout_vector_width
 from .tiles import BufferTile, ExprTile, ScalarTile, SharedView, Tile, elementwise, remap, reshape_map
@@ -294,6 +295,7 @@ class _Emitter:
         #: the vectorized loop variable and its width while a vectorized nest's body is generated (else None)
         self.lane: tuple[str, int] | None = None
         self.tables: dict[tuple[str, tuple], str] = {}     # (dtype, entries) -> the buffer holding them
+        self.llvm_imports: list[str] = []      # LLVM IR modules the kernel calls into (always inlined)
 
     # ------------------------------------------------------------------ small helpers
     def emit(self, item: Item) -> None:
@@ -600,8 +602,11 @@ class _Emitter:
             lines.append(f'        for tx in T.thread_binding({self.t.threads}, thread="threadIdx.x"):')
             ind = 3
         else:
-            lines.append(f"    for pid in T.parallel({total}):")
             ind = 2
+            for code in self.llvm_imports:      # LLVM functions the body calls: linked in, always inlined
+                lines.append("    " * (ind - 1) + f'with T.attr(0, "pragma_import_llvm", {code!r}):')
+                ind += 1
+            lines.append("    " * (ind - 1) + f"for pid in T.parallel({total}):")
         pad = "    " * ind
         lines += [pad + a for a in self.allocs]
         lines += [pad + p for p in pid_lines]
@@ -1011,11 +1016,84 @@ class _Emitter:
                 cur = accbuf.read(ridx, fast)
                 return [f"{accbuf.write(ridx)} = {tt.reduce_combine(ins.op, cur, x.read(idx, fast), dtype)}"]
 
-            self.emit_nest(xshape, body, tiles=[x], vector=vec)
+            pair = pair_dot.match_reduce(ins, self.info.defs) if self._pair_dot_target() else None
+            if pair is not None:
+                def acc_index(rows: list[str]) -> list[str]:
+                    return rows[:axis] + ["0"] + rows[axis:] if keep else rows
+
+                self._pair_dot_nest(pair, xshape, axis, accbuf, acc_index, list, list, x.guards,
+                                    lambda: self._loops(xshape, body, None, False, vec, None))
+            else:
+                self.emit_nest(xshape, body, tiles=[x], vector=vec)
             if accbuf is not out:
                 self.emit_nest(rshape, lambda idx, fast: [f"{out.write(idx)} = {finish(accbuf.read(idx, fast))}"],
                                vector=vec)
         self._bind_result(r, out)
+
+    def _pair_dot_nest(self, pair: pair_dot.PairDot, space: Sequence[int], axis: int, acc: BufferTile,
+                       acc_index: Callable[[list[str]], list[str]], a_index: Callable[[list[str]], list[str]],
+                       b_index: Callable[[list[str]], list[str]], guards: Sequence[str],
+                       checked: Callable[[], list[Item]]) -> None:
+        """``acc += sum(a * b, axis)`` over the iteration ``space`` (the vector axis last) for a product proved
+        fit for ``vdpbf16ps`` (:mod:`.pair_dot`). Loops: K pairs, vectors of 16 outputs (unrolled), then the
+        other axes (unrolled): per K pair and vector the 16 words are shifted once and ``vpermw`` picks their
+        32 bf16 weights, shared by every row's ``vdpbf16ps``. ``*_index`` map an iteration index to the index
+        of ``acc`` (without its last axis), ``a`` and ``b``; when ``guards`` fail the ``checked`` nest runs."""
+        lanes = pair_dot.LANES
+        outer = [d for i, d in enumerate(space[:-1]) if i != axis]
+        headers, (q, o) = cpu_loops((space[axis] // pair.period, space[-1] // lanes), 1, prefix="px",
+                                    unroll={1: space[-1] // lanes})
+        row_headers, rows = cpu_loops(tuple(outer), 1, prefix="py", unroll=dict(enumerate(outer)))
+        lane = self.names.fresh("pv")
+        index, xt = self.get(pair.index), self.get(pair.x)
+        table = self.table_buffer(pair.table_words(), "int32")
+        shifted = self.tile_buffer("pair_index", (lanes,), "int32")
+        weights = self.tile_buffer("pair_weights", (lanes,), "int32")
+        if pair_dot.LLVM_HELPERS not in self.llvm_imports:
+            self.llvm_imports.append(pair_dot.LLVM_HELPERS)
+
+        def at(k: str, last: str, outer_idx: Sequence[str]) -> list[str]:
+            idx = list(outer_idx)
+            idx.insert(axis, k)
+            return idx + [last]
+
+        def x_bits(k: str) -> str:
+            e = xt.read(pair_dot.view_index(pair.x_chain, a_index(at(k, "0", rows))), True)
+            return f'T.Cast("uint32", {tt.reinterpret(e, "bfloat16", "uint16")})'
+
+        vec = f"T.ramp(0, 1, {lanes})"
+        header = f"for {lane} in T.vectorized({lanes}):"
+        target = acc.write(acc_index(list(rows)) + [f"T.ramp({o} * {lanes}, 1, {lanes})"])
+        body: list[Item] = []
+        for lo, hi in pair.pairs:      # per pair of K rows: shift the words, pick 32 weights, every row's dot
+            k_lo, k_hi = f"{q} * {pair.period} + {lo}", f"{q} * {pair.period} + {hi}"
+            w_idx = pair_dot.view_index(pair.w_chain, b_index(at(k_lo, f"{o} * {lanes} + {lane}", ["0"] * len(outer))))
+            with self.vector_lane([header]):
+                word = tt.reinterpret(index.read(w_idx, True), pair.index.dtype, "int32")
+            fill = _Scope(header)
+            fill.body.append(f"{shifted.write([lane])} = {word}")
+            permute = (f'{weights.write([vec])} = T.call_pure_extern("int32x{lanes}", "{pair_dot.PERMW}", '
+                       f"{shifted.read([vec], True)}, {table}[{vec}])")
+            body += [fill, permute]
+            xpair = f'T.reinterpret("int32", T.bitwise_or({x_bits(k_lo)}, T.shift_left({x_bits(k_hi)}, T.uint32(16))))'
+            dot = (f'{target} = T.call_pure_extern("float32x{lanes}", "{pair_dot.DPBF16}", {target}, '
+                   f"{weights.read([vec], True)}, T.Broadcast({xpair}, {lanes}))")
+            body += _nest_items(row_headers, [dot])
+        fast = _nest_items(headers, body)
+        if not guards:
+            for item in fast:
+                self.emit(item)
+            return
+        yes = _Scope("if " + " and ".join(f"({g})" for g in dict.fromkeys(guards)) + ":")
+        yes.body.extend(fast)
+        no = _Scope("else:")
+        no.body.extend(checked())
+        self.emit(yes)
+        self.emit(no)
+
+    def _pair_dot_target(self) -> bool:
+        """Whether products may use ``vdpbf16ps`` (:mod:`.pair_dot`): a CPU with 512-bit vectors and AVX-512 BF16."""
+        return not self.t.cuda and self.t.lanes("float32") == pair_dot.LANES and host_has_avx512_bf16()
 
     def _unrolled_sum(self, ins: n.Reduce, x: Tile) -> ExprTile:
         """A short ``sum`` (see :func:`.analysis.is_small_reduce`) as a lazy tile: element ``idx`` is
@@ -1113,7 +1191,12 @@ class _Emitter:
                                tiles=[acc], vector=vec)
 
             rows = dot_row_block(M, N, vec)
-            if rows == 1:
+            pair = None
+            if self._pair_dot_target() and M * (N // pair_dot.LANES) <= _PAIR_DOT_ACCUMULATORS:
+                pair = pair_dot.match_dot(ins, self.info.defs)
+            if pair is not None:
+                self._pair_dot_gemm(pair, out, a, b, (M, K, N), vec, prod, add)
+            elif rows == 1:
                 def body(idx: list[str], fast: bool) -> list[Item]:
                     i, k, j = idx
                     cur = out.read([i, j], fast)
@@ -1123,6 +1206,24 @@ class _Emitter:
             else:
                 self._blocked_dot(out, a, b, (M, K, N), rows, vec, prod, add)
         self.tiles[r.name] = out
+
+    def _pair_dot_gemm(self, pair: pair_dot.PairDot, out: BufferTile, a: Tile, b: Tile, mkn: tuple[int, int, int],
+                       vec: int, prod: Callable[[str, str], str], add: Callable[[str, str], str]) -> None:
+        """``out += a @ b`` with ``vdpbf16ps`` (:meth:`_pair_dot_nest`), accumulating in a small stack array
+        (kept in registers; see :meth:`_blocked_dot` for why not ``out`` itself)."""
+        M, K, N = mkn
+        blk = self.tile_buffer(out.name + "_pair", (M, N), out.dtype)
+        self.emit_nest((M, N), lambda idx, fast: [f"{blk.write(idx)} = {out.read(idx, True)}"], vector=vec)
+
+        def checked(idx: list[str], fast: bool) -> list[Item]:
+            i, k, j = idx
+            cur = blk.read([i, j], fast)
+            return [f"{blk.write([i, j])} = {add(cur, prod(a.read([i, k], fast), b.read([k, j], fast)))}"]
+
+        self._pair_dot_nest(pair, (M, K, N), 1, blk, lambda rows: rows, lambda idx: [idx[0], idx[1]],
+                            lambda idx: [idx[1], idx[2]], list(a.guards) + list(b.guards),
+                            lambda: self._loops((M, K, N), checked, None, False, vec, None))
+        self.emit_nest((M, N), lambda idx, fast: [f"{out.write(idx)} = {blk.read(idx, True)}"], vector=vec)
 
     def _blocked_dot(self, out: BufferTile, a: Tile, b: Tile, mkn: tuple[int, int, int], rows: int, vec: int,
                      prod: Callable[[str, str], str], add: Callable[[str, str], str]) -> None:
@@ -1384,6 +1485,10 @@ def _access_widths(kernel: n.Kernel, facts: Mapping[str, Any]) -> dict[int, int]
 UNROLL_STATEMENTS = 128
 #: most K steps (or rows of an unpacked tile) unrolled at once
 UNROLL_K = 16
+
+
+#: the most f32 vectors of accumulators a ``vdpbf16ps`` GEMM keeps (AVX-512 has 32 vector registers)
+_PAIR_DOT_ACCUMULATORS = 16
 
 
 def _periodic(tile: Tile) -> bool:

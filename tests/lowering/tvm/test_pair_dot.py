@@ -1,0 +1,127 @@
+"""The bf16 pair dot (``vpermw`` + ``vdpbf16ps``, ``lowering/tvm/pair_dot.py``) in the matmul kernel.
+
+* numerics: bf16 activations x low-bit weights on TVM, every product exact, against fp64 with the f32
+  accumulation bound (the same bound as ``test_tvm_matmul_forms.py``, bf16 output rounding), for the GEMV
+  (``dot = 0``) and GEMM (``dot = 1``, 1 and 4 rows) forms, edges in N and K, the weight layouts of 1 and 2
+  threads (pairs ``(k, k + 1)`` and ``(k, k + 2)``);
+* selection: the generated TensorIR calls the pair dot exactly when the host has AVX-512 BF16, the
+  activations are bf16 and the weights come from a table lookup of bf16-exact values (not with f32
+  activations; not with explicit zero points, whose subtraction follows the lookup);
+* the proof of the word/shift pairing rejects a packing whose halves do not pair.
+"""
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from lowbit.ir.builder import KernelBuilder  # noqa: E402
+from lowbit.kernels.library import compiled  # noqa: E402
+from lowbit.kernels.matmul import FILE, MatmulConfig, _constants, run_matmul  # noqa: E402
+from lowbit.lowering.target import host_has_avx512_bf16  # noqa: E402
+from lowbit.lowering.tvm import pair_dot  # noqa: E402
+from lowbit.quant import quantize  # noqa: E402
+
+U32 = 2.0 ** -24
+U_BF16 = 2.0 ** -8
+
+
+def _tvm_or_skip():
+    from lowbit.kernels.library import _registered
+
+    if not _registered("tvm", "cpu"):
+        pytest.skip("no TVM CPU backend here")
+
+
+def _check(y, x, w, what: str) -> None:
+    wd = w.dequantize("float64")
+    x64 = x.double()
+    ref = x64 @ wd.T
+    absdot = x64.abs() @ wd.abs().T
+    n = x.shape[1] + 5
+    tol = U_BF16 * ref.abs() + (1 + U_BF16) * (n * U32 / (1 - n * U32)) * absdot + 2.0 ** -126
+    err = (y.double() - ref).abs()
+    assert bool((err <= tol).all()), f"{what}: max err {float(err.max()):.3e}, worst {float((err / tol).max()):.3g}"
+
+
+CASES = [  # dtype, group, n, k, m, config, threads
+    ("int4", 128, 72, 256, 1, MatmulConfig(1, 64, 128, 1, 1, wt=1, gdot=1), 2),
+    ("int4", 128, 72, 256, 1, MatmulConfig(1, 64, 128, 1, 1, wt=1, gdot=1), 1),
+    ("uint4", 64, 50, 320, 4, MatmulConfig(4, 32, 64, 1, 1, wt=1, gdot=1), 2),
+    ("int2", 128, 40, 384, 3, MatmulConfig(4, 64, 128, 1, 1, wt=1, gdot=1), 2),
+    ("float4_e2m1", 64, 33, 192, 1, MatmulConfig(1, 32, 64, 1, 1, wt=1, gdot=1), 1),
+    ("uint3", 64, 48, 128, 2, MatmulConfig(2, 16, 64, 1, 0, wt=1, gdot=1), 2),              # DOT = 0
+    ("float3_e1m1", 32, 40, 96, 1, MatmulConfig(1, 32, 32, 1, 1, wt=1, gdot=1), 2),
+]
+
+
+@pytest.mark.parametrize("dtype,group,n,k,m,cfg,threads", CASES,
+                         ids=[f"{c[0]}-M{c[4]}-dot{c[5].dot}-t{c[6]}" for c in CASES])
+def test_bf16_activations_against_fp64(monkeypatch, dtype, group, n, k, m, cfg, threads):
+    _tvm_or_skip()
+    monkeypatch.setenv("LOWBIT_NUM_THREADS", str(threads))     # the weight layout depends on the threads
+    gen = torch.Generator().manual_seed(zlib.crc32(repr((dtype, group, n, k, m, threads)).encode()))
+    w = quantize(torch.randn(n, k, generator=gen), dtype, group_size=group)
+    x = torch.randn(m, k, generator=gen).to(torch.bfloat16)
+    y = run_matmul(x, w, None, "tvm", cfg)
+    assert y.shape == (m, n) and y.dtype == torch.bfloat16
+    _check(y, x, w, f"tvm {dtype} {cfg} threads={threads}")
+
+
+def _source(x_dtype: str, dtype: str, zero_point: bool, cfg: MatmulConfig) -> str:
+    w = quantize(torch.randn(64, 256), dtype, group_size=128, zero_point=zero_point)
+    return compiled(FILE, "lowbit_matmul", "tvm", "cpu", **_constants(w, x_dtype, cfg, False)).source
+
+
+@pytest.mark.parametrize("x_dtype,dtype,zero_point,expected", [
+    ("bfloat16", "int4", False, True),
+    ("bfloat16", "uint2", False, True),       # the implicit zero is folded into the table
+    ("float32", "int4", False, False),        # f32 activations: products are not exact in bf16
+    ("bfloat16", "uint4", True, False),       # explicit zero points: a subtraction after the lookup
+])
+def test_selected_exactly_where_it_applies(x_dtype, dtype, zero_point, expected):
+    _tvm_or_skip()
+    text = _source(x_dtype, dtype, zero_point, MatmulConfig(1, 64, 128, 1, 1, wt=1, gdot=1))
+    assert (pair_dot.DPBF16 in text) == (expected and host_has_avx512_bf16())
+
+
+def _product_kernel(shift_step: int):
+    """``sum(cast(x, f32)[:, None] * lookup(shr(word, shifts)), axis=0)`` for x bf16 [8] and one u32 word
+    per output lane (16 lanes), code ``k`` at bit ``shift_step * k``."""
+    kb = KernelBuilder("pairs")
+    x = kb.tensor_param("x", "bf16", [8])
+    wq = kb.tensor_param("w", "u32", [16])
+    out = kb.tensor_param("out", "f32", [16], intent="out")
+    xs = kb.cast(kb.load(x, [0], [8]), "f32")
+    word = kb.broadcast_to(kb.expand_dims(kb.load(wq, [0], [16]), 0), [8, 16])
+    shifts = kb.broadcast_to(kb.expand_dims(kb.cast(kb.mul(kb.arange(0, 8), kb.full([8], shift_step, "i32")), "u32"), 1),
+                          [8, 16])
+    codes = kb.lookup(kb.shr(word, shifts), [float(v) for v in range(-8, 8)], "f32")
+    prod = kb.mul(kb.broadcast_to(kb.expand_dims(xs, 1), [8, 16]), codes)
+    total = kb.reduce("sum", prod, axis=0)
+    kb.store(out, total, [0])
+    kernel = kb.build()
+    defs = {ins.result.name: ins for ins in kernel.body if hasattr(ins, "result")}
+    reduce = next(ins for ins in kernel.body if type(ins).__name__ == "Reduce")
+    return reduce, defs
+
+
+def test_pairing_proof():
+    # 8 codes of 4 bits in one word, consecutive k: halves pair (k, k + 4) at shifts s and s + 16
+    reduce, defs = _product_kernel(4)
+    found = pair_dot.match_reduce(reduce, defs)
+    assert found is not None and found.period == 8 and found.pairs == ((0, 4), (1, 5), (2, 6), (3, 7))
+    # codes 2 bits apart overlap: no shift is 16 more than another's with the same word -> no pairing
+    reduce, defs = _product_kernel(2)
+    assert pair_dot.match_reduce(reduce, defs) is None
+
+
+def test_table_words_hold_bf16_pairs():
+    reduce, defs = _product_kernel(4)
+    found = pair_dot.match_reduce(reduce, defs)
+    words = np.array(found.table_words(), np.int32).view(np.uint16)        # 32 bf16 entries, little-endian
+    want = (np.array([float(v) for v in range(-8, 8)] * 2, np.float32).view(np.uint32) >> 16).astype(np.uint16)
+    assert np.array_equal(words, want)
