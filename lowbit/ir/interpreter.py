@@ -328,4 +328,36 @@ def evaluate_constant(value: n.Value, defs: Mapping[str, n.Instr | None]) -> np.
     return program.get(value)
 
 
-__all__ = ["interpret", "evaluate_constant", "InterpreterError"]
+#: instructions that only move elements (each result element is one element of the operand)
+_VIEW_OPS = (n.Broadcast, n.Reshape, n.Permute, n.ExpandDims)
+
+
+def element_origins(value: n.Value, defs: Mapping[str, n.Instr | None]) -> tuple[n.Value, np.ndarray] | None:
+    """``(root, flat)``: element ``i`` of ``value`` is element ``flat[i]`` (row-major) of ``root``, the first
+    value up the chain of broadcast / reshape / permute / expand_dims instructions that is not one of them
+    (the chain run by the interpreter on the root's element numbers). None for a root of symbolic shape.
+
+    >>> from lowbit.ir.builder import KernelBuilder
+    >>> kb = KernelBuilder("k")
+    >>> a = kb.arange(0, 3)
+    >>> b = kb.broadcast_to(kb.expand_dims(a, 0), [2, 3])
+    >>> defs = {ins.result.name: ins for ins in kb.build().body if hasattr(ins, "result")}
+    >>> root, flat = element_origins(b, defs)
+    >>> root.name == a.name, flat.tolist()
+    (True, [[0, 1, 2], [0, 1, 2]])
+    """
+    chain: list[n.Instr] = []
+    root = value
+    while isinstance(defs.get(root.name), _VIEW_OPS):
+        chain.append(defs[root.name])
+        root = chain[-1].x
+    shape = root.type.shape
+    if not all(isinstance(d, int) for d in shape):
+        return None
+    program = _Program(None, {}, {}, (), ())
+    program.env[root.name] = np.arange(int(np.prod(shape, dtype=np.int64)), dtype=np.int64).reshape(shape)
+    program.run(tuple(reversed(chain)))
+    return root, program.get(value)
+
+
+__all__ = ["interpret", "evaluate_constant", "element_origins", "InterpreterError"]

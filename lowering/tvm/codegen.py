@@ -428,19 +428,24 @@ class _Emitter:
         for g in list(guards) + [g for t in tiles for g in t.guards]:
             if g not in all_guards:
                 all_guards.append(g)
-        if all_guards:
-            fast = _Scope("if " + " and ".join(f"({g})" for g in all_guards) + ":")
-            slow = _Scope("else:")
-            fast.body.extend(self._loops(shape, body, cond, True, vector, layout, unroll))
-            slow.body.extend(self._loops(shape, body, cond, False, vector, layout))
-            self.emit(fast)
-            self.emit(slow)
-        else:
-            for item in self._loops(shape, body, cond, True, vector, layout, unroll):
-                self.emit(item)
+        self.emit_versioned(all_guards, self._loops(shape, body, cond, True, vector, layout, unroll),
+                            lambda: self._loops(shape, body, cond, False, vector, layout))
         if self.t.cuda:
             # every tile lives in shared memory on CUDA: the next nest may read what another thread wrote
             self.emit('T.tvm_storage_sync("shared")')
+
+    def emit_versioned(self, guards: Sequence[str], fast: list[Item], checked: Callable[[], list[Item]]) -> None:
+        """``if guards: fast else: checked()`` (just ``fast`` without guards; duplicates dropped)."""
+        if not guards:
+            for item in fast:
+                self.emit(item)
+            return
+        yes = _Scope("if " + " and ".join(f"({g})" for g in dict.fromkeys(guards)) + ":")
+        yes.body.extend(fast)
+        no = _Scope("else:")
+        no.body.extend(checked())
+        self.emit(yes)
+        self.emit(no)
 
     def _loops(self, shape: Sequence[int], body, cond, fast: bool, vector: int, layout: Any,
                unroll: Mapping[int, int] | None = None) -> list[Item]:
@@ -1079,17 +1084,7 @@ class _Emitter:
             dot = (f'{target} = T.call_pure_extern("float32x{lanes}", "{pair_dot.DPBF16}", {target}, '
                    f"{weights.read([vec], True)}, T.Broadcast({xpair}, {lanes}))")
             body += _nest_items(row_headers, [dot])
-        fast = _nest_items(headers, body)
-        if not guards:
-            for item in fast:
-                self.emit(item)
-            return
-        yes = _Scope("if " + " and ".join(f"({g})" for g in dict.fromkeys(guards)) + ":")
-        yes.body.extend(fast)
-        no = _Scope("else:")
-        no.body.extend(checked())
-        self.emit(yes)
-        self.emit(no)
+        self.emit_versioned(guards, _nest_items(headers, body), checked)
 
     def _pair_dot_target(self) -> bool:
         """Whether products may use ``vdpbf16ps`` (:mod:`.pair_dot`): a CPU with 512-bit vectors and AVX-512 BF16."""

@@ -28,11 +28,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-import ml_dtypes
 import numpy as np
 
 from lowbit.ir import nodes as n
-from lowbit.ir.interpreter import evaluate_constant
+from lowbit.ir import numerics as num
+from lowbit.ir.interpreter import element_origins, evaluate_constant
 from lowbit.ir.types import nbits_of
 
 #: f32 lanes of one ``vdpbf16ps`` (32 bf16 products)
@@ -61,8 +61,6 @@ declare <32 x i16> @llvm.x86.avx512.permvar.hi.512(<32 x i16>, <32 x i16>)
 attributes #0 = {{ alwaysinline nounwind readnone }}
 """
 
-_VIEWS = (n.Broadcast, n.Reshape, n.Permute, n.ExpandDims)
-
 
 @dataclass(frozen=True)
 class PairDot:
@@ -87,8 +85,7 @@ class PairDot:
     def table_words(self) -> tuple[int, ...]:
         """The table repeated to 32 bf16 entries, two per signed 32-bit word (entry ``2i`` in the low half)."""
         size = len(self.lookup.table)
-        halves = np.array([self.lookup.table[i % size] for i in range(MAX_ENTRIES)], np.float32)
-        bits = halves.astype(ml_dtypes.bfloat16).view(np.uint16).astype(np.uint32)
+        bits = _bf16_bits([self.lookup.table[i % size] for i in range(MAX_ENTRIES)]).astype(np.uint32)
         return tuple(int(w) for w in (bits[0::2] | (bits[1::2] << 16)).view(np.int32))
 
 
@@ -109,29 +106,14 @@ def _strip_views(v: n.Value, defs: Mapping[str, n.Instr | None], allowed: tuple[
     return v, tuple(chain)
 
 
-def _origins(v: n.Value, defs: Mapping[str, n.Instr | None]) -> tuple[n.Value, np.ndarray] | None:
-    """``(root, flat)``: element ``i`` of ``v`` is element ``flat[i]`` (row-major) of ``root``, the first
-    value up the chain of view instructions that is not itself a view."""
-    root, chain = _strip_views(v, defs, _VIEWS)
-    shape = _static_shape(root)
-    if shape is None:
-        return None
-    flat = np.arange(int(np.prod(shape, dtype=np.int64)), dtype=np.int64).reshape(shape)
-    for ins in reversed(chain):
-        if isinstance(ins, n.Broadcast):
-            flat = np.broadcast_to(flat, tuple(int(d) for d in ins.result.type.shape))
-        elif isinstance(ins, n.Reshape):
-            flat = flat.reshape(tuple(int(d) for d in ins.result.type.shape))
-        elif isinstance(ins, n.Permute):
-            flat = np.transpose(flat, ins.perm)
-        else:
-            flat = np.expand_dims(flat, ins.axis)
-    return root, flat
+def _bf16_bits(values: Sequence[float]) -> np.ndarray:
+    """The bf16 bit patterns (uint16) of ``values`` rounded as the interpreter rounds."""
+    return num.cast(np.array(values, np.float32), "float32", "bfloat16").view(np.uint16)
 
 
 def _bf16_exact(values: Sequence[float]) -> bool:
     f = np.array(values, np.float32)
-    back = f.astype(ml_dtypes.bfloat16).astype(np.float32)
+    back = num.cast(num.cast(f, "float32", "bfloat16"), "bfloat16", "float32")
     return bool(np.all(np.isfinite(f)) and np.array_equal(f.view(np.uint32), back.view(np.uint32)))
 
 
@@ -181,13 +163,13 @@ def _match_operands(a: n.Value, b: n.Value, a_space: np.ndarray, b_space: np.nda
             and look.x.dtype.startswith("uint") and _bf16_exact(look.table)):
         return None
     # x must be the same along the vector (last) axis: one pair of activations per K pair
-    xo = _origins(a, defs)
+    xo = element_origins(a, defs)
     if xo is None or xo[0].name != cast.result.name:
         return None
     x_at = xo[1].reshape(-1)[a_space]
     if np.any(x_at != x_at[..., :1]):
         return None
-    wo = _origins(b, defs)
+    wo = element_origins(b, defs)
     if wo is None or wo[0].name != look.result.name:
         return None
     split = _pair_k(wo[1].reshape(-1)[b_space], look, defs, axis)
@@ -202,13 +184,13 @@ def _pair_k(at_lookup: np.ndarray, look: n.Lookup, defs: Mapping[str, n.Instr | 
     (with the table's index bits inside each 16-bit half) at every other index of the iteration space
     (``at_lookup``: the lookup element each element reads): ``(period, pairs)`` with ``pairs`` the pairs
     of ``range(period)``, repeating every ``period`` along K; None when K does not split so."""
-    shr_origin = _origins(look.x, defs)
+    shr_origin = element_origins(look.x, defs)
     if shr_origin is None:
         return None
     shr = defs.get(shr_origin[0].name)
     if not (isinstance(shr, n.Binary) and shr.op == "shr"):
         return None
-    words = _origins(shr.lhs, defs)
+    words = element_origins(shr.lhs, defs)
     shifts = evaluate_constant(shr.rhs, defs)
     if words is None or shifts is None:
         return None
