@@ -315,9 +315,8 @@ class _Emitter:
     def alloc(self, hint: str, shape: Sequence[int], dtype: str, *, shared: bool = False) -> str:
         """A buffer for an ``alloc_shared`` (``shared`` scope on CUDA, a plain local buffer on the CPU)."""
         name = self.names.fresh(hint)
-        shp = tuple(shape) if shape else (1,)
-        scope = "shared" if self.t.cuda and shared else "local"
-        line = f'{name} = T.alloc_buffer({shp!r}, "{tt.NATIVE_TVM[dtype]}", scope="{scope}")'
+        scope = "shared" if self.t.cuda and shared else self._private_scope()
+        line = self._alloc_line(name, shape, dtype, scope)
         if scope == "shared":
             self.shared_allocs.append(line)
             self.shared_names.add(name)
@@ -328,9 +327,7 @@ class _Emitter:
     def tile_buffer(self, hint: str, shape: Sequence[int], dtype: str) -> BufferTile:
         """A new register-tile buffer (shared on CUDA for tiles; rank 0 -> one element)."""
         name = self.names.fresh(hint)
-        shp = tuple(shape) if shape else (1,)
-        scope = "shared" if self.t.cuda else "local"
-        line = f'{name} = T.alloc_buffer({shp!r}, "{tt.NATIVE_TVM[dtype]}", scope="{scope}")'
+        line = self._alloc_line(name, shape, dtype, "shared" if self.t.cuda else self._private_scope())
         if self.t.cuda:
             self.shared_allocs.append(line)
             self.shared_names.add(name)
@@ -340,8 +337,20 @@ class _Emitter:
 
     def local_scalar(self, hint: str, dtype: str) -> str:
         name = self.names.fresh(hint)
-        self.allocs.append(f'{name} = T.alloc_buffer((1,), "{tt.NATIVE_TVM[dtype]}", scope="local")')
+        self.allocs.append(self._alloc_line(name, (), dtype, self._private_scope()))
         return name
+
+    def _private_scope(self) -> str:
+        """The storage scope of a program's private buffers. CUDA: ``local`` (registers). CPU: ``global``,
+        because TVM 0.27's ``LowerTVMBuiltin`` keeps only ``global`` allocations under 1 KiB on the stack
+        (an LLVM ``alloca``, which SROA turns into registers); a ``local`` one becomes a
+        ``TVMBackendAllocWorkspace`` call per program, whose memory LLVM must load and store on every step."""
+        return "local" if self.t.cuda else "global"
+
+    @staticmethod
+    def _alloc_line(name: str, shape: Sequence[int], dtype: str, scope: str) -> str:
+        shp = tuple(shape) if shape else (1,)
+        return f'{name} = T.alloc_buffer({shp!r}, "{tt.NATIVE_TVM[dtype]}", scope="{scope}")'
 
     def get(self, v: n.Value) -> Tile:
         try:
@@ -853,7 +862,7 @@ class _Emitter:
         key = (dtype, tuple(table))
         if key not in self.tables:
             name = self.names.fresh("table")
-            self.allocs.append(f'{name} = T.alloc_buffer(({len(table)},), "{tt.NATIVE_TVM[dtype]}", scope="local")')
+            self.allocs.append(self._alloc_line(name, (len(table),), dtype, self._private_scope()))
             self.allocs.extend(f"{name}[{i}] = {tt.lit(v, dtype)}" for i, v in enumerate(table))
             self.tables[key] = name
         return self.tables[key]
