@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 from lowbit.errors import LowbitError
 
-__all__ = ["LLAMA_SHAPES", "DEFAULT_M", "DEFAULT_TYPES", "KERNEL_BACKENDS", "TARGET_SHAPE", "TARGET_THREADS",
-           "KernelSettings", "DecodeSettings", "QUICK", "parse_shapes", "parse_ints", "parse_types",
-           "parse_backends", "default_backends"]
+__all__ = ["LLAMA_SHAPES", "DEFAULT_M", "DEFAULT_TYPES", "DEFAULT_ACT_DTYPES", "ACT_DTYPES", "KERNEL_BACKENDS",
+           "TARGET_SHAPE", "TARGET_THREADS", "KernelSettings", "DecodeSettings", "QUICK", "parse_shapes", "parse_ints",
+           "parse_types", "parse_act_dtypes", "parse_backends", "default_backends"]
 
 #: (N, K) of the linear layers of Llama-family models: attention / MLP of Llama-2-7B, Llama-3-8B's MLP
 LLAMA_SHAPES: tuple[tuple[int, int], ...] = ((4096, 4096), (11008, 4096), (4096, 11008), (14336, 4096))
@@ -27,6 +27,11 @@ DEFAULT_M: tuple[int, ...] = (1, 4, 16)
 DEFAULT_TYPES: tuple[str, ...] = ("int2", "int3", "int4", "int5", "int6", "int7", "int8",
                                   "uint2", "uint3", "uint4", "uint5", "uint6", "uint7", "uint8",
                                   "float4_e2m1", "float6_e3m2", "float8_e4m3fn")
+#: activation dtypes lowbit's kernels are timed with: float32, and bfloat16 as LLM serving runs (the dtype of
+#: the torch bf16 and int4 baselines' activations)
+DEFAULT_ACT_DTYPES: tuple[str, ...] = ("float32", "bfloat16")
+ACT_DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
+_ACT_ALIASES = {"f32": "float32", "fp32": "float32", "bf16": "bfloat16", "f16": "float16", "fp16": "float16"}
 #: backends ``lowbit.ops.matmul`` takes by name
 KERNEL_BACKENDS: tuple[str, ...] = ("tvm", "triton", "interpret")
 #: the configuration the project's performance targets are stated for
@@ -47,6 +52,7 @@ class KernelSettings:
     ms: tuple[int, ...] = DEFAULT_M
     types: tuple[str, ...] = DEFAULT_TYPES
     backends: tuple[str, ...] = field(default_factory=default_backends)
+    act_dtypes: tuple[str, ...] = DEFAULT_ACT_DTYPES  # activations of lowbit's kernels (x and the output)
     group_size: int = 128
     repeats: int = 20
     cold: bool = True             # rotate weight copies so every call reads weights from DRAM
@@ -137,6 +143,22 @@ def parse_types(text: str, flag: str = "--types") -> tuple[str, ...]:
             raise LowbitError(f"{flag}: {d.name} cannot be quantized symmetrically (two levels, one of them 0)",
                               hint="use uint1 (quantized with zero points)")
         names.append(d.name)
+    return tuple(dict.fromkeys(names))
+
+
+def parse_act_dtypes(text: str, flag: str = "--x-dtypes") -> tuple[str, ...]:
+    """Activation dtypes (``float32``, ``bfloat16``, ``float16``; ``f32``, ``bf16``, ``f16`` accepted).
+
+    >>> parse_act_dtypes("bf16,f32")
+    ('bfloat16', 'float32')
+    """
+    names = []
+    for item in _items(text, flag):
+        name = _ACT_ALIASES.get(item.lower(), item.lower())
+        if name not in ACT_DTYPES:
+            raise LowbitError(f"{flag}: {item!r} is not an activation dtype; expected one of {', '.join(ACT_DTYPES)}",
+                              hint="e.g. --x-dtypes float32,bfloat16")
+        names.append(name)
     return tuple(dict.fromkeys(names))
 
 

@@ -87,8 +87,8 @@ def backend_status(backend: str) -> str | None:
 def count_steps(settings: KernelSettings) -> int:
     """Progress-bar steps of :func:`run_kernels`: per shape one per quantization, one per checked
     implementation and one per timing round."""
-    per_shape = (len(settings.ms) * 3 + 1 + len(settings.types) * (1 + len(settings.ms) * len(settings.backends))
-                 + settings.repeats)
+    lowbit_runs = len(settings.ms) * len(settings.backends) * len(settings.act_dtypes)
+    per_shape = len(settings.ms) * 3 + 1 + len(settings.types) * (1 + lowbit_runs) + settings.repeats
     return len(settings.shapes) * per_shape
 
 
@@ -273,10 +273,12 @@ def _baselines(settings: KernelSettings, data: _Shape, flush: int,
 
 def _lowbit(settings: KernelSettings, data: _Shape, wtype: str, flush: int,
             tick: Tick) -> tuple[list[KernelRow], list[_Candidate]]:
+    import torch
+
     from lowbit.dtypes import dtype
     from lowbit.quant import quantize
 
-    from .reference import check_matmul, f32_tolerance
+    from .reference import OUTPUT_ROUNDING, check_matmul, f32_tolerance
     from .roofline import quantized_weight_bytes
 
     n, k, g = data.n, data.k, settings.group_size
@@ -289,23 +291,25 @@ def _lowbit(settings: KernelSettings, data: _Shape, wtype: str, flush: int,
     for backend in settings.backends:
         reason = backend_status(backend)
         for m in settings.ms:
-            x = data.x[m]
-            nbytes = MatmulBytes(m, n, k, quantized_weight_bytes(qt), x.element_size(), x.element_size())
-            base = KernelRow(impl=f"lowbit-{backend}", n=n, k=k, m=m, weight_type=wtype, status="n/a",
-                             group_size=g, zero_point=zero_point, act_dtype="float32", bytes=nbytes.total,
-                             bits_per_weight=nbytes.bits_per_weight)
-            if reason is not None:
-                done.append(dataclasses.replace(base, detail=f"not available: {reason}"))
-            else:
-                from lowbit.ops import matmul
-
-                row = _checked(base, lambda x=x, backend=backend: matmul(x, qt, backend=backend),
-                               lambda y, x=x: check_matmul(y, x, w_rows, data.rows, f32_tolerance(k)))
-                if row.status == "ok":
-                    passed.append((row, x, backend))
+            for act in settings.act_dtypes:
+                x = data.x[m].to(getattr(torch, act))
+                nbytes = MatmulBytes(m, n, k, quantized_weight_bytes(qt), x.element_size(), x.element_size())
+                base = KernelRow(impl=f"lowbit-{backend}", n=n, k=k, m=m, weight_type=wtype, status="n/a",
+                                 group_size=g, zero_point=zero_point, act_dtype=act, bytes=nbytes.total,
+                                 bits_per_weight=nbytes.bits_per_weight)
+                if reason is not None:
+                    done.append(dataclasses.replace(base, detail=f"not available: {reason}"))
                 else:
-                    done.append(row)
-            tick(f"{n}x{k} M={m} {wtype} {backend}")
+                    from lowbit.ops import matmul
+
+                    row = _checked(base, lambda x=x, backend=backend: matmul(x, qt, backend=backend),
+                                   lambda y, x=x, u=OUTPUT_ROUNDING[act]: check_matmul(
+                                       y, x, w_rows, data.rows, f32_tolerance(k), output_rounding=u))
+                    if row.status == "ok":
+                        passed.append((row, x, backend))
+                    else:
+                        done.append(row)
+                tick(f"{n}x{k} M={m} {wtype} x {act} {backend}")
     if not passed:
         return done, []
     # deep copies carry the kernels' repacked weights (every backend and M was run above): no copy pays
@@ -376,11 +380,13 @@ def _order_key(settings: KernelSettings) -> Callable[[KernelRow], tuple]:
     baselines = ("torch-fp32", "torch-bf16", "torch-int4")
     types = {t: i for i, t in enumerate(settings.types)}
     backends = {f"lowbit-{b}": i for i, b in enumerate(settings.backends)}
+    acts = {a: i for i, a in enumerate(settings.act_dtypes)}
 
     def key(r: KernelRow) -> tuple:
         if r.impl in baselines:
-            return (r.m, 0, baselines.index(r.impl), 0)
-        return (r.m, 1, types.get(r.weight_type, len(types)), backends.get(r.impl, len(backends)))
+            return (r.m, 0, 0, baselines.index(r.impl), 0)
+        return (r.m, 1, acts.get(r.act_dtype, len(acts)), types.get(r.weight_type, len(types)),
+                backends.get(r.impl, len(backends)))
 
     return key
 

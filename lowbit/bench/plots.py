@@ -41,11 +41,12 @@ _FAMILY_STYLE = {"int": ("o", "-"), "uint": ("v", "--"), "float": ("*", ":")}
 
 
 def _series(rows: Sequence[KernelRow], m: int) -> dict[tuple[str, str], list[KernelRow]]:
-    """lowbit rows at ``m`` that are ok, grouped by ("backend N x K", type family), sorted by bits per weight."""
+    """lowbit rows at ``m`` that are ok, grouped by ("backend N x K x-dtype", type family), sorted by bits per
+    weight."""
     out: dict[tuple[str, str], list[KernelRow]] = {}
     for r in rows:
         if r.is_lowbit and r.ok and r.m == m:
-            out.setdefault((f"{r.impl} {r.n}x{r.k}", _family(r.weight_type)), []).append(r)
+            out.setdefault((f"{r.impl} {r.n}x{r.k} x {r.act_dtype}", _family(r.weight_type)), []).append(r)
     for key in out:
         out[key].sort(key=lambda r: r.bits_per_weight or 0)
     return out

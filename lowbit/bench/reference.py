@@ -7,7 +7,10 @@ fits any shape and weight type:
 
 * float32 arithmetic (lowbit's kernels, torch fp32): ``2 (K + 64) 2^-24`` -- the bound of a float32 dot
   product of length K with any summation order, with room for a rounded output;
-* bfloat16 inputs or outputs (torch bf16, torch int4): ``2^-6`` -- a few bf16 roundings (``2^-9`` each)
+* lowbit's kernels with bfloat16 / float16 activations: the float32 bound after one rounding of the output
+  to its dtype (``u |y|`` with ``u = 2^-8`` / ``2^-11``, taken off the error first: ``output_rounding``); the
+  products of the exact inputs and the sums are float32;
+* bfloat16 arithmetic (torch bf16, torch int4): ``2^-6`` -- a few bf16 roundings (``2^-9`` each)
   plus the float32 bound; a wrongly packed weight is off by O(1).
 
 >>> import torch
@@ -23,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CheckResult", "check_rows", "check_matmul", "f32_tolerance", "BF16_TOLERANCE"]
+__all__ = ["CheckResult", "check_rows", "check_matmul", "f32_tolerance", "OUTPUT_ROUNDING", "BF16_TOLERANCE"]
 
 BF16_TOLERANCE = 2.0 ** -6
 
@@ -31,6 +34,10 @@ BF16_TOLERANCE = 2.0 ** -6
 def f32_tolerance(k: int) -> float:
     """Relative error bound of a float32 dot product of length ``k`` (see the module docstring)."""
     return 2.0 * (k + 64) * 2.0 ** -24
+
+
+#: unit roundoff of the output dtype of a kernel that computes in float32 and rounds its result once
+OUTPUT_ROUNDING = {"float32": 0.0, "bfloat16": 2.0 ** -8, "float16": 2.0 ** -11}
 
 
 @dataclass(frozen=True)
@@ -57,8 +64,20 @@ def check_rows(n: int, count: int) -> Any:
     return torch.linspace(0, n - 1, count).round().to(torch.int64).unique()
 
 
-def check_matmul(y: Any, x: Any, w_rows: Any, rows: Any, tolerance: float) -> CheckResult:
-    """Compare ``y[:, rows]`` with ``x @ w_rows.T`` in float64; ``w_rows`` is ``W[rows]`` (dense, any float)."""
+def check_matmul(y: Any, x: Any, w_rows: Any, rows: Any, tolerance: float, output_rounding: float = 0.0) -> CheckResult:
+    """Compare ``y[:, rows]`` with ``x @ w_rows.T`` in float64; ``w_rows`` is ``W[rows]`` (dense, any float).
+
+    ``output_rounding``: the unit roundoff ``u`` of a final rounding of the result; the error it allows,
+    ``u (|ref| + tolerance (|x| @ |W|.T))``, is taken off each element's error before the comparison.
+
+    >>> import torch
+    >>> w, x = torch.randn(64, 256), torch.randn(2, 256)
+    >>> y = (x @ w.T).bfloat16()
+    >>> check_matmul(y, x, w, torch.arange(64), f32_tolerance(256), output_rounding=2.0 ** -8).ok
+    True
+    >>> check_matmul(y * 1.02, x, w, torch.arange(64), f32_tolerance(256), output_rounding=2.0 ** -8).ok
+    False
+    """
     import torch
 
     x64 = x.reshape(-1, x.shape[-1]).to(torch.float64)
@@ -66,7 +85,8 @@ def check_matmul(y: Any, x: Any, w_rows: Any, rows: Any, tolerance: float) -> Ch
     got = y.reshape(-1, y.shape[-1])[:, rows].to(torch.float64)
     ref = x64 @ w64.T
     scale = x64.abs() @ w64.abs().T
-    err = (got - ref).abs() / scale.clamp_min(torch.finfo(torch.float64).tiny)
+    allowed = output_rounding * (ref.abs() + tolerance * scale)
+    err = ((got - ref).abs() - allowed).clamp_min(0) / scale.clamp_min(torch.finfo(torch.float64).tiny)
     rel = float(err.max()) if err.numel() else 0.0
     if not torch.isfinite(got).all():
         rel = float("nan")

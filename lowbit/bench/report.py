@@ -13,7 +13,7 @@ in the notes under the table.
 ...                    bandwidth={"gbps": 20.0},
 ...                    kernels=[KernelRow("torch-fp32", 4096, 4096, 1, "float32", "ok", median_s=4e-3,
 ...                                       bytes=67_141_632, bits_per_weight=32.0, gbps=16.8, roofline=0.84)])
->>> "| 1 | torch-fp32 | float32 | 32.00 | 4.000 | - | 16.8 | 84% |" in markdown(res)
+>>> "| 1 | torch-fp32 | float32 | f32 | 32.00 | 4.000 | - | 16.8 | 84% |" in markdown(res)
 True
 """
 from __future__ import annotations
@@ -25,15 +25,16 @@ from typing import Any, Callable, Sequence
 from .config import TARGET_SHAPE
 from .machine import machine_summary
 from .results import BenchResults, KernelRow, TargetCheck, load_results
-from .targets import decode_subject
+from .targets import decode_subject, kernel_subject
 
 __all__ = ["terminal_report", "markdown", "kernel_table_rows", "main"]
 
-KERNEL_HEADERS = ("M", "implementation", "type", "bits/w", "median ms", "best ms", "GB/s", "roofline", "x fp32",
+KERNEL_HEADERS = ("M", "implementation", "type", "x", "bits/w", "median ms", "best ms", "GB/s", "roofline", "x fp32",
                   "x bf16", "x int4", "target")
 DECODE_HEADERS = ("implementation", "weights", "tok/s", "GB/s", "roofline", "x tf fp32", "x tf bf16", "target")
 TARGET_HEADERS = ("target", "subject", "requirement", "measured", "status")
 _DASH = "-"
+_ACT_SHORT = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
 _BASELINE_ORDER = {"torch-fp32": 0, "torch-bf16": 1, "torch-int4": 2}
 _MEASURED_WIDTH = 100  # the terminal's targets table cuts longer explanations (the JSON keeps them)
 
@@ -95,14 +96,16 @@ def kernel_table_rows(results: BenchResults, rows: Sequence[KernelRow]) -> list[
 
     out = []
     for r in rows:
-        marker = _target_marker(_checks_for(results, f"{r.impl} {r.weight_type}")) if is_target_row(r) else ""
+        subject = kernel_subject(r.impl, r.weight_type, r.act_dtype)
+        marker = _target_marker(_checks_for(results, subject)) if is_target_row(r) else ""
         if r.ok:
             best = r.min_s * 1e3 if r.min_s is not None else None
             cells = (_num(r.median_s * 1e3, ".3f"), _num(best, ".3f"), _num(r.gbps, ".1f"), _pct(r.roofline),
                      _ratio(r, "torch-fp32"), _ratio(r, "torch-bf16"), _ratio(r, "torch-int4"))
         else:
             cells = (_status(r), _DASH, _DASH, _DASH, _DASH, _DASH, _DASH)
-        out.append((str(r.m), r.impl, r.weight_type, _num(r.bits_per_weight, ".2f"), *cells, marker))
+        out.append((str(r.m), r.impl, r.weight_type, _ACT_SHORT.get(r.act_dtype, r.act_dtype),
+                    _num(r.bits_per_weight, ".2f"), *cells, marker))
     return out
 
 
@@ -127,6 +130,8 @@ def _notes(rows: Sequence[Any]) -> list[str]:
         if r.ok or not r.detail:
             continue
         label = f"{r.impl} {getattr(r, 'weight_type', '') or ''}".strip()
+        if isinstance(r, KernelRow) and r.is_lowbit:
+            label += f" (x {r.act_dtype})"
         seen.setdefault(f"{_status(r)}: {r.detail}", []).append(label)
     lines = []
     for text, labels in seen.items():
@@ -197,7 +202,7 @@ def _group_kernels(rows: Sequence[KernelRow]) -> dict[tuple[int, int], list[Kern
         groups.setdefault(r.shape, []).append(r)
     for shape in groups:
         groups[shape].sort(key=lambda r: (r.m, _BASELINE_ORDER.get(r.impl, len(_BASELINE_ORDER)), r.impl,
-                                          r.nbits if r.nbits is not None else 99, r.weight_type))
+                                          r.act_dtype, r.nbits if r.nbits is not None else 99, r.weight_type))
     return groups
 
 
@@ -219,7 +224,7 @@ def terminal_report(results: BenchResults) -> str:
            _bandwidth_line(results)]
     for (n, k), rows in _group_kernels(results.kernels).items():
         out += ["", f"GEMV/GEMM  W [N x K] = {n} x {k}  (x: [M x K])",
-                _text_table(KERNEL_HEADERS, kernel_table_rows(results, rows))]
+                _text_table(KERNEL_HEADERS, kernel_table_rows(results, rows), left=4)]
     if results.decode:
         out += ["", _decode_title(results), _text_table(DECODE_HEADERS, _decode_rows(results), left=2)]
     if results.targets:
@@ -244,7 +249,9 @@ def markdown(results: BenchResults, *, all_shapes: bool = False, title: str = "P
             "- Times are medians (\"best\": the fastest sample); GB/s, roofline and speed-ups use the medians.",
             "- Speed-ups (x fp32, x bf16, x int4) are baseline time / lowbit time on the same problem, timed in "
             "the same run: torch `F.linear` on the dequantized int4 weight in float32 and bfloat16, and torch's "
-            "int4 CPU kernel (`aten._weight_int4pack_mm_for_cpu`, bfloat16 activations) on the same codes.", ""]
+            "int4 CPU kernel (`aten._weight_int4pack_mm_for_cpu`, bfloat16 activations) on the same codes. Column x: "
+            "the activation dtype (x and the output); lowbit computes every product and sum in float32 either way.",
+            ""]
     if results.targets:
         out += ["### Targets", "", "N = K = 4096, M = 1 (GEMV), group 128, 2 threads; decode on the ~1B model.", "",
                 _md_table(TARGET_HEADERS, [(t.name, t.subject, t.requirement, t.measured, f"**{t.marker}**")
@@ -252,7 +259,7 @@ def markdown(results: BenchResults, *, all_shapes: bool = False, title: str = "P
     groups = _group_kernels(results.kernels)
     shown = groups if all_shapes else {s: r for s, r in groups.items() if s == TARGET_SHAPE} or groups
     for (n, k), rows in shown.items():
-        out += [f"### Kernels: W = {n} x {k}", "", _md_table(KERNEL_HEADERS, kernel_table_rows(results, rows)), ""]
+        out += [f"### Kernels: W = {n} x {k}", "", _md_table(KERNEL_HEADERS, kernel_table_rows(results, rows), right_from=4), ""]
     if not all_shapes and len(shown) < len(groups):
         rest = ", ".join(f"{n}x{k}" for n, k in groups if (n, k) not in shown)
         out += [f"Other shapes measured ({rest}): see the JSON results or `--all`.", ""]

@@ -9,14 +9,17 @@ Targets (2 threads, weight N = K = 4096, group 128, GEMV: M = 1), for each lowbi
   over W4 reaches at least :data:`PROPORTION` of the byte ratio;
 * decode of the ~1B model (preset ``1b``) at W4 >= 4x the tokens/s of transformers fp32.
 
+The kernel targets are judged per activation dtype of the lowbit rows (float32, bfloat16: the subject names it).
+
 A target whose rows are missing, not ``ok``, or measured under other conditions (threads, group size,
 model) is ``None`` ("n/a") with the reason; it never passes by default.
 
 >>> from lowbit.bench.results import KernelRow
 >>> rows = [KernelRow("lowbit-tvm", 4096, 4096, 1, "int4", "ok", median_s=5e-4, bytes=8_683_520, group_size=128,
 ...                   roofline=0.62, speedup={"torch-fp32": 7.0, "torch-bf16": 2.0, "torch-int4": 1.2})]
->>> [t.marker for t in kernel_targets(rows, threads=2, group_size=128)][:4]
-['PASS', 'PASS', 'PASS', 'PASS']
+>>> checks = kernel_targets(rows, threads=2, group_size=128)
+>>> [t.marker for t in checks][:4], checks[0].subject
+(['PASS', 'PASS', 'PASS', 'PASS'], 'lowbit-tvm int4, x float32')
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from typing import Sequence
 from .config import TARGET_SHAPE, TARGET_THREADS
 from .results import DecodeRow, KernelRow, TargetCheck
 
-__all__ = ["kernel_targets", "decode_targets", "decode_subject", "evaluate_targets", "PROPORTION", "TARGET_GROUP",
+__all__ = ["kernel_targets", "kernel_subject", "decode_targets", "decode_subject", "evaluate_targets", "PROPORTION", "TARGET_GROUP",
            "is_target_row"]
 
 PROPORTION = 0.8
@@ -46,9 +49,14 @@ def _conditions(threads: int, group_size: int) -> str | None:
     return None
 
 
-def _row(rows: Sequence[KernelRow], impl: str, wtype: str) -> KernelRow | None:
+def kernel_subject(impl: str, weight_type: str, act_dtype: str) -> str:
+    """The subject naming a kernel row in target checks: ``"lowbit-tvm int4, x bfloat16"``."""
+    return f"{impl} {weight_type}, x {act_dtype}"
+
+
+def _row(rows: Sequence[KernelRow], impl: str, wtype: str, act: str) -> KernelRow | None:
     for r in rows:
-        if r.impl == impl and r.weight_type == wtype and is_target_row(r):
+        if r.impl == impl and r.weight_type == wtype and r.act_dtype == act and is_target_row(r):
             return r
     return None
 
@@ -72,9 +80,9 @@ def kernel_targets(rows: Sequence[KernelRow], threads: int, group_size: int) -> 
     """The GEMV targets for every lowbit backend present in ``rows`` (annotated rows: see kernels.annotate)."""
     off = _conditions(threads, group_size)
     checks: list[TargetCheck] = []
-    for impl in dict.fromkeys(r.impl for r in rows if r.is_lowbit):
-        w4 = _row(rows, impl, W4)
-        subject = f"{impl} {W4}"
+    for impl, act in dict.fromkeys((r.impl, r.act_dtype) for r in rows if r.is_lowbit):
+        w4 = _row(rows, impl, W4, act)
+        subject = kernel_subject(impl, W4, act)
         ok4 = w4 is not None and w4.ok
         why4 = _why_not(w4, subject)
         frac = w4.roofline if ok4 else None
@@ -92,7 +100,7 @@ def kernel_targets(rows: Sequence[KernelRow], threads: int, group_size: int) -> 
                                  f"{value:.2f}x" if value is not None else "",
                                  why4 if not ok4 else f"baseline {label} was not timed ok", off))
         for low in LOWER:
-            r = _row(rows, impl, low)
+            r = _row(rows, impl, low, act)
             value, shown = None, ""
             if ok4 and r is not None and r.ok:
                 speed = w4.median_s / r.median_s
@@ -100,9 +108,10 @@ def kernel_targets(rows: Sequence[KernelRow], threads: int, group_size: int) -> 
                 value = speed / byte_ratio
                 shown = (f"{speed:.2f}x faster than W4 for {byte_ratio:.2f}x fewer bytes "
                          f"({value:.0%} of proportional)")
-            why = why4 if not ok4 else _why_not(r, f"{impl} {low}")
+            low_subject = kernel_subject(impl, low, act)
+            why = why4 if not ok4 else _why_not(r, low_subject)
             checks.append(_check(f"W{low[-1]} vs W4", f"speed-up >= {PROPORTION:.0%} of the byte ratio",
-                                 f"{impl} {low}", value, value is not None and value >= PROPORTION, shown, why, off))
+                                 low_subject, value, value is not None and value >= PROPORTION, shown, why, off))
     return checks
 
 

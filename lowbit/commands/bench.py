@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sel.add_argument("--types", metavar="TYPE,...",
                      help="weight types, aliases allowed (i4, u3, f4e2m1), or 'all' (default: all 17)")
     sel.add_argument("--backends", metavar="NAME,...", help="lowbit backends: tvm, triton, interpret (default tvm)")
+    sel.add_argument("--x-dtypes", metavar="DTYPE,...",
+                     help="activation dtypes of lowbit's kernels: float32, bfloat16, float16 (default "
+                          "float32,bfloat16; products and sums are float32 either way)")
     sel.add_argument("--group-size", type=int, default=128, help="quantization group size along K (default 128)")
     sel.add_argument("--hot", action="store_true",
                      help="time one weight copy again and again (cache-resident) instead of rotating copies "
@@ -87,7 +90,8 @@ def _settings(args: argparse.Namespace) -> tuple[Any, Any]:
         shapes=c.parse_shapes(args.shapes) if args.shapes else (c.QUICK.shapes if quick else c.LLAMA_SHAPES),
         ms=c.parse_ints(args.m, "--m") if args.m else (c.QUICK.ms if quick else c.DEFAULT_M),
         types=c.parse_types(args.types) if args.types else (c.QUICK.types if quick else c.DEFAULT_TYPES),
-        backends=backends, group_size=group, repeats=repeats, cold=not args.hot, seed=args.seed)
+        backends=backends, group_size=group, repeats=repeats, cold=not args.hot, seed=args.seed,
+        act_dtypes=c.parse_act_dtypes(args.x_dtypes) if args.x_dtypes else c.DEFAULT_ACT_DTYPES)
     defaults = c.DecodeSettings()
     decode = c.DecodeSettings(
         model=args.decode_model or (c.QUICK.decode_model if quick else defaults.model),
@@ -105,7 +109,7 @@ def _settings(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def _command_line(args: argparse.Namespace) -> str:
     parts = ["lowbit bench"] + ([args.suite] if args.suite != "all" else [])
-    for flag in ("shapes", "m", "types", "backends", "decode_model", "decode_types", "decode_tokens",
+    for flag in ("shapes", "m", "types", "x_dtypes", "backends", "decode_model", "decode_types", "decode_tokens",
                  "decode_repeats", "repeats", "json", "plot"):
         value = getattr(args, flag)
         if value is not None:

@@ -23,12 +23,15 @@ def rows():
 
 
 def test_rows_cover_every_selection(rows) -> None:
-    keys = [(r.impl, r.weight_type, r.m) for r in rows]
-    assert len(keys) == len(set(keys)) == 2 * 3 + 2 * 2
+    keys = [(r.impl, r.weight_type, r.m, r.act_dtype) for r in rows]
+    assert len(keys) == len(set(keys)) == 2 * 3 + 2 * 2 * 2
     for m in (1, 2):
-        for impl, wtype in (("torch-fp32", "float32"), ("torch-bf16", "bfloat16"), ("torch-int4", "int4"),
-                            ("lowbit-interpret", "int4"), ("lowbit-interpret", "uint3")):
-            assert (impl, wtype, m) in keys
+        for impl, wtype, act in (("torch-fp32", "float32", "float32"), ("torch-bf16", "bfloat16", "bfloat16"),
+                                 ("torch-int4", "int4", "bfloat16")):
+            assert (impl, wtype, m, act) in keys
+        for wtype in ("int4", "uint3"):
+            for act in ("float32", "bfloat16"):             # lowbit: every activation dtype of the settings
+                assert ("lowbit-interpret", wtype, m, act) in keys
 
 
 def test_every_row_ran_checked_and_timed(rows) -> None:
@@ -58,28 +61,28 @@ def test_bytes_are_the_stored_weight_plus_activations_and_outputs(rows) -> None:
 
 def test_annotate_adds_bandwidth_and_speedups(rows) -> None:
     out = K.annotate(rows, gbps=10.0)
-    by = {(r.impl, r.weight_type, r.m): r for r in out}
+    by = {(r.impl, r.weight_type, r.m, r.act_dtype): r for r in out}
     for r in out:
         assert r.gbps == pytest.approx(r.bytes / r.median_s / 1e9)
         assert r.roofline == pytest.approx(r.gbps / 10.0)
-    for m in (1, 2):
-        i4 = by[("lowbit-interpret", "int4", m)]
-        u3 = by[("lowbit-interpret", "uint3", m)]
+    for m, act in ((1, "float32"), (2, "float32"), (1, "bfloat16")):
+        i4 = by[("lowbit-interpret", "int4", m, act)]
+        u3 = by[("lowbit-interpret", "uint3", m, act)]
         assert set(i4.speedup) == {"torch-fp32", "torch-bf16", "torch-int4"}
         assert set(u3.speedup) == {"torch-fp32", "torch-bf16"}           # torch-int4 only for 4-bit types
-        base = by[("torch-bf16", "bfloat16", m)]
+        base = by[("torch-bf16", "bfloat16", m, "bfloat16")]
         assert i4.speedup["torch-bf16"] == pytest.approx(base.median_s / i4.median_s)
-        assert by[("torch-fp32", "float32", m)].speedup == {}
+        assert by[("torch-fp32", "float32", m, "float32")].speedup == {}
 
 
 def test_unavailable_backend_gives_na_rows_without_numbers(monkeypatch) -> None:
     monkeypatch.setattr(K, "backend_status", lambda name: "backend xyz is not installed")
     out = K.annotate(K.run_kernels(tiny_settings(ms=(1,), types=("int4",))), gbps=10.0)
     lowbit = [r for r in out if r.is_lowbit]
-    assert len(lowbit) == 1
-    row = lowbit[0]
-    assert row.status == "n/a" and "not available: backend xyz" in row.detail
-    assert row.median_s is None and row.gbps is None and row.speedup == {}
+    assert [r.act_dtype for r in lowbit] == ["float32", "bfloat16"]
+    for row in lowbit:
+        assert row.status == "n/a" and "not available: backend xyz" in row.detail
+        assert row.median_s is None and row.gbps is None and row.speedup == {}
     assert all(r.ok for r in out if not r.is_lowbit)
 
 
@@ -90,9 +93,9 @@ def test_wrong_results_are_not_timed(monkeypatch) -> None:
     monkeypatch.setattr(lowbit.ops, "matmul",
                         lambda x, q, bias=None, *, backend=None: real(x, q, backend=backend) * 1.01)
     out = K.run_kernels(tiny_settings(ms=(1,), types=("int4",)))
-    row = next(r for r in out if r.is_lowbit)
-    assert row.status == "wrong" and "float64 reference" in row.detail
-    assert row.rel_err > row.tolerance and row.median_s is None
+    for row in (r for r in out if r.is_lowbit):
+        assert row.status == "wrong" and "float64 reference" in row.detail
+        assert row.rel_err > row.tolerance and row.median_s is None
 
 
 def test_failing_kernel_is_an_error_row(monkeypatch) -> None:
@@ -123,7 +126,8 @@ def test_group_size_must_divide_k() -> None:
 
 def test_interleaved_rounds_give_every_row_all_samples() -> None:
     probes: list[int] = []
-    out = K.run_kernels(tiny_settings(ms=(1,), types=("int2",), repeats=3), bandwidth_probe=lambda: probes.append(1))
+    out = K.run_kernels(tiny_settings(ms=(1,), types=("int2",), repeats=3, act_dtypes=("bfloat16",)),
+                        bandwidth_probe=lambda: probes.append(1))
     assert len(probes) == 3                              # one bandwidth sample per timing round
     assert len(out) == 4 and all(r.ok and r.repeats == 3 and r.iqr_s >= 0 for r in out)
 
@@ -141,8 +145,16 @@ def test_failure_while_timing_is_an_error_row(monkeypatch) -> None:
         return real(x, q, backend=backend)
 
     monkeypatch.setattr(lowbit.ops, "matmul", flaky)
-    out = K.run_kernels(tiny_settings(ms=(1,), types=("int4",), repeats=2))
+    out = K.run_kernels(tiny_settings(ms=(1,), types=("int4",), repeats=2, act_dtypes=("float32",)))
     row = next(r for r in out if r.is_lowbit)
     assert row.status == "error" and "crashed on call 2" in row.detail and row.median_s is None
     assert row.rel_err is not None                      # it passed the check before it failed
     assert all(r.ok for r in out if not r.is_lowbit)
+
+
+
+def test_every_activation_dtype_gets_the_f32_bound(rows) -> None:
+    from lowbit.bench.reference import f32_tolerance
+
+    # bf16 rows: the same bound after the output's own rounding (check_matmul's output_rounding)
+    assert {r.tolerance for r in rows if r.is_lowbit} == {f32_tolerance(TINY_SHAPE[1])}

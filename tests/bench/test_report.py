@@ -25,10 +25,10 @@ def _results() -> BenchResults:
                       "repeats": 3},
         decode=[DecodeRow("transformers-fp32", "float32", "ok", tokens_per_s=3.5, gbps=15.4, roofline=0.62),
                 DecodeRow("lowbit-tvm", "int4 g128", "error", detail="RuntimeError: boom", weight_type="int4")],
-        targets=[TargetCheck("W4 GEMV roofline", ">= 60% of DRAM roofline", "69%", True, "lowbit-tvm int4"),
-                 TargetCheck("W4 GEMV vs torch fp32", ">= 5x torch fp32", "8.00x", True, "lowbit-tvm int4"),
-                 TargetCheck("W4 GEMV vs torch bf16", ">= 1.5x torch bf16", "1.20x", False, "lowbit-tvm int4"),
-                 TargetCheck("W3 vs W4", "speed-up >= 80%", "not measured", None, "lowbit-tvm int3"),
+        targets=[TargetCheck("W4 GEMV roofline", ">= 60% of DRAM roofline", "69%", True, "lowbit-tvm int4, x float32"),
+                 TargetCheck("W4 GEMV vs torch fp32", ">= 5x torch fp32", "8.00x", True, "lowbit-tvm int4, x float32"),
+                 TargetCheck("W4 GEMV vs torch bf16", ">= 1.5x torch bf16", "1.20x", False, "lowbit-tvm int4, x float32"),
+                 TargetCheck("W3 vs W4", "speed-up >= 80%", "not measured", None, "lowbit-tvm int3, x float32"),
                  TargetCheck("decode W4", ">= 4x", "lowbit-tvm: error", None, "lowbit-tvm int4 decode")],
         command="lowbit bench --shapes 4096x4096")
 
@@ -37,10 +37,10 @@ def test_markdown_section() -> None:
     md = markdown(_results())
     assert md.startswith("## Performance\n")
     assert "Test CPU, 2 cores" in md and "25.0 GB/s" in md and "`lowbit bench --shapes 4096x4096`" in md
-    assert "| 1 | lowbit-tvm | int4 | 4.12 | 0.500 | 0.450 | 17.4 | 69% | 8.00x | - | - | FAIL (bf16) |" in md
-    assert "| 1 | lowbit-tvm | int3 | 3.12 | n/a | - | - | - | - | - | - | n/a |" in md
-    assert "| W4 GEMV vs torch bf16 | lowbit-tvm int4 | >= 1.5x torch bf16 | 1.20x | **FAIL** |" in md
-    assert "lowbit-tvm int3: n/a: not available: no kernel" in md
+    assert "| 1 | lowbit-tvm | int4 | f32 | 4.12 | 0.500 | 0.450 | 17.4 | 69% | 8.00x | - | - | FAIL (bf16) |" in md
+    assert "| 1 | lowbit-tvm | int3 | f32 | 3.12 | n/a | - | - | - | - | - | - | n/a |" in md
+    assert "| W4 GEMV vs torch bf16 | lowbit-tvm int4, x float32 | >= 1.5x torch bf16 | 1.20x | **FAIL** |" in md
+    assert "lowbit-tvm int3 (x float32): n/a: not available: no kernel" in md
     assert "| lowbit-tvm | int4 g128 | error | - | - | - | - | n/a |" in md and "RuntimeError: boom" in md
     assert "W = 11008 x 4096" not in md and "Other shapes measured (11008x4096)" in md
     assert "### Kernels: W = 11008 x 4096" in markdown(_results(), all_shapes=True)
@@ -51,7 +51,7 @@ def test_terminal_report_lists_everything() -> None:
     assert "W [N x K] = 4096 x 4096" in text and "W [N x K] = 11008 x 4096" in text
     lines = text.splitlines()
     fp32 = lines.index(next(line for line in lines if line.startswith("1  torch-fp32")))
-    tvm = lines.index(next(line for line in lines if line.startswith("1  lowbit-tvm      int4")))
+    tvm = lines.index(next(line for line in lines if line.startswith("1  lowbit-tvm      int4     f32")))
     assert fp32 < tvm                                          # baselines first
     assert "decode: 1b Llama (1.10B parameters" in text and "FAIL (bf16)" in text
     assert ("memory read bandwidth: 25.0 GB/s with 2 threads (medians: before the run 24.0, after 25.0 GB/s; "

@@ -24,14 +24,14 @@ def test_all_kernel_targets_pass_and_fail() -> None:
             _row("int3", 0.8e-3, 750),     # 1.25x faster for 1.333x fewer bytes: 94% of proportional
             _row("int2", 0.9e-3, 500)]     # 1.11x for 2x: 56%
     checks = _by_name(kernel_targets(rows, threads=2, group_size=128))
-    assert checks[("W4 GEMV roofline", "lowbit-tvm int4")].passed is True
-    assert checks[("W4 GEMV vs torch fp32", "lowbit-tvm int4")].passed is True
-    bf16 = checks[("W4 GEMV vs torch bf16", "lowbit-tvm int4")]
+    assert checks[("W4 GEMV roofline", "lowbit-tvm int4, x float32")].passed is True
+    assert checks[("W4 GEMV vs torch fp32", "lowbit-tvm int4, x float32")].passed is True
+    bf16 = checks[("W4 GEMV vs torch bf16", "lowbit-tvm int4, x float32")]
     assert bf16.passed is False and bf16.measured == "1.40x"
-    assert checks[("W4 GEMV vs torch int4", "lowbit-tvm int4")].passed is True
-    w3 = checks[("W3 vs W4", "lowbit-tvm int3")]
+    assert checks[("W4 GEMV vs torch int4", "lowbit-tvm int4, x float32")].passed is True
+    w3 = checks[("W3 vs W4", "lowbit-tvm int3, x float32")]
     assert w3.passed is True and "94% of proportional" in w3.measured
-    assert checks[("W2 vs W4", "lowbit-tvm int2")].passed is False
+    assert checks[("W2 vs W4", "lowbit-tvm int2, x float32")].passed is False
 
 
 def test_missing_or_unavailable_rows_are_na() -> None:
