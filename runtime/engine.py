@@ -123,16 +123,17 @@ class Engine:
                         group_size: int = 128, overrides: Mapping[str, str] | None = None,
                         zero_point: bool | None = None, kv: str = "float16", kv_group_size: int | None = None,
                         kv_key_grouping: str = "token", page_size: int = 16, num_pages: int | None = None,
-                        backend: str = "auto",
+                        backend: str = "auto", activations: str = "float32",
                         device: str | torch.device = "cpu", progress: bool = False) -> "Engine":
         """Load ``model_dir`` (default: the shipped tiny model) with weights stored as ``weights``
         (``"float32"``, ``"f16"``, ``"bf16"`` or a 1-8 bit type like ``"u4"``, ``"i3"``, ``"f4e2m1"``) in
         groups of ``group_size``, per-layer ``overrides`` (glob -> spec, e.g. ``{"lm_head": "f16"}``) and a
         KV cache of type ``kv`` in pages of ``page_size`` tokens; ``kv_key_grouping="channel"`` quantizes
-        the keys per channel over each page (KIVI-style, :mod:`lowbit.kvcache` format ``paged-kv/v2``)."""
+        the keys per channel over each page (KIVI-style, :mod:`lowbit.kvcache` format ``paged-kv/v2``).
+        ``activations``: the dtype of the linears' inputs (``"float32"``, ``"bfloat16"``, ``"float16"``)."""
         model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
         policy = WeightPolicy.parse(weights, group_size=group_size, overrides=overrides, zero_point=zero_point)
-        model = load_model(model_dir, policy, device=device, progress=progress)
+        model = load_model(model_dir, policy, device=device, progress=progress, activations=activations)
         tokenizer = load_tokenizer(model_dir, model.config)
         cfg = model.config
         fmt = KVCacheFormat(canonical_dtype(kv), num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim,

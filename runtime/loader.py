@@ -24,7 +24,7 @@ import torch
 from lowbit.errors import RuntimeModelError
 
 from .config import ModelConfig
-from .model import LINEAR_NAMES, LayerWeights, ModelWeights, Transformer
+from .model import LINEAR_NAMES, LayerWeights, ModelWeights, Transformer, check_activations
 from .weights import WeightPolicy, store_weight
 
 INDEX_FILE = "model.safetensors.index.json"
@@ -34,8 +34,10 @@ _IGNORED = re.compile(r"(.*\.rotary_emb\.inv_freq|lm_head\.weight)$")
 
 
 def load_model(model_dir: str | Path, policy: WeightPolicy | None = None, *, device: str | torch.device = "cpu",
-               progress: bool = False) -> Transformer:
-    """Read ``model_dir`` and return a ready :class:`Transformer` (weights stored as ``policy`` says)."""
+               progress: bool = False, activations: str = "float32") -> Transformer:
+    """Read ``model_dir`` and return a ready :class:`Transformer` (weights stored as ``policy`` says, the
+    linears' inputs in ``activations``)."""
+    check_activations(activations)            # before any tensor is read
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise RuntimeModelError(f"model folder {model_dir} does not exist",
@@ -69,7 +71,7 @@ def load_model(model_dir: str | Path, policy: WeightPolicy | None = None, *, dev
     if config.tie_word_embeddings:
         tensors["lm_head.weight"] = store_weight("lm_head", tensors["model.embed_tokens.weight"].to(torch.float32),
                                                  policy.spec_for("lm_head"))
-    return Transformer(config, _assemble(config, tensors))
+    return Transformer(config, _assemble(config, tensors), activations=activations)
 
 
 def _linear_names(config: ModelConfig) -> list[str]:

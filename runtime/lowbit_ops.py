@@ -21,8 +21,8 @@ def _make_linear(backend: str) -> Callable:
 
         if isinstance(weight, QuantizedTensor):
             return ops.matmul(x, weight, bias, backend=backend)
-        y = torch.matmul(x, weight.to(x.dtype).t())
-        return y + bias.to(y.dtype) if bias is not None else y
+        y = torch.matmul(x.to(torch.float32), weight.to(torch.float32).t())   # as ops.matmul: f32, rounded once
+        return (y + bias.to(torch.float32) if bias is not None else y).to(x.dtype)
 
     return linear
 

@@ -3,7 +3,9 @@
 :class:`Transformer` holds the stored weights (dense tensors or ``QuantizedTensor`` s) and runs batched
 prefill and decode steps on a :class:`~lowbit.runtime.paged_cache.PagedKVCache`. Every matmul goes
 through ``ops.linear`` and every cache access through ``ops.kv_append`` / ``ops.*_attention``, so swapping
-the backend never touches this file. Activations are fp32.
+the backend never touches this file. The residual stream, norms, attention and logits are fp32; the inputs of
+the decoder layers' linears are ``activations`` (fp32 by default; bf16 as LLM serving stacks run them, which
+lets lowbit's CPU kernels multiply bf16 pairs exactly with ``vdpbf16ps``), their outputs come back as fp32.
 
 Prefill packs the new tokens of all sequences into one ``[T_total, hidden]`` batch (no padding) for the
 linears; attention then runs per sequence (varlen) over the cache.
@@ -26,6 +28,16 @@ from .rope import Rotary
 from .weights import weight_nbytes
 
 LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+#: dtypes the decoder layers' linears may take their inputs in (``Transformer(activations=...)``)
+ACTIVATION_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def check_activations(activations: str) -> None:
+    """Raise :class:`RuntimeModelError` unless ``activations`` names one of :data:`ACTIVATION_DTYPES`."""
+    if activations not in ACTIVATION_DTYPES:
+        raise RuntimeModelError(f"activations must be one of {', '.join(ACTIVATION_DTYPES)}; got {activations!r}",
+                                hint="bfloat16 rounds the linears' inputs (as bf16 serving does); float32 keeps "
+                                     "them exact")
 
 
 @dataclass(frozen=True)
@@ -49,9 +61,12 @@ class ModelWeights:
 class Transformer:
     """A loaded model: config + weights, with :meth:`prefill` and :meth:`decode`."""
 
-    def __init__(self, config: ModelConfig, weights: ModelWeights):
+    def __init__(self, config: ModelConfig, weights: ModelWeights, activations: str = "float32"):
+        check_activations(activations)
         self.config = config
         self.weights = weights
+        self.activations = activations
+        self._act_dtype = ACTIVATION_DTYPES[activations]
         self.rotary = Rotary(config.rope, config.head_dim)
         self.scale = config.head_dim ** -0.5
 
@@ -143,19 +158,24 @@ class Transformer:
         for idx, layer in enumerate(self.weights.layers):
             lin, bias = layer.linears, layer.biases
             h = _rms_norm(x, layer.input_norm, cfg.rms_norm_eps)
-            q = ops.linear(h, lin["q_proj"], bias["q_proj"]).view(n, cfg.num_heads, cfg.head_dim)
-            k = ops.linear(h, lin["k_proj"], bias["k_proj"]).view(n, cfg.num_kv_heads, cfg.head_dim)
-            v = ops.linear(h, lin["v_proj"], bias["v_proj"]).view(n, cfg.num_kv_heads, cfg.head_dim)
+            q, k, v = (self._linear(ops, h, lin[p], bias[p]) for p in ("q_proj", "k_proj", "v_proj"))
+            q = q.view(n, cfg.num_heads, cfg.head_dim)
+            k = k.view(n, cfg.num_kv_heads, cfg.head_dim)
+            v = v.view(n, cfg.num_kv_heads, cfg.head_dim)
             q = self.rotary.apply(q, positions, cos_sin)
             k = self.rotary.apply(k, positions, cos_sin)
             ops.kv_append(cache.layers[idx], k, v, slots)
             attn = attend(idx, q).reshape(n, cfg.num_heads * cfg.head_dim)
-            x = x + ops.linear(attn, lin["o_proj"], bias["o_proj"])
+            x = x + self._linear(ops, attn, lin["o_proj"], bias["o_proj"])
             h = _rms_norm(x, layer.post_attention_norm, cfg.rms_norm_eps)
-            gate = ops.linear(h, lin["gate_proj"], bias["gate_proj"])
-            up = ops.linear(h, lin["up_proj"], bias["up_proj"])
-            x = x + ops.linear(torch.nn.functional.silu(gate) * up, lin["down_proj"], bias["down_proj"])
+            gate = self._linear(ops, h, lin["gate_proj"], bias["gate_proj"])
+            up = self._linear(ops, h, lin["up_proj"], bias["up_proj"])
+            x = x + self._linear(ops, torch.nn.functional.silu(gate) * up, lin["down_proj"], bias["down_proj"])
         return _rms_norm(x, self.weights.norm, cfg.rms_norm_eps)
+
+    def _linear(self, ops: OpSet, x: torch.Tensor, weight: Any, bias: torch.Tensor | None) -> torch.Tensor:
+        """A decoder layer's linear: input in the model's activation dtype, output fp32."""
+        return ops.linear(x.to(self._act_dtype), weight, bias).to(torch.float32)
 
     def _logits(self, ops: OpSet, hidden: torch.Tensor) -> torch.Tensor:
         return ops.linear(hidden, self.weights.lm_head)

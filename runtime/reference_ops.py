@@ -21,12 +21,13 @@ from .weights import dense_weight
 
 @register("linear", "torch")
 def linear(x: torch.Tensor, weight, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``x @ W.T + bias`` in fp32, ``W`` dequantized first when it is a QuantizedTensor."""
+    """``x @ W.T + bias`` in fp32 (``W`` dequantized first when it is a QuantizedTensor), rounded once to
+    ``x``'s dtype: the semantics of :func:`lowbit.ops.matmul`."""
     w = dense_weight(weight)
-    y = torch.matmul(x.to(torch.float32), w.t())
+    y = torch.matmul(x.to(torch.float32), w.to(torch.float32).t())
     if bias is not None:
         y = y + bias.to(torch.float32)
-    return y
+    return y.to(x.dtype)
 
 
 @register("kv_append", "torch")

@@ -68,6 +68,7 @@ class DecodeSettings:
     model: str = "1b"                                   # a preset of lowbit.bench.decode.PRESETS
     types: tuple[str, ...] = ("int8", "int4", "int3", "int2")
     backends: tuple[str, ...] = field(default_factory=default_backends)
+    activations: tuple[str, ...] = DEFAULT_ACT_DTYPES  # the runtime's linear inputs (Engine activations=...)
     group_size: int = 128
     new_tokens: int = 32
     prompt_tokens: int = 16

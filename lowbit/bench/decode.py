@@ -83,7 +83,7 @@ PRESETS: dict[str, LlamaPreset] = {
 
 def count_decode_steps(settings: DecodeSettings) -> int:
     """Progress steps of :func:`run_decode`: build, two transformers runs, one per (type, backend)."""
-    return 3 + len(settings.types) * len(settings.backends)
+    return 3 + len(settings.types) * len(settings.backends) * len(settings.activations)
 
 
 def _preset(name: str) -> LlamaPreset:
@@ -149,7 +149,8 @@ def _hf_row(model: Any, impl: str, preset: LlamaPreset, prompt: Any, settings: D
     per_token = (weight_bytes - embed.numel() * embed.element_size() + preset.hidden_size * itemsize
                  + _kv_bytes_per_token(preset, itemsize, context))
     dtype = str(params[0].dtype).removeprefix("torch.")
-    base = DecodeRow(impl=impl, weights=dtype, weight_type=dtype, status="error", new_tokens=settings.new_tokens,
+    base = DecodeRow(impl=impl, weights=dtype, weight_type=dtype, activations=dtype, status="error",
+                     new_tokens=settings.new_tokens,
                      prompt_tokens=settings.prompt_tokens, weight_bytes=weight_bytes, bytes_per_token=per_token,
                      detail=f"transformers LlamaForCausalLM, {dtype}, DynamicCache, greedy")
     try:
@@ -163,14 +164,14 @@ def _hf_row(model: Any, impl: str, preset: LlamaPreset, prompt: Any, settings: D
                    gbps=per_token * tps / 1e9)
 
 
-def _lowbit_row(model_dir: str, wtype: str, backend: str, prompt_ids: list[int],
+def _lowbit_row(model_dir: str, wtype: str, backend: str, activations: str, prompt_ids: list[int],
                 settings: DecodeSettings) -> DecodeRow:
     from lowbit.dtypes import dtype
 
     zero_point = dtype(wtype).kind == "uint"
     weights = f"{wtype} g{settings.group_size}" + (" zero-point" if zero_point else "")
-    base = DecodeRow(impl=f"lowbit-{backend}", weights=weights, weight_type=wtype, status="n/a",
-                     new_tokens=settings.new_tokens, prompt_tokens=settings.prompt_tokens)
+    base = DecodeRow(impl=f"lowbit-{backend}", weights=weights, weight_type=wtype, activations=activations,
+                     status="n/a", new_tokens=settings.new_tokens, prompt_tokens=settings.prompt_tokens)
     from .kernels import backend_status
 
     reason = backend_status(backend)
@@ -188,7 +189,8 @@ def _lowbit_row(model_dir: str, wtype: str, backend: str, prompt_ids: list[int],
     for runtime_backend in (backend, "auto"):
         try:
             engine = Engine.from_pretrained(model_dir, weights=wtype, group_size=settings.group_size,
-                                            zero_point=zero_point, kv=settings.kv, backend=runtime_backend)
+                                            zero_point=zero_point, kv=settings.kv, backend=runtime_backend,
+                                            activations=activations)
             break
         except BackendError as err:
             unavailable = unavailable or _describe_error(err)
@@ -235,9 +237,9 @@ def run_decode(settings: DecodeSettings, tick: Tick | None = None) -> tuple[dict
         reason = f"not available: transformers is not installed ({err}); pip install transformers"
         rows = [DecodeRow(impl=f"transformers-{d}", weights=w, status="n/a", detail=reason)
                 for d, w in (("fp32", "float32"), ("bf16", "bfloat16"))]
-        rows += [DecodeRow(impl=f"lowbit-{b}", weights=t, weight_type=t, status="n/a",
+        rows += [DecodeRow(impl=f"lowbit-{b}", weights=t, weight_type=t, activations=a, status="n/a",
                            detail="not available: the random model is built with transformers")
-                 for t in settings.types for b in settings.backends]
+                 for t in settings.types for b in settings.backends for a in settings.activations]
         return info, rows
     rows: list[DecodeRow] = []
     with _quiet_transformers(), tempfile.TemporaryDirectory(prefix="lowbit-bench-") as tmp:
@@ -257,9 +259,10 @@ def run_decode(settings: DecodeSettings, tick: Tick | None = None) -> tuple[dict
         gc.collect()
         for wtype in settings.types:
             for backend in settings.backends:
-                rows.append(_lowbit_row(tmp, wtype, backend, prompt_ids, settings))
-                gc.collect()
-                tick(f"decode: {wtype} {backend}")
+                for act in settings.activations:
+                    rows.append(_lowbit_row(tmp, wtype, backend, act, prompt_ids, settings))
+                    gc.collect()
+                    tick(f"decode: {wtype} {backend} x {act}")
     return info, rows
 
 

@@ -31,7 +31,7 @@ __all__ = ["terminal_report", "markdown", "kernel_table_rows", "main"]
 
 KERNEL_HEADERS = ("M", "implementation", "type", "x", "bits/w", "median ms", "best ms", "GB/s", "roofline", "x fp32",
                   "x bf16", "x int4", "target")
-DECODE_HEADERS = ("implementation", "weights", "tok/s", "GB/s", "roofline", "x tf fp32", "x tf bf16", "target")
+DECODE_HEADERS = ("implementation", "weights", "x", "tok/s", "GB/s", "roofline", "x tf fp32", "x tf bf16", "target")
 TARGET_HEADERS = ("target", "subject", "requirement", "measured", "status")
 _DASH = "-"
 _ACT_SHORT = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
@@ -112,14 +112,14 @@ def kernel_table_rows(results: BenchResults, rows: Sequence[KernelRow]) -> list[
 def _decode_rows(results: BenchResults) -> list[tuple[str, ...]]:
     out = []
     for r in results.decode:
-        subject = decode_subject(r.impl, r.weight_type or "")
+        subject = decode_subject(r.impl, r.weight_type or "", r.activations)
         marker = _target_marker(_checks_for(results, subject)) if r.impl.startswith("lowbit-") else ""
         if r.ok:
             cells = (_num(r.tokens_per_s, ".2f"), _num(r.gbps, ".1f"), _pct(r.roofline),
                      _ratio(r, "transformers-fp32"), _ratio(r, "transformers-bf16"))
         else:
             cells = (_status(r), _DASH, _DASH, _DASH, _DASH)
-        out.append((r.impl, r.weights, *cells, marker))
+        out.append((r.impl, r.weights, _ACT_SHORT.get(r.activations, r.activations), *cells, marker))
     return out
 
 
@@ -226,7 +226,7 @@ def terminal_report(results: BenchResults) -> str:
         out += ["", f"GEMV/GEMM  W [N x K] = {n} x {k}  (x: [M x K])",
                 _text_table(KERNEL_HEADERS, kernel_table_rows(results, rows), left=4)]
     if results.decode:
-        out += ["", _decode_title(results), _text_table(DECODE_HEADERS, _decode_rows(results), left=2)]
+        out += ["", _decode_title(results), _text_table(DECODE_HEADERS, _decode_rows(results), left=3)]
     if results.targets:
         out += ["", "targets (N = K = 4096, M = 1, group 128, 2 threads; decode: 1b model)",
                 _text_table(TARGET_HEADERS, [(t.name, t.subject, t.requirement, _cut(t.measured), t.marker)
@@ -265,7 +265,7 @@ def markdown(results: BenchResults, *, all_shapes: bool = False, title: str = "P
         out += [f"Other shapes measured ({rest}): see the JSON results or `--all`.", ""]
     if results.decode:
         out += ["### Decode", "", _upper_first(_decode_title(results)) + ".", "",
-                _md_table(DECODE_HEADERS, _decode_rows(results), right_from=2), ""]
+                _md_table(DECODE_HEADERS, _decode_rows(results), right_from=3), ""]
     notes = _notes([*results.kernels, *results.decode])
     if notes:
         out += ["Notes:", ""] + [f"- {line}" for line in notes] + [""]

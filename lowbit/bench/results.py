@@ -131,6 +131,7 @@ class DecodeRow(_Record):
     status: str
     detail: str = ""
     weight_type: str | None = None
+    activations: str = "float32"          # dtype of the linears' inputs
     tokens_per_s: float | None = None
     samples_tokens_per_s: tuple[float, ...] = ()
     new_tokens: int | None = None

@@ -115,18 +115,18 @@ def kernel_targets(rows: Sequence[KernelRow], threads: int, group_size: int) -> 
     return checks
 
 
-def decode_subject(impl: str, weight_type: str) -> str:
-    """The subject naming a decode row in target checks (kernel rows use ``"<impl> <type>"``)."""
-    return f"{impl} {weight_type} decode"
+def decode_subject(impl: str, weight_type: str, activations: str = "float32") -> str:
+    """The subject naming a decode row in target checks: ``"lowbit-tvm int4 decode, x bfloat16"``."""
+    return f"{impl} {weight_type} decode, x {activations}"
 
 
 def decode_targets(rows: Sequence[DecodeRow], model: str | None, threads: int) -> list[TargetCheck]:
     """Decode of the ~1B model at W4 >= 4x transformers fp32, for every lowbit backend in ``rows``."""
     checks = []
     fp32 = next((r for r in rows if r.impl == "transformers-fp32"), None)
-    for impl in dict.fromkeys(r.impl for r in rows if r.impl.startswith("lowbit-")):
-        row = next((r for r in rows if r.impl == impl and r.weight_type == W4), None)
-        subject = decode_subject(impl, W4)
+    for impl, act in dict.fromkeys((r.impl, r.activations) for r in rows if r.impl.startswith("lowbit-")):
+        row = next((r for r in rows if r.impl == impl and r.weight_type == W4 and r.activations == act), None)
+        subject = decode_subject(impl, W4, act)
         requirement = ">= 4x transformers fp32 tok/s (~1B model)"
         if row is None:
             checks.append(TargetCheck("decode W4", requirement, "W4 decode was not measured", None, subject))

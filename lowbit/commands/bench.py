@@ -53,6 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     dec.add_argument("--decode-model", choices=("1b", "small", "tiny"),
                      help="random-weight Llama: 1b (TinyLlama-1.1B shape, default), small (44M), tiny (tests)")
     dec.add_argument("--decode-types", metavar="TYPE,...", help="lowbit weight types (default int8,int4,int3,int2)")
+    dec.add_argument("--decode-x-dtypes", metavar="DTYPE,...",
+                     help="dtypes of the runtime's linear inputs: float32, bfloat16 (default both)")
     dec.add_argument("--decode-tokens", type=int, help="decode steps per generation (default 32)")
     dec.add_argument("--prompt-tokens", type=int, default=16, help="prompt length (default 16)")
     dec.add_argument("--decode-repeats", type=int, help="generations per implementation (default 3)")
@@ -98,6 +100,8 @@ def _settings(args: argparse.Namespace) -> tuple[Any, Any]:
         types=(c.parse_types(args.decode_types, "--decode-types") if args.decode_types
                else (c.QUICK.decode_types if quick else defaults.types)),
         backends=backends, group_size=group,
+        activations=(c.parse_act_dtypes(args.decode_x_dtypes, "--decode-x-dtypes") if args.decode_x_dtypes
+                     else defaults.activations),
         new_tokens=_positive(args.decode_tokens if args.decode_tokens is not None
                              else (c.QUICK.decode_tokens if quick else defaults.new_tokens), "--decode-tokens"),
         prompt_tokens=_positive(args.prompt_tokens, "--prompt-tokens"),
@@ -109,8 +113,8 @@ def _settings(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def _command_line(args: argparse.Namespace) -> str:
     parts = ["lowbit bench"] + ([args.suite] if args.suite != "all" else [])
-    for flag in ("shapes", "m", "types", "x_dtypes", "backends", "decode_model", "decode_types", "decode_tokens",
-                 "decode_repeats", "repeats", "json", "plot"):
+    for flag in ("shapes", "m", "types", "x_dtypes", "backends", "decode_model", "decode_types", "decode_x_dtypes",
+                 "decode_tokens", "decode_repeats", "repeats", "json", "plot"):
         value = getattr(args, flag)
         if value is not None:
             parts.append(f"--{flag.replace('_', '-')} {value}")

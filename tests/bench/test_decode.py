@@ -31,7 +31,8 @@ def test_unavailable_runtime_backend_is_na() -> None:
     info, rows = D.run_decode(SETTINGS, ticks.append)
     assert len(ticks) == D.count_decode_steps(SETTINGS)
     assert info["preset"] == "tiny" and info["parameters"] == D.PRESETS["tiny"].parameters()
-    assert [r.impl for r in rows] == ["transformers-fp32", "transformers-bf16", "lowbit-interpret", "lowbit-interpret"]
+    assert [r.impl for r in rows] == ["transformers-fp32", "transformers-bf16"] + ["lowbit-interpret"] * 4
+    assert [r.activations for r in rows] == ["float32", "bfloat16"] + ["float32", "bfloat16"] * 2
     for r in rows[:2]:
         assert r.ok and r.tokens_per_s > 0 and len(r.samples_tokens_per_s) == 2 and r.bytes_per_token > 0
     assert rows[1].weight_bytes * 2 == rows[0].weight_bytes          # bf16 half of fp32
@@ -52,7 +53,9 @@ def test_lowbit_rows_when_the_runtime_has_the_ops(monkeypatch) -> None:
     monkeypatch.setattr(kernels, "backend_status", lambda name: None)
     _, rows = D.run_decode(SETTINGS)
     lowbit = rows[2:]
-    assert [r.weights for r in lowbit] == ["int4 g128", "uint3 g128 zero-point"]
+    assert [(r.weights, r.activations) for r in lowbit] == [
+        ("int4 g128", "float32"), ("int4 g128", "bfloat16"), ("uint3 g128 zero-point", "float32"),
+        ("uint3 g128 zero-point", "bfloat16")]
     for r in lowbit:
         assert r.ok, r.detail
         assert r.tokens_per_s > 0 and r.weight_bytes > 0 and r.gbps > 0 and "linear=interpret" in r.detail

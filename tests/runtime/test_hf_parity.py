@@ -28,8 +28,8 @@ def tolerance(ref: torch.Tensor) -> float:
 
 
 def run_and_compare(hf, hf_model, folder, *, kv: str = "float32", kv_group: int | None = None,
-                    policy: WeightPolicy | None = None, reference=None) -> None:
-    model = load_model(folder, policy)
+                    policy: WeightPolicy | None = None, reference=None, activations: str = "float32") -> None:
+    model = load_model(folder, policy, activations=activations)
     cfg = model.config
     cache = PagedKVCache(KVCacheFormat(kv, cfg.num_kv_heads, cfg.head_dim, page_size=4, group_size=kv_group),
                          cfg.num_layers, num_pages=16)
@@ -136,3 +136,41 @@ def test_low_bit_kv_cache_matches_transformers_with_fake_quant_kv(case, hf, hf_c
 
     with hf.kv_fake_quant(hf_model, fake):
         run_and_compare(hf, hf_model, folder, kv=dtype, kv_group=group)
+
+
+DECODER_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def _round_linears_to_bf16(model) -> list:
+    """Hooks making transformers' decoder-layer linears take bf16-rounded inputs and round their outputs to
+    bf16 (products and sums stay fp32): the runtime's ``activations="bfloat16"``."""
+    bf16 = lambda t: t.to(torch.bfloat16).to(torch.float32)  # noqa: E731
+    handles = []
+    for name, module in model.named_modules():
+        if name.rsplit(".", 1)[-1] in DECODER_LINEARS:
+            handles.append(module.register_forward_pre_hook(lambda mod, args: (bf16(args[0]), *args[1:])))
+            handles.append(module.register_forward_hook(lambda mod, args, out: bf16(out)))
+    return handles
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_bf16_activations_match_transformers_with_bf16_rounded_linears(arch, hf, hf_checkpoint):
+    """With bf16 activations the runtime equals transformers whose decoder linears round their inputs and
+    outputs to bf16 (same tolerance as fp32; the exact fp32 model is more than 10x that away)."""
+    hf_model, folder = hf_checkpoint(arch, seed=2)
+    exact = hf.logits(hf_model, PROMPTS[0])
+    handles = _round_linears_to_bf16(hf_model)
+    try:
+        rounded = hf.logits(hf_model, PROMPTS[0])
+        assert float((rounded - exact).abs().max()) > 10 * tolerance(exact)    # the rounding matters
+        run_and_compare(hf, hf_model, folder, activations="bfloat16")
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def test_unknown_activation_dtype_is_rejected_before_loading(tmp_path):
+    from lowbit.errors import RuntimeModelError
+
+    with pytest.raises(RuntimeModelError, match="activations must be one of"):
+        load_model(tmp_path / "missing", activations="int8")

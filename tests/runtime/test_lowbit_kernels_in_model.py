@@ -7,11 +7,12 @@ import torch
 from lowbit.runtime import Engine
 
 
-@pytest.mark.parametrize("weights,kv", [("u4", "float16"), ("i3", "u4"), ("f4e2m1", "int8")])
-def test_tvm_kernels_match_the_reference_ops(weights, kv):
+@pytest.mark.parametrize("weights,kv,activations", [("u4", "float16", "float32"), ("i3", "u4", "float32"),
+                                                    ("f4e2m1", "int8", "float32"), ("i4", "float16", "bfloat16")])
+def test_tvm_kernels_match_the_reference_ops(weights, kv, activations):
     torch.manual_seed(0)
-    reference = Engine.from_pretrained(weights=weights, group_size=32, kv=kv, backend="torch")
-    kernels = Engine.from_pretrained(weights=weights, group_size=32, kv=kv, backend="auto")
+    reference = Engine.from_pretrained(weights=weights, group_size=32, kv=kv, backend="torch", activations=activations)
+    kernels = Engine.from_pretrained(weights=weights, group_size=32, kv=kv, backend="auto", activations=activations)
     assert dict(kernels.ops.backends)["linear"] == "tvm"
     prompts = ["Beautiful is better than", "Errors should"]
     ref = reference.generate(prompts, max_new_tokens=6)
