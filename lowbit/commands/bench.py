@@ -133,7 +133,7 @@ def _warn(text: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from datetime import datetime, timezone
 
-    from lowbit.bench.bandwidth import read_bandwidth, usable_cores
+    from lowbit.bench.bandwidth import BandwidthProbe, read_bandwidth, usable_cores
     from lowbit.bench.machine import describe_machine
     from lowbit.bench.results import BenchResults
     from lowbit.bench.threads import use_threads
@@ -175,11 +175,9 @@ def run(args: argparse.Namespace) -> int:
         before = read_bandwidth(nbytes=nbytes, threads=threads, repeats=5)
         tick("bandwidth")
         during: list[float] = []
-
-        def probe() -> None:  # one bandwidth sample per timing round, among the kernels
-            during.append(read_bandwidth(nbytes=nbytes, threads=threads, repeats=1, warmup=0).gbps)
-
-        kernel_rows = run_kernels(kernel_settings, tick, probe) if do_kernels else []
+        with BandwidthProbe(nbytes=nbytes, threads=threads) as probe:   # one array for the whole run
+            kernel_rows = (run_kernels(kernel_settings, tick, lambda: during.append(probe.sample()))
+                           if do_kernels else [])
         decode_info, decode_rows = run_decode(decode_settings, tick) if do_decode else (None, [])
         after = read_bandwidth(nbytes=nbytes, threads=threads, repeats=5)
         tick("bandwidth")

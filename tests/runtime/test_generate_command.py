@@ -39,6 +39,15 @@ def test_batch_sampling_and_overrides(capsys):
     assert out.count("--- [") == 2 and "Simple is" in out and "Flat is" in out
 
 
+def test_bf16_activations_generate_as_the_torch_reference(capsys):
+    args = ("--prompt", "Simple is", "--weights", "i4", "--group-size", "32", "--activations", "bfloat16",
+            "--max-new-tokens", "5", "--quiet")
+    assert generate_command.run(parse(*args)) == 0
+    got = capsys.readouterr().out
+    assert generate_command.run(parse(*args, "--backend", "torch")) == 0
+    assert capsys.readouterr().out == got and "Simple is" in got
+
+
 def test_bad_override_is_a_user_error():
     with pytest.raises(RuntimeModelError, match="is not PATTERN=TYPE"):
         generate_command.run(parse("--prompt", "x", "--override", "lm_head"))
