@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import torch
 
+from . import reference_ops
 from .ops import register
 
 
@@ -21,8 +22,7 @@ def _make_linear(backend: str) -> Callable:
 
         if isinstance(weight, QuantizedTensor):
             return ops.matmul(x, weight, bias, backend=backend)
-        y = torch.matmul(x.to(torch.float32), weight.to(torch.float32).t())   # as ops.matmul: f32, rounded once
-        return (y + bias.to(torch.float32) if bias is not None else y).to(x.dtype)
+        return reference_ops.linear(x, weight, bias)    # dense: f32 products and sums, rounded once like ops.matmul
 
     return linear
 

@@ -31,7 +31,6 @@ DEFAULT_TYPES: tuple[str, ...] = ("int2", "int3", "int4", "int5", "int6", "int7"
 #: the torch bf16 and int4 baselines' activations)
 DEFAULT_ACT_DTYPES: tuple[str, ...] = ("float32", "bfloat16")
 ACT_DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
-_ACT_ALIASES = {"f32": "float32", "fp32": "float32", "bf16": "bfloat16", "f16": "float16", "fp16": "float16"}
 #: backends ``lowbit.ops.matmul`` takes by name
 KERNEL_BACKENDS: tuple[str, ...] = ("tvm", "triton", "interpret")
 #: the configuration the project's performance targets are stated for
@@ -153,9 +152,11 @@ def parse_act_dtypes(text: str, flag: str = "--x-dtypes") -> tuple[str, ...]:
     >>> parse_act_dtypes("bf16,f32")
     ('bfloat16', 'float32')
     """
+    from lowbit.dtypes import dtype
+
     names = []
     for item in _items(text, flag):
-        name = _ACT_ALIASES.get(item.lower(), item.lower())
+        name = dtype(item).name  # DTypeError (a LowbitError) with suggestions for unknown names
         if name not in ACT_DTYPES:
             raise LowbitError(f"{flag}: {item!r} is not an activation dtype; expected one of {', '.join(ACT_DTYPES)}",
                               hint="e.g. --x-dtypes float32,bfloat16")

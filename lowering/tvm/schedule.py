@@ -52,6 +52,18 @@ def choose_vector(extent: int, limit: int) -> int:
     return v
 
 
+def _split_axis(headers: list[str], index: list[str], inner: str, outer: str, extent: int, factor: int,
+                kind: str) -> None:
+    """Loops for one axis of ``extent`` whose inner ``factor`` iterations are a ``kind`` loop (``T.unroll`` /
+    ``T.vectorized``), preceded by a serial ``range(extent // factor)`` unless the factor is the whole axis."""
+    if factor == extent:
+        headers.append(f"for {inner} in {kind}({extent}):")
+        index.append(inner)
+    else:
+        headers += [f"for {outer} in range({extent // factor}):", f"for {inner} in {kind}({factor}):"]
+        index.append(f"{outer} * {factor} + {inner}")
+
+
 def cpu_loops(shape: Sequence[int], vector: int = 1, prefix: str = "ax",
               unroll: Mapping[int, int] | None = None) -> tuple[list[str], list[str]]:
     """Serial loops over ``shape``; the innermost axis (size > 1) split by ``vector`` and vectorized.
@@ -74,23 +86,12 @@ def cpu_loops(shape: Sequence[int], vector: int = 1, prefix: str = "ax",
         v = choose_vector(s, vector) if d == inner else 1
         u = (unroll or {}).get(d, 1) if v == 1 else 1
         if u > 1 and s % u == 0:
-            if u == s:
-                headers.append(f"for {prefix}u{d} in T.unroll({s}):")
-                index.append(f"{prefix}u{d}")
-            else:
-                headers.append(f"for {prefix}o{d} in range({s // u}):")
-                headers.append(f"for {prefix}u{d} in T.unroll({u}):")
-                index.append(f"{prefix}o{d} * {u} + {prefix}u{d}")
-        elif v == 1:
+            _split_axis(headers, index, f"{prefix}u{d}", f"{prefix}o{d}", s, u, "T.unroll")
+        elif v > 1:
+            _split_axis(headers, index, f"{prefix}v{d}", f"{prefix}o{d}", s, v, "T.vectorized")
+        else:
             headers.append(f"for {prefix}{d} in range({s}):")
             index.append(f"{prefix}{d}")
-        elif v == s:
-            headers.append(f"for {prefix}v{d} in T.vectorized({s}):")
-            index.append(f"{prefix}v{d}")
-        else:
-            headers.append(f"for {prefix}o{d} in range({s // v}):")
-            headers.append(f"for {prefix}v{d} in T.vectorized({v}):")
-            index.append(f"{prefix}o{d} * {v} + {prefix}v{d}")
     return headers, index
 
 
