@@ -117,8 +117,11 @@ class BandwidthProbe:
             raise LowbitError(f"bandwidth probe summed {total}, expected {self.count}")
         return total
 
-    def sample(self) -> float:
-        """GB/s of one timed full read of the array."""
+    def sample(self, warmup: int = 0) -> float:
+        """GB/s of one timed full read of the array, after ``warmup`` untimed ones (e.g. to let the thread pools
+        of other work stop spinning before the timed read)."""
+        for _ in range(warmup):
+            self._read()
         start = time.perf_counter()
         self._read()
         return self.nbytes / (time.perf_counter() - start) / 1e9

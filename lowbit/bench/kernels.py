@@ -30,6 +30,7 @@ import copy
 import dataclasses
 import functools
 import math
+import statistics
 from typing import Any, Callable, Sequence
 
 from lowbit.errors import LowbitError
@@ -46,6 +47,12 @@ BASELINE_TYPE = "int4"
 MAX_COPIES = 64
 #: each timing sample runs an implementation this long at least (several calls for the fastest kernels)
 MIN_SAMPLE_S = 1e-3
+#: before each timed sample an implementation runs untimed for this long, as in a model that calls it back to
+#: back: the thread pools of whatever ran before stop spinning (torch's OpenMP workers spin for milliseconds
+#: after a parallel region and hold a core the next implementation's pool needs: up to 4 ms per call measured
+#: on 0.3 ms kernels), this implementation's own pool is awake and the cores are at their working clock.
+#: (Sleeping instead left the cores idle and the next calls up to 2x slow.)
+SETTLE_S = 0.01
 
 Tick = Callable[[str], None]
 
@@ -152,6 +159,7 @@ class _Candidate:
         self.rotation = rotation
         self.number = 1
         self.samples: list[float] = []
+        self.round_gbps: list[float] = []   # the bandwidth probe of the round of each sample
         self.failure: str | None = None
 
     def __call__(self) -> Any:
@@ -161,6 +169,7 @@ class _Candidate:
         """Warm every copy once, then choose calls per sample so a sample lasts ``min_sample_s``."""
         import time
 
+        self.run_for(SETTLE_S)
         for _ in range(len(self.rotation)):
             self()
         start = time.perf_counter()
@@ -168,9 +177,20 @@ class _Candidate:
         one = time.perf_counter() - start
         self.number = int(min(1000, max(1, math.ceil(min_sample_s / one)))) if one > 0 else 1000
 
+    def run_for(self, seconds: float) -> None:
+        """Call untimed, back to back, for ``seconds`` (at least once)."""
+        import time
+
+        end = time.perf_counter() + seconds
+        self()
+        while time.perf_counter() < end:
+            self()
+
     def sample(self) -> None:
+        """One timed sample of ``number`` calls, after running untimed for :data:`SETTLE_S`."""
         from .timing import time_cpu
 
+        self.run_for(SETTLE_S)
         self.samples.append(time_cpu(self, warmup=0, repeats=1, number=self.number).median_s)
 
     def result(self) -> KernelRow:
@@ -179,9 +199,11 @@ class _Candidate:
         if self.failure is not None:
             return dataclasses.replace(self.row, status="error", detail=self.failure)
         stats = TimingStats.from_samples(self.samples, self.number, "perf_counter")
+        paired = len(self.round_gbps) == len(self.samples)
         return dataclasses.replace(self.row, status="ok", median_s=stats.median_s, min_s=stats.min_s,
                                    iqr_s=stats.iqr_s, repeats=stats.repeats, number=stats.number,
-                                   copies=len(self.rotation))
+                                   copies=len(self.rotation), samples_s=tuple(self.samples),
+                                   round_gbps=tuple(self.round_gbps) if paired else ())
 
 
 def _checked(base: KernelRow, first: Callable[[], Any], check: Callable[[Any], Any]) -> KernelRow:
@@ -323,10 +345,12 @@ def _lowbit(settings: KernelSettings, data: _Shape, wtype: str, flush: int,
 
 
 def _measure(candidates: Sequence[_Candidate], repeats: int, tick: Tick, label: str,
-             probe: Callable[[], Any] | None = None) -> None:
+             probe: Callable[[], float] | None = None) -> None:
     """``repeats`` rounds; each round takes one sample of every candidate, starting at a different one, so
     all implementations of a shape see the same machine conditions (the machines are shared and noisy).
-    ``probe()`` (a bandwidth sample) runs once per round, between the kernels."""
+    ``probe()`` (a bandwidth sample, GB/s) runs once per round, between the kernels; each sample is stored with
+    its round's bandwidth (the machine's bandwidth moves: see :func:`annotate`). Every sample is preceded by
+    :data:`SETTLE_S` of untimed calls, so no implementation pays for the spinning threads of the one before."""
     for c in candidates:
         try:
             c.calibrate(MIN_SAMPLE_S)
@@ -334,8 +358,7 @@ def _measure(candidates: Sequence[_Candidate], repeats: int, tick: Tick, label: 
             c.failure = _describe_error(err)
     live = [c for c in candidates if c.failure is None]
     for r in range(repeats):
-        if probe is not None:
-            probe()
+        gbps = probe() if probe is not None else None
         for i in range(len(live)):
             c = live[(i + r) % len(live)]
             if c.failure is None:
@@ -343,17 +366,21 @@ def _measure(candidates: Sequence[_Candidate], repeats: int, tick: Tick, label: 
                     c.sample()
                 except Exception as err:  # noqa: BLE001
                     c.failure = _describe_error(err)
+                else:
+                    if gbps is not None:
+                        c.round_gbps.append(gbps)
         tick(f"{label} timing round {r + 1}/{repeats}")
 
 
 def run_kernels(settings: KernelSettings, tick: Tick | None = None,
-                bandwidth_probe: Callable[[], Any] | None = None) -> list[KernelRow]:
+                bandwidth_probe: Callable[[], float] | None = None) -> list[KernelRow]:
     """Time every selected (shape, M, type, backend) and the baselines; rows in a stable order.
 
     Per shape, every implementation is first run once and checked; those that pass are then timed together
     in ``settings.repeats`` interleaved rounds. ``tick(description)`` is called after each step
     (:func:`count_steps` of them), e.g. to move a progress bar. ``bandwidth_probe()`` is called once per
-    timing round (the caller records memory-bandwidth samples taken among the kernels). Threads are
+    timing round and returns the memory bandwidth it sampled (GB/s), kept with each row's samples of that
+    round. Threads are
     whatever the caller set (see :func:`lowbit.bench.threads.use_threads`).
     """
     for n, k in settings.shapes:
@@ -392,7 +419,12 @@ def _order_key(settings: KernelSettings) -> Callable[[KernelRow], tuple]:
 
 
 def annotate(rows: Sequence[KernelRow], gbps: float | None) -> list[KernelRow]:
-    """Rows with achieved GB/s, roofline fraction (against ``gbps``) and speed-ups over each baseline.
+    """Rows with achieved GB/s, roofline fraction and speed-ups over each baseline.
+
+    The roofline fraction of a row with per-round bandwidth samples (``round_gbps``) is the median over the
+    rounds of (bytes / that round's time) / that round's bandwidth; otherwise it is taken against ``gbps``.
+    Round by round because a shared VM's bandwidth moves between states (33 and ~50 GB/s here, as the host
+    places the two vCPUs) and the kernels' times move with it.
 
     A lowbit row gets ``speedup[baseline] = baseline time / its time`` for each baseline timed ``ok`` on the
     same (N, K, M); ``torch-int4`` only for 4-bit weight types. Rows that are not ``ok`` get nothing.
@@ -404,7 +436,8 @@ def annotate(rows: Sequence[KernelRow], gbps: float | None) -> list[KernelRow]:
             out.append(r)
             continue
         achieved = achieved_gbps(r.bytes, r.median_s) if r.bytes else None
-        fraction = roofline_fraction(r.bytes, r.median_s, gbps) if (r.bytes and gbps) else None
+        fraction = _paired_roofline(r) or (roofline_fraction(r.bytes, r.median_s, gbps) if (r.bytes and gbps)
+                                           else None)
         speedup = {}
         if r.is_lowbit:
             for name in ("torch-fp32", "torch-bf16", "torch-int4"):
@@ -414,3 +447,10 @@ def annotate(rows: Sequence[KernelRow], gbps: float | None) -> list[KernelRow]:
                 speedup[name] = b.median_s / r.median_s
         out.append(dataclasses.replace(r, gbps=achieved, roofline=fraction, speedup=speedup))
     return out
+
+
+def _paired_roofline(row: KernelRow) -> float | None:
+    """Median over the timing rounds of the roofline fraction against the bandwidth of the same round."""
+    if not row.bytes or not row.round_gbps or len(row.round_gbps) != len(row.samples_s):
+        return None
+    return statistics.median(roofline_fraction(row.bytes, s, g) for s, g in zip(row.samples_s, row.round_gbps))

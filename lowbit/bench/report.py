@@ -191,7 +191,10 @@ def _bandwidth_line(results: BenchResults) -> str:
     for when, label in (("before", "before the run"), ("during", "among the kernels"), ("after", "after")):
         if bw.get(when):
             extra.append(f"{label} {bw[when]['gbps']:.1f}")
-    detail = f" (medians: {', '.join(extra)} GB/s; the roofline uses the highest)" if extra else ""
+    paired = any(r.round_gbps for r in results.kernels)
+    use = ("kernel rooflines use the sample of their own timing round, decode the highest" if paired
+           else "the roofline uses the highest")
+    detail = f" (medians: {', '.join(extra)} GB/s; {use})" if extra else ""
     threads = (bw.get("before") or bw.get("after") or {}).get("threads", results.settings.get("threads", "?"))
     return f"memory read bandwidth: {bw['gbps']:.1f} GB/s with {threads} threads{detail}"
 
@@ -244,8 +247,10 @@ def markdown(results: BenchResults, *, all_shapes: bool = False, title: str = "P
     out += [f"Measured with {command}" + (f" on {results.created[:10]}" if results.created else "") + ".", "",
             f"- Machine: {machine_summary(results.machine)}",
             f"- Settings: {_settings_line(results)}",
-            f"- {_upper_first(_bandwidth_line(results))}; the roofline fraction is bytes moved (weight as "
-            f"stored, with scales and zeros, + activations + outputs) / time / this bandwidth.",
+            f"- {_upper_first(_bandwidth_line(results))}. The roofline fraction is bytes moved (weight as "
+            f"stored, with scales and zeros, + activations + outputs) / time / bandwidth; for a kernel, the "
+            f"median over the timing rounds against the bandwidth sampled in the same round (this shared VM's "
+            f"bandwidth moves between states as the host places its vCPUs, and the kernels' times move with it).",
             "- Times are medians (\"best\": the fastest sample); GB/s, roofline and speed-ups use the medians.",
             "- Speed-ups (x fp32, x bf16, x int4) are baseline time / lowbit time on the same problem, timed in "
             "the same run: torch `F.linear` on the dequantized int4 weight in float32 and bfloat16, and torch's "

@@ -66,6 +66,8 @@ class KernelRow(_Record):
     ``weight_type``: the lowbit type (or the baseline's storage dtype); ``bits_per_weight`` counts scales and
     zeros. ``bytes``: what the roofline counts (weight as stored + activations + outputs). ``speedup``:
     baseline time / this time, per baseline of the same problem (only for ``ok`` rows of both).
+    ``samples_s``: seconds per call of each timing round; ``round_gbps``: the memory bandwidth sampled in the
+    same rounds (empty when none was), which ``roofline`` is then taken against, round by round.
     """
 
     impl: str
@@ -91,6 +93,8 @@ class KernelRow(_Record):
     rel_err: float | None = None
     tolerance: float | None = None
     speedup: dict[str, float] = field(default_factory=dict)
+    samples_s: tuple[float, ...] = ()
+    round_gbps: tuple[float, ...] = ()
 
     @property
     def backend(self) -> str | None:

@@ -176,8 +176,12 @@ def run(args: argparse.Namespace) -> int:
         tick("bandwidth")
         during: list[float] = []
         with BandwidthProbe(nbytes=nbytes, threads=threads) as probe:   # one array for the whole run
-            kernel_rows = (run_kernels(kernel_settings, tick, lambda: during.append(probe.sample()))
-                           if do_kernels else [])
+            def sample_bandwidth() -> float:
+                gbps = probe.sample(warmup=1)   # the untimed read lets the kernels' thread pools go quiet
+                during.append(gbps)
+                return gbps
+
+            kernel_rows = run_kernels(kernel_settings, tick, sample_bandwidth) if do_kernels else []
         decode_info, decode_rows = run_decode(decode_settings, tick) if do_decode else (None, [])
         after = read_bandwidth(nbytes=nbytes, threads=threads, repeats=5)
         tick("bandwidth")

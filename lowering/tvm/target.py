@@ -9,6 +9,12 @@ Facts this module encodes (TVM 0.27):
   the hardware threads on x86 ("ignore hyper-threading"): on a 2-core machine without SMT that is **1
   thread**. :func:`import_tvm` therefore sets ``TVM_NUM_THREADS`` to the usable core count unless the user
   set either variable. The pool is per calling Python thread and created on first parallel launch.
+- After each parallel launch TVM's pool workers spin in ``sched_yield`` for ``TVM_THREAD_POOL_SPIN_COUNT``
+  iterations (default 300000: ~150 ms at ~0.5 us a yield here) before they sleep. A worker yielding on a core
+  starves the OpenMP workers of torch's next parallel op: torch's bf16 and int4 GEMV took 8 ms instead of
+  0.44 ms while lowbit's kernels ran every few ms. :func:`import_tvm` sets :data:`SPIN_COUNT` (~1 ms, longer
+  than the gaps between the kernels of a decode step, so those launches still find the workers awake)
+  unless the user set the variable.
 
 >>> cpu_target_dict()                                   # doctest: +SKIP
 {'kind': 'llvm', 'mcpu': 'znver4', 'num-cores': 2}
@@ -30,6 +36,8 @@ __all__ = ["import_tvm", "usable_cores", "HostCPU", "host_cpu", "cpu_target_dict
            "cuda_target_dict", "cuda_target", "as_target", "is_cuda_target", "num_threads", "set_num_threads"]
 
 _ARCH_RE = re.compile(r"^sm_(\d{2,3})([af]?)$")
+#: ``TVM_THREAD_POOL_SPIN_COUNT`` unless the user set it (see the module doc)
+SPIN_COUNT = 2000
 
 
 def usable_cores() -> int:
@@ -42,9 +50,11 @@ def usable_cores() -> int:
 
 @functools.cache
 def import_tvm() -> ModuleType:
-    """``import tvm`` once, after making TVM's thread pool use every usable core; BackendError if missing."""
+    """``import tvm`` once, after making TVM's thread pool use every usable core and spin only briefly after a
+    launch (see the module doc); BackendError if missing."""
     if "TVM_NUM_THREADS" not in os.environ and "OMP_NUM_THREADS" not in os.environ:
         os.environ["TVM_NUM_THREADS"] = str(usable_cores())
+    os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", str(SPIN_COUNT))
     try:
         import tvm
         import tvm.s_tir  # noqa: F401  (schedules)

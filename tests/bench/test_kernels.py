@@ -125,11 +125,44 @@ def test_group_size_must_divide_k() -> None:
 
 
 def test_interleaved_rounds_give_every_row_all_samples() -> None:
-    probes: list[int] = []
+    probes: list[float] = []
+
+    def probe() -> float:
+        probes.append(10.0 * (len(probes) + 1))
+        return probes[-1]
+
     out = K.run_kernels(tiny_settings(ms=(1,), types=("int2",), repeats=3, act_dtypes=("bfloat16",)),
-                        bandwidth_probe=lambda: probes.append(1))
-    assert len(probes) == 3                              # one bandwidth sample per timing round
+                        bandwidth_probe=probe)
+    assert probes == [10.0, 20.0, 30.0]                  # one bandwidth sample per timing round
     assert len(out) == 4 and all(r.ok and r.repeats == 3 and r.iqr_s >= 0 for r in out)
+    for r in out:                                        # every sample kept with the bandwidth of its round
+        assert r.round_gbps == (10.0, 20.0, 30.0) and len(r.samples_s) == 3
+        assert sorted(r.samples_s)[1] == pytest.approx(r.median_s)
+
+
+def test_roofline_pairs_each_round_with_its_bandwidth() -> None:
+    from lowbit.bench.results import KernelRow
+
+    # 1e7 bytes in 1 ms at 10 GB/s, then in 2 ms at 5 GB/s, then 4 ms at 5 GB/s: fractions 1.0, 1.0, 0.5
+    row = KernelRow(impl="lowbit-tvm", n=8, k=8, m=1, weight_type="int4", status="ok", bytes=10**7,
+                    median_s=2e-3, samples_s=(1e-3, 2e-3, 4e-3), round_gbps=(10.0, 5.0, 5.0))
+    (out,) = K.annotate([row], gbps=20.0)
+    assert out.roofline == pytest.approx(1.0)            # median of the paired fractions
+    assert out.gbps == pytest.approx(5.0)                # achieved: bytes / median time
+    unpaired = KernelRow(impl="lowbit-tvm", n=8, k=8, m=1, weight_type="int4", status="ok", bytes=10**7,
+                         median_s=2e-3, samples_s=(1e-3, 2e-3, 4e-3))
+    assert K.annotate([unpaired], gbps=20.0)[0].roofline == pytest.approx(0.25)   # 5 GB/s of 20
+
+
+def test_each_sample_follows_untimed_calls(monkeypatch) -> None:
+    """Other work's spinning thread pools must not land in a sample: it starts after untimed calls."""
+    calls: list[str] = []
+    rotation = K._Rotation(["w"])
+    cand = K._Candidate(None, lambda w: calls.append("call"), rotation)
+    monkeypatch.setattr(K, "SETTLE_S", 0.0)
+    cand.number = 3
+    cand.sample()
+    assert len(calls) == 1 + 3 and len(cand.samples) == 1   # >= 1 untimed call, then `number` timed ones
 
 
 def test_failure_while_timing_is_an_error_row(monkeypatch) -> None:

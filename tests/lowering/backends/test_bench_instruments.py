@@ -62,6 +62,17 @@ def test_read_bandwidth_sane(method):
     assert math.isclose(result.seconds_per_read, result.nbytes / result.gbps / 1e9)
 
 
+def test_probe_sample_reads_untimed_first(monkeypatch):
+    from lowbit.bench.bandwidth import BandwidthProbe
+
+    with BandwidthProbe(nbytes=1 << 20, threads=1, warmup=0) as probe:
+        reads = []
+        real = probe._read
+        monkeypatch.setattr(probe, "_read", lambda: reads.append(1) or real())
+        assert probe.sample() > 0 and len(reads) == 1
+        assert probe.sample(warmup=2) > 0 and len(reads) == 1 + 3
+
+
 def test_measure_bandwidth_thread_counts_and_torch_threads_restored():
     before = torch.get_num_threads()
     results = measure_bandwidth(threads=[2, 1], nbytes=4 << 20, repeats=1)

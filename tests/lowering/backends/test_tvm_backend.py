@@ -88,6 +88,22 @@ def test_thread_pool_uses_every_core():
         tt.set_num_threads(0)
 
 
+@pytest.mark.parametrize("user_value", [None, "12345"])
+def test_thread_pool_spins_briefly_unless_the_user_says(user_value):
+    """TVM's default ~150 ms of sched_yield after a launch starves torch's next parallel op (see target.py)."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TVM_THREAD_POOL_SPIN_COUNT"}
+    if user_value is not None:
+        env["TVM_THREAD_POOL_SPIN_COUNT"] = user_value
+    code = ("import os; from lowbit.lowering.tvm import target as t; t.import_tvm(); "
+            "print(os.environ['TVM_THREAD_POOL_SPIN_COUNT'])")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == (user_value or "2000")
+    assert 0 < tt.SPIN_COUNT < 300000  # TVM's own default
+
+
 def test_cpu_build_run_export_reload(tmp_path):
     n = 1000
     kernel = tb.build(_scheduled_cpu(n), "cpu")
