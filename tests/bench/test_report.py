@@ -56,6 +56,10 @@ def test_terminal_report_lists_everything() -> None:
     assert "decode: 1b Llama (1.10B parameters" in text and "FAIL (bf16)" in text
     assert ("memory read bandwidth: 25.0 GB/s with 2 threads (medians: before the run 24.0, after 25.0 GB/s; "
             "the roofline uses the highest)") in text
+    paired = _results()
+    paired.kernels[1] = KernelRow("lowbit-tvm", m=1, weight_type="int4", status="ok", median_s=5e-4,
+                                  samples_s=(5e-4,), round_gbps=(30.0,), n=4096, k=4096)
+    assert "kernel rooflines use the sample of their own timing round, decode the highest" in terminal_report(paired)
 
 
 def test_main_prints_markdown(tmp_path, capsys) -> None:
