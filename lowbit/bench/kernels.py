@@ -436,8 +436,9 @@ def annotate(rows: Sequence[KernelRow], gbps: float | None) -> list[KernelRow]:
             out.append(r)
             continue
         achieved = achieved_gbps(r.bytes, r.median_s) if r.bytes else None
-        fraction = _paired_roofline(r) or (roofline_fraction(r.bytes, r.median_s, gbps) if (r.bytes and gbps)
-                                           else None)
+        fraction = _paired_roofline(r)
+        if fraction is None and r.bytes and gbps:
+            fraction = roofline_fraction(r.bytes, r.median_s, gbps)
         speedup = {}
         if r.is_lowbit:
             for name in ("torch-fp32", "torch-bf16", "torch-int4"):
