@@ -18,6 +18,7 @@ interpreter, :func:`lowbit.ir.interpret`) is always there.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 from dataclasses import dataclass
@@ -274,6 +275,32 @@ class CompiledKernel:
     def __call__(self, **args: Any) -> None:
         self.launch(args)
 
+    def bind(self, args: Mapping[str, Any], vary: tuple[str, ...], *,
+             shape_bindings: Mapping[str, int] | None = None, check: bool = True) -> Callable[..., None]:
+        """A launcher for repeated calls that change only the tensors named in ``vary``: ``args`` are checked
+        (with ``check``) and bound once; ``run(**{name: tensor for name in vary})`` launches. Tensors passed
+        later must match the examples in ``args`` (dtype, shape, device); backends with a fast path (TVM on
+        the CPU) then skip all per-call checks, and take the full way for anything else.
+
+        >>> run = kernel.bind(dict(x=x, w=w, y=y), vary=("x", "y"))   # doctest: +SKIP
+        >>> run(x=x2, y=y2)                                           # doctest: +SKIP
+        """
+        if check:
+            self.check_args(args, shape_bindings)
+        fast = getattr(self.built, "bind", None)
+        if fast is not None:
+            return fast(args, tuple(vary), shape_bindings=shape_bindings)
+        fixed = {k: v for k, v in args.items() if k not in vary}
+        built = self.built
+
+        def run(**tensors: Any) -> None:
+            if shape_bindings:
+                built.launch({**fixed, **tensors}, shape_bindings=shape_bindings)
+            else:
+                built.launch({**fixed, **tensors})
+
+        return run
+
 
 # ---------------------------------------------------------------------------------------------------------
 # compiling
@@ -374,6 +401,7 @@ def _build_triton(lowered: Any) -> Built:
     return build_triton(lowered, lowered.target, mode=mode)
 
 
+@functools.cache          # an installed toolchain does not come or go while a process runs
 def _triton_usable() -> bool:
     try:
         import triton  # noqa: F401
@@ -403,6 +431,7 @@ def _load_tvm(folder: Path, meta: Mapping[str, Any], lowered: Any) -> Built:
     return load_tvm_kernel(folder / meta.get("library", "kernel.so"))
 
 
+@functools.cache
 def _tvm_usable() -> bool:
     try:
         import importlib.util

@@ -110,10 +110,11 @@ True
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import KernelArgumentError, QuantizationError
+from .plans import cached_plan
 
 FORMAT_NAME = "paged-kv"
 FORMAT_VERSION = 1
@@ -276,6 +277,12 @@ class KVLayer:
     v_zeros: Any = None
     k_stage: Any = None
     stage_map: Any = None
+    _plans: dict = field(default_factory=dict, init=False, compare=False, repr=False)
+
+    def launch_plan(self, key: Any, build: Any) -> Any:
+        """What a kernel prepared once to run on these pages for ``key`` (launches bound to the cache
+        tensors), built by ``build()`` on first use and kept with the layer (:func:`lowbit.plans.cached_plan`)."""
+        return cached_plan(self._plans, key, build)
 
     @property
     def num_pages(self) -> int:

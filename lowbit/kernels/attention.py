@@ -28,6 +28,7 @@ torch.Size([1, 2, 16])
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from .library import compiled
@@ -93,45 +94,83 @@ def run_decode_attention(q: Any, layer: Any, block_tables: Any, seq_lens: Any, s
     """``softmax(q k^T * scale) v`` per sequence over its cached tokens, ``[B, Hq, D]`` in ``q``'s dtype.
 
     ``q`` contiguous ``[B, Hq, D]``; ``block_tables`` contiguous int32 ``[B, MP]``; ``seq_lens`` int32
-    ``[B]`` (each at least 1); ``splits`` parts of split-KV (1: no split).
+    ``[B]`` (each at least 1); ``splits`` parts of split-KV (1: no split). The launches are bound to the
+    layer's pages once per call shape (:class:`_AttentionPlan`, kept with the layer).
     """
     import torch
 
-    fmt = layer.format
-    device = q.device
-    kind = "cuda" if device.type == "cuda" else "cpu"
     b, hq, d = (int(v) for v in q.shape)
-    q_dtype = str(q.dtype).removeprefix("torch.")
-    consts = attention_constants(fmt, q_dtype, hq, window, splits)
-    kernel = compiled(FILE, "decode_attention", backend, kind, **consts)
-    ksd, vsd = consts["KSD"], consts["VSD"]
-    out = torch.empty(b, hq, d, dtype=q.dtype, device=device)
-    if splits > 1:
-        po = torch.empty(splits, b, hq, d, dtype=torch.float32, device=device)
-        pm = torch.empty(splits, b, hq, dtype=torch.float32, device=device)
-        pl = torch.empty(splits, b, hq, dtype=torch.float32, device=device)
-    else:
-        po = torch.empty(1, 1, 1, 1, dtype=torch.float32, device=device)
-        pm = pl = torch.empty(1, 1, 1, dtype=torch.float32, device=device)
-    ks, kz = layer.k_scales, layer.k_zeros
-    if fmt.channel_keys:  # one scale row per page: the kernel reads [page, head, 0, :]
-        ks = ks.view(ks.shape[0], ks.shape[1], 1, ks.shape[2])
-        kz = None if kz is None else kz.view(ks.shape)
-        stage, stage_map = layer.k_stage, layer.stage_map
-    else:
-        stage, stage_map = _placeholder(fmt.staging_dtype, device), torch.zeros(1, dtype=torch.int32, device=device)
-    args = dict(q=q, kc=layer.k, vc=layer.v, kstage=stage, stage_map=stage_map,
-                ks=ks if ks is not None else _placeholder(ksd, device),
-                kz=kz if kz is not None else _placeholder(ksd, device),
-                vs=layer.v_scales if layer.v_scales is not None else _placeholder(vsd, device),
-                vz=layer.v_zeros if layer.v_zeros is not None else _placeholder(vsd, device),
-                block_table=block_tables, seq_lens=seq_lens, o=out, po=po, pm=pm, pl=pl, sm_scale=float(scale))
-    kernel.launch(args)
-    if splits > 1:
+    key = ("decode_attention", b, hq, q.dtype, q.device, int(block_tables.shape[1]), float(scale), window,
+           splits, backend)
+    plan = layer.launch_plan(key, lambda: _AttentionPlan.build(q, layer, block_tables, seq_lens, scale,
+                                                                window, splits, backend))
+    out = torch.empty(b, hq, d, dtype=q.dtype, device=q.device)
+    if plan.merge is None:
+        plan.main(q=q, block_table=block_tables, seq_lens=seq_lens, o=out)
+        return out
+    parts = _split_parts(splits, b, hq, d, q.device)
+    plan.main(q=q, block_table=block_tables, seq_lens=seq_lens, o=out, **parts)
+    plan.merge(o=out, **parts)
+    return out
+
+
+def _split_parts(splits: int, b: int, hq: int, d: int, device: Any) -> dict[str, Any]:
+    """Split-KV's partial outputs, maxima and sums (``po``, ``pm``, ``pl``); placeholders for one split."""
+    import torch
+
+    if splits == 1:
+        return dict(po=torch.empty(1, 1, 1, 1, dtype=torch.float32, device=device),
+                    pm=torch.empty(1, 1, 1, dtype=torch.float32, device=device),
+                    pl=torch.empty(1, 1, 1, dtype=torch.float32, device=device))
+    return dict(po=torch.empty(splits, b, hq, d, dtype=torch.float32, device=device),
+                pm=torch.empty(splits, b, hq, dtype=torch.float32, device=device),
+                pl=torch.empty(splits, b, hq, dtype=torch.float32, device=device))
+
+
+@dataclass(frozen=True)
+class _AttentionPlan:
+    """``decode_attention`` (and with split-KV ``attention_merge``) bound to one layer's pages for one call
+    shape: ``main`` takes ``q``, ``block_table``, ``seq_lens``, ``o`` (and ``po``, ``pm``, ``pl`` with
+    split-KV), ``merge`` takes ``po``, ``pm``, ``pl``, ``o``."""
+
+    main: Any
+    merge: Any = None
+
+    @staticmethod
+    def build(q: Any, layer: Any, block_tables: Any, seq_lens: Any, scale: float, window: int | None,
+              splits: int, backend: str) -> "_AttentionPlan":
+        import torch
+
+        fmt = layer.format
+        device = q.device
+        kind = "cuda" if device.type == "cuda" else "cpu"
+        b, hq, d = (int(v) for v in q.shape)
+        q_dtype = str(q.dtype).removeprefix("torch.")
+        consts = attention_constants(fmt, q_dtype, hq, window, splits)
+        kernel = compiled(FILE, "decode_attention", backend, kind, **consts)
+        ksd, vsd = consts["KSD"], consts["VSD"]
+        out = torch.empty(b, hq, d, dtype=q.dtype, device=device)
+        parts = _split_parts(splits, b, hq, d, device)
+        ks, kz = layer.k_scales, layer.k_zeros
+        if fmt.channel_keys:  # one scale row per page: the kernel reads [page, head, 0, :]
+            ks = ks.view(ks.shape[0], ks.shape[1], 1, ks.shape[2])
+            kz = None if kz is None else kz.view(ks.shape)
+            stage, stage_map = layer.k_stage, layer.stage_map
+        else:
+            stage, stage_map = _placeholder(fmt.staging_dtype, device), torch.zeros(1, dtype=torch.int32, device=device)
+        args = dict(q=q, kc=layer.k, vc=layer.v, kstage=stage, stage_map=stage_map,
+                    ks=ks if ks is not None else _placeholder(ksd, device),
+                    kz=kz if kz is not None else _placeholder(ksd, device),
+                    vs=layer.v_scales if layer.v_scales is not None else _placeholder(vsd, device),
+                    vz=layer.v_zeros if layer.v_zeros is not None else _placeholder(vsd, device),
+                    block_table=block_tables, seq_lens=seq_lens, o=out, sm_scale=float(scale), **parts)
+        vary = ("q", "block_table", "seq_lens", "o") + (("po", "pm", "pl") if splits > 1 else ())
+        main = kernel.bind(args, vary, check=False)     # every argument is built here to the signature
+        if splits == 1:
+            return _AttentionPlan(main)
         merge = compiled(FILE, "attention_merge", backend, kind, QT=q_dtype, SPLIT=splits, D=d,
                          BH=min(_pow2_at_least(hq), 16))
-        merge.launch(dict(po=po, pm=pm, pl=pl, o=out))
-    return out
+        return _AttentionPlan(main, merge.bind(dict(o=out, **parts), ("po", "pm", "pl", "o"), check=False))
 
 
 def run_kv_append(layer: Any, k: Any, v: Any, slots: Any, backend: str) -> None:
@@ -150,29 +189,35 @@ def run_kv_append(layer: Any, k: Any, v: Any, slots: Any, backend: str) -> None:
     if int(slots32.shape[0]) == 0:
         return
 
-    def scatter(src: Any, rows: Any, dst: Any, page: int) -> None:
-        """``dst [*, H, page, W]`` row ``rows[t]`` (flat ``index * page + offset``) <- ``src [t]``."""
+    def scatter(src: Any, rows: Any, dst: Any, page: int, what: str) -> None:
+        """``dst [*, H, page, W]`` (the layer's ``what``) row ``rows[t]`` (flat ``index * page + offset``)
+        <- ``src [t]``; the launch is bound to ``dst`` once per source shape (kept with the layer)."""
         if src is None or int(src.shape[0]) == 0:
             return
         src = src.contiguous()
-        kernel = compiled(FILE, "kv_scatter", backend, kind, T=str(src.dtype).removeprefix("torch."),
-                          HH=int(src.shape[1]), WW=int(src.shape[2]), PAGE=page, BT=16)
-        kernel.launch(dict(src=src, slots=rows.to(device=device, dtype=torch.int32).contiguous(), dst=dst))
+        rows = rows.to(device=device, dtype=torch.int32).contiguous()
 
-    sides = [(v, layer.v, layer.v_scales, layer.v_zeros)]
+        def bind() -> Any:
+            kernel = compiled(FILE, "kv_scatter", backend, kind, T=str(src.dtype).removeprefix("torch."),
+                              HH=int(src.shape[1]), WW=int(src.shape[2]), PAGE=page, BT=16)
+            return kernel.bind(dict(src=src, slots=rows, dst=dst), ("src", "slots"))
+
+        layer.launch_plan(("kv_scatter", what, tuple(src.shape), src.dtype, page, backend), bind)(src=src, slots=rows)
+
+    sides = [("v", v, layer.v, layer.v_scales, layer.v_zeros)]
     if fmt.channel_keys:
         plan = plan_key_append(layer, k.to(device=device, dtype=torch.float32), slots32)
-        scatter(plan.stage_values, plan.stage_rows, layer.k_stage, fmt.page_size)
+        scatter(plan.stage_values, plan.stage_rows, layer.k_stage, fmt.page_size, "k_stage")
         if plan.codes is not None:
             n, h, size = int(plan.sealed.shape[0]), fmt.num_kv_heads, fmt.page_size
             token_rows = (plan.sealed[:, None] * size + torch.arange(size, device=device)[None, :]).reshape(-1)
-            scatter(plan.codes.transpose(1, 2).reshape(n * size, h, -1), token_rows, layer.k, size)
-            for src, dst in ((plan.scales, layer.k_scales), (plan.zeros, layer.k_zeros)):
+            scatter(plan.codes.transpose(1, 2).reshape(n * size, h, -1), token_rows, layer.k, size, "k")
+            for src, dst, what in ((plan.scales, layer.k_scales, "k_scales"), (plan.zeros, layer.k_zeros, "k_zeros")):
                 if src is not None:  # [P, H, D] seen as pages of one row
-                    scatter(src, plan.sealed, dst.view(dst.shape[0], h, 1, dst.shape[2]), 1)
+                    scatter(src, plan.sealed, dst.view(dst.shape[0], h, 1, dst.shape[2]), 1, what)
     else:
-        sides.insert(0, (k, layer.k, layer.k_scales, layer.k_zeros))
-    for x, codes, scales, zeros in sides:
+        sides.insert(0, ("k", k, layer.k, layer.k_scales, layer.k_zeros))
+    for side, x, codes, scales, zeros in sides:
         qc, qs, qz = quantize_tokens(fmt, x.to(device=device, dtype=torch.float32))
-        for src, dst in ((qc, codes), (qs, scales), (qz, zeros)):
-            scatter(src, slots32, dst, fmt.page_size)
+        for src, dst, what in ((qc, codes, side), (qs, scales, f"{side}_scales"), (qz, zeros, f"{side}_zeros")):
+            scatter(src, slots32, dst, fmt.page_size, what)

@@ -274,35 +274,76 @@ def run_matmul(x2d: Any, qweight: Any, bias: Any, backend: str, config: MatmulCo
 
     ``x2d`` must be contiguous; ``bias`` is ``None`` or an f32 tensor ``[N]`` on ``x2d``'s device.
     ``config`` overrides :func:`choose_config` (tests use it to force split-K or a path).
+
+    The configuration, the compiled kernels, the weight's storage and the launches bound to it are
+    worked out on the first call for each row count (:class:`_MatmulPlan`) and kept with the weight
+    (:meth:`~lowbit.quant.QuantizedTensor.launch_plan`); later calls allocate the output and launch.
     """
     import torch
 
-    m, k = (int(v) for v in x2d.shape)
-    n = int(qweight.shape[0])
-    device = x2d.device
-    kind = "cuda" if device.type == "cuda" else "cpu"
-    x_dtype = str(x2d.dtype).removeprefix("torch.")
-    g = qweight.group_size
-    cfg = config or choose_config(m, n, k, g, backend, kind, _workers(device, backend))
-    if not cfg.fits(g, k):
-        raise ValueError(f"{cfg} does not fit group size {g} and K = {k}")
-    consts = _constants(qweight, x_dtype, cfg, bias is not None)
-    kernel = compiled(FILE, "lowbit_matmul", backend, kind, **consts)
-    fmt = kernel.param_formats.get("q")
-    w = prepare_weight(qweight, fmt, device, consts["ST"], consts["ZT"], _param_torch_dtype(kernel, "q"), cfg)
-    out = torch.empty(m, n, dtype=x2d.dtype, device=device)
+    m = int(x2d.shape[0])
+    key = ("lowbit_matmul", m, x2d.dtype, x2d.device, bias is not None, backend, config)
+    plan = qweight.launch_plan(key, lambda: _MatmulPlan.build(x2d, qweight, bias, backend, config))
+    out = torch.empty(m, plan.n, dtype=x2d.dtype, device=x2d.device)
     if m == 0:
         return out
-    bias_arg = bias if bias is not None else torch.zeros(1, dtype=torch.float32, device=device)
-    part = (torch.empty(cfg.split, m, n, dtype=torch.float32, device=device) if cfg.split > 1
-            else torch.empty(1, 1, 1, dtype=torch.float32, device=device))
-    # q's logical extents (its packed storage alone does not determine them). Every argument is built
-    # here to the kernel's signature, so the driver's per-call argument check is skipped.
-    rows = -(-n // cfg.bn) * -(-k // cfg.bk) * cfg.bk if cfg.wt else k
-    kernel.launch(dict(x=x2d, q=w.q, s=w.s, z=w.z, bias=bias_arg, c=out, part=part),
-                  shape_bindings={"QR": rows, "QC": cfg.bn if cfg.wt else n}, check=False)
-    if cfg.split > 1:
-        reduce = compiled(FILE, "splitk_reduce", backend, kind, XT=x_dtype, BIAS=int(bias is not None),
-                          BM=min(_pow2_at_least(m), 16), BN=64)
-        reduce.launch(dict(part=part, bias=bias_arg, c=out))
+    varying = dict(x=x2d, c=out) if bias is None else dict(x=x2d, c=out, bias=bias)
+    if plan.reduce is None:
+        plan.main(**varying)
+        return out
+    part = torch.empty(plan.cfg.split, m, plan.n, dtype=torch.float32, device=x2d.device)
+    plan.main(part=part, **varying)
+    del varying["x"]
+    plan.reduce(part=part, **varying)
     return out
+
+
+@dataclass(frozen=True)
+class _MatmulPlan:
+    """A weight's matmul for one row count, activation dtype and bias presence: the configuration and the
+    launches, bound once (:meth:`lowbit.driver.CompiledKernel.bind`) to the weight's storage and sizes.
+    ``main`` takes ``x``, ``c`` (and ``bias``, and ``part`` with split-K); ``reduce`` (split-K only)
+    takes ``part``, ``c`` (and ``bias``)."""
+
+    n: int
+    cfg: MatmulConfig
+    main: Any
+    reduce: Any = None
+
+    @staticmethod
+    def build(x2d: Any, qweight: Any, bias: Any, backend: str, config: MatmulConfig | None) -> "_MatmulPlan":
+        import torch
+
+        m, k = (int(v) for v in x2d.shape)
+        n = int(qweight.shape[0])
+        device = x2d.device
+        kind = "cuda" if device.type == "cuda" else "cpu"
+        x_dtype = str(x2d.dtype).removeprefix("torch.")
+        g = qweight.group_size
+        cfg = config or choose_config(m, n, k, g, backend, kind, _workers(device, backend))
+        if not cfg.fits(g, k):
+            raise ValueError(f"{cfg} does not fit group size {g} and K = {k}")
+        consts = _constants(qweight, x_dtype, cfg, bias is not None)
+        kernel = compiled(FILE, "lowbit_matmul", backend, kind, **consts)
+        fmt = kernel.param_formats.get("q")
+        w = prepare_weight(qweight, fmt, device, consts["ST"], consts["ZT"], _param_torch_dtype(kernel, "q"), cfg)
+        if m == 0:
+            return _MatmulPlan(n, cfg, None)
+        # examples of the varying arguments (the bound launches keep their dtypes and shapes, not them)
+        out = torch.empty(m, n, dtype=x2d.dtype, device=device)
+        bias_arg = bias if bias is not None else torch.zeros(1, dtype=torch.float32, device=device)
+        part = torch.empty(cfg.split, m, n, dtype=torch.float32, device=device) if cfg.split > 1 else \
+            torch.empty(1, 1, 1, dtype=torch.float32, device=device)
+        vary = ("x", "c") + (("bias",) if bias is not None else ()) + (("part",) if cfg.split > 1 else ())
+        # q's logical extents (its packed storage alone does not determine them). Every argument is built
+        # here to the kernel's signature, so the driver's argument check is skipped.
+        rows = -(-n // cfg.bn) * -(-k // cfg.bk) * cfg.bk if cfg.wt else k
+        main = kernel.bind(dict(x=x2d, q=w.q, s=w.s, z=w.z, bias=bias_arg, c=out, part=part), vary,
+                           shape_bindings={"QR": rows, "QC": cfg.bn if cfg.wt else n}, check=False)
+        reduce = None
+        if cfg.split > 1:
+            kred = compiled(FILE, "splitk_reduce", backend, kind, XT=x_dtype, BIAS=int(bias is not None),
+                            BM=min(_pow2_at_least(m), 16), BN=64)
+            reduce = kred.bind(dict(part=part, bias=bias_arg, c=out), tuple(v for v in vary if v != "x"),
+                               check=False)
+        return _MatmulPlan(n, cfg, main, reduce)

@@ -21,19 +21,22 @@ array([[ 3.       , -6.       ,  1.6669922,  5.0009766]], dtype=float32)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Hashable, TypeVar
 
 import numpy as np
 
 from ..dtypes import DType, dtype as as_dtype
 from ..errors import DTypeError, FormatError
 from ..packing import packed_length, unpack
+from ..plans import cached_plan
 from . import storage
 from .formats import DENSE_ROWMAJOR, FormatId
 
 __all__ = ["QuantizedTensor"]
 
 T = TypeVar("T")
+
+_PLANS = ("launch plans",)        # the launch plans' key in the packed cache (format names are strings)
 
 
 @dataclass(frozen=True, eq=False)
@@ -197,9 +200,23 @@ class QuantizedTensor:
         self._repacked[format_id.name] = (format_id, value)
         return value
 
+    def launch_plan(self, key: Hashable, build: Callable[[], T]) -> T:
+        """What a kernel prepared once to run these weights for ``key`` (its configuration, its bound
+        launch), built by ``build()`` on first use and kept with the weights (:func:`lowbit.plans.cached_plan`).
+
+        >>> import numpy as np
+        >>> from lowbit.quant import quantize
+        >>> qt = quantize(np.ones((2, 4)), "int4", group_size=None)
+        >>> qt.launch_plan(("m", 1), lambda: "prepared") == qt.launch_plan(("m", 1), lambda: "rebuilt")
+        True
+        """
+        # in the packed cache: views that share it (identical codes) share plans
+        return cached_plan(self._repacked.setdefault(_PLANS, {}), key, build)
+
     @property
     def packed_cache(self) -> dict:
-        """The cache of kernel storages built by :meth:`get_packed` (format name -> (FormatId, value))."""
+        """What kernels derived from these weights: the storages built by :meth:`get_packed` (format name ->
+        (FormatId, value)) and the launch plans of :meth:`launch_plan`."""
         return self._repacked
 
     def share_packed_cache(self, cache: dict) -> "QuantizedTensor":

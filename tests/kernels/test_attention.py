@@ -103,6 +103,25 @@ def test_split_kv_merge_equals_unsplit(dtype, group, zp):
         assert_within(split, single.double(), 2 * tol, f"split {splits} vs single pass")
 
 
+@pytest.mark.parametrize("backend", ["interpret", "tvm"])
+@pytest.mark.parametrize("splits", [1, 3])
+def test_bound_launches_reused_across_steps(backend, splits):
+    """The launches bound to a layer on the first call serve later calls with new queries, lengths and block
+    tables of the same shape (as the steps of a decode do); each result meets the fp64 bound of its own
+    inputs, and a new query count binds anew."""
+    require_backend(backend)
+    layer, table, lens, _ = build_cache("int8", None, None)
+    gen = torch.Generator().manual_seed(9)
+    steps = [(table, lens), (table, torch.clamp(lens - 3, min=1)), (table[torch.randperm(len(LENGTHS), generator=gen)],
+                                                                       torch.ones_like(lens))]
+    for b in (len(LENGTHS), len(LENGTHS), 2):
+        for block_tables, seq_lens in steps:
+            q = torch.randn(b, HQ, D, generator=gen)
+            out = ops.decode_attention(q, layer, block_tables[:b], seq_lens[:b], num_splits=splits, backend=backend)
+            ref, tol = attention_reference(q, layer, block_tables[:b], seq_lens[:b], D ** -0.5)
+            assert_within(out, ref, tol, f"{backend} splits={splits} batch {b}")
+
+
 def test_half_precision_query_and_sliding_window():
     _check("interpret", "uint4", 16, True, q_dtype=torch.float16)
     _check("interpret", "int8", None, None, window=40, splits=3)
@@ -167,6 +186,13 @@ def test_bad_arguments_raise_lowbit_errors():
         args.update(change)
         with pytest.raises(LowbitError, match=message):
             ops.decode_attention(args.pop("q"), layer, args.pop("block_tables"), args.pop("seq_lens"), **args)
+    negative = table.clone()
+    negative[1, 0] = -1                      # the second sequence's first page
+    with pytest.raises(LowbitError, match=r"outside \[0, \d+\); got ids in \[-1, "):
+        ops.decode_attention(q, layer, negative, lens, backend="interpret")
+    unused = table.clone()
+    unused[0, -1] = -7                       # past the 5 tokens of sequence 0: never read, not an error
+    assert ops.decode_attention(q, layer, unused, lens, backend="interpret").shape == q.shape
     with pytest.raises(LowbitError, match="KVLayer"):
         ops.decode_attention(q, object(), table, lens, backend="interpret")
     strided = kvcache.KVLayer(layer.format, layer.k.transpose(0, 1), layer.v, layer.k_scales, layer.v_scales)

@@ -199,6 +199,46 @@ def test_weights_packed_once_and_cached():
     assert torch.equal(y1, y2)
 
 
+@pytest.mark.parametrize("backend", ["interpret", "tvm"])
+@pytest.mark.parametrize("cfg", [None, MatmulConfig(4, 32, 32, 1, 0, split=3)], ids=["chosen", "split-k"])
+def test_launch_plan_reused_across_calls(backend, cfg):
+    """The plan of the first call (configuration, launches bound to the weight) serves later calls with new
+    activations, outputs and biases, and a second row count gets its own; every result matches the fp64
+    reference of its own inputs. A misaligned activation takes the full launch (a copy) and still agrees."""
+    require_backend(backend)
+    gen = torch.Generator().manual_seed(11)
+    w = quantize(torch.randn(40, 96, generator=gen), "int3", group_size=32)
+    for m in (1, 3, 1):
+        for with_bias in (False, True, True):
+            x = torch.randn(m, 96, generator=gen)
+            bias = torch.randn(40, generator=gen) if with_bias else None
+            ref, absdot = matmul_reference(x, w, bias)
+            tol = matmul_tolerance(absdot, ref, 96, x.dtype, cfg.split if cfg else 1)
+            assert_within(run_matmul(x, w, bias, backend, cfg), ref, tol, f"m={m} bias={with_bias}")
+    plans = w.packed_cache[("launch plans",)]
+    assert {key[1] for key in plans} == {1, 3} and len(plans) == 4      # (m, with / without bias)
+    x = torch.randn(3 * 96 + 1, generator=gen)[1:].view(3, 96)          # contiguous, 4 bytes off alignment
+    assert x.data_ptr() % 64
+    ref, absdot = matmul_reference(x, w)
+    tol = matmul_tolerance(absdot, ref, 96, x.dtype, cfg.split if cfg else 1)
+    assert_within(run_matmul(x, w, None, backend, cfg), ref, tol, "misaligned x")
+
+
+def test_launch_plans_bounded_lru_and_shared_by_views():
+    from lowbit.plans import MAX_PLANS
+
+    w = quantize(torch.randn(8, 32), "int4", group_size=32)
+    built = []
+    for key in range(MAX_PLANS + 3):
+        w.launch_plan(key, lambda key=key: built.append(key) or key)
+    plans = w.packed_cache[("launch plans",)]
+    assert len(plans) == MAX_PLANS and 0 not in plans and MAX_PLANS + 2 in plans     # oldest dropped first
+    view = quantize(torch.randn(8, 32), "int4", group_size=32).share_packed_cache(w.packed_cache)
+    assert view.launch_plan(3, lambda: pytest.fail("rebuilt")) == 3                  # 3 is now the most recent
+    assert w.launch_plan(0, lambda: "again") == "again" and built == list(range(MAX_PLANS + 3))
+    assert 4 not in plans and 3 in plans                                               # least recently used dropped
+
+
 def test_numpy_weights_leading_dims_and_empty_batch():
     gen = torch.Generator().manual_seed(7)
     w = quantize(torch.randn(12, 32, generator=gen).numpy(), "float5_e2m2", group_size=16)

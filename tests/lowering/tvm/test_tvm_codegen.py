@@ -550,6 +550,41 @@ def test_launch_argument_errors(K, built, rng):
     assert list(h) == [1, 1, 1, 1, 0]
 
 
+def test_bound_call_relaunches_with_new_tensors(K, built):
+    """``bind`` checks once; later calls with new tensors of the bound dtype and shape compute on them (the
+    example tensors are not kept), and anything else goes through the full launch with its conversions
+    and errors."""
+    import gc
+    import weakref
+
+    kernel, ck = built("vadd_f32", K.build_vector_add)
+    x, y, out = torch.randn(100), torch.randn(100), torch.zeros(100)
+    run = ck.bind({"x": x, "y": y, "out": out}, vary=("x", "out"))
+    gone = weakref.ref(x)
+    del x
+    gc.collect()
+    assert gone() is None                                              # the example x is not held
+    for _ in range(3):
+        x2, out2 = torch.randn(100), torch.zeros(100)
+        run(x=x2, out=out2)
+        assert torch.equal(out2, x2 + y)                               # f32 adds: exact
+    odd = torch.randn(101)[1:]                                         # misaligned: copied in by the full launch
+    out3 = torch.zeros(100)
+    run(x=odd, out=out3)
+    assert torch.equal(out3, odd + y)
+    strided = torch.zeros(100, 2)
+    run(x=odd, out=strided[:, 1])                                      # strided output: copied back
+    assert torch.equal(strided[:, 1], odd + y)
+    with pytest.raises(DTypeError, match="float32"):
+        run(x=torch.zeros(100, dtype=torch.float64), out=out3)
+    with pytest.raises(BackendError, match="size N is 7, but argument y has extent 100"):
+        run(x=torch.zeros(7), out=out3)
+    with pytest.raises(BackendError, match="missing argument"):
+        run(x=odd)
+    with pytest.raises(BackendError, match="cannot vary n"):
+        ck.bind({"x": odd, "y": y, "out": out3}, vary=("x", "n"))
+
+
 @pytest.mark.parametrize("name", ["vector_add", "row_softmax", "gemm", "branchy", "decode_attention", "loops",
                                   "masked", "views", "reductions", "int8_dot", "shared_roundtrip", "casts"])
 def test_every_kernel_builds_for_cuda(K, name):
