@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
+from pathlib import Path
 from typing import Sequence
 
 from .errors import LowbitError
@@ -62,6 +65,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 - a lowbit bug: one line, the traceback on request
+        if os.environ.get("LOWBIT_TRACEBACK") == "1":
+            raise
+        where = traceback.extract_tb(err.__traceback__)[-1]
+        print(f"lowbit {args.command}: internal error: {type(err).__name__}: {err} (at {Path(where.filename).name}:"
+              f"{where.lineno})\nhint: this is a bug in lowbit; rerun with LOWBIT_TRACEBACK=1 for the traceback "
+              f"and report it", file=sys.stderr)
+        return 70
 
 
 if __name__ == "__main__":  # pragma: no cover

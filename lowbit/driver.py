@@ -18,6 +18,7 @@ interpreter, :func:`lowbit.ir.interpret`) is always there.
 """
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import threading
@@ -290,16 +291,28 @@ class CompiledKernel:
         fast = getattr(self.built, "bind", None)
         if fast is not None:
             return fast(args, tuple(vary), shape_bindings=shape_bindings)
-        fixed = {k: v for k, v in args.items() if k not in vary}
-        built = self.built
+        return _BoundLaunch(self.built, {k: v for k, v in args.items() if k not in vary},
+                            dict(shape_bindings) if shape_bindings else None)
 
-        def run(**tensors: Any) -> None:
-            if shape_bindings:
-                built.launch({**fixed, **tensors}, shape_bindings=shape_bindings)
-            else:
-                built.launch({**fixed, **tensors})
 
-        return run
+@dataclass(frozen=True)
+class _BoundLaunch:
+    """:meth:`CompiledKernel.bind` for backends without a fast path: the fixed arguments merged with each
+    call's tensors into the backend's own launch. A deep copy binds deep copies of the fixed tensors (the
+    compiled kernel is shared)."""
+
+    built: Any
+    fixed: Mapping[str, Any]
+    shape_bindings: Mapping[str, int] | None
+
+    def __call__(self, **tensors: Any) -> None:
+        if self.shape_bindings:
+            self.built.launch({**self.fixed, **tensors}, shape_bindings=self.shape_bindings)
+        else:
+            self.built.launch({**self.fixed, **tensors})
+
+    def __deepcopy__(self, memo: dict) -> "_BoundLaunch":
+        return _BoundLaunch(self.built, copy.deepcopy(dict(self.fixed), memo), self.shape_bindings)
 
 
 # ---------------------------------------------------------------------------------------------------------

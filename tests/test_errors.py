@@ -20,3 +20,25 @@ def test_several_errors_reported_together():
     both = CompileError(first.message, location=first.location, notes=[second])
     assert [e.message for e in both.errors] == ["a", "b"]
     assert str(both).endswith("2 errors")
+
+
+def test_cli_reports_an_internal_error_in_one_line(monkeypatch, capsys):
+    """An unexpected exception inside a command (a lowbit bug) prints one line with where it happened and a
+    hint, exit status 70; LOWBIT_TRACEBACK=1 lets it propagate for debugging."""
+    import pytest
+
+    from lowbit import cli
+    from lowbit.commands import cache as cache_command
+
+    def broken(args):
+        raise TypeError("cannot pickle 'Function' object")
+
+    monkeypatch.setattr(cache_command, "run", broken)
+    monkeypatch.delenv("LOWBIT_TRACEBACK", raising=False)
+    assert cli.main(["cache", "info"]) == 70
+    err = capsys.readouterr().err
+    assert "lowbit cache: internal error: TypeError: cannot pickle 'Function' object (at test_errors.py:" in err
+    assert "Traceback" not in err and "LOWBIT_TRACEBACK=1" in err
+    monkeypatch.setenv("LOWBIT_TRACEBACK", "1")
+    with pytest.raises(TypeError):
+        cli.main(["cache", "info"])

@@ -15,6 +15,7 @@ in, and copied back after the call when the kernel may write them.
 """
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import os
@@ -135,9 +136,8 @@ class CompiledKernel:
         if self._plan is None:
             self._plan = ArgPlan.of(self.source)
             self._function = getattr(self.built, "function", self.built)
-        call, writeback = self._plan.bind(args, shape_bindings)
-        return BoundCall(self, {k: v for k, v in args.items() if k not in vary}, tuple(vary),
-                         shape_bindings, call, bool(writeback))
+        call, _ = self._plan.bind(args, shape_bindings)
+        return BoundCall(self, {k: v for k, v in args.items() if k not in vary}, tuple(vary), shape_bindings, call)
 
     def export(self, path: str | os.PathLike) -> Path:
         """Write a shared library, and next to it ``<path>.lowbit.json`` (the argument signature and the
@@ -364,7 +364,7 @@ class BoundCall:
     __slots__ = ("_kernel", "_fixed", "_vary", "_shape_bindings", "_template", "_slots", "_like", "_fallback")
 
     def __init__(self, kernel: CompiledKernel, fixed: Mapping[str, Any], vary: tuple[str, ...],
-                 shape_bindings: Mapping[str, int] | None, call: list[Any], copies: bool) -> None:
+                 shape_bindings: Mapping[str, int] | None, call: list[Any]) -> None:
         self._kernel = kernel
         self._fixed = dict(fixed)
         self._vary = vary
@@ -379,8 +379,10 @@ class BoundCall:
         for i in self._slots:
             call[i] = None                       # hold no reference to the example tensors
         self._template = call
-        # an argument that needed a copy (unaligned, numpy, strided) must be converted on every call
-        self._fallback = copies
+        # a fixed tensor that was bound as a copy (unaligned, strided, or converted) would go stale when its
+        # owner writes the original (a KV cache): such a binding always takes the full launch
+        self._fallback = any(_data_pointer(fixed[name]) != call[i].data_ptr()
+                             for name, i in position.items() if name in fixed)
 
     def __call__(self, **tensors: Any) -> None:
         if len(tensors) != len(self._vary) or self._fallback:
@@ -400,6 +402,22 @@ class BoundCall:
 
     def _full(self, tensors: Mapping[str, Any]) -> None:
         self._kernel.launch({**self._fixed, **tensors}, shape_bindings=self._shape_bindings)
+
+    def __deepcopy__(self, memo: dict) -> "BoundCall":
+        """The same launch bound to deep copies of the fixed tensors (those of the object being copied, through
+        ``memo``: a copied weight's plan runs on the copy); the compiled kernel is shared."""
+        torch = sys.modules["torch"]
+        fixed = copy.deepcopy(self._fixed, memo)
+        examples = {name: torch.empty(shape, dtype=dtype) for name, (dtype, shape) in zip(self._vary, self._like)}
+        return self._kernel.bind({**fixed, **examples}, self._vary, shape_bindings=self._shape_bindings)
+
+
+def _data_pointer(x: Any) -> int | None:
+    """The address of a torch tensor's or numpy array's first element (None for anything else)."""
+    if isinstance(x, np.ndarray):
+        return x.ctypes.data
+    pointer = getattr(x, "data_ptr", None)
+    return pointer() if callable(pointer) else None
 
 
 def _fast_torch(x: Any, dtype: str):

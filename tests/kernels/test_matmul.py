@@ -224,6 +224,28 @@ def test_launch_plan_reused_across_calls(backend, cfg):
     assert_within(run_matmul(x, w, None, backend, cfg), ref, tol, "misaligned x")
 
 
+@pytest.mark.parametrize("backend", ["interpret", "tvm"])
+def test_deep_copy_of_a_used_weight_runs_on_its_own_storage(backend):
+    """A weight deep-copied after use (the benchmark's cold rotation does this) carries its storages and plans,
+    and the copy's plans launch on the copy's storage: wiping the original's leaves the copy's results right."""
+    import copy
+
+    require_backend(backend)
+    gen = torch.Generator().manual_seed(12)
+    w = quantize(torch.randn(40, 64, generator=gen), "int4", group_size=32)
+    x = torch.randn(1, 64, generator=gen)
+    ref, absdot = matmul_reference(x, w)
+    tol = matmul_tolerance(absdot, ref, 64, x.dtype)
+    assert_within(ops.matmul(x, w, backend=backend), ref, tol, "original")
+    twin = copy.deepcopy(w)
+    for name, entry in w.packed_cache.items():
+        if isinstance(name, str):
+            entry[1].q.zero_()
+            entry[1].s.zero_()
+    assert float(ops.matmul(x, w, backend=backend).abs().max()) == 0.0          # the original's storage is wiped
+    assert_within(ops.matmul(x, twin, backend=backend), ref, tol, "deep copy")
+
+
 def test_launch_plans_bounded_lru_and_shared_by_views():
     from lowbit.plans import MAX_PLANS
 

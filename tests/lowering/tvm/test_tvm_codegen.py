@@ -583,6 +583,12 @@ def test_bound_call_relaunches_with_new_tensors(K, built):
         run(x=odd)
     with pytest.raises(BackendError, match="cannot vary n"):
         ck.bind({"x": odd, "y": y, "out": out3}, vary=("x", "n"))
+    y_odd = torch.randn(101)[1:]                                       # a fixed tensor bound as an aligned copy
+    run = ck.bind({"x": odd, "y": y_odd, "out": out3}, vary=("x", "out"))
+    y_odd.add_(1.0)                                                    # its owner writes it (as a KV cache is)
+    x4, out4 = torch.randn(100), torch.zeros(100)
+    run(x=x4, out=out4)
+    assert torch.equal(out4, x4 + y_odd)                               # the write is seen: no stale copy
 
 
 @pytest.mark.parametrize("name", ["vector_add", "row_softmax", "gemm", "branchy", "decode_attention", "loops",
