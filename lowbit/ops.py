@@ -283,12 +283,8 @@ def _check_pages(op: str, layer: Any, block_tables: Any, seq_lens: Any) -> None:
         raise KernelArgumentError(f"{op}: seq_lens must lie in [1, {max_pages * page}] (block_tables has "
                                   f"{max_pages} pages of {page} per sequence); got values in [{lo}, {hi}]")
     rows = block_tables.tolist()
-    first = last = None
-    for row, n in zip(rows, lens):
-        used = row[:(n + page - 1) // page]
-        low, high = min(used), max(used)
-        first = low if first is None or low < first else first
-        last = high if last is None or high > last else last
+    used = [row[:(n + page - 1) // page] for row, n in zip(rows, lens)]      # each at least one page
+    first, last = min(min(ids) for ids in used), max(max(ids) for ids in used)
     if first < 0 or last >= layer.num_pages:
         raise KernelArgumentError(f"{op}: block_tables name pages outside [0, {layer.num_pages}); got ids in "
                                   f"[{first}, {last}]")

@@ -284,14 +284,15 @@ def run_matmul(x2d: Any, qweight: Any, bias: Any, backend: str, config: MatmulCo
     m = int(x2d.shape[0])
     key = ("lowbit_matmul", m, x2d.dtype, x2d.device, bias is not None, backend, config)
     plan = qweight.launch_plan(key, lambda: _MatmulPlan.build(x2d, qweight, bias, backend, config))
-    out = torch.empty(m, plan.n, dtype=x2d.dtype, device=x2d.device)
+    n = int(qweight.shape[0])
+    out = torch.empty(m, n, dtype=x2d.dtype, device=x2d.device)
     if m == 0:
         return out
     varying = dict(x=x2d, c=out) if bias is None else dict(x=x2d, c=out, bias=bias)
     if plan.reduce is None:
         plan.main(**varying)
         return out
-    part = torch.empty(plan.cfg.split, m, plan.n, dtype=torch.float32, device=x2d.device)
+    part = torch.empty(plan.cfg.split, m, n, dtype=torch.float32, device=x2d.device)
     plan.main(part=part, **varying)
     del varying["x"]
     plan.reduce(part=part, **varying)
@@ -305,7 +306,6 @@ class _MatmulPlan:
     ``main`` takes ``x``, ``c`` (and ``bias``, and ``part`` with split-K); ``reduce`` (split-K only)
     takes ``part``, ``c`` (and ``bias``)."""
 
-    n: int
     cfg: MatmulConfig
     main: Any
     reduce: Any = None
@@ -328,7 +328,7 @@ class _MatmulPlan:
         fmt = kernel.param_formats.get("q")
         w = prepare_weight(qweight, fmt, device, consts["ST"], consts["ZT"], _param_torch_dtype(kernel, "q"), cfg)
         if m == 0:
-            return _MatmulPlan(n, cfg, None)
+            return _MatmulPlan(cfg, None)
         # examples of the varying arguments (the bound launches keep their dtypes and shapes, not them)
         out = torch.empty(m, n, dtype=x2d.dtype, device=device)
         bias_arg = bias if bias is not None else torch.zeros(1, dtype=torch.float32, device=device)
@@ -346,4 +346,4 @@ class _MatmulPlan:
                             BM=min(_pow2_at_least(m), 16), BN=64)
             reduce = kred.bind(dict(part=part, bias=bias_arg, c=out), tuple(v for v in vary if v != "x"),
                                check=False)
-        return _MatmulPlan(n, cfg, main, reduce)
+        return _MatmulPlan(cfg, main, reduce)

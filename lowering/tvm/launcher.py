@@ -108,17 +108,8 @@ class CompiledKernel:
 
     def launch(self, args: Mapping[str, Any], *, shape_bindings: Mapping[str, int] | None = None) -> Mapping[str, Any]:
         """Run the kernel on ``args`` (every parameter by name); returns ``args``. Outputs are written in place."""
-        if self.source.kind != "cpu":
-            raise BackendError(f"kernel {self.name!r} was built for CUDA; launching it needs a GPU runtime",
-                               hint="build it for 'cpu' to run here, or use its cuda_source / a cubin")
-        if self._plan is None:
-            self._plan = ArgPlan.of(self.source)
-            self._function = getattr(self.built, "function", self.built)
-        call, writeback = self._plan.bind(args, shape_bindings)
-        try:
-            self._function(*call)
-        except Exception as exc:
-            raise BackendError(f"running the TVM kernel {self.name!r} failed: {exc}") from exc
+        call, writeback = self._arg_plan().bind(args, shape_bindings)
+        self._run(call)
         for dst, src in writeback:
             _write_back(dst, src)
         return args
@@ -130,14 +121,24 @@ class CompiledKernel:
         """Check and bind ``args`` once for repeated launches that change only the tensors named in ``vary``
         (see :class:`BoundCall`). The tensors of ``vary`` in ``args`` are examples: their dtype and shape
         are kept, not the tensors themselves."""
+        call, _ = self._arg_plan().bind(args, shape_bindings)
+        return BoundCall(self, {k: v for k, v in args.items() if k not in vary}, tuple(vary), shape_bindings, call)
+
+    def _arg_plan(self) -> "ArgPlan":
+        """The argument plan (built on first use); raises for kernels built for CUDA, which cannot run here."""
         if self.source.kind != "cpu":
             raise BackendError(f"kernel {self.name!r} was built for CUDA; launching it needs a GPU runtime",
                                hint="build it for 'cpu' to run here, or use its cuda_source / a cubin")
         if self._plan is None:
             self._plan = ArgPlan.of(self.source)
             self._function = getattr(self.built, "function", self.built)
-        call, _ = self._plan.bind(args, shape_bindings)
-        return BoundCall(self, {k: v for k, v in args.items() if k not in vary}, tuple(vary), shape_bindings, call)
+        return self._plan
+
+    def _run(self, call: list[Any]) -> None:
+        try:
+            self._function(*call)
+        except Exception as exc:
+            raise BackendError(f"running the TVM kernel {self.name!r} failed: {exc}") from exc
 
     def export(self, path: str | os.PathLike) -> Path:
         """Write a shared library, and next to it ``<path>.lowbit.json`` (the argument signature and the
@@ -395,10 +396,7 @@ class BoundCall:
                     or t.device.type != "cpu" or not t.is_contiguous() or t.data_ptr() % ALIGNMENT):
                 return self._full(tensors)
             call[i] = t
-        try:
-            self._kernel._function(*call)
-        except Exception as exc:
-            raise BackendError(f"running the TVM kernel {self._kernel.name!r} failed: {exc}") from exc
+        self._kernel._run(call)
 
     def _full(self, tensors: Mapping[str, Any]) -> None:
         self._kernel.launch({**self._fixed, **tensors}, shape_bindings=self._shape_bindings)
