@@ -300,13 +300,17 @@ def _lowbit(settings: KernelSettings, data: _Shape, wtype: str, flush: int,
     from lowbit.dtypes import dtype
     from lowbit.quant import quantize
 
-    from .reference import OUTPUT_ROUNDING, check_matmul, f32_tolerance
+    from lowbit.kernels.matmul import takes_zeros_out
+
+    from .reference import OUTPUT_ROUNDING, check_matmul, f32_tolerance, zero_out_magnitudes
     from .roofline import quantized_weight_bytes
 
     n, k, g = data.n, data.k, settings.group_size
     zero_point = dtype(wtype).kind == "uint"
     qt = quantize(data.weight, wtype, group_size=g, zero_point=zero_point)
-    w_rows = _row_subset(qt, data.rows).dequantize()
+    row_subset = _row_subset(qt, data.rows)
+    w_rows = row_subset.dequantize()
+    zero_out = zero_out_magnitudes(row_subset) if zero_point else None
     tick(f"{n}x{k} quantize {wtype}")
     done: list[KernelRow] = []
     passed: list[tuple[KernelRow, Any, str]] = []
@@ -324,9 +328,11 @@ def _lowbit(settings: KernelSettings, data: _Shape, wtype: str, flush: int,
                 else:
                     from lowbit.ops import matmul
 
+                    mags = zero_out if zero_point and takes_zeros_out(m, qt, backend) else None
                     row = _checked(base, lambda x=x, backend=backend: matmul(x, qt, backend=backend),
-                                   lambda y, x=x, u=OUTPUT_ROUNDING[act]: check_matmul(
-                                       y, x, w_rows, data.rows, f32_tolerance(k), output_rounding=u))
+                                   lambda y, x=x, u=OUTPUT_ROUNDING[act], mags=mags: check_matmul(
+                                       y, x, w_rows, data.rows, f32_tolerance(k), output_rounding=u,
+                                       magnitudes=mags))
                     if row.status == "ok":
                         passed.append((row, x, backend))
                     else:

@@ -13,6 +13,10 @@ fits any shape and weight type:
 * bfloat16 arithmetic (torch bf16, torch int4): ``2^-6`` -- a few bf16 roundings (``2^-9`` each)
   plus the float32 bound; a wrongly packed weight is off by O(1).
 
+A kernel that takes zero points out of its sums (``s (sum x q - z sum x)``, lowbit's CPU GEMV) rounds terms
+``x q s`` and ``x z s``: its error is measured against ``|x| @ ((|q| + |z|) |s|).T`` instead
+(:func:`zero_out_magnitudes`, passed as ``magnitudes``).
+
 >>> import torch
 >>> w, x = torch.randn(64, 256), torch.randn(2, 256)
 >>> rows = check_rows(64, 16)
@@ -26,7 +30,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CheckResult", "check_rows", "check_matmul", "f32_tolerance", "OUTPUT_ROUNDING", "BF16_TOLERANCE"]
+__all__ = ["CheckResult", "check_rows", "check_matmul", "f32_tolerance", "zero_out_magnitudes", "OUTPUT_ROUNDING",
+           "BF16_TOLERANCE"]
 
 BF16_TOLERANCE = 2.0 ** -6
 
@@ -64,11 +69,26 @@ def check_rows(n: int, count: int) -> Any:
     return torch.linspace(0, n - 1, count).round().to(torch.int64).unique()
 
 
-def check_matmul(y: Any, x: Any, w_rows: Any, rows: Any, tolerance: float, output_rounding: float = 0.0) -> CheckResult:
+def zero_out_magnitudes(qweight: Any) -> Any:
+    """``(|q| + |z|) |s|`` per weight (float64 ``[N, K]``) of a quantized weight with zero points: what each
+    product's rounding is proportional to when the zero points leave the sums (module docstring)."""
+    import torch
+
+    n, k = (int(v) for v in qweight.shape)
+    g = qweight.group_size
+    q = qweight.dtype.decode(qweight.codes()).to(torch.float64).reshape(n, k // g, g)
+    s = qweight.scales.to(torch.float64).abs().unsqueeze(-1)
+    z = qweight.zeros.to(torch.float64).abs().unsqueeze(-1)
+    return ((q.abs() + z) * s).reshape(n, k)
+
+
+def check_matmul(y: Any, x: Any, w_rows: Any, rows: Any, tolerance: float, output_rounding: float = 0.0,
+                 magnitudes: Any = None) -> CheckResult:
     """Compare ``y[:, rows]`` with ``x @ w_rows.T`` in float64; ``w_rows`` is ``W[rows]`` (dense, any float).
 
     ``output_rounding``: the unit roundoff ``u`` of a final rounding of the result; the error it allows,
     ``u (|ref| + tolerance (|x| @ |W|.T))``, is taken off each element's error before the comparison.
+    ``magnitudes``: what the error scales with per weight (default ``|w_rows|``; :func:`zero_out_magnitudes`).
 
     >>> import torch
     >>> w, x = torch.randn(64, 256), torch.randn(2, 256)
@@ -84,7 +104,7 @@ def check_matmul(y: Any, x: Any, w_rows: Any, rows: Any, tolerance: float, outpu
     w64 = w_rows.to(torch.float64)
     got = y.reshape(-1, y.shape[-1])[:, rows].to(torch.float64)
     ref = x64 @ w64.T
-    scale = x64.abs() @ w64.abs().T
+    scale = x64.abs() @ (w64.abs() if magnitudes is None else magnitudes.to(torch.float64)).T
     allowed = output_rounding * (ref.abs() + tolerance * scale)
     err = ((got - ref).abs() - allowed).clamp_min(0) / scale.clamp_min(torch.finfo(torch.float64).tiny)
     rel = float(err.max()) if err.numel() else 0.0

@@ -31,8 +31,8 @@ from typing import Any
 from ..quant import FormatId
 from .library import compiled
 
-__all__ = ["MatmulConfig", "PreparedWeight", "choose_config", "prepare_weight", "run_matmul", "tile_codes",
-           "GEMV_MAX_M"]
+__all__ = ["MatmulConfig", "PreparedWeight", "choose_config", "prepare_weight", "run_matmul", "takes_zeros_out",
+           "tile_codes", "GEMV_MAX_M"]
 
 FILE = "matmul.lbk"
 
@@ -58,6 +58,8 @@ class MatmulConfig:
     order the programs read them (each program streams one contiguous range), 0 as ``[K, N]``.
     ``gdot``: 1 scales each tile's dot product once by its group's scales (needs one scale row per K
     tile: ``mode`` 2, or ``mode`` 1 with ``bk`` = the group size); see ``matmul.lbk`` for both.
+    ``zsum``: 1 (with ``gdot``, for weights with zero points) takes the zero point out of each group's sum,
+    ``sum x q - z sum x``, so the codes meet x as they are (see ``matmul.lbk``; it loosens the error bound).
     """
 
     bm: int
@@ -69,11 +71,13 @@ class MatmulConfig:
     ct: str = "float32"
     wt: int = 0
     gdot: int = 0
+    zsum: int = 0
 
     def __post_init__(self) -> None:
         if (min(self.bm, self.bn, self.bk, self.split) < 1 or self.mode not in (0, 1, 2) or self.dot not in (0, 1)
                 or self.ct not in ("float32", "float16", "bfloat16") or self.wt not in (0, 1)
-                or self.gdot not in (0, 1) or (self.gdot and self.mode == 0)):
+                or self.gdot not in (0, 1) or (self.gdot and self.mode == 0) or self.zsum not in (0, 1)
+                or (self.zsum and not self.gdot)):
             raise ValueError(f"invalid matmul configuration {self}")
 
     def fits(self, group_size: int, k: int) -> bool:
@@ -121,16 +125,17 @@ def _k_tiling(k: int, g: int, target: int) -> tuple[int, int]:
 
 
 def choose_config(m: int, n: int, k: int, group_size: int, backend: str, device: str,
-                  workers: int | None = None) -> MatmulConfig:
+                  workers: int | None = None, zeros: bool = False) -> MatmulConfig:
     """The tile configuration for an ``[m, k] x [k, n]`` product (see the module docstring).
 
     ``workers``: programs the device runs at once (CUDA multiprocessors, CPU threads); split-K is used when
-    the output tiles alone are fewer than that and K is long enough to share.
+    the output tiles alone are fewer than that and K is long enough to share. ``zeros``: the weight has
+    zero points (TVM's CPU GEMV then takes them out of the group sums: ``zsum``).
 
     >>> choose_config(1, 4096, 4096, 128, "triton", "cuda", workers=132)
-    MatmulConfig(bm=1, bn=64, bk=128, mode=1, dot=0, split=3, ct='float32', wt=0, gdot=0)
+    MatmulConfig(bm=1, bn=64, bk=128, mode=1, dot=0, split=3, ct='float32', wt=0, gdot=0, zsum=0)
     >>> choose_config(1, 4096, 4096, 128, "tvm", "cpu", workers=2)
-    MatmulConfig(bm=1, bn=128, bk=128, mode=1, dot=1, split=1, ct='float32', wt=1, gdot=1)
+    MatmulConfig(bm=1, bn=128, bk=128, mode=1, dot=1, split=1, ct='float32', wt=1, gdot=1, zsum=0)
     >>> choose_config(64, 72, 200, 40, "tvm", "cpu", workers=2).mode
     1
     """
@@ -169,7 +174,17 @@ def choose_config(m: int, n: int, k: int, group_size: int, backend: str, device:
     # from DRAM: uint4 1.5 -> 0.95 ms, int8 3.8 -> 0.95 ms).
     wt = int(cpu_gemv)
     gdot = int(cpu_gemv and (mode == 2 or (mode == 1 and bk == group_size)))
-    return MatmulConfig(bm=bm, bn=bn, bk=bk, mode=mode, dot=dot, split=split, wt=wt, gdot=gdot)
+    # with the zero point out of the sums the codes reach the product as they are, so the unpack is one
+    # table lookup (and bf16 pairs of it, vdpbf16ps) as for weights without zeros. MEASURE
+    zsum = int(gdot and zeros)
+    return MatmulConfig(bm=bm, bn=bn, bk=bk, mode=mode, dot=dot, split=split, wt=wt, gdot=gdot, zsum=zsum)
+
+
+def takes_zeros_out(m: int, qweight: Any, backend: str, device: str = "cpu") -> bool:
+    """Whether :func:`run_matmul` (its default configuration) computes ``s (sum x q - z sum x)`` for ``m`` rows
+    of x and ``qweight`` (``zsum``): its error then scales with ``|x| (|q| + |z|) |s|``, not ``|x w|``."""
+    n, k = (int(v) for v in qweight.shape)
+    return bool(choose_config(m, n, k, qweight.group_size, backend, device, zeros=qweight.zeros is not None).zsum)
 
 
 def _side_dtype(name: str, native: tuple[str, ...]) -> str:
@@ -182,7 +197,7 @@ def _constants(qweight: Any, x_dtype: str, cfg: MatmulConfig, has_bias: bool) ->
     zdt = _side_dtype(str(qweight.zeros.dtype).removeprefix("torch."), _NATIVE_ZERO) if zeros else "float16"
     return dict(W=qweight.dtype.name, XT=x_dtype, ST=sdt, ZT=zdt, G=qweight.group_size, MODE=cfg.mode,
                 ZERO=int(zeros), IZ=qweight.implicit_zero, BIAS=int(has_bias), DOT=cfg.dot, SPLIT=cfg.split,
-                BM=cfg.bm, BN=cfg.bn, BK=cfg.bk, CT=cfg.ct, WT=cfg.wt, GDOT=cfg.gdot)
+                BM=cfg.bm, BN=cfg.bn, BK=cfg.bk, CT=cfg.ct, WT=cfg.wt, GDOT=cfg.gdot, ZSUM=cfg.zsum)
 
 
 def _as_torch(a: Any, device: Any) -> Any:
@@ -320,7 +335,8 @@ class _MatmulPlan:
         kind = "cuda" if device.type == "cuda" else "cpu"
         x_dtype = str(x2d.dtype).removeprefix("torch.")
         g = qweight.group_size
-        cfg = config or choose_config(m, n, k, g, backend, kind, _workers(device, backend))
+        cfg = config or choose_config(m, n, k, g, backend, kind, _workers(device, backend),
+                                      zeros=qweight.zeros is not None)
         if not cfg.fits(g, k):
             raise ValueError(f"{cfg} does not fit group size {g} and K = {k}")
         consts = _constants(qweight, x_dtype, cfg, bias is not None)

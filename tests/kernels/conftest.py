@@ -10,6 +10,9 @@ Error bounds (u = 2^-24, the f32 unit roundoff; every kernel computes products a
   order of K products in f32 stays within ``gamma_n * sum_k |x_k w_k|`` with ``gamma_n = n u / (1 - n u)``,
   ``n = K + splits + 4`` (products, split partial sums, scale, bias). The final rounding to the output
   dtype adds ``u_out |y|`` (f16 2^-11, bf16 2^-8, f32 2^-24) plus half its smallest subnormal.
+  Where the kernel takes the zero point out of each group's sum (``zsum``: ``s (sum x q - z sum x)``), every
+  term is ``x_k q_k`` or ``x_k z``, so ``|x_k w_k|`` becomes ``|x_k| (|q_k| + |z|) |s|`` in the bound
+  (``matmul_reference(..., zero_out=True)``); it is much looser where ``q`` and ``z`` nearly cancel.
 * **attention**: scores ``s_t = scale * q . k_t`` carry at most ``ds = gamma_(D+2) * scale * sum_d |q_d k_td|``;
   ``exp`` is trusted to 4 ulp. A relative perturbation ``e`` of every softmax weight moves the weighted
   mean of the rows of V by at most ``2 e max|v|``; with ``e = 2 max_t ds + (T + 16) u`` (the running max
@@ -57,20 +60,30 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def matmul_reference(x: Any, qweight: Any, bias: Any = None) -> tuple[Any, Any]:
-    """``(x @ W.T + bias, |x| @ |W|.T)`` in float64 from the dequantized weight."""
+def matmul_reference(x: Any, qweight: Any, bias: Any = None, zero_out: bool = False) -> tuple[Any, Any]:
+    """``(x @ W.T + bias, |x| @ |W|.T)`` in float64 from the dequantized weight; with ``zero_out`` (a weight
+    with zero points, on a kernel path that takes them out of the sums) ``|W|`` is ``(|q| + |z|) |s|``."""
     with one_thread():
-        return _matmul_reference(x, qweight, bias)
+        return _matmul_reference(x, qweight, bias, zero_out)
 
 
-def _matmul_reference(x: Any, qweight: Any, bias: Any) -> tuple[Any, Any]:
+def _matmul_reference(x: Any, qweight: Any, bias: Any, zero_out: bool) -> tuple[Any, Any]:
     w = qweight.dequantize("float64")
     w = w if isinstance(w, torch.Tensor) else torch.from_numpy(w)
     x64 = x.double().reshape(-1, x.shape[-1])
     ref = x64 @ w.T
     if bias is not None:
         ref = ref + bias.double()
-    return ref, x64.abs() @ w.abs().T + (0 if bias is None else bias.double().abs())
+    w_abs = w.abs()
+    if zero_out:
+        n, k = w.shape
+        g = qweight.group_size
+        q = qweight.dtype.decode(qweight.codes()).double().reshape(n, k // g, g)
+        zs = (qweight.zeros.double().abs() * qweight.scales.double().abs()).unsqueeze(-1)
+        w_abs = (q.abs() * qweight.scales.double().abs().unsqueeze(-1) + zs).reshape(n, k)
+    return ref, x64.abs() @ w_abs.T + (0 if bias is None else bias.double().abs())
+
+
 
 
 def matmul_tolerance(absdot: Any, ref: Any, k: int, out_dtype: Any, splits: int = 1) -> Any:

@@ -22,7 +22,7 @@ torch = pytest.importorskip("torch")
 
 from lowbit import ops  # noqa: E402
 from lowbit.dtypes import all_dtypes  # noqa: E402
-from lowbit.kernels.matmul import CODES_KN, MatmulConfig, choose_config, run_matmul  # noqa: E402
+from lowbit.kernels.matmul import CODES_KN, MatmulConfig, choose_config, run_matmul, takes_zeros_out  # noqa: E402
 from lowbit.quant import quantize  # noqa: E402
 
 from .conftest import assert_within, matmul_reference, matmul_tolerance, require_backend  # noqa: E402
@@ -58,7 +58,7 @@ def check_case(backend: str, dtype: str, group, zero_point: bool, shape, m: int)
     bias = torch.randn(n, generator=gen) if WITH_BIAS[m] else None
     y = ops.matmul(x, w, bias, backend=backend)
     assert y.dtype == x.dtype and y.shape == (m, n)
-    ref, absdot = matmul_reference(x, w, bias)
+    ref, absdot = matmul_reference(x, w, bias, zero_out=takes_zeros_out(m, w, backend))
     tol = matmul_tolerance(absdot, ref, k, x.dtype)
     assert_within(y, ref, tol, f"{backend} {dtype} g={group} zeros={zero_point} M={m} N={n} K={k} x={x.dtype}")
 
@@ -135,7 +135,7 @@ def test_llm_sized_edges_tvm(m):
     w = quantize(torch.randn(2880, 8256, generator=gen), "uint4", group_size=64, zero_point=True)
     x = torch.randn(m, 8256, generator=gen).half()
     y = ops.matmul(x, w, backend="tvm")
-    ref, absdot = matmul_reference(x, w)
+    ref, absdot = matmul_reference(x, w, zero_out=takes_zeros_out(m, w, "tvm"))
     assert_within(y, ref, matmul_tolerance(absdot, ref, 8256, x.dtype), f"2880x8256 M={m}")
 
 
@@ -285,6 +285,32 @@ def test_config_choice():
     # few output tiles and a long K: split-K fills the device
     assert choose_config(1, 64, 8192, 128, "triton", "cuda", 132).split > 1
     assert choose_config(64, 8192, 8192, 128, "triton", "cuda", 132).split == 1
+
+
+@pytest.mark.parametrize("backend", ["interpret", "tvm"])
+@pytest.mark.parametrize("dtype", ["uint1", "uint4"])
+def test_zero_points_out_of_the_sums(backend, dtype):
+    """``zsum``: ``s (sum x q - z sum x)`` per group stays within the bound with ``|x| (|q| + |z|) |s|`` for
+    ``|x w|``; the form that keeps the zero inside the sum stays within the tight bound. uint1 with zeros is
+    the hard case: most weights are ``q = z = 1`` (exactly 0), so the terms cancel."""
+    require_backend(backend)
+    gen = torch.Generator().manual_seed(12)
+    w = quantize(torch.randn(40, 256, generator=gen), dtype, group_size=32, zero_point=True)
+    for m, act in ((1, torch.float32), (4, torch.bfloat16), (1, torch.float16)):
+        x = torch.randn(m, 256, generator=gen).to(act)
+        inside = MatmulConfig(m, 16, 32, 1, 1, gdot=1)
+        out = MatmulConfig(m, 16, 32, 1, 1, gdot=1, zsum=1)
+        ref, absdot = matmul_reference(x, w)
+        assert_within(run_matmul(x, w, None, backend, inside), ref, matmul_tolerance(absdot, ref, 256, x.dtype),
+                      f"zero inside, M={m} x={act}")
+        ref, loose = matmul_reference(x, w, zero_out=True)
+        assert_within(run_matmul(x, w, None, backend, out), ref, matmul_tolerance(loose, ref, 256, x.dtype),
+                      f"zero out, M={m} x={act}")
+    assert takes_zeros_out(1, w, "tvm") and takes_zeros_out(4, w, "tvm")
+    assert not takes_zeros_out(16, w, "tvm") and not takes_zeros_out(1, w, "interpret")
+    assert not takes_zeros_out(1, quantize(torch.randn(40, 256, generator=gen), "uint4", group_size=32), "tvm")
+    with pytest.raises(ValueError):
+        MatmulConfig(1, 16, 32, 1, 1, zsum=1)             # the zero leaves a group's sum only with gdot
 
 
 @pytest.mark.parametrize("backend", ["interpret", "tvm"])
