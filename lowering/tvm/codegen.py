@@ -1515,19 +1515,22 @@ def _unroll_factor(extent: int, per_step: int) -> int:
 
 
 def _k_unroll(K: int, N: int, vec: int, operands: Sequence[Tile]) -> dict[int, int] | None:
-    """``{1: u}``: unroll a CPU ``dot`` nest ``(M, K, N)`` by ``u`` along K when an operand is an unpack
-    fused into the dot (:func:`_periodic`): its word offsets and shift amounts are periodic along K (16
-    steps cover a 32-code word chunk split over two vector halves), so after unrolling they are constants
-    (immediate shifts, constant-folded masks and code selection for codes that straddle words) instead of
-    per-step arithmetic. ``u``: :func:`_unroll_factor` with ``N / vec`` statements per step.
+    """``{1: u, 2: N / vec}``: unroll a CPU ``dot`` nest ``(M, K, N)`` by ``u`` along K, and over its vectors
+    along N, when an operand is an unpack fused into the dot (:func:`_periodic`): its word offsets and shift
+    amounts are periodic along K (16 steps cover a 32-code word chunk split over two vector halves) and
+    differ between the vectors of a tile, so after unrolling they are constants (immediate shifts,
+    constant-folded masks and code selection for codes that straddle words) instead of per-step arithmetic
+    (left to LLVM, the vector loop stayed a loop for 5-7-bit codes: a sum over every word of a 5-word
+    chunk per code). ``u``: :func:`_unroll_factor` with ``N / vec`` statements per step.
 
     >>> _k_unroll(128, 64, 16, (ExprTile((128, 64), "float32", fn=lambda i, f: f"T.floormod({i[0]}, 8)"),))
-    {1: 16}
+    {1: 16, 2: 4}
     """
     if not any(_periodic(t) for t in operands):
         return None
-    u = _unroll_factor(K, max(1, N // max(1, vec)))
-    return {1: u} if u > 1 else None
+    vectors = max(1, N // max(1, vec))
+    u = _unroll_factor(K, vectors)
+    return {1: u, 2: vectors} if u > 1 else None
 
 
 def _literal_nonneg(text: str) -> bool:

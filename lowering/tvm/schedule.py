@@ -70,10 +70,13 @@ def cpu_loops(shape: Sequence[int], vector: int = 1, prefix: str = "ax",
 
     ``unroll``: ``{axis: u}`` splits a (non-vector) axis into ``range(s // u)`` and ``T.unroll(u)`` (``u``
     must divide the extent; other values are ignored), so that index arithmetic periodic in ``u`` along
-    that axis (shift amounts of packed codes, word offsets) becomes constants after unrolling.
+    that axis (shift amounts of packed codes, word offsets) becomes constants after unrolling. On the
+    vectorized axis, ``u`` at least its number of vectors unrolls the loop over them.
 
     >>> cpu_loops((128, 64), vector=16, unroll={0: 8})[0]
     ['for axo0 in range(16):', 'for axu0 in T.unroll(8):', 'for axo1 in range(4):', 'for axv1 in T.vectorized(16):']
+    >>> cpu_loops((128, 64), vector=16, unroll={1: 4})[0]
+    ['for ax0 in range(128):', 'for axo1 in T.unroll(4):', 'for axv1 in T.vectorized(16):']
     """
     headers: list[str] = []
     index: list[str] = []
@@ -89,6 +92,8 @@ def cpu_loops(shape: Sequence[int], vector: int = 1, prefix: str = "ax",
             _split_axis(headers, index, f"{prefix}u{d}", f"{prefix}o{d}", s, u, "T.unroll")
         elif v > 1:
             _split_axis(headers, index, f"{prefix}v{d}", f"{prefix}o{d}", s, v, "T.vectorized")
+            if v < s <= v * (unroll or {}).get(d, 1):
+                headers[-2] = f"for {prefix}o{d} in T.unroll({s // v}):"
         else:
             headers.append(f"for {prefix}{d} in range({s}):")
             index.append(f"{prefix}{d}")

@@ -53,8 +53,10 @@ def test_cpu_loops_unroll_splits_an_axis():
     assert idx == ["axo0 * 8 + axu0", "axo1 * 16 + axv1"]
     assert cpu_loops((4, 32), vector=16, unroll={0: 4})[0][0] == "for axu0 in T.unroll(4):"     # whole axis
     assert cpu_loops((6, 32), vector=16, unroll={0: 4})[0][0] == "for ax0 in range(6):"        # 4 does not divide 6
-    # the vector axis is never unrolled
-    assert cpu_loops((32,), vector=16, unroll={0: 4})[0] == ["for axo0 in range(2):", "for axv0 in T.vectorized(16):"]
+    # the vector axis: its loop over vectors is unrolled when u covers all of them, never split
+    assert cpu_loops((32,), vector=16, unroll={0: 4})[0] == ["for axo0 in T.unroll(2):", "for axv0 in T.vectorized(16):"]
+    assert cpu_loops((128,), vector=16, unroll={0: 4})[0] == ["for axo0 in range(8):", "for axv0 in T.vectorized(16):"]
+    assert cpu_loops((16,), vector=16, unroll={0: 4})[0] == ["for axv0 in T.vectorized(16):"]
 
 
 @pytest.mark.parametrize("m,n,vec,rows", [(16, 64, 16, 4), (1, 64, 16, 1), (6, 64, 16, 3), (10, 64, 16, 2),
@@ -167,8 +169,9 @@ def test_unpack_dot_micro_kernel(rng, bm, m, k):
     assert np.all(np.abs(out["c"].astype(np.float64) - ref["c"].astype(np.float64)) <= bound)
     np.testing.assert_allclose(ref["c"], args["a"].astype(np.float64) @ w, rtol=1e-5, atol=1e-4)
     text = ck.text
-    if bm == 1:     # GEMV tile: the fused unpack's K loop is unrolled (constant shifts), no row block
-        assert f"T.unroll({UNROLL_K})" in text and "_blk" not in text
+    if bm == 1:     # GEMV tile: the fused unpack's K loop and its two vectors along N are unrolled (constant
+        # shifts and word offsets), no row block
+        assert f"T.unroll({UNROLL_K})" in text and "for axo2 in T.unroll(2):" in text and "_blk" not in text
     else:           # row blocks through a register block; with a partial block, a's checked path is vectorized too
         assert "acc_1_blk" in text or re.search(r"\w+_blk = T\.alloc_buffer", text)
         assert text.count("T.vectorized") >= 4
