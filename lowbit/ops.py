@@ -99,7 +99,6 @@ def matmul(x: Any, qweight: Any, bias: Any = None, *, backend: str | None = None
     >>> matmul(torch.randn(2, 5, 64, dtype=torch.float16), w, backend="interpret").shape
     torch.Size([2, 5, 8])
     """
-
     op = "matmul"
     torch = _torch()
     _need_float(op, "x", x)
@@ -137,7 +136,6 @@ def matmul(x: Any, qweight: Any, bias: Any = None, *, backend: str | None = None
 # paged KV cache
 # ---------------------------------------------------------------------------------------------------------
 def _check_layer(op: str, layer: Any) -> Any:
-
     if not isinstance(layer, KVLayer):
         raise KernelArgumentError(f"{op}: layer must be a lowbit.kvcache.KVLayer; got {type(layer).__name__}",
                                   hint="allocate one with lowbit.kvcache.allocate(format, num_pages)")
@@ -195,7 +193,6 @@ def kv_append(layer: Any, k: Any, v: Any, slots: Any, *, backend: str | None = N
     >>> layer = kvcache.allocate(kvcache.KVCacheFormat("int4", num_kv_heads=2, head_dim=8, page_size=4), 2)
     >>> kv_append(layer, torch.randn(3, 2, 8), torch.randn(3, 2, 8), torch.tensor([4, 5, 0]), backend="interpret")
     """
-
     op = "kv_append"
     fmt = _check_layer(op, layer)
     device = layer.k.device
@@ -235,7 +232,6 @@ def decode_attention(q: Any, layer: Any, block_tables: Any, seq_lens: Any, *, sc
     On a CPU the lengths and page ids are checked against the cache; on CUDA they are not read back (no
     synchronization): out-of-range pages read zeros instead of faulting.
     """
-
     op = "decode_attention"
     torch = _torch()
     fmt = _check_layer(op, layer)
@@ -290,4 +286,5 @@ def _check_pages(op: str, layer: Any, block_tables: Any, seq_lens: Any) -> None:
                                   f"[{first}, {last}]")
     if layer.format.channel_keys:  # each open last page is read from its staging row
         open_pages = [row[(n - 1) // page] for row, n in zip(rows, lens) if n % page]
-        _check_staging_rows(op, layer, _torch().tensor(open_pages, dtype=_torch().int64), "open")
+        torch = _torch()
+        _check_staging_rows(op, layer, torch.tensor(open_pages, dtype=torch.int64), "open")

@@ -53,14 +53,15 @@ def choose_vector(extent: int, limit: int) -> int:
 
 
 def _split_axis(headers: list[str], index: list[str], inner: str, outer: str, extent: int, factor: int,
-                kind: str) -> None:
+                kind: str, outer_kind: str = "range") -> None:
     """Loops for one axis of ``extent`` whose inner ``factor`` iterations are a ``kind`` loop (``T.unroll`` /
-    ``T.vectorized``), preceded by a serial ``range(extent // factor)`` unless the factor is the whole axis."""
+    ``T.vectorized``), preceded by an ``outer_kind`` loop over ``extent // factor`` (a serial ``range``, or
+    ``T.unroll``) unless the factor is the whole axis."""
     if factor == extent:
         headers.append(f"for {inner} in {kind}({extent}):")
         index.append(inner)
     else:
-        headers += [f"for {outer} in range({extent // factor}):", f"for {inner} in {kind}({factor}):"]
+        headers += [f"for {outer} in {outer_kind}({extent // factor}):", f"for {inner} in {kind}({factor}):"]
         index.append(f"{outer} * {factor} + {inner}")
 
 
@@ -91,9 +92,8 @@ def cpu_loops(shape: Sequence[int], vector: int = 1, prefix: str = "ax",
         if u > 1 and s % u == 0:
             _split_axis(headers, index, f"{prefix}u{d}", f"{prefix}o{d}", s, u, "T.unroll")
         elif v > 1:
-            _split_axis(headers, index, f"{prefix}v{d}", f"{prefix}o{d}", s, v, "T.vectorized")
-            if v < s <= v * (unroll or {}).get(d, 1):
-                headers[-2] = f"for {prefix}o{d} in T.unroll({s // v}):"
+            vectors = "T.unroll" if s <= v * (unroll or {}).get(d, 1) else "range"
+            _split_axis(headers, index, f"{prefix}v{d}", f"{prefix}o{d}", s, v, "T.vectorized", vectors)
         else:
             headers.append(f"for {prefix}{d} in range({s}):")
             index.append(f"{prefix}{d}")

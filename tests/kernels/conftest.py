@@ -74,13 +74,14 @@ def _matmul_reference(x: Any, qweight: Any, bias: Any, zero_out: bool) -> tuple[
     ref = x64 @ w.T
     if bias is not None:
         ref = ref + bias.double()
-    w_abs = w.abs()
     if zero_out:
         n, k = w.shape
         g = qweight.group_size
         q = qweight.dtype.decode(qweight.codes()).double().reshape(n, k // g, g)
-        zs = (qweight.zeros.double().abs() * qweight.scales.double().abs()).unsqueeze(-1)
-        w_abs = (q.abs() * qweight.scales.double().abs().unsqueeze(-1) + zs).reshape(n, k)
+        s = qweight.scales.double().abs().unsqueeze(-1)
+        w_abs = ((q.abs() + qweight.zeros.double().abs().unsqueeze(-1)) * s).reshape(n, k)
+    else:
+        w_abs = w.abs()
     return ref, x64.abs() @ w_abs.T + (0 if bias is None else bias.double().abs())
 
 
