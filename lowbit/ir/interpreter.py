@@ -360,4 +360,119 @@ def element_origins(value: n.Value, defs: Mapping[str, n.Instr | None]) -> tuple
     return root, program.get(value)
 
 
-__all__ = ["interpret", "evaluate_constant", "element_origins", "InterpreterError"]
+#: known-zero bit in :func:`bit_origins`
+ZERO_BIT = -1
+
+
+def bit_origins(value: n.Value, defs: Mapping[str, n.Instr | None]) -> tuple[n.Value, np.ndarray] | None:
+    """``(root, bits)``: bit ``b`` of element ``i`` of the unsigned integer tile ``value`` is bit
+    ``bits[i, b] % W`` of element ``bits[i, b] // W`` (row-major) of ``root`` (``W``: the root's bits), or
+    known to be 0 (:data:`ZERO_BIT`); ``bits`` has shape ``value.shape + (nbits,)``. None when ``value`` is
+    not built from one root by bit moves alone: element moves, ``view``, unsigned ``cast``, shifts by
+    constants, ``and`` with constants, and ``or`` / ``add`` / ``sum`` of parts with no bit in common.
+
+    What it is for: a backend proving which bits of which storage words an unpacked code is made of (the
+    pair dot reads the words itself, with instructions the IR does not have).
+
+    >>> from lowbit.ir.builder import KernelBuilder
+    >>> kb = KernelBuilder("k")
+    >>> w = kb.tensor_param("w", "u16", [4])
+    >>> words = kb.load(w, [kb.const(0, "i32")], [4])
+    >>> code = kb.binary("and", kb.binary("shr", words, kb.full([4], 2, "u16")), kb.full([4], 7, "u16"))
+    >>> defs = {ins.result.name: ins for ins in kb.build().body if hasattr(ins, "result")}
+    >>> root, bits = bit_origins(code, defs)
+    >>> root.name == words.name, bits[1, :4].tolist()   # element 1: bits 2, 3, 4 of word 1, then zeros
+    (True, [18, 19, 20, -1])
+    """
+    memo: dict[str, tuple[n.Value, np.ndarray] | None] = {}
+
+    def unsigned(v: n.Value) -> bool:
+        return v.dtype.startswith("uint") and not is_code(v.dtype)
+
+    def shape_of(v: n.Value) -> tuple[int, ...] | None:
+        shape = v.type.shape
+        return tuple(int(d) for d in shape) if all(isinstance(d, int) for d in shape) else None
+
+    def combine(parts: list[np.ndarray]) -> np.ndarray | None:
+        out = parts[0].copy()
+        for p in parts[1:]:
+            if np.any((out != ZERO_BIT) & (p != ZERO_BIT)):
+                return None                  # overlapping bits: a carry or an OR of two sources
+            out = np.where(out == ZERO_BIT, p, out)
+        return out
+
+    def shifted(x: np.ndarray, amounts: np.ndarray, left: bool) -> np.ndarray:
+        nb = x.shape[-1]
+        pos = np.arange(nb)
+        src = pos - amounts[..., None] if left else pos + amounts[..., None]
+        ok = (src >= 0) & (src < nb)
+        return np.where(ok, np.take_along_axis(x, np.clip(src, 0, nb - 1), axis=-1), ZERO_BIT)
+
+    def constant_mask(v: n.Value, shape: tuple[int, ...], nb: int) -> np.ndarray | None:
+        c = evaluate_constant(v, defs)
+        if c is None:
+            return None
+        c = np.broadcast_to(np.asarray(c).astype(np.uint64), shape)
+        return ((c[..., None] >> np.arange(nb, dtype=np.uint64)) & np.uint64(1)).astype(bool)
+
+    def origins(v: n.Value) -> tuple[n.Value, np.ndarray] | None:
+        if v.name not in memo:
+            memo[v.name] = compute(v)
+        return memo[v.name]
+
+    def compute(v: n.Value) -> tuple[n.Value, np.ndarray] | None:
+        shape = shape_of(v)
+        if shape is None or not unsigned(v):
+            return None
+        nb = nbits_of(v.dtype)
+        ins = defs.get(v.name)
+        if isinstance(ins, _VIEW_OPS):
+            found = element_origins(v, defs)
+            if found is None:
+                return None
+            src = origins(found[0])
+            return None if src is None else (src[0], src[1].reshape(-1, nb)[found[1]])
+        if isinstance(ins, n.View) and unsigned(ins.x):
+            src = origins(ins.x)
+            return None if src is None else (src[0], src[1].reshape(shape + (nb,)))
+        if isinstance(ins, n.Cast) and unsigned(ins.x):
+            src = origins(ins.x)
+            if src is None:
+                return None
+            bits = src[1][..., :nb]
+            pad = nb - bits.shape[-1]
+            return src[0], np.concatenate([bits, np.full(shape + (pad,), ZERO_BIT, np.int64)], -1) if pad else bits
+        if isinstance(ins, n.Binary) and ins.op in ("shr", "shl"):
+            src, amounts = origins(ins.lhs), evaluate_constant(ins.rhs, defs)
+            if src is None or amounts is None:
+                return None
+            amounts = np.broadcast_to(np.asarray(amounts).astype(np.int64), shape)
+            return src[0], shifted(src[1], amounts, ins.op == "shl")
+        if isinstance(ins, n.Binary) and ins.op == "and":
+            for word, mask in ((ins.lhs, ins.rhs), (ins.rhs, ins.lhs)):
+                keep = constant_mask(mask, shape, nb)
+                if keep is not None:
+                    src = origins(word)
+                    return None if src is None else (src[0], np.where(keep, src[1], ZERO_BIT))
+            return None
+        if isinstance(ins, n.Binary) and ins.op in ("or", "add"):
+            a, b = origins(ins.lhs), origins(ins.rhs)
+            if a is None or b is None or a[0].name != b[0].name:
+                return None
+            bits = combine([a[1], b[1]])
+            return None if bits is None else (a[0], bits)
+        if isinstance(ins, n.Reduce) and ins.op == "sum":
+            src = origins(ins.x)
+            if src is None:
+                return None
+            bits = combine(list(np.moveaxis(src[1], ins.axis, 0)))
+            return None if bits is None else (src[0], bits.reshape(shape + (nb,)))
+        if evaluate_constant(v, defs) is not None:
+            return None                          # constants are masks or shift amounts, not roots
+        size = int(np.prod(shape, dtype=np.int64))
+        return v, (np.arange(size, dtype=np.int64)[:, None] * nb + np.arange(nb)).reshape(shape + (nb,))
+
+    return origins(value)
+
+
+__all__ = ["interpret", "evaluate_constant", "element_origins", "bit_origins", "ZERO_BIT", "InterpreterError"]

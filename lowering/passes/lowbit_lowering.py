@@ -55,6 +55,29 @@ def worker_vector_bytes(target) -> int:
     return target.vector_bytes if target.kind == "cuda" else 4
 
 
+def substreams_for(target, dtype: str, layout: Any) -> int:
+    """2 (two uint16 streams per 32-bit word, see :mod:`.packed_format`) for 3-bit codes on TVM's CPU target
+    when the tile allows it, else 1.
+
+    Why: the bf16 pair dot (``lowering/tvm/pair_dot.py``) needs the two 16-bit halves of a lane to hold
+    codes at the same bit offset. One dense stream does that only for widths dividing 16; with two streams
+    3-bit codes do too (a code crossing a 16-bit word is joined by a 16-bit funnel shift). Widths 5-7
+    are dequantized by arithmetic, not by a table lookup (:mod:`.select_dequant`), so no pair dot applies
+    to them, and their unpack from two streams is slower (int5 x bf16, 4096 x 4096: 0.40 -> 0.60 ms).
+    """
+    nbits = nbits_of(dtype)
+    if target.backend != "tvm" or target.kind != "cpu" or nbits != 3:
+        return 1
+    if not layout.local_modes or layout.mode_shape[layout.local_modes[0]] % 2:
+        return 1
+    fmt = PackedFormat(dtype, layout, worker_vector_bytes(target), substreams=2)
+    try:
+        fmt.plan  # noqa: B018
+    except CompileError:
+        return 1
+    return 2
+
+
 # ----------------------------------------------------------------------------------------------------
 # offsets: which scalars are provably multiples of what
 # ----------------------------------------------------------------------------------------------------
@@ -128,7 +151,8 @@ class _Lowering:
                         f"{format_layout(layouts[0])}; one packed storage order needs one tile layout",
                         location=ins.loc, hint="load the tensor with one tile shape and layout everywhere")
             fmt = derive_format(p.value.dtype, layouts[0], worker_vector_bytes(self.ctx.target),
-                                logical_dims=tuple(p.value.type.shape))
+                                logical_dims=tuple(p.value.type.shape),
+                                substreams=substreams_for(self.ctx.target, p.value.dtype, layouts[0]))
             self.formats[name] = fmt
             dims = tuple(cdiv(d, t) for d, t in zip(p.value.type.shape, fmt.tile_shape)) + (fmt.words_per_tile,)
             self.storage[name] = n.Value(name, TileType(fmt.storage_dtype, dims, "global"))
@@ -200,7 +224,18 @@ class _Lowering:
             x = em.reshape(words, (c, u, v), lay(plan.chunked_layout), hint=base + ".chunks")
             x = em.permute(x, (1, 0, 2), lay(plan.unit_words_layout), hint=base + ".units")
             x = em.reshape(x, (u, wpw), lay(plan.words_layout), hint=base + ".units")
-        x = em.view(x, r.dtype, (u, fmt.codes_per_unit), lay(plan.codes_layout), hint=base + ".codes")
+        if fmt.substreams == 1:
+            x = em.view(x, r.dtype, (u, fmt.codes_per_unit), lay(plan.codes_layout), hint=base + ".codes")
+        else:
+            h = fmt.substreams
+            halves, pairs, rows, stream_codes, flat = (lay(layout) for layout in plan.stream_layouts)
+            x = em.view(x, "uint16", (u, h * wpw), halves, hint=base + ".halves")
+            x = em.reshape(x, (u, wpw, h), pairs, hint=base + ".halves")
+            x = em.permute(x, (0, 2, 1), rows, hint=base + ".streams")
+            x = em.view(x, r.dtype, (u, h, fmt.codes_per_unit // h), stream_codes, hint=base + ".codes")
+            x = em.reshape(x, (u, fmt.codes_per_unit), flat, hint=base + ".codes")
+            if flat != lay(plan.codes_layout):   # the same codes per worker, in the order of the split
+                x = em.reshape(x, (u, fmt.codes_per_unit), lay(plan.codes_layout), hint=base + ".codes")
         if tuple(x.shape) != plan.split_shape:
             x = em.reshape(x, plan.split_shape, lay(plan.split_layout), hint=base + ".modes")
         if plan.perm != tuple(range(len(plan.perm))):
@@ -276,4 +311,4 @@ def lower_lowbit(kernel: n.Kernel, ctx: PassContext) -> n.Kernel:
 register_pass("lower-lowbit", "packed storage for low-bit tensors derived from their tile layouts; loads become "
                               "storage loads + unpack + dequant; host repack in ctx.param_formats")(lower_lowbit)
 
-__all__ = ["lower_lowbit", "worker_vector_bytes"]
+__all__ = ["lower_lowbit", "worker_vector_bytes", "substreams_for"]

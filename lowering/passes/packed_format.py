@@ -12,7 +12,13 @@ Storage of one tile (``S`` words):
   ``l`` at bits ``[l*n, (l+1)*n)`` (little-endian, the IR ``view`` convention; 3/5/6/7-bit codes
   straddle words);
 * **words**: uint32 when a unit's bits are a multiple of 32, else uint16, else uint8; ``Wpw`` per unit;
-* **order** ``[chunk, unit, word-in-chunk]`` with ``V`` words per chunk (a worker's vector load).
+* **order** ``[chunk, unit, word-in-chunk]`` with ``V`` words per chunk (a worker's vector load);
+* **substreams** ``h = 2`` (optional): a unit's codes form two bitstreams, split on the innermost factor 2
+  of its first local mode (stream ``s`` holds the slots whose digit is ``s``), each in uint16 words; word
+  ``j`` of the unit is uint32 ``stream0[j] | stream1[j] << 16``. Each 16-bit half of a 32-bit lane then
+  holds a code at the same bit offset as the other half, for any code width: what a 16-bit pair
+  instruction (``vpermw`` + ``vdpbf16ps``) needs, where a single stream of 3- or 5-bit codes never puts two
+  codes exactly 16 bits apart.
 
 The logical tensor ``[D0, ..., Dr-1]`` is padded with code 0 to whole tiles and stored as
 ``[cdiv(D0, T0), ..., cdiv(Dr-1, Tr-1), S]``.
@@ -70,6 +76,9 @@ class UnpackPlan:
     perm: tuple[int, ...]
     permuted_layout: RegisterLayout
     tile_layout: RegisterLayout
+    #: with substreams: ``words`` -> ``view`` uint16 ``[U, 2 Wpw]`` -> ``reshape [U, Wpw, 2]`` -> ``permute
+    #: [U, 2, Wpw]`` -> ``view`` codes ``[U, 2, Lc / 2]`` -> ``reshape [U, Lc]``: the layouts of those steps
+    stream_layouts: tuple[RegisterLayout, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,7 @@ class PackedFormat:
     vector_bytes: int = 4
     logical_dims: tuple[Dim, ...] = field(default=(), compare=False)
     pad_code: int = 0
+    substreams: int = 1
 
     # ------------------------------------------------------------------ derived sizes
     @cached_property
@@ -124,7 +134,22 @@ class PackedFormat:
     @cached_property
     def word_bits(self) -> int:
         bits = self.codes_per_unit * self.nbits
+        if self.substreams > 1:
+            self._check_substreams()
+            return 32
         return 32 if bits % 32 == 0 else 16 if bits % 16 == 0 else 8
+
+    def _check_substreams(self) -> None:
+        """Raise unless the tile allows substreams: 2 streams of whole uint16 words per worker."""
+        L = self.layout
+        first = L.mode_shape[L.local_modes[0]] if L.local_modes else 1
+        per_stream = self.layout.local_size * self.nbits // max(1, self.substreams)
+        if (self.substreams != 2 or first % 2 or self.unit_workers != 1
+                or (self.layout.local_size * self.nbits) % (16 * self.substreams)):
+            raise CompileError(f"a {list(self.tile_shape)} tile of {self.dtype} in layout {L!r} cannot be stored "
+                               f"as {self.substreams} substreams ({per_stream} bits each)",
+                               hint="substreams need 2 streams of whole 16-bit words per worker, split on an "
+                                    "even first local mode")
 
     @property
     def words_per_unit(self) -> int:
@@ -153,11 +178,13 @@ class PackedFormat:
     @cached_property
     def format_id(self) -> FormatId:
         L = self.layout
-        key = repr((L.shape, L.mode_shape, L.spatial_modes, L.local_modes, self.nbits, self.word_bits,
-                    self.chunk_words, self.unit_workers, self.pad_code))
+        key = (L.shape, L.mode_shape, L.spatial_modes, L.local_modes, self.nbits, self.word_bits,
+               self.chunk_words, self.unit_workers, self.pad_code) + ((self.substreams,) if self.substreams > 1 else ())
+        key = repr(key)
         digest = hashlib.sha256(key.encode()).hexdigest()[:10]
         tile = "x".join(str(t) for t in self.tile_shape)
-        return FormatId(f"tile-b{self.nbits}-{tile}-u{self.word_bits}v{self.chunk_words}-{digest}", 1)
+        streams = f"s{self.substreams}" if self.substreams > 1 else ""
+        return FormatId(f"tile-b{self.nbits}-{tile}-u{self.word_bits}v{self.chunk_words}{streams}-{digest}", 1)
 
     def storage_shape(self, logical_shape: Sequence[int]) -> tuple[int, ...]:
         """``(*cdiv(D_i, T_i), S)`` for a logical shape."""
@@ -182,14 +209,19 @@ class PackedFormat:
                                    hint="use a tile or layout with whole bytes per worker")
             inner[m] = part
             rest //= part
-        axes: list[tuple[int, int]] = []                 # (mode, 0: outer part / whole, 1: inner part)
+        h = self.substreams
+        if h > 1:
+            self._check_substreams()
+        first = L.local_modes[0] if h > 1 else None     # substreams split its innermost factor h
+        axes: list[tuple[int, int]] = []                 # (mode, 0: outer part / whole, 1: inner part, 2: stream)
         axes += [(m, 0) for m in spatial if inner.get(m, 1) != L.mode_shape[m]]
+        axes += [(first, 2)] if h > 1 else []
         axes += [(m, 1) for m in spatial if m in inner]
         axes += [(m, 0) for m in L.local_modes]
         size_of = {}
         for m, part in axes:
-            whole, inside = L.mode_shape[m], inner.get(m)
-            size_of[(m, part)] = inside if part == 1 else (whole // inside if inside else whole)
+            whole, inside = L.mode_shape[m], inner.get(m) or (h if m == first else None)
+            size_of[(m, part)] = inside if part else (whole // inside if inside else whole)
         axis_of = {key: i for i, key in enumerate(axes)}
         split_shape = tuple(size_of[key] for key in axes)
         entries: list[int] = []
@@ -201,26 +233,54 @@ class PackedFormat:
                 entries.append(axis_of[(m, 0)])
             if m in inner:
                 entries.append(-inner[m])                # a unit's workers all hold its words
-        local_axes = tuple(axis_of[(m, 1)] for m in spatial if m in inner) + tuple(axis_of[(m, 0)] for m in L.local_modes)
+        local_axes = (((axis_of[(first, 2)],) if h > 1 else ()) + tuple(axis_of[(m, 1)] for m in spatial if m in inner)
+                      + tuple(axis_of[(m, 0)] for m in L.local_modes))
         split = RegisterLayout(split_shape, split_shape, tuple(entries), local_axes)
-        perm = tuple(axis_of[key] for m in range(len(L.mode_shape)) for key in ((m, 0), (m, 1)) if key in axis_of)
+        perm = tuple(axis_of[key] for m in range(len(L.mode_shape)) for key in ((m, 0), (m, 1), (m, 2))
+                     if key in axis_of)
         from lowbit.layout import transforms as T
 
         permuted = T.permute(split, list(perm))
         tile = reshape_layout(permuted, self.tile_shape)
-        if self.unit_workers == 1 and tile != L:
+        if self.unit_workers == 1 and h == 1 and tile != L:   # (substreams reorder a worker's slots)
             tile = None
         codes = reshape_layout(split, (self.units, self.codes_per_unit))
-        words = view_layout(codes, self.nbits, self.word_bits) if codes is not None else None
+        streams: tuple[RegisterLayout, ...] = ()
+        if codes is None:
+            words = None
+        elif h == 1:
+            words = view_layout(codes, self.nbits, self.word_bits)
+        else:
+            words, streams = self._stream_layouts(codes)
         u, c, v = self.units, self.chunks, self.chunk_words
         unit_words = reshape_layout(words, (u, c, v)) if words is not None else None
         chunked = T.permute(unit_words, [1, 0, 2]) if unit_words is not None else None
         loaded = (reshape_layout(chunked, (1,) * len(self.tile_shape) + (self.words_per_tile,))
                   if chunked is not None else None)
-        if None in (tile, codes, words, unit_words, chunked, loaded):
+        if None in (tile, codes, words, unit_words, chunked, loaded) + streams:
             raise CompileError(f"internal error: cannot derive the unpack of {self.dtype} tiles in layout {L!r}",
                                hint="please report this with the kernel")
-        return UnpackPlan(loaded, chunked, unit_words, words, codes, split_shape, split, perm, permuted, tile)
+        return UnpackPlan(loaded, chunked, unit_words, words, codes, split_shape, split, perm, permuted, tile,
+                          streams)
+
+    def _stream_layouts(self, codes: RegisterLayout) -> tuple[RegisterLayout | None, tuple]:
+        """For substreams: the words' layout ``[U, Wpw]`` (every worker keeps its codes' bits) and the
+        layouts of the unpack steps from the words to the codes (see :attr:`UnpackPlan.stream_layouts`)."""
+        from lowbit.layout import transforms as T
+
+        u, h, lc, wpw = self.units, self.substreams, self.codes_per_unit, self.words_per_unit
+        backward = reshape_layout(codes, (u, h, lc // h))
+        for step in (lambda x: view_layout(x, self.nbits, 16), lambda x: T.permute(x, [0, 2, 1]),
+                     lambda x: reshape_layout(x, (u, wpw * h)), lambda x: view_layout(x, 16, 32)):
+            backward = step(backward) if backward is not None else None
+        if backward is None:
+            return None, (None,)
+        halves = view_layout(backward, 32, 16)
+        pairs = reshape_layout(halves, (u, wpw, h)) if halves is not None else None
+        rows = T.permute(pairs, [0, 2, 1]) if pairs is not None else None
+        stream_codes = view_layout(rows, 16, self.nbits) if rows is not None else None
+        flat = reshape_layout(stream_codes, (u, lc)) if stream_codes is not None else None
+        return backward, (halves, pairs, rows, stream_codes, flat)
 
     @cached_property
     def _unit_index(self) -> np.ndarray:
@@ -256,7 +316,14 @@ class PackedFormat:
         units = xp.take(x, self._unit_index)                         # [*tiles, U, g*Lc]
         from lowbit.packing import pack
 
-        stream = pack(units, self.nbits, axis=-1)                   # uint8 [*tiles, U, bytes]
+        h = self.substreams
+        if h == 1:
+            stream = pack(units, self.nbits, axis=-1)               # uint8 [*tiles, U, bytes]
+        else:                                                       # h streams, their uint16 words interleaved
+            streams = pack(xp.reshape(units, tiles + [self.units, h, self.codes_per_unit // h]), self.nbits, axis=-1)
+            halves = xp.reshape(streams, tiles + [self.units, h, self.words_per_unit, 2])
+            stream = xp.reshape(xp.contiguous(xp.permute(halves, list(range(r + 1)) + [r + 2, r + 1, r + 3])),
+                                tiles + [self.units, 4 * self.words_per_unit])
         words = xp.bytes_to_words(stream, self.word_bits)           # [*tiles, U, Wpw]
         words = xp.reshape(words, tiles + [self.units, self.chunks, self.chunk_words])
         words = xp.permute(words, list(range(r)) + [r + 1, r, r + 2])
@@ -278,7 +345,15 @@ class PackedFormat:
         stream = xp.words_to_bytes(words, self.word_bits)
         from lowbit.packing import unpack
 
-        units = unpack(stream, self.nbits, self.codes_per_unit, axis=-1)   # [*tiles, U, g*Lc]
+        h = self.substreams
+        if h == 1:
+            units = unpack(stream, self.nbits, self.codes_per_unit, axis=-1)   # [*tiles, U, g*Lc]
+        else:
+            halves = xp.reshape(stream, tiles + [self.units, self.words_per_unit, h, 2])
+            streams = xp.reshape(xp.contiguous(xp.permute(halves, list(range(r + 1)) + [r + 2, r + 1, r + 3])),
+                                 tiles + [self.units, h, 2 * self.words_per_unit])
+            units = xp.reshape(unpack(streams, self.nbits, self.codes_per_unit // h, axis=-1),
+                               tiles + [self.units, self.codes_per_unit])
         flat = xp.scatter(units, self._unit_index, prod(self.tile_shape))  # [*tiles, prod(T)]
         x = xp.reshape(flat, tiles + list(self.tile_shape))
         inv = [0] * (2 * r)
@@ -292,14 +367,14 @@ class PackedFormat:
 
 
 def derive_format(dtype: str, layout: RegisterLayout, vector_bytes: int = 4,
-                  logical_dims: Sequence[Dim] = ()) -> PackedFormat:
+                  logical_dims: Sequence[Dim] = (), substreams: int = 1) -> PackedFormat:
     """The packed format of ``dtype`` tiles held in ``layout`` (validated: the plan is derived now)."""
     from lowbit.ir.types import canonical_dtype, is_code, nbits_of
 
     dtype = canonical_dtype(dtype)
     if not is_code(dtype) or nbits_of(dtype) > 8:
         raise CompileError(f"packed formats are for 1..8-bit code types, got {dtype}")
-    fmt = PackedFormat(dtype, layout, int(vector_bytes), tuple(logical_dims))
+    fmt = PackedFormat(dtype, layout, int(vector_bytes), tuple(logical_dims), substreams=int(substreams))
     fmt.plan  # noqa: B018  (derive now: errors surface at compile time)
     fmt.unit_workers  # noqa: B018
     return fmt

@@ -120,9 +120,10 @@ class CodeRewriter:
         if isinstance(ins, n.View) and is_code(ins.result.dtype) and not is_code(ins.x.dtype):
             r = ins.result
             args = (em, ins.x, r.dtype, tuple(r.shape), r.type.layout)
-            self.carrier[r.name] = emit_extract(*args, name=r.name)
+            wide = self.ctx.target.kind == "cpu"
+            self.carrier[r.name] = emit_extract(*args, name=r.name, wide=wide)
             if self._tables(r.dtype):   # the unmasked twin (shared instructions merge in cse, unused go in dce)
-                self.loose[r.name] = emit_extract(*args, name=r.name, keep_high_bits=True)
+                self.loose[r.name] = emit_extract(*args, name=r.name, keep_high_bits=True, wide=wide)
             return
         if isinstance(ins, n.Cast) and is_code(ins.result.dtype) and not is_code(ins.x.dtype):
             self.carrier[ins.result.name] = self.fold(ins, em)

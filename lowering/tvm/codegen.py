@@ -52,6 +52,7 @@ import contextlib
 import keyword
 import re
 from dataclasses import dataclass, field
+from math import prod as _product
 from typing import Any, Callable, Mapping, Sequence, Union
 
 from lowbit.errors import CompileError
@@ -1035,7 +1036,7 @@ class _Emitter:
                 def acc_index(rows: list[str]) -> list[str]:
                     return rows[:axis] + ["0"] + rows[axis:] if keep else rows
 
-                self._pair_dot_nest(pair, xshape, axis, accbuf, acc_index, list, list, x.guards,
+                self._pair_dot_nest(pair, xshape, axis, accbuf, acc_index, list, x.guards,
                                     lambda: self._loops(xshape, body, None, False, vec, None))
             else:
                 self.emit_nest(xshape, body, tiles=[x], vector=vec)
@@ -1046,21 +1047,23 @@ class _Emitter:
 
     def _pair_dot_nest(self, pair: pair_dot.PairDot, space: Sequence[int], axis: int, acc: BufferTile,
                        acc_index: Callable[[list[str]], list[str]], a_index: Callable[[list[str]], list[str]],
-                       b_index: Callable[[list[str]], list[str]], guards: Sequence[str],
-                       checked: Callable[[], list[Item]]) -> None:
+                       guards: Sequence[str], checked: Callable[[], list[Item]]) -> None:
         """``acc += sum(a * b, axis)`` over the iteration ``space`` (the vector axis last) for a product proved
-        fit for ``vdpbf16ps`` (:mod:`.pair_dot`). Loops: K pairs, vectors of 16 outputs (unrolled), then the
-        other axes (unrolled): per K pair and vector the 16 words are shifted once and ``vpermw`` picks their
-        32 bf16 weights, shared by every row's ``vdpbf16ps``. ``*_index`` map an iteration index to the index
-        of ``acc`` (without its last axis), ``a`` and ``b``; when ``guards`` fail the ``checked`` nest runs."""
+        fit for ``vdpbf16ps`` (:mod:`.pair_dot`). A loop over K steps of ``pair.period`` rows; in its body,
+        per K pair and vector of 16 outputs (unrolled): the 16 storage words are shifted once (or two
+        words funnel-shifted per 16-bit half, for codes crossing a half) and ``vpermw`` picks their 32 bf16
+        weights, shared by every row's ``vdpbf16ps``. ``*_index`` map an iteration index to the index of
+        ``acc`` (without its last axis) and ``a``; when ``guards`` fail the ``checked`` nest runs."""
         lanes = pair_dot.LANES
         outer = [d for i, d in enumerate(space[:-1]) if i != axis]
-        headers, (q, o) = cpu_loops((space[axis] // pair.period, space[-1] // lanes), 1, prefix="px",
-                                    unroll={1: space[-1] // lanes})
+        headers, (q,) = cpu_loops((space[axis] // pair.period,), 1, prefix="px")
         row_headers, rows = cpu_loops(tuple(outer), 1, prefix="py", unroll=dict(enumerate(outer)))
         lane = self.names.fresh("pv")
-        index, xt = self.get(pair.index), self.get(pair.x)
+        words, xt = self.get(pair.words), self.get(pair.x)
+        wshape = [int(d) for d in pair.words.type.shape]
         table = self.table_buffer(pair.table_words(), "int32")
+        low_words = self.tile_buffer("pair_low", (lanes,), "int32")
+        high_words = self.tile_buffer("pair_high", (lanes,), "int32")
         shifted = self.tile_buffer("pair_index", (lanes,), "int32")
         weights = self.tile_buffer("pair_weights", (lanes,), "int32")
         if pair_dot.LLVM_HELPERS not in self.llvm_imports:
@@ -1075,24 +1078,37 @@ class _Emitter:
             e = xt.read(pair_dot.view_index(pair.x_chain, a_index(at(k, "0", rows))), True)
             return f'T.Cast("uint32", {tt.reinterpret(e, "bfloat16", "uint16")})'
 
+        def word(where: pair_dot.Affine) -> str:      # the storage word of this lane (uint32)
+            flat = f"{where.base} + {q} * {where.per_q} + {lane} * {where.per_lane}"
+            return words.read(_unravel(flat, wshape), True)
+
         vec = f"T.ramp(0, 1, {lanes})"
         header = f"for {lane} in T.vectorized({lanes}):"
-        target = acc.write(acc_index(list(rows)) + [f"T.ramp({o} * {lanes}, 1, {lanes})"])
         body: list[Item] = []
-        for lo, hi in pair.pairs:      # per pair of K rows: shift the words, pick 32 weights, every row's dot
+        for (lo, hi), sources in zip(pair.pairs, pair.sources):
             k_lo, k_hi = f"{q} * {pair.period} + {lo}", f"{q} * {pair.period} + {hi}"
-            w_idx = pair_dot.view_index(pair.w_chain, b_index(at(k_lo, f"{o} * {lanes} + {lane}", ["0"] * len(outer))))
-            with self.vector_lane([header]):
-                word = tt.reinterpret(index.read(w_idx, True), pair.index.dtype, "int32")
-            fill = _Scope(header)
-            fill.body.append(f"{shifted.write([lane])} = {word}")
-            permute = (f'{weights.write([vec])} = T.call_pure_extern("int32x{lanes}", "{pair_dot.PERMW}", '
-                       f"{shifted.read([vec], True)}, {table}[{vec}])")
-            body += [fill, permute]
             xpair = f'T.reinterpret("int32", T.bitwise_or({x_bits(k_lo)}, T.shift_left({x_bits(k_hi)}, T.uint32(16))))'
-            dot = (f'{target} = T.call_pure_extern("float32x{lanes}", "{pair_dot.DPBF16}", {target}, '
-                   f"{weights.read([vec], True)}, T.Broadcast({xpair}, {lanes}))")
-            body += _nest_items(row_headers, [dot])
+            for v, src in enumerate(sources):
+                fill = _Scope(header)
+                with self.vector_lane([header]):
+                    low = word(src.low)
+                    high = word(src.high) if src.high is not None else None
+                if high is None:
+                    fill.body.append(f'{shifted.write([lane])} = T.reinterpret("int32", T.shift_right({low}, '
+                                     f'T.uint32({src.offset})))')
+                    body.append(fill)
+                else:
+                    fill.body += [f'{low_words.write([lane])} = T.reinterpret("int32", {low})',
+                                  f'{high_words.write([lane])} = T.reinterpret("int32", {high})']
+                    amount = f"T.Broadcast(T.int32({src.offset * 0x10001}), {lanes})"
+                    body += [fill, f'{shifted.write([vec])} = T.call_pure_extern("int32x{lanes}", "{pair_dot.FUNNEL16}", '
+                                   f"{low_words.read([vec], True)}, {high_words.read([vec], True)}, {amount})"]
+                body.append(f'{weights.write([vec])} = T.call_pure_extern("int32x{lanes}", "{pair_dot.PERMW}", '
+                            f"{shifted.read([vec], True)}, {table}[{vec}])")
+                target = acc.write(acc_index(list(rows)) + [f"T.ramp({v * lanes}, 1, {lanes})"])
+                dot = (f'{target} = T.call_pure_extern("float32x{lanes}", "{pair_dot.DPBF16}", {target}, '
+                       f"{weights.read([vec], True)}, T.Broadcast({xpair}, {lanes}))")
+                body += _nest_items(row_headers, [dot])
         self.emit_versioned(guards, _nest_items(headers, body), checked)
 
     def _pair_dot_target(self) -> bool:
@@ -1225,7 +1241,7 @@ class _Emitter:
             return [f"{blk.write([i, j])} = {add(cur, prod(a.read([i, k], fast), b.read([k, j], fast)))}"]
 
         self._pair_dot_nest(pair, (M, K, N), 1, blk, lambda rows: rows, lambda idx: [idx[0], idx[1]],
-                            lambda idx: [idx[1], idx[2]], list(a.guards) + list(b.guards),
+                            list(a.guards) + list(b.guards),
                             lambda: self._loops((M, K, N), checked, None, False, vec, None))
         self.emit_nest((M, N), lambda idx, fast: [f"{out.write(idx)} = {blk.read(idx, True)}"], vector=vec)
 
@@ -1531,6 +1547,20 @@ def _k_unroll(K: int, N: int, vec: int, operands: Sequence[Tile]) -> dict[int, i
     vectors = max(1, N // max(1, vec))
     u = _unroll_factor(K, vectors)
     return {1: u, 2: vectors} if u > 1 else None
+
+
+def _unravel(flat: str, shape: Sequence[int]) -> list[str]:
+    """The index (TIR text) of row-major element ``flat`` of a tile of ``shape``."""
+    strides = [_product(shape[d + 1:]) for d in range(len(shape))]
+    live = [d for d, s in enumerate(shape) if s != 1]
+    idx = []
+    for d, (size, stride) in enumerate(zip(shape, strides)):
+        if size == 1:
+            idx.append("0")
+            continue
+        e = f"({flat})" if stride == 1 else f"T.floordiv({flat}, {stride})"
+        idx.append(e if d == live[0] else f"T.floormod({e}, {size})")
+    return idx
 
 
 def _literal_nonneg(text: str) -> bool:

@@ -32,7 +32,7 @@ import numpy as np
 
 from lowbit.ir import nodes as n
 from lowbit.ir import numerics as num
-from lowbit.ir.interpreter import element_origins, evaluate_constant
+from lowbit.ir.interpreter import ZERO_BIT, bit_origins, element_origins
 from lowbit.ir.types import nbits_of
 
 #: f32 lanes of one ``vdpbf16ps`` (32 bf16 products)
@@ -41,6 +41,8 @@ LANES = 16
 MAX_ENTRIES = 32
 DPBF16 = "lowbit_dpbf16"
 PERMW = "lowbit_permw"
+#: per 16-bit lane, bits ``amount ..`` of ``high:low`` (``vpshrdw``; the amount repeated in both halves)
+FUNNEL16 = "lowbit_funnel16"
 
 LLVM_HELPERS = f"""
 define <16 x float> @{DPBF16}(<16 x float> %acc, <16 x i32> %w, <16 x i32> %x) #0 {{
@@ -56,31 +58,60 @@ define <16 x i32> @{PERMW}(<16 x i32> %index, <16 x i32> %table) #0 {{
   %o = bitcast <32 x i16> %r to <16 x i32>
   ret <16 x i32> %o
 }}
+define <16 x i32> @{FUNNEL16}(<16 x i32> %low, <16 x i32> %high, <16 x i32> %amount) #0 {{
+  %l = bitcast <16 x i32> %low to <32 x i16>
+  %h = bitcast <16 x i32> %high to <32 x i16>
+  %a = bitcast <16 x i32> %amount to <32 x i16>
+  %r = call <32 x i16> @llvm.fshr.v32i16(<32 x i16> %h, <32 x i16> %l, <32 x i16> %a)
+  %o = bitcast <32 x i16> %r to <16 x i32>
+  ret <16 x i32> %o
+}}
 declare <16 x float> @llvm.x86.avx512bf16.dpbf16ps.512(<16 x float>, <32 x bfloat>, <32 x bfloat>)
 declare <32 x i16> @llvm.x86.avx512.permvar.hi.512(<32 x i16>, <32 x i16>)
+declare <32 x i16> @llvm.fshr.v32i16(<32 x i16>, <32 x i16>, <32 x i16>)
 attributes #0 = {{ alwaysinline nounwind readnone }}
 """
+
+
+@dataclass(frozen=True)
+class Affine:
+    """An element number of the storage words, ``base + q * per_q + lane * per_lane`` for K step ``q`` and
+    vector lane ``lane``."""
+
+    base: int
+    per_q: int
+    per_lane: int
+
+
+@dataclass(frozen=True)
+class WordSource:
+    """Where one vector of 16 lanes takes the codes of one K pair: the 32-bit word ``low`` shifted right by
+    ``offset`` (the code of ``(k, n)`` in its low half, of ``(k', n)`` in its high half). A code that crosses
+    a 16-bit half takes its high bits from the word ``high``: both halves at once by a 16-bit funnel
+    shift (``vpshrdw``) of the pair ``(high, low)``."""
+
+    low: Affine
+    offset: int
+    high: Affine | None = None
 
 
 @dataclass(frozen=True)
 class PairDot:
     """A product-reduction proved fit for ``vdpbf16ps``.
 
-    ``x_chain`` / ``w_chain``: the broadcast / expand_dims steps from the product's operands back to the
-    bf16 activation tile ``x`` and to the ``lookup``; ``index`` is the lookup's u32 index tile.
+    ``x_chain``: the broadcast / expand_dims steps from the product's operand back to the bf16 activation
+    tile ``x``; ``words``: the uint32 tile the codes' bits come from; K splits into pairs
+    ``(q * period + lo, q * period + hi)`` for each ``(lo, hi)`` of ``pairs``, and ``sources[p][v]`` says
+    which words vector ``v`` (16 outputs along the last axis) of pair ``p`` reads.
     """
 
     x: n.Value
     x_chain: tuple[n.Instr, ...]
     lookup: n.Lookup
-    w_chain: tuple[n.Instr, ...]
-    #: K splits into pairs ``(q * period + lo, q * period + hi)`` for each ``(lo, hi)`` of ``pairs``
-    period: int = 2
-    pairs: tuple[tuple[int, int], ...] = ((0, 1),)
-
-    @property
-    def index(self) -> n.Value:
-        return self.lookup.x
+    words: n.Value
+    period: int
+    pairs: tuple[tuple[int, int], ...]
+    sources: tuple[tuple[WordSource, ...], ...]
 
     def table_words(self) -> tuple[int, ...]:
         """The table repeated to 32 bf16 entries, two per signed 32-bit word (entry ``2i`` in the low half)."""
@@ -157,10 +188,10 @@ def _match_operands(a: n.Value, b: n.Value, a_space: np.ndarray, b_space: np.nda
     cast = defs.get(cast_v.name)
     if not (isinstance(cast, n.Cast) and cast.x.dtype == "bfloat16"):
         return None
-    look_v, w_chain = _strip_views(b, defs, (n.Broadcast, n.ExpandDims))
+    look_v, _ = _strip_views(b, defs, (n.Broadcast, n.ExpandDims))
     look = defs.get(look_v.name)
-    if not (isinstance(look, n.Lookup) and len(look.table) <= MAX_ENTRIES and nbits_of(look.x.dtype) == 32
-            and look.x.dtype.startswith("uint") and _bf16_exact(look.table)):
+    if not (isinstance(look, n.Lookup) and len(look.table) <= MAX_ENTRIES and look.x.dtype.startswith("uint")
+            and _bf16_exact(look.table)):
         return None
     # x must be the same along the vector (last) axis: one pair of activations per K pair
     xo = element_origins(a, defs)
@@ -172,53 +203,107 @@ def _match_operands(a: n.Value, b: n.Value, a_space: np.ndarray, b_space: np.nda
     wo = element_origins(b, defs)
     if wo is None or wo[0].name != look.result.name:
         return None
-    split = _pair_k(wo[1].reshape(-1)[b_space], look, defs, axis)
-    if split is None:
+    found = _pair_sources(wo[1].reshape(-1)[b_space], look, defs, axis)
+    if found is None:
         return None
-    return PairDot(x=cast.x, x_chain=x_chain, lookup=look, w_chain=w_chain, period=split[0], pairs=split[1])
+    words, period, pairs, sources = found
+    return PairDot(x=cast.x, x_chain=x_chain, lookup=look, words=words, period=period, pairs=pairs, sources=sources)
 
 
-def _pair_k(at_lookup: np.ndarray, look: n.Lookup, defs: Mapping[str, n.Instr | None],
-            axis: int) -> tuple[int, tuple[tuple[int, int], ...]] | None:
-    """How K splits into pairs ``(k, k')`` whose codes one 32-bit word holds at shifts ``s`` and ``s + 16``
-    (with the table's index bits inside each 16-bit half) at every other index of the iteration space
-    (``at_lookup``: the lookup element each element reads): ``(period, pairs)`` with ``pairs`` the pairs
-    of ``range(period)``, repeating every ``period`` along K; None when K does not split so."""
-    shr_origin = element_origins(look.x, defs)
-    if shr_origin is None:
+def _code_words(codes: np.ndarray) -> tuple[np.ndarray, ...] | None:
+    """For codes given as the root bits of their index bits (``[K, N, b]``, see :func:`bit_origins`):
+    ``(half, low, offset, high)`` per ``(k, n)`` when each code is bits ``offset ..`` of one 16-bit half
+    (``half`` 0 or 1) of word ``low``, continued from bit 0 of the same half of word ``high`` when it
+    crosses the half (``high`` -1 otherwise); None when some code is not so."""
+    if np.any(codes == ZERO_BIT):
         return None
-    shr = defs.get(shr_origin[0].name)
-    if not (isinstance(shr, n.Binary) and shr.op == "shr"):
+    elem, bit = codes // 32, codes % 32
+    half, offset = bit[..., 0] // 16, bit[..., 0] % 16
+    pos = offset[..., None] + np.arange(codes.shape[-1])
+    cross = pos >= 16
+    low = elem[..., 0]
+    high = np.where(cross[..., -1], elem[..., -1], -1)
+    want_elem = np.where(cross, high[..., None], low[..., None])
+    want_bit = 16 * half[..., None] + np.where(cross, pos - 16, pos)
+    if not (np.array_equal(want_elem, elem) and np.array_equal(want_bit, bit)):
         return None
-    words = element_origins(shr.lhs, defs)
-    shifts = evaluate_constant(shr.rhs, defs)
-    if words is None or shifts is None:
+    return half, low, offset, high
+
+
+def _affine(values: np.ndarray) -> Affine | None:
+    """``values[q, lane]`` as an :class:`Affine`, or None when it is not one."""
+    q_count, lanes = values.shape
+    per_q = int(values[1, 0] - values[0, 0]) if q_count > 1 else 0
+    per_lane = int(values[0, 1] - values[0, 0]) if lanes > 1 else 0
+    fit = values[0, 0] + per_q * np.arange(q_count)[:, None] + per_lane * np.arange(lanes)[None, :]
+    return Affine(int(values[0, 0]), per_q, per_lane) if np.array_equal(fit, values) else None
+
+
+def _pair_sources(at_lookup: np.ndarray, look: n.Lookup, defs: Mapping[str, n.Instr | None], axis: int):
+    """How K splits into pairs ``(k, k')`` whose codes the two 16-bit halves of one 32-bit word hold at
+    the same offset, and where each vector of 16 outputs reads them (``at_lookup``: the lookup element
+    each element of the iteration space reads, the vector axis last): ``(words, period, pairs, sources)``
+    (see :class:`PairDot`), the smallest period along K whose words are affine in the K step and the lane;
+    None when K does not split so."""
+    found = bit_origins(look.x, defs)
+    if found is None or nbits_of(found[0].dtype) != 32:
         return None
-    shifts = np.broadcast_to(shifts, tuple(int(d) for d in shr.result.type.shape)).reshape(-1).astype(np.int64)
-    at_shr = shr_origin[1].reshape(-1)[at_lookup]
-    word = np.moveaxis(words[1].reshape(-1)[at_shr], axis, 0)
-    shift = np.moveaxis(shifts[at_shr], axis, 0)
-    extent = word.shape[0]
+    words, bits = found
     index_bits = max(1, (len(look.table) - 1).bit_length())
-    lows = {}
+    at = np.moveaxis(at_lookup, axis, 0)
+    extent, columns = at.shape[0], at.shape[-1]
+    at = at.reshape(extent, -1, columns)
+    if np.any(at != at[:, :1]) or columns % LANES:        # the weights must not vary along other axes
+        return None
+    layout = _code_words(bits.reshape(-1, bits.shape[-1])[at[:, 0], :index_bits])
+    if layout is None:
+        return None
+    half, low, offset, high = layout
+    if np.any(half != half[:, :1]):
+        return None
+    key = [(low[k].tobytes(), offset[k].tobytes(), high[k].tobytes()) for k in range(extent)]
+    lows = {key[k]: k for k in range(extent) if half[k, 0] == 0}
+    partner: dict[int, int] = {}
     for k in range(extent):
-        if np.all(shift[k] >= 0) and np.all(shift[k] + index_bits <= 16):
-            lows[(word[k].tobytes(), (shift[k] + 16).tobytes())] = k
-    partner = {}
-    for k in range(extent):
-        lo = lows.get((word[k].tobytes(), shift[k].tobytes()))
+        lo = lows.get(key[k]) if half[k, 0] == 1 else None
         if lo is not None and lo not in partner:
             partner[lo], partner[k] = k, lo
     if len(partner) != extent:
         return None
+    vectors = columns // LANES
     period = 2
     while period <= extent:
         if extent % period == 0 and all(partner[k] - k == partner[k % period] - k % period for k in range(extent)):
             pairs = tuple((k, partner[k]) for k in range(period) if k < partner[k])
             if all(hi < period for _, hi in pairs):
-                return period, pairs
+                sources = _sources(pairs, period, vectors, low, offset, high)
+                if sources is not None:
+                    return words, period, pairs, sources
         period *= 2
     return None
+
+
+def _sources(pairs, period: int, vectors: int, low: np.ndarray, offset: np.ndarray, high: np.ndarray
+             ) -> tuple[tuple[WordSource, ...], ...] | None:
+    """The :class:`WordSource` of every (pair, vector) for one period, or None when some source is not the
+    same offset and affine words in every K step and lane."""
+    steps = low.shape[0] // period
+    out = []
+    for lo, _ in pairs:
+        row = []
+        for v in range(vectors):
+            cols = slice(v * LANES, (v + 1) * LANES)
+            ks = np.arange(steps) * period + lo
+            off, hi_words = offset[ks, cols], high[ks, cols]
+            lo_at = _affine(low[ks, cols])
+            crosses = hi_words[0, 0] >= 0
+            hi_at = _affine(hi_words) if crosses else None
+            if (lo_at is None or np.any(off != off[0, 0]) or np.any((hi_words >= 0) != crosses)
+                    or (crosses and hi_at is None)):
+                return None
+            row.append(WordSource(lo_at, int(off[0, 0]), hi_at))
+        out.append(tuple(row))
+    return tuple(out)
 
 
 def view_index(chain: Sequence[n.Instr], idx: Sequence[str]) -> list[str]:
@@ -236,4 +321,5 @@ def view_index(chain: Sequence[n.Instr], idx: Sequence[str]) -> list[str]:
     return idx
 
 
-__all__ = ["PairDot", "match_reduce", "match_dot", "view_index", "LLVM_HELPERS", "DPBF16", "PERMW", "LANES"]
+__all__ = ["PairDot", "WordSource", "Affine", "match_reduce", "match_dot", "view_index", "LLVM_HELPERS", "DPBF16",
+           "PERMW", "FUNNEL16", "LANES"]
