@@ -144,3 +144,62 @@ def test_worked_example():
     want = [codes[2, 4], codes[2, 5], codes[2, 6], codes[2, 7], codes[3, 4], codes[3, 5], codes[3, 6], codes[3, 7]]
     assert [(int(words[3]) >> (4 * i)) & 15 for i in range(8)] == [int(c) for c in want]
     assert [tuple(x) for x in lay.worker_indices(3)] == [(2, 4), (2, 5), (2, 6), (2, 7), (3, 4), (3, 5), (3, 6), (3, 7)]
+
+
+# ----------------------------------------------------------------------------------------------------
+# substreams: two uint16 streams per 32-bit word (3-bit codes on TVM's CPU target)
+# ----------------------------------------------------------------------------------------------------
+SUBSTREAM_LAYOUTS = {
+    "gemv_b": spatial(1, 2) * local(128, 4) * spatial(1, 16),               # the CPU GEMV's weight tile
+    "small": spatial(1, 2) * local(16, 2) * spatial(1, 4),
+    "column": column_local(8, 4) * spatial(1, 8),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SUBSTREAM_LAYOUTS))
+@pytest.mark.parametrize("bits", [3, 5])
+def test_substreams_halves_hold_the_two_streams(name, bits):
+    """Each 32-bit word is ``stream0[j] | stream1[j] << 16``, stream ``s`` the unit's codes whose first local
+    mode is ``s`` mod 2, each packed as a dense little-endian bitstream (lowbit.packing, independently)."""
+    from lowbit.packing import pack
+
+    layout = SUBSTREAM_LAYOUTS[name]
+    fmt = derive_format(BY_BITS[bits], layout, 4, substreams=2)
+    assert fmt.storage_dtype == "uint32" and fmt.format_id != derive_format(BY_BITS[bits], layout, 4).format_id
+    shape = (layout.shape[0] * 2 - 3, layout.shape[1] + 5)
+    codes = np.random.default_rng(bits).integers(0, 1 << bits, size=shape).astype(np.uint8)
+    storage = fmt.pack(codes)
+    assert (fmt.unpack(storage, shape) == codes).all()
+    tstorage = fmt.pack(torch.from_numpy(codes))
+    assert (tstorage.numpy() == storage).all() and (fmt.unpack(tstorage, shape).numpy() == codes).all()
+    tile = np.zeros(layout.shape, np.uint8)
+    tile[: min(shape[0], layout.shape[0]), : min(shape[1], layout.shape[1])] = codes[: layout.shape[0], : layout.shape[1]]
+    words = storage[0, 0].reshape(fmt.chunks, fmt.units, fmt.chunk_words).transpose(1, 0, 2).reshape(fmt.units, -1)
+    for unit in range(fmt.units):
+        elements = fmt._unit_index[unit]                       # row-major tile elements, in stream order
+        for s, part in enumerate(np.array_split(elements, 2)):
+            if name != "column":                               # the first local mode is the rows: their parity
+                assert set((part // layout.shape[1] % 2).tolist()) == {s}
+            want = pack(tile.reshape(-1)[part], bits).view("<u2")
+            assert np.array_equal((words[unit] >> (16 * s)) & 0xFFFF, want)
+
+
+@pytest.mark.parametrize("name", sorted(SUBSTREAM_LAYOUTS))
+def test_substreams_unpack_in_the_kernel(name):
+    """TVM's CPU target stores 3-bit codes as substreams; the kernel's unpack (through the interpreter)
+    reproduces every code."""
+    layout = SUBSTREAM_LAYOUTS[name]
+    sizes = {"R": 2 * layout.shape[0] - 1, "C": 3 * layout.shape[1] - 2}
+    low = V.validate_pass(tile_kernel("uint3", layout), None, "tvm:llvm", sizes=sizes, codes=every_code,
+                          before=("infer-layouts", "lower-lowbit", "select-dequant"), options={"lowbit.defer_dequant": True})
+    assert low.param_formats["x"].substreams == 2
+    low = V.validate_pass(tile_kernel("uint5", layout), None, "tvm:llvm", sizes=sizes, codes=every_code,
+                          before=("infer-layouts", "lower-lowbit", "select-dequant"), options={"lowbit.defer_dequant": True})
+    assert low.param_formats["x"].substreams == 1                     # 5-bit codes: no table, one stream
+
+
+def test_substreams_need_whole_16_bit_streams():
+    with pytest.raises(lowbit.CompileError, match="substreams"):
+        derive_format("uint3", spatial(1, 4) * local(3, 2), 4, substreams=2)          # odd first local mode
+    with pytest.raises(lowbit.CompileError, match="substreams"):
+        derive_format("uint3", spatial(1, 4) * local(2, 4), 4, substreams=2)          # 12 bits per stream

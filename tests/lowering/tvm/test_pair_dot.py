@@ -7,7 +7,8 @@
 * selection: the generated TensorIR calls the pair dot exactly when the host has AVX-512 BF16, the
   activations are bf16 and the weights come from a table lookup of bf16-exact values (not with f32
   activations; not with explicit zero points, whose subtraction follows the lookup);
-* the proof of the word/shift pairing rejects a packing whose halves do not pair.
+* the proof of the word/shift pairing rejects a packing whose halves do not pair, and finds the word,
+  offset and funnel of codes unpacked from 16-bit streams (``bit_origins`` of an ``emit_extract``).
 """
 from __future__ import annotations
 
@@ -55,6 +56,10 @@ CASES = [  # dtype, group, n, k, m, config, threads
     ("float4_e2m1", 64, 33, 192, 1, MatmulConfig(1, 32, 64, 1, 1, wt=1, gdot=1), 1),
     ("uint3", 64, 48, 128, 2, MatmulConfig(2, 16, 64, 1, 0, wt=1, gdot=1), 2),              # DOT = 0
     ("float3_e1m1", 32, 40, 96, 1, MatmulConfig(1, 32, 32, 1, 1, wt=1, gdot=1), 2),
+    # 3-bit codes in two 16-bit substreams: codes crossing a 16-bit word take the funnel shift
+    ("int3", 128, 264, 384, 1, MatmulConfig(1, 128, 128, 1, 1, wt=1, gdot=1), 2),
+    ("int3", 64, 72, 192, 4, MatmulConfig(4, 64, 64, 1, 1, wt=1, gdot=1), 2),
+    ("uint3", 128, 40, 256, 3, MatmulConfig(4, 32, 128, 1, 1, wt=1, gdot=1), 1),
 ]
 
 
@@ -81,11 +86,15 @@ def _source(x_dtype: str, dtype: str, zero_point: bool, cfg: MatmulConfig) -> st
     ("bfloat16", "uint2", False, True),       # the implicit zero is folded into the table
     ("float32", "int4", False, False),        # f32 activations: products are not exact in bf16
     ("bfloat16", "uint4", True, False),       # explicit zero points: a subtraction after the lookup
+    ("bfloat16", "int3", False, True),        # 16-bit substreams
+    ("bfloat16", "int5", False, False),       # dequantized by arithmetic, not a table
 ])
 def test_selected_exactly_where_it_applies(x_dtype, dtype, zero_point, expected):
     _tvm_or_skip()
     text = _source(x_dtype, dtype, zero_point, MatmulConfig(1, 64, 128, 1, 1, wt=1, gdot=1))
     assert (pair_dot.DPBF16 in text) == (expected and host_has_avx512_bf16())
+    # 3-bit codes cross 16-bit words: those take the funnel shift, the others a 32-bit shift
+    assert (f'"{pair_dot.FUNNEL16}", ' in text) == (expected and dtype == "int3" and host_has_avx512_bf16())
 
 
 def _product_kernel(shift_step: int):
@@ -114,6 +123,10 @@ def test_pairing_proof():
     reduce, defs = _product_kernel(4)
     found = pair_dot.match_reduce(reduce, defs)
     assert found is not None and found.period == 8 and found.pairs == ((0, 4), (1, 5), (2, 6), (3, 7))
+    # lane n reads word n (the loaded tile), shifted by the low code's offset; no code crosses a half
+    assert found.words.type.shape == (16,) and found.words.dtype == "uint32"
+    assert [src.offset for (src,) in found.sources] == [0, 4, 8, 12]
+    assert all(src.low == pair_dot.Affine(0, 0, 1) and src.high is None for (src,) in found.sources)
     # codes 2 bits apart overlap: no shift is 16 more than another's with the same word -> no pairing
     reduce, defs = _product_kernel(2)
     assert pair_dot.match_reduce(reduce, defs) is None
@@ -125,3 +138,30 @@ def test_table_words_hold_bf16_pairs():
     words = np.array(found.table_words(), np.int32).view(np.uint16)        # 32 bf16 entries, little-endian
     want = (np.array([float(v) for v in range(-8, 8)] * 2, np.float32).view(np.uint32) >> 16).astype(np.uint16)
     assert np.array_equal(words, want)
+
+
+def test_bit_origins_of_codes_in_16_bit_streams():
+    """``emit_extract`` of 3-bit codes from uint16 words (on 32 bits, as on CPUs): code ``j`` is bits
+    ``3j .. 3j + 2`` of the little-endian stream, crossing into the next word for ``j`` = 5 and 10."""
+    from lowbit.ir.interpreter import ZERO_BIT, bit_origins
+    from lowbit.lowering.passes.dequant import emit_extract
+    from lowbit.lowering.passes.lowbit_emit import Emitter
+
+    kb = KernelBuilder("stream")
+    w = kb.tensor_param("w", "u16", [2, 6])
+    words = kb.load(w, [kb.const(0, "i32"), kb.const(0, "i32")], [2, 6])
+    kernel = kb.build()
+    em = Emitter({v.name for ins in kernel.body for v in ins.outputs})
+    for wide in (False, True):
+        carrier = emit_extract(em, words, "uint3", (2, 32), keep_high_bits=True, wide=wide)
+        defs = {v.name: ins for ins in list(kernel.body) + em.body for v in ins.outputs}
+        root, bits = bit_origins(carrier, defs)
+        assert root.name == words.name and bits.shape == (2, 32, 32)
+        for row in range(2):
+            for j in range(32):
+                stream = [row * 6 * 16 + 3 * j + b for b in range(3)]      # (word element) * 16 + bit
+                assert bits[row, j, :3].tolist() == stream, (wide, row, j)
+    # a carry (two sources of one bit) is not a bit move
+    both = em.binary("add", carrier, carrier)
+    defs = {v.name: ins for ins in list(kernel.body) + em.body for v in ins.outputs}
+    assert bit_origins(both, defs) is None and ZERO_BIT == -1
