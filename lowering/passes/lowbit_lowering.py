@@ -68,11 +68,8 @@ def substreams_for(target, dtype: str, layout: Any) -> int:
     nbits = nbits_of(dtype)
     if target.backend != "tvm" or target.kind != "cpu" or nbits != 3:
         return 1
-    if not layout.local_modes or layout.mode_shape[layout.local_modes[0]] % 2:
-        return 1
-    fmt = PackedFormat(dtype, layout, worker_vector_bytes(target), substreams=2)
     try:
-        fmt.plan  # noqa: B018
+        PackedFormat(dtype, layout, worker_vector_bytes(target), substreams=2).plan  # noqa: B018 (checks the tile)
     except CompileError:
         return 1
     return 2

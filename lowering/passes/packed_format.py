@@ -143,11 +143,10 @@ class PackedFormat:
         """Raise unless the tile allows substreams: 2 streams of whole uint16 words per worker."""
         L = self.layout
         first = L.mode_shape[L.local_modes[0]] if L.local_modes else 1
-        per_stream = self.layout.local_size * self.nbits // max(1, self.substreams)
-        if (self.substreams != 2 or first % 2 or self.unit_workers != 1
-                or (self.layout.local_size * self.nbits) % (16 * self.substreams)):
+        bits = L.local_size * self.nbits
+        if self.substreams != 2 or first % 2 or self.unit_workers != 1 or bits % 32:
             raise CompileError(f"a {list(self.tile_shape)} tile of {self.dtype} in layout {L!r} cannot be stored "
-                               f"as {self.substreams} substreams ({per_stream} bits each)",
+                               f"as {self.substreams} substreams ({bits} bits per worker)",
                                hint="substreams need 2 streams of whole 16-bit words per worker, split on an "
                                     "even first local mode")
 

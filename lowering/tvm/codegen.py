@@ -1062,8 +1062,9 @@ class _Emitter:
         words, xt = self.get(pair.words), self.get(pair.x)
         wshape = [int(d) for d in pair.words.type.shape]
         table = self.table_buffer(pair.table_words(), "int32")
-        low_words = self.tile_buffer("pair_low", (lanes,), "int32")
-        high_words = self.tile_buffer("pair_high", (lanes,), "int32")
+        if any(src.high is not None for row in pair.sources for src in row):      # codes crossing a half
+            low_words = self.tile_buffer("pair_low", (lanes,), "int32")
+            high_words = self.tile_buffer("pair_high", (lanes,), "int32")
         shifted = self.tile_buffer("pair_index", (lanes,), "int32")
         weights = self.tile_buffer("pair_weights", (lanes,), "int32")
         if pair_dot.LLVM_HELPERS not in self.llvm_imports:
