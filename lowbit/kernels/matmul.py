@@ -254,14 +254,26 @@ def prepare_weight(qweight: Any, fmt: Any, device: Any, scale_dtype: str, zero_d
             q = codes
         if storage_dtype is not None and q.dtype != storage_dtype:
             q = q.view(storage_dtype)
-        s = _as_torch(qt.scales, device).to(getattr(torch, scale_dtype)).t().contiguous()
+        s = _as_torch(qt.scales, device).to(getattr(torch, scale_dtype)).t()
         if qt.zeros is None:
             z = torch.zeros(1, 1, dtype=getattr(torch, zero_dtype), device=device)
         else:
-            z = _as_torch(qt.zeros, device).to(getattr(torch, zero_dtype)).t().contiguous()
-        return PreparedWeight(format_id, q, s, z)
+            z = _as_torch(qt.zeros, device).to(getattr(torch, zero_dtype)).t()
+        return PreparedWeight(format_id, _own_storage(q), _own_storage(s), _own_storage(z))
 
     return qweight.get_packed(format_id, build)
+
+
+def _own_storage(t: Any) -> Any:
+    """``t`` when it is contiguous and 64-byte aligned, else a contiguous copy (torch allocates CPU memory
+    64-byte aligned). Views can be neither: the transposed scales of a single group are a view of the
+    quantizer's numpy array, aligned to 16 bytes. A launch bound to such a tensor (TVM takes CPU tensors
+    64-byte aligned) would have to copy it on every call."""
+    import torch
+
+    if t.is_contiguous() and t.data_ptr() % 64 == 0:
+        return t
+    return t.clone(memory_format=torch.contiguous_format)
 
 
 def _param_torch_dtype(kernel: Any, name: str) -> Any:

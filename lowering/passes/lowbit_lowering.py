@@ -55,24 +55,66 @@ def worker_vector_bytes(target) -> int:
     return target.vector_bytes if target.kind == "cuda" else 4
 
 
-def substreams_for(target, dtype: str, layout: Any) -> int:
+def substreams_for(target, dtype: str, layout: Any, meets_bf16: bool = True) -> int:
     """2 (two uint16 streams per 32-bit word, see :mod:`.packed_format`) for 3-bit codes on TVM's CPU target
-    when the tile allows it, else 1.
+    when the tile allows it and the codes meet bf16 activations in a product (``meets_bf16``, see
+    :func:`meets_bf16_product`), else 1.
 
     Why: the bf16 pair dot (``lowering/tvm/pair_dot.py``) needs the two 16-bit halves of a lane to hold
     codes at the same bit offset. One dense stream does that only for widths dividing 16; with two streams
-    3-bit codes do too (a code crossing a 16-bit word is joined by a 16-bit funnel shift). Widths 5-7
-    are dequantized by arithmetic, not by a table lookup (:mod:`.select_dequant`), so no pair dot applies
-    to them, and their unpack from two streams is slower (int5 x bf16, 4096 x 4096: 0.40 -> 0.60 ms).
+    3-bit codes do too (a code crossing a 16-bit word is joined by a 16-bit funnel shift). Without bf16
+    activations no pair dot applies, and one dense stream unpacks faster: half as many codes cross a word
+    (int3 x f32, 4096 x 4096, weights in cache: 0.29 ms dense, 0.31 ms from two streams). Widths 5-7 are
+    dequantized by arithmetic, not by a table lookup (:mod:`.select_dequant`), so no pair dot applies to
+    them, and their unpack from two streams is slower (int5 x bf16, 4096 x 4096: 0.40 -> 0.60 ms).
     """
     nbits = nbits_of(dtype)
-    if target.backend != "tvm" or target.kind != "cpu" or nbits != 3:
+    if target.backend != "tvm" or target.kind != "cpu" or nbits != 3 or not meets_bf16:
         return 1
     try:
         PackedFormat(dtype, layout, worker_vector_bytes(target), substreams=2).plan  # noqa: B018 (checks the tile)
     except CompileError:
         return 1
     return 2
+
+
+def meets_bf16_product(kernel: n.Kernel, param: str) -> bool:
+    """Whether some product of ``kernel`` (a ``dot``, or a ``mul``) multiplies a value computed element-wise
+    from loads of tensor ``param`` by a bf16 tile cast up to f32 (through broadcasts and reshapes): the
+    operands of the bf16 pair dot. Values past a reduction (``dot``, ``sum``) no longer count as the
+    codes, so scaling a dot product by bf16 scales does not.
+
+    >>> from lowbit.ir import KernelBuilder
+    >>> kb = KernelBuilder("k"); w = kb.tensor_param("w", "int3", [8]); x = kb.tensor_param("x", "bf16", [8])
+    >>> y = kb.tensor_param("y", "f32", [8])
+    >>> wx = kb.mul(kb.cast(kb.load(w, [0], [8]), "f32"), kb.cast(kb.load(x, [0], [8]), "f32"))
+    >>> kb.store(y, wx, [0]); meets_bf16_product(kb.build(), "w")
+    True
+    """
+    codes: set[str] = set()
+    activations: set[str] = set()
+    views = (n.Broadcast, n.ExpandDims, n.Reshape, n.Permute)
+
+    def pair(a: n.Value, b: n.Value) -> bool:
+        return (a.name in codes and b.name in activations) or (b.name in codes and a.name in activations)
+
+    for ins in kernel.walk():
+        r = getattr(ins, "result", None)
+        if isinstance(ins, n.Dot) and pair(ins.a, ins.b) or (
+                isinstance(ins, n.Binary) and ins.op == "mul" and pair(ins.lhs, ins.rhs)):
+            return True
+        if r is None:
+            continue
+        if isinstance(ins, n.Load):
+            if ins.tensor.name == param:
+                codes.add(r.name)
+        elif not isinstance(ins, (n.Dot, n.Reduce)) and any(v.name in codes for v in ins.inputs):
+            codes.add(r.name)
+        if ((isinstance(ins, n.Cast) and r.dtype == "float32"
+             and (ins.x.dtype == "bfloat16" or ins.x.name in activations))
+                or (isinstance(ins, views) and ins.x.name in activations)):
+            activations.add(r.name)
+    return False
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -149,7 +191,8 @@ class _Lowering:
                         location=ins.loc, hint="load the tensor with one tile shape and layout everywhere")
             fmt = derive_format(p.value.dtype, layouts[0], worker_vector_bytes(self.ctx.target),
                                 logical_dims=tuple(p.value.type.shape),
-                                substreams=substreams_for(self.ctx.target, p.value.dtype, layouts[0]))
+                                substreams=substreams_for(self.ctx.target, p.value.dtype, layouts[0],
+                                                          meets_bf16_product(self.kernel, name)))
             self.formats[name] = fmt
             dims = tuple(cdiv(d, t) for d, t in zip(p.value.type.shape, fmt.tile_shape)) + (fmt.words_per_tile,)
             self.storage[name] = n.Value(name, TileType(fmt.storage_dtype, dims, "global"))
@@ -308,4 +351,4 @@ def lower_lowbit(kernel: n.Kernel, ctx: PassContext) -> n.Kernel:
 register_pass("lower-lowbit", "packed storage for low-bit tensors derived from their tile layouts; loads become "
                               "storage loads + unpack + dequant; host repack in ctx.param_formats")(lower_lowbit)
 
-__all__ = ["lower_lowbit", "worker_vector_bytes", "substreams_for"]
+__all__ = ["lower_lowbit", "worker_vector_bytes", "substreams_for", "meets_bf16_product"]

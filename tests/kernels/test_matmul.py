@@ -261,6 +261,20 @@ def test_launch_plans_bounded_lru_and_shared_by_views():
     assert 4 not in plans and 3 in plans                                               # least recently used dropped
 
 
+@pytest.mark.parametrize("group,k", [(128, 128), (None, 96), (32, 96)])
+def test_prepared_storage_is_64_byte_aligned(group, k):
+    # one group: the transposed scales are a view of the quantizer's numpy array (16-byte aligned); a launch
+    # bound to a misaligned tensor copies it on every call instead of taking the fast path
+    from lowbit.kernels.matmul import prepare_weight
+
+    w = quantize(torch.randn(40, k), "uint4", group_size=group, zero_point=True)
+    prepared = prepare_weight(w, None, torch.device("cpu"), "float16", "float16")
+    for name in ("q", "s", "z"):
+        t = getattr(prepared, name)
+        assert t.is_contiguous() and t.data_ptr() % 64 == 0, name
+    assert torch.equal(prepared.s.float(), w.scales.float().t()) and torch.equal(prepared.z.float(), w.zeros.float().t())
+
+
 def test_numpy_weights_leading_dims_and_empty_batch():
     gen = torch.Generator().manual_seed(7)
     w = quantize(torch.randn(12, 32, generator=gen).numpy(), "float5_e2m2", group_size=16)

@@ -194,6 +194,39 @@ def test_select_dequant_alone_refuses_packed_globals():
         run_passes(_kernel(), parse_target("triton:cpu"), ["select-dequant"])
 
 
+def _product_kernel(x_dtype: str, scales_dtype: str = "f16"):
+    """``y = (x @ cast(w)) * s``: a dot of codes and activations, its result scaled (the GEMV's shape)."""
+    kb = KernelBuilder("k")
+    w = kb.tensor_param("w", "int3", [32, 16])        # 32 codes of K per lane: whole 16-bit streams
+    x = kb.tensor_param("x", x_dtype, [1, 32])
+    s = kb.tensor_param("s", scales_dtype, [1, 16])
+    y = kb.tensor_param("y", "f32", [1, 16], intent="out")
+    acc = kb.full([1, 16], 0.0, "f32")
+    xs = kb.cast(kb.load(x, [0, 0], [1, 32]), "f32")
+    t = kb.dot(xs, kb.cast(kb.load(w, [0, 0], [32, 16]), "f32"), acc)
+    kb.store(y, kb.mul(t, kb.cast(kb.load(s, [0, 0], [1, 16]), "f32")), [0, 0])
+    return kb.build()
+
+
+@pytest.mark.parametrize("x_dtype,scales_dtype,expected", [
+    ("bf16", "f16", True),       # the bf16 pair dot's operands
+    ("f32", "f16", False),       # f32 activations: the f32 path
+    ("f16", "f16", False),
+    ("f32", "bf16", False),      # bf16 scales multiply the dot's result, not the codes
+])
+def test_substreams_only_where_codes_meet_bf16_activations(x_dtype, scales_dtype, expected):
+    from lowbit.lowering.passes.lowbit_lowering import meets_bf16_product
+
+    kernel = _product_kernel(x_dtype, scales_dtype)
+    assert meets_bf16_product(kernel, "w") is expected
+    assert meets_bf16_product(kernel, "x") is False                 # x is not multiplied by a bf16 tile
+    low = run_passes(kernel, parse_target("tvm:llvm"), ["infer-layouts", "lower-lowbit"], options=DEFER)
+    assert low.param_formats["w"].substreams == (2 if expected else 1)
+    # other targets keep one stream: only TVM's CPU code has the pair dot
+    low = run_passes(kernel, parse_target("triton:cpu"), ["infer-layouts", "lower-lowbit"], options=DEFER)
+    assert low.param_formats["w"].substreams == 1
+
+
 @pytest.mark.parametrize("module", ["layout_inference", "layout_rules", "target_layouts", "packed_format", "dequant",
                                     "select_dequant", "lowbit_lowering", "lowbit_emit"])
 def test_docstring_examples(module):

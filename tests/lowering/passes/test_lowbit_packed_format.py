@@ -45,17 +45,21 @@ def layouts(draw) -> RegisterLayout:
     return out
 
 
-def tile_kernel(dtype: str, layout: RegisterLayout):
-    """y = cast(load(x)) over a grid of tiles in the given layout."""
+def tile_kernel(dtype: str, layout: RegisterLayout, bf16_product: bool = False):
+    """y = cast(load(x)) over a grid of tiles in the given layout; with ``bf16_product``, times a bf16 tile
+    (the codes then meet bf16 activations, as in the GEMV that stores 3-bit codes as substreams)."""
     t0, t1 = layout.shape
-    out = "f32" if dtype.startswith("float") else "i32"
+    out = "f32" if dtype.startswith("float") or bf16_product else "i32"
     kb = KernelBuilder("tiles")
     x = kb.tensor_param("x", dtype, ["R", "C"])
+    a = kb.tensor_param("a", "bf16", ["R", "C"]) if bf16_product else None
     y = kb.tensor_param("y", out, ["R", "C"], intent="out")
     kb.set_grid(f"cdiv(R, {t0})", f"cdiv(C, {t1})")
     r0, c0 = kb.mul(kb.program_id(0), t0), kb.mul(kb.program_id(1), t1)
-    tile = kb.load(x, [r0, c0], [t0, t1], layout=layout)
-    kb.store(y, kb.cast(tile, out), [r0, c0])
+    tile = kb.cast(kb.load(x, [r0, c0], [t0, t1], layout=layout), out)
+    if bf16_product:
+        tile = kb.mul(tile, kb.cast(kb.load(a, [r0, c0], [t0, t1]), "f32"))
+    kb.store(y, tile, [r0, c0])
     return kb.build()
 
 
@@ -186,16 +190,19 @@ def test_substreams_halves_hold_the_two_streams(name, bits):
 
 @pytest.mark.parametrize("name", sorted(SUBSTREAM_LAYOUTS))
 def test_substreams_unpack_in_the_kernel(name):
-    """TVM's CPU target stores 3-bit codes as substreams; the kernel's unpack (through the interpreter)
-    reproduces every code."""
+    """TVM's CPU target stores 3-bit codes that meet bf16 activations as substreams; the kernel's unpack
+    (through the interpreter) reproduces every code."""
     layout = SUBSTREAM_LAYOUTS[name]
     sizes = {"R": 2 * layout.shape[0] - 1, "C": 3 * layout.shape[1] - 2}
-    low = V.validate_pass(tile_kernel("uint3", layout), None, "tvm:llvm", sizes=sizes, codes=every_code,
-                          before=("infer-layouts", "lower-lowbit", "select-dequant"), options={"lowbit.defer_dequant": True})
-    assert low.param_formats["x"].substreams == 2
-    low = V.validate_pass(tile_kernel("uint5", layout), None, "tvm:llvm", sizes=sizes, codes=every_code,
-                          before=("infer-layouts", "lower-lowbit", "select-dequant"), options={"lowbit.defer_dequant": True})
-    assert low.param_formats["x"].substreams == 1                     # 5-bit codes: no table, one stream
+
+    def lower(dtype: str, bf16_product: bool = True):
+        return V.validate_pass(tile_kernel(dtype, layout, bf16_product), None, "tvm:llvm", sizes=sizes,
+                               codes=every_code, before=("infer-layouts", "lower-lowbit", "select-dequant"),
+                               options={"lowbit.defer_dequant": True})
+
+    assert lower("uint3").param_formats["x"].substreams == 2
+    assert lower("uint5").param_formats["x"].substreams == 1                      # 5-bit codes: no table
+    assert lower("uint3", bf16_product=False).param_formats["x"].substreams == 1  # no bf16 product
 
 
 def test_substreams_need_whole_16_bit_streams():

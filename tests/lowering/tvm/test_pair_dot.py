@@ -97,6 +97,26 @@ def test_selected_exactly_where_it_applies(x_dtype, dtype, zero_point, expected)
     assert (f'"{pair_dot.FUNNEL16}", ' in text) == (expected and dtype == "int3" and host_has_avx512_bf16())
 
 
+@pytest.mark.parametrize("x_dtype,dtype,lookup", [
+    ("float32", "int4", "permute"),        # vpermps of a 16-entry table
+    ("float32", "uint2", "permute"),       # a 4-entry table repeated to 16
+    ("bfloat16", "int2", "pair"),          # vpermw of 32 bf16 entries
+    ("bfloat16", "int5", None),            # arithmetic dequant: no table
+])
+def test_register_tables_are_pinned(x_dtype, dtype, lookup):
+    # a table passed through lowbit_pin once per program stays in a register: without it LLVM re-loads the
+    # constant (a vbroadcasti32x4 from the constant pool) in every iteration of the lookup loop
+    from lowbit.lowering.target import host_has_avx512
+    from lowbit.lowering.tvm import codegen
+
+    _tvm_or_skip()
+    text = _source(x_dtype, dtype, False, MatmulConfig(1, 64, 128, 1, 1, wt=1, gdot=1))
+    in_register = {"permute": host_has_avx512(), "pair": host_has_avx512_bf16(), None: False}[lookup]
+    assert (f'"{codegen.PIN}"' in text) == in_register
+    if in_register:
+        assert f"define <16 x i32> @{codegen.PIN}" in text
+
+
 def _product_kernel(shift_step: int):
     """``sum(cast(x, f32)[:, None] * lookup(shr(word, shifts)), axis=0)`` for x bf16 [8] and one u32 word
     per output lane (16 lanes), code ``k`` at bit ``shift_step * k``."""
