@@ -49,6 +49,7 @@ Not supported: code-typed (sub-byte / fp8) tiles -- run the ``lower-lowbit`` pas
 from __future__ import annotations
 
 import contextlib
+import itertools
 import keyword
 import re
 from dataclasses import dataclass, field
@@ -1083,11 +1084,18 @@ class _Emitter:
         per K pair and vector of 16 outputs (unrolled): the 16 storage words are shifted once (or two
         words funnel-shifted per 16-bit half, for codes crossing a half) and ``vpermw`` picks their 32 bf16
         weights, shared by every row's ``vdpbf16ps``. ``*_index`` map an iteration index to the index of
-        ``acc`` (without its last axis) and ``a``; when ``guards`` fail the ``checked`` nest runs."""
+        ``acc`` (without its last axis) and ``a``; when ``guards`` fail the ``checked`` nest runs.
+
+        The loop accumulates in one 16-lane buffer per (row, vector), loaded from ``acc`` before it and
+        stored after: each is a small stack array read and written whole at constant offsets, which LLVM
+        turns into a register. ``acc`` itself is also indexed at run time (by ``checked``), so LLVM could
+        only keep its parts in registers by promoting them out of the loop, and gives that up in long
+        bodies: with 4 rows of 3-bit codes it stored every accumulator after every ``vdpbf16ps``."""
         lanes = pair_dot.LANES
         outer = [d for i, d in enumerate(space[:-1]) if i != axis]
         headers, (q,) = cpu_loops((space[axis] // pair.period,), 1, prefix="px")
-        row_headers, rows = cpu_loops(tuple(outer), 1, prefix="py", unroll=dict(enumerate(outer)))
+        rows = [[str(i) for i in row] for row in itertools.product(*(range(d) for d in outer))]
+        vectors = space[-1] // lanes
         lane = self.names.fresh("pv")
         words, xt = self.get(pair.words), self.get(pair.x)
         wshape = [int(d) for d in pair.words.type.shape]
@@ -1097,6 +1105,7 @@ class _Emitter:
             high_words = self.tile_buffer("pair_high", (lanes,), "int32")
         shifted = self.tile_buffer("pair_index", (lanes,), "int32")
         weights = self.tile_buffer("pair_weights", (lanes,), "int32")
+        sums = [[self.tile_buffer("pair_acc", (lanes,), "float32") for _ in range(vectors)] for _ in rows]
         if pair_dot.LLVM_HELPERS not in self.llvm_imports:
             self.llvm_imports.append(pair_dot.LLVM_HELPERS)
 
@@ -1105,8 +1114,8 @@ class _Emitter:
             idx.insert(axis, k)
             return idx + [last]
 
-        def x_bits(k: str) -> str:
-            e = xt.read(pair_dot.view_index(pair.x_chain, a_index(at(k, "0", rows))), True)
+        def x_bits(k: str, row: Sequence[str]) -> str:
+            e = xt.read(pair_dot.view_index(pair.x_chain, a_index(at(k, "0", row))), True)
             return f'T.Cast("uint32", {tt.reinterpret(e, "bfloat16", "uint16")})'
 
         def word(where: pair_dot.Affine) -> str:      # the storage word of this lane (uint32)
@@ -1115,10 +1124,15 @@ class _Emitter:
 
         vec = f"T.ramp(0, 1, {lanes})"
         header = f"for {lane} in T.vectorized({lanes}):"
+
+        def acc_part(row: Sequence[str], v: int) -> str:
+            return acc.write(acc_index(list(row)) + [f"T.ramp({v * lanes}, 1, {lanes})"])
+
         body: list[Item] = []
         for (lo, hi), sources in zip(pair.pairs, pair.sources):
             k_lo, k_hi = f"{q} * {pair.period} + {lo}", f"{q} * {pair.period} + {hi}"
-            xpair = f'T.reinterpret("int32", T.bitwise_or({x_bits(k_lo)}, T.shift_left({x_bits(k_hi)}, T.uint32(16))))'
+            xpairs = [f'T.reinterpret("int32", T.bitwise_or({x_bits(k_lo, row)}, '
+                      f'T.shift_left({x_bits(k_hi, row)}, T.uint32(16))))' for row in rows]
             for v, src in enumerate(sources):
                 fill = _Scope(header)
                 with self.vector_lane([header]):
@@ -1136,11 +1150,14 @@ class _Emitter:
                                    f"{low_words.read([vec], True)}, {high_words.read([vec], True)}, {amount})"]
                 body.append(f'{weights.write([vec])} = T.call_pure_extern("int32x{lanes}", "{pair_dot.PERMW}", '
                             f"{shifted.read([vec], True)}, {table}[{vec}])")
-                target = acc.write(acc_index(list(rows)) + [f"T.ramp({v * lanes}, 1, {lanes})"])
-                dot = (f'{target} = T.call_pure_extern("float32x{lanes}", "{pair_dot.DPBF16}", {target}, '
-                       f"{weights.read([vec], True)}, T.Broadcast({xpair}, {lanes}))")
-                body += _nest_items(row_headers, [dot])
-        self.emit_versioned(guards, _nest_items(headers, body), checked)
+                for r, xpair in enumerate(xpairs):
+                    target = sums[r][v].write([vec])
+                    body.append(f'{target} = T.call_pure_extern("float32x{lanes}", "{pair_dot.DPBF16}", {target}, '
+                                f"{weights.read([vec], True)}, T.Broadcast({xpair}, {lanes}))")
+        load = [f"{sums[r][v].write([vec])} = {acc_part(row, v)}" for r, row in enumerate(rows) for v in range(vectors)]
+        store = [f"{acc_part(row, v)} = {sums[r][v].read([vec], True)}" for r, row in enumerate(rows)
+                 for v in range(vectors)]
+        self.emit_versioned(guards, load + _nest_items(headers, body) + store, checked)
 
     def _pair_dot_target(self) -> bool:
         """Whether products may use ``vdpbf16ps`` (:mod:`.pair_dot`): a CPU with 512-bit vectors and AVX-512 BF16."""
