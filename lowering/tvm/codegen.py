@@ -1297,11 +1297,12 @@ class _Emitter:
                      prod: Callable[[str, str], str], add: Callable[[str, str], str]) -> None:
         """``out += a @ b`` on the CPU, ``rows`` rows of ``out`` at a time (a register-blocked micro-kernel).
 
-        Per block: copy the block's accumulators into a small buffer ``[rows, N]`` (a stack array, which
-        LLVM keeps in registers: ``out`` itself may be a heap workspace that LLVM cannot tell apart from
-        the operands' buffers, so it would load and store it on every step), run the K loop with the block's
-        rows unrolled inside it (each element of ``b`` read or unpacked once feeds ``rows`` accumulators),
-        copy back. The order of every element's sum is unchanged (k ascending).
+        Per block: copy the block's accumulators into small stack arrays, one per (row, vector) when the
+        vector loop runs unchecked (else one ``[rows, N]``), which LLVM keeps in registers: ``out`` itself
+        may be a heap workspace that LLVM cannot tell apart from the operands' buffers, so it would load and
+        store it on every step. Run the K loop with the block's rows unrolled inside it (each element of
+        ``b`` read or unpacked once feeds ``rows`` accumulators), copy back. The order of every element's
+        sum is unchanged (k ascending).
         """
         M, K, N = mkn
         blk = self.tile_buffer(out.name + "_blk", (rows, N), out.dtype)
@@ -1324,21 +1325,41 @@ class _Emitter:
             v = choose_vector(N, vec) if wide else 1
             h_in, i_in = cpu_loops((rows, N), v, prefix="bx", unroll={0: rows} if wide else None)
             h_out, i_out = cpu_loops((rows, N), v, prefix="dx", unroll={0: rows} if wide else None)
+            # wide: one v-lane accumulator per (row, vector), written out in Python (constant offsets): LLVM
+            # keeps each in a register. In one [rows, N] array, indexed by a loop over the vectors, LLVM
+            # could only promote its parts out of the K loop, and gave that up in long bodies (bf16
+            # activations at 4 rows: every accumulator stored on every step)
+            sums = [[self.tile_buffer(out.name + "_sum", (v,), out.dtype) for _ in range(N // v)]
+                    for _ in range(rows)] if wide else None
+            lane = self.names.fresh("fv")
+            full = f"T.ramp(0, 1, {v})"
+
+            def products(k: str) -> list[Item]:
+                """``sums += aval[row] * b[k, :]`` per vector and row: the rows of one vector of b are
+                adjacent statements, so b's element (an unpack fused here) is computed once and shared (LLVM
+                merges the identical loads and arithmetic)."""
+                if sums is None:
+                    h_b, (jo, ii, jv) = cpu_loops((N // v, rows, v), v, prefix="fx")
+                    j = jv if N // v == 1 else (jo if v == 1 else f"{jo} * {v} + {jv}")
+                    with self.vector_lane(h_b):
+                        ab = prod(aval.read([ii], True), b.read([k, j], fast_b))
+                    return _nest_items(h_b, [f"{blk.write([ii, j])} = {add(blk.read([ii, j], True), ab)}"])
+                header = f"for {lane} in T.vectorized({v}):"
+                items: list[Item] = []
+                for jo in range(N // v):
+                    for ii in range(rows):
+                        with self.vector_lane([header]):
+                            ab = prod(aval.read([str(ii)], True), b.read([k, f"{jo * v} + {lane}"], fast_b))
+                        acc_ = sums[ii][jo]
+                        items += _nest_items([header], [f"{acc_.write([lane])} = {add(acc_.read([lane], True), ab)}"])
+                return items
 
             def k_nest(fast_a: bool) -> list[Item]:
                 # per k: the block's elements of a into a small array (a scalar per row, read once, outside
-                # the vector loop: a checked read inside would make TVM scalarize it), then (N / v, rows, v):
-                # the rows of one vector of b are adjacent statements after unrolling, so b's element (an
-                # unpack fused here) is computed once and shared (LLVM merges the identical loads and
-                # arithmetic of the unrolled statements)
+                # the vector loop: a checked read inside would make TVM scalarize it), then the products
                 h_k, (k,) = cpu_loops((K,), 1, prefix="cx", unroll={0: k_unroll} if wide else None)
                 h_a, (ia,) = cpu_loops((rows,), 1, prefix="ex", unroll={0: rows})
-                h_b, (jo, ii, jv) = cpu_loops((N // v, rows, v), v, prefix="fx", unroll={1: rows} if wide else None)
-                j = jv if N // v == 1 else (jo if v == 1 else f"{jo} * {v} + {jv}")
-                with self.vector_lane(h_b):
-                    ab = prod(aval.read([ii], True), b.read([k, j], fast_b))
-                inner = (_nest_items(h_a, [f"{aval.write([ia])} = {a.read([row(ia), k], fast_a)}"])
-                         + _nest_items(h_b, [f"{blk.write([ii, j])} = {add(blk.read([ii, j], True), ab)}"]))
+                inner = _nest_items(h_a, [f"{aval.write([ia])} = {a.read([row(ia), k], fast_a)}"]) + products(k)
                 return _nest_items(h_k, inner)
 
             if wide and a_guards:
@@ -1348,6 +1369,11 @@ class _Emitter:
                 body: list[Item] = [yes, no]
             else:
                 body = k_nest(fast_b)
+            if sums is not None:
+                parts = [(ii, jo, [row(str(ii)), f"T.ramp({jo * v}, 1, {v})"]) for ii in range(rows)
+                         for jo in range(N // v)]
+                return ([f"{sums[ii][jo].write([full])} = {out.read(at, True)}" for ii, jo, at in parts] + body
+                        + [f"{out.write(at)} = {sums[ii][jo].read([full], True)}" for ii, jo, at in parts])
             return (_nest_items(h_in, [f"{blk.write(i_in)} = {out.read([row(i_in[0]), i_in[1]], True)}"])
                     + body
                     + _nest_items(h_out, [f"{out.write([row(i_out[0]), i_out[1]])} = {blk.read(i_out, True)}"]))
