@@ -68,6 +68,7 @@ from . import pair_dot
 from .analysis import KernelInfo, plan_inlining
 from .schedule import choose_vector, cpu_loops, cuda_loops, dot_row_block, layout_vector_width
 from .tiles import BufferTile, ExprTile, ScalarTile, SharedView, Tile, elementwise, remap, reshape_map
+from .unpack_period import unpack_period
 
 __all__ = ["AbiParam", "TVMSource", "CodegenTarget", "resolve_target", "emit_tvm"]
 
@@ -1270,9 +1271,11 @@ class _Emitter:
                     cur = out.read([i, j], fast)
                     return [f"{out.write([i, j])} = {add(cur, prod(a.read([i, k], fast), b.read([k, j], fast)))}"]
 
-                self.emit_nest((M, K, N), body, tiles=[a, b], vector=vec, unroll=_k_unroll(K, N, vec, (a, b)))
+                self.emit_nest((M, K, N), body, tiles=[a, b], vector=vec,
+                               unroll=_k_unroll(K, N, vec, (a, b), unpack_period(ins.b, self.info.defs, 0)))
             else:
-                self._blocked_dot(out, a, b, (M, K, N), rows, vec, prod, add)
+                self._blocked_dot(out, a, b, (M, K, N), rows, vec, prod, add,
+                                  unpack_period(ins.b, self.info.defs, 0))
         self.tiles[r.name] = out
 
     def _pair_dot_gemm(self, pair: pair_dot.PairDot, out: BufferTile, a: Tile, b: Tile, mkn: tuple[int, int, int],
@@ -1294,7 +1297,7 @@ class _Emitter:
         self.emit_nest((M, N), lambda idx, fast: [f"{out.write(idx)} = {blk.read(idx, True)}"], vector=vec)
 
     def _blocked_dot(self, out: BufferTile, a: Tile, b: Tile, mkn: tuple[int, int, int], rows: int, vec: int,
-                     prod: Callable[[str, str], str], add: Callable[[str, str], str]) -> None:
+                     prod: Callable[[str, str], str], add: Callable[[str, str], str], period: int | None) -> None:
         """``out += a @ b`` on the CPU, ``rows`` rows of ``out`` at a time (a register-blocked micro-kernel).
 
         Per block: copy the block's accumulators into small stack arrays, one per (row, vector) when the
@@ -1307,7 +1310,7 @@ class _Emitter:
         M, K, N = mkn
         blk = self.tile_buffer(out.name + "_blk", (rows, N), out.dtype)
         aval = self.tile_buffer(out.name + "_a", (rows,), a.dtype)
-        k_unroll = (_k_unroll(K, N, vec, (b,)) or {}).get(1, 1)       # b is computed once per (k, j)
+        k_unroll = (_k_unroll(K, N, vec, (b,), period) or {}).get(1, 1)       # b is computed once per (k, j)
 
         # The nest is versioned on b's guards only. With b's reads unchecked (or b a plain buffer), a is
         # read per (row, k), the same in every lane of the N vector: the K loop stays vectorized and is
@@ -1604,14 +1607,16 @@ def _unroll_factor(extent: int, per_step: int) -> int:
     return u
 
 
-def _k_unroll(K: int, N: int, vec: int, operands: Sequence[Tile]) -> dict[int, int] | None:
+def _k_unroll(K: int, N: int, vec: int, operands: Sequence[Tile], period: int | None = None) -> dict[int, int] | None:
     """``{1: u, 2: N / vec}``: unroll a CPU ``dot`` nest ``(M, K, N)`` by ``u`` along K, and over its vectors
     along N, when an operand is an unpack fused into the dot (:func:`_periodic`): its word offsets and shift
     amounts are periodic along K (16 steps cover a 32-code word chunk split over two vector halves) and
     differ between the vectors of a tile, so after unrolling they are constants (immediate shifts,
     constant-folded masks and code selection for codes that straddle words) instead of per-step arithmetic
     (left to LLVM, the vector loop stayed a loop for 5-7-bit codes: a sum over every word of a 5-word
-    chunk per code). ``u``: :func:`_unroll_factor` with ``N / vec`` statements per step.
+    chunk per code). ``u``: :func:`_unroll_factor` with ``N / vec`` statements per step, at most ``period``
+    (the unpack's proven period along K, :func:`.unpack_period.unpack_period`): steps past it fold
+    nothing more, and a heavy dequant unrolled 16 x 8 times spills registers.
 
     >>> _k_unroll(128, 64, 16, (ExprTile((128, 64), "float32", fn=lambda i, f: f"T.floormod({i[0]}, 8)"),))
     {1: 16, 2: 4}
@@ -1620,7 +1625,11 @@ def _k_unroll(K: int, N: int, vec: int, operands: Sequence[Tile]) -> dict[int, i
         return None
     vectors = max(1, N // max(1, vec))
     u = _unroll_factor(K, vectors)
-    return {1: u, 2: vectors} if u > 1 else None
+    if period is not None:
+        u = min(u, period)
+    if u == 1 and period is None:
+        return None
+    return ({1: u} if u > 1 else {}) | {2: vectors}
 
 
 def _unravel(flat: str, shape: Sequence[int]) -> list[str]:
