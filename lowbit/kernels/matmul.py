@@ -235,6 +235,8 @@ def prepare_weight(qweight: Any, fmt: Any, device: Any, scale_dtype: str, zero_d
     kernel's configuration; with ``cfg.wt`` the codes are cut into its tiles (:func:`tile_codes`) first."""
     import torch
 
+    from ..lowering.tvm.tensors import aligned
+
     tiled = cfg is not None and cfg.wt == 1
     if fmt is None:
         format_id = FormatId(f"lowbit-matmul-codes-tiled-{cfg.bk}x{cfg.bn}", 1) if tiled else CODES_KN
@@ -259,21 +261,11 @@ def prepare_weight(qweight: Any, fmt: Any, device: Any, scale_dtype: str, zero_d
             z = torch.zeros(1, 1, dtype=getattr(torch, zero_dtype), device=device)
         else:
             z = _as_torch(qt.zeros, device).to(getattr(torch, zero_dtype)).t()
-        return PreparedWeight(format_id, _own_storage(q), _own_storage(s), _own_storage(z))
+        # contiguous and aligned for TVM: views can be neither (the transposed scales of a single group view
+        # the quantizer's numpy array, 16-byte aligned), and a launch bound to one would copy it every call
+        return PreparedWeight(format_id, aligned(q), aligned(s), aligned(z))
 
     return qweight.get_packed(format_id, build)
-
-
-def _own_storage(t: Any) -> Any:
-    """``t`` when it is contiguous and 64-byte aligned, else a contiguous copy (torch allocates CPU memory
-    64-byte aligned). Views can be neither: the transposed scales of a single group are a view of the
-    quantizer's numpy array, aligned to 16 bytes. A launch bound to such a tensor (TVM takes CPU tensors
-    64-byte aligned) would have to copy it on every call."""
-    import torch
-
-    if t.is_contiguous() and t.data_ptr() % 64 == 0:
-        return t
-    return t.clone(memory_format=torch.contiguous_format)
 
 
 def _param_torch_dtype(kernel: Any, name: str) -> Any:

@@ -31,7 +31,7 @@ from lowbit.ir.symbolic import Sym, dim_eval
 from lowbit.ir.symbolic import parse_dim as _parse_dim
 
 from .codegen import AbiParam, TVMSource, emit_tvm, resolve_target
-from .tensors import ALIGNMENT
+from .tensors import ALIGNMENT, aligned
 
 __all__ = ["CompiledKernel", "ArgPlan", "BoundCall", "build_tvm", "load_tvm_kernel", "compile_source"]
 
@@ -228,14 +228,10 @@ def _as_torch(name: str, x: Any, dtype: str, writable: bool):
                 raise DTypeError(f"argument {name} must be a torch {want} tensor, got {t.dtype}")
         if t.device.type != "cpu":
             raise BackendError(f"argument {name} is on {t.device}; the TVM CPU kernel needs CPU tensors")
-        if not t.is_contiguous() or t.data_ptr() % ALIGNMENT:
-            copy = t.clone(memory_format=torch.contiguous_format)
-            if copy.data_ptr() % ALIGNMENT:
-                copy = torch.empty_like(copy).copy_(t)
-            if writable:
-                back = (x, copy)
-            t = copy
-        return t, back
+        copy = aligned(t)
+        if copy is not t and writable:
+            back = (x, copy)
+        return copy, back
     raise BackendError(f"argument {name} must be a numpy array or torch tensor, got {type(x).__name__}")
 
 

@@ -16,10 +16,29 @@ from lowbit.errors import BackendError
 
 from .target import import_tvm
 
-__all__ = ["ALIGNMENT", "to_tvm", "to_torch", "to_numpy"]
+__all__ = ["ALIGNMENT", "aligned", "to_tvm", "to_torch", "to_numpy"]
 
 #: Byte alignment TVM requires of tensor data (``FromDLPack`` rejects anything else).
 ALIGNMENT = 64
+
+
+def aligned(t: Any) -> Any:
+    """The torch tensor ``t`` itself when it is contiguous and :data:`ALIGNMENT`-byte aligned (TVM takes it
+    without a copy), else a contiguous, aligned copy (torch's CPU allocator aligns to 64 bytes).
+
+    >>> import torch
+    >>> t = torch.zeros(64)
+    >>> aligned(t) is t, aligned(t[1:]).data_ptr() % ALIGNMENT
+    (True, 0)
+    """
+    import torch
+
+    if t.is_contiguous() and t.data_ptr() % ALIGNMENT == 0:
+        return t
+    copy = t.clone(memory_format=torch.contiguous_format)
+    if copy.data_ptr() % ALIGNMENT:
+        copy = torch.empty_like(copy).copy_(t)
+    return copy
 
 
 def to_tvm(x: Any, *, allow_copy: bool = True) -> Any:
