@@ -282,6 +282,8 @@ class CompiledKernel:
         (with ``check``) and bound once; ``run(**{name: tensor for name in vary})`` launches. Tensors passed
         later must match the examples in ``args`` (dtype, shape, device); backends with a fast path (TVM on
         the CPU) then skip all per-call checks, and take the full way for anything else.
+        ``run.trusted(*tensors)`` (in ``vary``'s order) is for callers that guarantee dtype, shape and device
+        themselves: the fast path then checks only the memory layout.
 
         >>> run = kernel.bind(dict(x=x, w=w, y=y), vary=("x", "y"))   # doctest: +SKIP
         >>> run(x=x2, y=y2)                                           # doctest: +SKIP
@@ -291,7 +293,7 @@ class CompiledKernel:
         fast = getattr(self.built, "bind", None)
         if fast is not None:
             return fast(args, tuple(vary), shape_bindings=shape_bindings)
-        return _BoundLaunch(self.built, {k: v for k, v in args.items() if k not in vary},
+        return _BoundLaunch(self.built, {k: v for k, v in args.items() if k not in vary}, tuple(vary),
                             dict(shape_bindings) if shape_bindings else None)
 
 
@@ -303,6 +305,7 @@ class _BoundLaunch:
 
     built: Any
     fixed: Mapping[str, Any]
+    vary: tuple[str, ...]
     shape_bindings: Mapping[str, int] | None
 
     def __call__(self, **tensors: Any) -> None:
@@ -311,8 +314,12 @@ class _BoundLaunch:
         else:
             self.built.launch({**self.fixed, **tensors})
 
+    def trusted(self, *tensors: Any) -> None:
+        """The launch with the tensors of ``vary`` given in its order (the fast-path backends check less)."""
+        self(**dict(zip(self.vary, tensors)))
+
     def __deepcopy__(self, memo: dict) -> "_BoundLaunch":
-        return _BoundLaunch(self.built, copy.deepcopy(dict(self.fixed), memo), self.shape_bindings)
+        return _BoundLaunch(self.built, copy.deepcopy(dict(self.fixed), memo), self.vary, self.shape_bindings)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -18,12 +18,13 @@ always there) or ``None``: the best available for the tensors' device (Triton on
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import FormatError, KernelArgumentError
 from .kernels.attention import choose_splits, run_decode_attention, run_kv_append
 from .kernels.library import device_of, resolve_backend
-from .kernels.matmul import run_matmul
+from .kernels.matmul import MatmulPlan, matmul_plan
 from .kvcache import KVLayer
 from .quant import DENSE_ROWMAJOR, QuantizedTensor
 
@@ -101,6 +102,11 @@ def matmul(x: Any, qweight: Any, bias: Any = None, *, backend: str | None = None
     """
     op = "matmul"
     torch = _torch()
+    if type(x) is torch.Tensor and type(qweight) is QuantizedTensor:
+        signature = _matmul_signature(x, bias, backend)
+        checked = qweight.known_launch_plan(signature)
+        if checked is not None:                 # this signature passed the checks below before
+            return checked.run(x, bias)
     _need_float(op, "x", x)
     if not isinstance(qweight, QuantizedTensor):
         raise KernelArgumentError(f"{op}: qweight must be a lowbit.quant.QuantizedTensor; got {type(qweight).__name__}",
@@ -127,9 +133,35 @@ def matmul(x: Any, qweight: Any, bias: Any = None, *, backend: str | None = None
         _need_device(op, "bias", bias, x.device)
         bias = bias.to(torch.float32).contiguous()
     name = resolve_backend(backend, device_of(x))
-    lead = tuple(x.shape[:-1])
-    y = run_matmul(x.reshape(-1, k).contiguous(), qweight, bias, name)
-    return y.reshape(*lead, n)
+    x2d = x.reshape(-1, k).contiguous()
+    plan = matmul_plan(x2d, qweight, bias, name)
+    y = plan.run(x2d, bias).reshape(*x.shape[:-1], n)
+    if type(x) is torch.Tensor and type(qweight) is QuantizedTensor:
+        qweight.launch_plan(signature, lambda: _CheckedMatmul(plan, tuple(x2d.shape), tuple(y.shape)))
+    return y
+
+
+def _matmul_signature(x: Any, bias: Any, backend: str | None) -> tuple:
+    """What :func:`matmul`'s checks of ``x``, ``bias`` and ``backend`` depend on, for a given weight."""
+    return ("ops.matmul", x.dtype, x.shape, x.device, backend,
+            None if bias is None else (type(bias), bias.dtype, bias.shape, bias.device))
+
+
+@dataclass(frozen=True)
+class _CheckedMatmul:
+    """:func:`matmul` for a call signature (:func:`_matmul_signature`) that passed its checks once with this
+    weight: the same plan, run without the checks (~4 us of Python per call instead of ~15)."""
+
+    plan: MatmulPlan
+    x2d_shape: tuple[int, int]
+    out_shape: tuple[int, ...]
+
+    def run(self, x: Any, bias: Any) -> Any:
+        if bias is not None:
+            bias = bias.to(_torch().float32).contiguous()
+        if len(self.out_shape) == 2:                # x is [M, K] (each view costs ~1 us)
+            return self.plan.run(x, bias)
+        return self.plan.run(x.reshape(*self.x2d_shape), bias).view(*self.out_shape)
 
 
 # ---------------------------------------------------------------------------------------------------------

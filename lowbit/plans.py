@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Callable, Hashable, TypeVar
 
-__all__ = ["MAX_PLANS", "cached_plan"]
+__all__ = ["MAX_PLANS", "cached_plan", "known_plan"]
 
 T = TypeVar("T")
 
@@ -32,4 +32,12 @@ def cached_plan(plans: dict, key: Hashable, build: Callable[[], T]) -> T:
         if len(plans) >= MAX_PLANS:
             plans.pop(next(iter(plans)))
     plans[key] = plan                     # (re)inserted last: dict order is recency order
+    return plan
+
+
+def known_plan(plans: dict, key: Hashable) -> object | None:
+    """``plans[key]`` if it was built (marked as just used), else None; builds nothing."""
+    plan = plans.pop(key, None)
+    if plan is not None:
+        plans[key] = plan
     return plan

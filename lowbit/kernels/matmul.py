@@ -25,14 +25,15 @@ True
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 
 from ..quant import FormatId
 from .library import compiled
 
-__all__ = ["MatmulConfig", "PreparedWeight", "choose_config", "prepare_weight", "run_matmul", "takes_zeros_out",
-           "tile_codes", "GEMV_MAX_M"]
+__all__ = ["MatmulConfig", "MatmulPlan", "PreparedWeight", "choose_config", "prepare_weight", "matmul_plan",
+           "run_matmul", "takes_zeros_out", "tile_codes", "GEMV_MAX_M"]
 
 FILE = "matmul.lbk"
 
@@ -296,42 +297,50 @@ def run_matmul(x2d: Any, qweight: Any, bias: Any, backend: str, config: MatmulCo
     ``config`` overrides :func:`choose_config` (tests use it to force split-K or a path).
 
     The configuration, the compiled kernels, the weight's storage and the launches bound to it are
-    worked out on the first call for each row count (:class:`_MatmulPlan`) and kept with the weight
+    worked out on the first call for each row count (:class:`MatmulPlan`) and kept with the weight
     (:meth:`~lowbit.quant.QuantizedTensor.launch_plan`); later calls allocate the output and launch.
     """
-    import torch
+    return matmul_plan(x2d, qweight, bias, backend, config).run(x2d, bias)
 
-    m = int(x2d.shape[0])
-    key = ("lowbit_matmul", m, x2d.dtype, x2d.device, bias is not None, backend, config)
-    plan = qweight.launch_plan(key, lambda: _MatmulPlan.build(x2d, qweight, bias, backend, config))
-    n = int(qweight.shape[0])
-    out = torch.empty(m, n, dtype=x2d.dtype, device=x2d.device)
-    if m == 0:
-        return out
-    varying = dict(x=x2d, c=out) if bias is None else dict(x=x2d, c=out, bias=bias)
-    if plan.reduce is None:
-        plan.main(**varying)
-        return out
-    part = torch.empty(plan.cfg.split, m, n, dtype=torch.float32, device=x2d.device)
-    plan.main(part=part, **varying)
-    del varying["x"]
-    plan.reduce(part=part, **varying)
-    return out
+
+def matmul_plan(x2d: Any, qweight: Any, bias: Any, backend: str, config: MatmulConfig | None = None) -> "MatmulPlan":
+    """The :class:`MatmulPlan` of ``qweight`` for ``x2d``'s row count, dtype and device (built on first use)."""
+    key = ("lowbit_matmul", int(x2d.shape[0]), x2d.dtype, x2d.device, bias is not None, backend, config)
+    return qweight.launch_plan(key, lambda: MatmulPlan.build(x2d, qweight, bias, backend, config))
 
 
 @dataclass(frozen=True)
-class _MatmulPlan:
+class MatmulPlan:
     """A weight's matmul for one row count, activation dtype and bias presence: the configuration and the
     launches, bound once (:meth:`lowbit.driver.CompiledKernel.bind`) to the weight's storage and sizes.
     ``main`` takes ``x``, ``c`` (and ``bias``, and ``part`` with split-K); ``reduce`` (split-K only)
-    takes ``part``, ``c`` (and ``bias``)."""
+    takes ``part``, ``c`` (and ``bias``). :meth:`run` allocates the output and launches both."""
 
     cfg: MatmulConfig
+    out_shape: tuple[int, int]
+    dtype: Any
+    device: Any
     main: Any
     reduce: Any = None
 
+    def run(self, x2d: Any, bias: Any) -> Any:
+        """``x2d @ W.T + bias`` into a new ``[M, N]`` tensor. ``x2d`` (and ``bias``) must have the dtypes, shapes
+        and device this plan was built for (the caller checks them; only the memory layout is checked here)."""
+        torch = sys.modules["torch"]
+        out = torch.empty(*self.out_shape, dtype=self.dtype, device=self.device)   # (args are parsed faster)
+        if self.main is None:                                  # M = 0
+            return out
+        with_bias = () if bias is None else (bias,)
+        if self.reduce is None:
+            self.main.trusted(x2d, out, *with_bias)
+            return out
+        part = torch.empty(self.cfg.split, *self.out_shape, dtype=torch.float32, device=self.device)
+        self.main.trusted(x2d, out, *with_bias, part)
+        self.reduce.trusted(out, *with_bias, part)
+        return out
+
     @staticmethod
-    def build(x2d: Any, qweight: Any, bias: Any, backend: str, config: MatmulConfig | None) -> "_MatmulPlan":
+    def build(x2d: Any, qweight: Any, bias: Any, backend: str, config: MatmulConfig | None) -> "MatmulPlan":
         import torch
 
         m, k = (int(v) for v in x2d.shape)
@@ -349,7 +358,7 @@ class _MatmulPlan:
         fmt = kernel.param_formats.get("q")
         w = prepare_weight(qweight, fmt, device, consts["ST"], consts["ZT"], _param_torch_dtype(kernel, "q"), cfg)
         if m == 0:
-            return _MatmulPlan(cfg, None)
+            return MatmulPlan(cfg, (m, n), x2d.dtype, device, None)
         # examples of the varying arguments (the bound launches keep their dtypes and shapes, not them)
         out = torch.empty(m, n, dtype=x2d.dtype, device=device)
         bias_arg = bias if bias is not None else torch.zeros(1, dtype=torch.float32, device=device)
@@ -367,4 +376,4 @@ class _MatmulPlan:
                             BM=min(_pow2_at_least(m), 16), BN=64)
             reduce = kred.bind(dict(part=part, bias=bias_arg, c=out), tuple(v for v in vary if v != "x"),
                                check=False)
-        return _MatmulPlan(cfg, main, reduce)
+        return MatmulPlan(cfg, (m, n), x2d.dtype, device, main, reduce)

@@ -28,7 +28,7 @@ import numpy as np
 from ..dtypes import DType, dtype as as_dtype
 from ..errors import DTypeError, FormatError
 from ..packing import packed_length, unpack
-from ..plans import cached_plan
+from ..plans import cached_plan, known_plan
 from . import storage
 from .formats import DENSE_ROWMAJOR, FormatId
 
@@ -212,6 +212,20 @@ class QuantizedTensor:
         """
         # in the packed cache: views that share it (identical codes) share plans
         return cached_plan(self._repacked.setdefault(_PLANS, {}), key, build)
+
+    def known_launch_plan(self, key: Hashable) -> Any:
+        """The plan :meth:`launch_plan` built for ``key``, or None when there is none (it is not built here).
+
+        >>> import numpy as np
+        >>> from lowbit.quant import quantize
+        >>> qt = quantize(np.ones((2, 4)), "int4", group_size=None)
+        >>> qt.known_launch_plan(("m", 1)) is None, qt.launch_plan(("m", 1), lambda: "built")
+        (True, 'built')
+        >>> qt.known_launch_plan(("m", 1))
+        'built'
+        """
+        plans = self._repacked.get(_PLANS)
+        return None if plans is None else known_plan(plans, key)
 
     @property
     def packed_cache(self) -> dict:

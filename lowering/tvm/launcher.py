@@ -375,22 +375,35 @@ class BoundCall:
         self._like = tuple((call[i].dtype, tuple(call[i].shape)) for i in self._slots)
         for i in self._slots:
             call[i] = None                       # hold no reference to the example tensors
-        self._template = call
         # a fixed tensor that was bound as a copy (unaligned, strided, or converted) would go stale when its
         # owner writes the original (a KV cache): such a binding always takes the full launch
         self._fallback = any(_data_pointer(fixed[name]) != call[i].data_ptr()
                              for name, i in position.items() if name in fixed)
+        # the fixed tensors as TVM tensors sharing their memory: converted once here, not on every call
+        self._template = [_tvm_view(a) for a in call]
 
     def __call__(self, **tensors: Any) -> None:
-        if len(tensors) != len(self._vary) or self._fallback:
+        if len(tensors) != len(self._vary):
             return self._full(tensors)
         torch = sys.modules["torch"]
-        call = list(self._template)
-        for name, i, (dtype, shape) in zip(self._vary, self._slots, self._like):
+        ordered = []
+        for name, (dtype, shape) in zip(self._vary, self._like):
             t = tensors.get(name)
-            if (type(t) is not torch.Tensor or t.dtype != dtype or t.shape != shape or t.requires_grad
-                    or t.device.type != "cpu" or not t.is_contiguous() or t.data_ptr() % ALIGNMENT):
+            if type(t) is not torch.Tensor or t.dtype != dtype or t.shape != shape or t.device.type != "cpu":
                 return self._full(tensors)
+            ordered.append(t)
+        self.trusted(*ordered)
+
+    def trusted(self, *tensors: Any) -> None:
+        """Launch with the tensors of ``vary``, in its order, which the caller guarantees are CPU torch tensors
+        of the bound dtypes and shapes (a plan's own outputs, an input whose signature was checked before).
+        Only their layout is checked here: a strided, unaligned or grad-requiring one takes the full launch."""
+        if self._fallback:
+            return self._full(dict(zip(self._vary, tensors)))
+        call = self._template.copy()
+        for i, t in zip(self._slots, tensors):
+            if t.requires_grad or not t.is_contiguous() or t.data_ptr() % ALIGNMENT:
+                return self._full(dict(zip(self._vary, tensors)))
             call[i] = t
         self._kernel._run(call)
 
@@ -404,6 +417,16 @@ class BoundCall:
         fixed = copy.deepcopy(self._fixed, memo)
         examples = {name: torch.empty(shape, dtype=dtype) for name, (dtype, shape) in zip(self._vary, self._like)}
         return self._kernel.bind({**fixed, **examples}, self._vary, shape_bindings=self._shape_bindings)
+
+
+def _tvm_view(x: Any) -> Any:
+    """A torch tensor as a ``tvm.runtime.Tensor`` over the same memory (DLPack); anything else as it is."""
+    torch = sys.modules.get("torch")
+    if torch is not None and type(x) is torch.Tensor:
+        import tvm
+
+        return tvm.runtime.from_dlpack(x)
+    return x
 
 
 def _data_pointer(x: Any) -> int | None:

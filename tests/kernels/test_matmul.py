@@ -246,6 +246,46 @@ def test_deep_copy_of_a_used_weight_runs_on_its_own_storage(backend):
     assert_within(ops.matmul(x, twin, backend=backend), ref, tol, "deep copy")
 
 
+@pytest.mark.parametrize("backend", ["interpret", "tvm"])
+def test_checked_signatures_skip_the_checks_and_stay_right(backend, monkeypatch):
+    """ops.matmul checks a call signature (x's dtype, shape and device, the bias's, the backend) once per
+    weight, then runs its plan directly. Later calls of that signature with other values, strides, alignment or
+    grad still agree with the fp64 reference; a new signature is checked, and bad arguments still raise."""
+    from lowbit.errors import LowbitError
+
+    require_backend(backend)
+    gen = torch.Generator().manual_seed(13)
+    w = quantize(torch.randn(24, 64, generator=gen), "int3", group_size=32)
+
+    def check(x, bias, what):
+        ref, absdot = matmul_reference(x.reshape(-1, 64), w, None if bias is None else bias.float())
+        y = ops.matmul(x, w, bias, backend=backend)
+        assert y.shape == (*x.shape[:-1], 24) and y.dtype == x.dtype, what
+        assert_within(y.reshape(-1, 24), ref, matmul_tolerance(absdot, ref, 64, x.dtype), what)
+
+    bias = torch.randn(24, generator=gen, dtype=torch.float16)
+    check(torch.randn(2, 3, 64, generator=gen), bias, "first call")
+    assert w.known_launch_plan(ops._matmul_signature(torch.empty(2, 3, 64), bias, backend)) is not None
+
+    def unchecked(*args, **kwargs):
+        raise AssertionError("a checked signature was checked again")
+
+    monkeypatch.setattr(ops, "_need_float", unchecked)
+    check(torch.randn(2, 3, 64, generator=gen), bias, "same signature, new values")
+    check(torch.randn(3, 2, 64, generator=gen).transpose(0, 1), bias, "strided")
+    check(torch.randn(6 * 64 + 1, generator=gen)[1:].view(2, 3, 64), bias, "4 bytes off alignment")
+    check(torch.randn(2, 3, 64, generator=gen, requires_grad=True), bias, "requires grad")
+    with pytest.raises(AssertionError, match="checked again"):
+        ops.matmul(torch.randn(2, 64), w, bias, backend=backend)                  # a new signature is checked
+    monkeypatch.undo()
+    check(torch.randn(2, 64, generator=gen), None, "2-D, no bias")
+    for call, message in [(lambda: ops.matmul(torch.randn(2, 3, 63), w, bias, backend=backend), "x must have shape"),
+                          (lambda: ops.matmul(torch.randn(2, 3, 64).double(), w, bias, backend=backend), "float16"),
+                          (lambda: ops.matmul(torch.randn(2, 3, 64), w, bias[:5], backend=backend), "bias must have")]:
+        with pytest.raises(LowbitError, match=message):
+            call()
+
+
 def test_launch_plans_bounded_lru_and_shared_by_views():
     from lowbit.plans import MAX_PLANS
 
