@@ -56,20 +56,24 @@ def worker_vector_bytes(target) -> int:
 
 
 def substreams_for(target, dtype: str, layout: Any, meets_bf16: bool = True) -> int:
-    """2 (two uint16 streams per 32-bit word, see :mod:`.packed_format`) for 3-bit codes on TVM's CPU target
+    """2 (two uint16 streams per 32-bit word, see :mod:`.packed_format`) for 1-3-bit codes on TVM's CPU target
     when the tile allows it and the codes meet bf16 activations in a product (``meets_bf16``, see
     :func:`meets_bf16_product`), else 1.
 
     Why: the bf16 pair dot (``lowering/tvm/pair_dot.py``) needs the two 16-bit halves of a lane to hold
     codes at the same bit offset. One dense stream does that only for widths dividing 16; with two streams
-    3-bit codes do too (a code crossing a 16-bit word is joined by a 16-bit funnel shift). Without bf16
-    activations no pair dot applies, and one dense stream unpacks faster: half as many codes cross a word
-    (int3 x f32, 4096 x 4096, weights in cache: 0.29 ms dense, 0.31 ms from two streams). Widths 5-7 are
-    dequantized by arithmetic, not by a table lookup (:mod:`.select_dequant`), so no pair dot applies to
-    them, and their unpack from two streams is slower (int5 x bf16, 4096 x 4096: 0.40 -> 0.60 ms).
+    3-bit codes do too (a code crossing a 16-bit word is joined by a 16-bit funnel shift). With 1- and 2-bit
+    codes one dense stream pairs K rows that are not adjacent (k and k + 2 with 2-bit codes in a 4-column
+    tile), so each activation pair is put together from two scalar loads; two streams pair k with k + 1, one
+    32-bit load (int2 x bf16, 4096 x 4096: 64 -> 56 instructions per 16 products in the loop; the kernel's time
+    moved within this machine's noise, 0.14-0.16 ms either way). Without bf16 activations no pair dot
+    applies, and one dense stream unpacks faster: half as many codes cross a word (int3 x f32, 4096 x 4096,
+    weights in cache: 0.29 ms dense, 0.31 ms from two streams). Widths 5-7 are dequantized by arithmetic,
+    not by a table lookup (:mod:`.select_dequant`), so no pair dot applies to them, and their unpack from two
+    streams is slower (int5 x bf16, 4096 x 4096: 0.40 -> 0.60 ms).
     """
     nbits = nbits_of(dtype)
-    if target.backend != "tvm" or target.kind != "cpu" or nbits != 3 or not meets_bf16:
+    if target.backend != "tvm" or target.kind != "cpu" or nbits not in (1, 2, 3) or not meets_bf16:
         return 1
     try:
         PackedFormat(dtype, layout, worker_vector_bytes(target), substreams=2).plan  # noqa: B018 (checks the tile)

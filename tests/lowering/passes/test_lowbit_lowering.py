@@ -194,10 +194,10 @@ def test_select_dequant_alone_refuses_packed_globals():
         run_passes(_kernel(), parse_target("triton:cpu"), ["select-dequant"])
 
 
-def _product_kernel(x_dtype: str, scales_dtype: str = "f16"):
+def _product_kernel(x_dtype: str, scales_dtype: str = "f16", w_dtype: str = "int3"):
     """``y = (x @ cast(w)) * s``: a dot of codes and activations, its result scaled (the GEMV's shape)."""
     kb = KernelBuilder("k")
-    w = kb.tensor_param("w", "int3", [32, 16])        # 32 codes of K per lane: whole 16-bit streams
+    w = kb.tensor_param("w", w_dtype, [32, 16])       # 32 codes of K per lane: whole 16-bit streams
     x = kb.tensor_param("x", x_dtype, [1, 32])
     s = kb.tensor_param("s", scales_dtype, [1, 16])
     y = kb.tensor_param("y", "f32", [1, 16], intent="out")
@@ -224,6 +224,19 @@ def test_substreams_only_where_codes_meet_bf16_activations(x_dtype, scales_dtype
     assert low.param_formats["w"].substreams == (2 if expected else 1)
     # other targets keep one stream: only TVM's CPU code has the pair dot
     low = run_passes(kernel, parse_target("triton:cpu"), ["infer-layouts", "lower-lowbit"], options=DEFER)
+    assert low.param_formats["w"].substreams == 1
+
+
+@pytest.mark.parametrize("w_dtype,streams", [("int1", 2), ("uint2", 2), ("int3", 2), ("int4", 1), ("uint5", 1),
+                                             ("float4_e2m1", 1)])
+def test_substreams_for_pairable_code_widths(w_dtype, streams):
+    # 1-3-bit codes meeting bf16 activations: two streams (the pair dot's K pairs adjacent); 4 bits pair
+    # adjacent K rows from one stream already; 5-7 bits are not looked up, so no pair dot applies
+    low = run_passes(_product_kernel("bf16", "f16", w_dtype), parse_target("tvm:llvm"),
+                     ["infer-layouts", "lower-lowbit"], options=DEFER)
+    assert low.param_formats["w"].substreams == streams
+    low = run_passes(_product_kernel("f32", "f16", w_dtype), parse_target("tvm:llvm"),
+                     ["infer-layouts", "lower-lowbit"], options=DEFER)
     assert low.param_formats["w"].substreams == 1
 
 
