@@ -159,9 +159,12 @@ class _CheckedMatmul:
     def run(self, x: Any, bias: Any) -> Any:
         if bias is not None:
             bias = bias.to(_torch().float32).contiguous()
-        if len(self.out_shape) == 2:                # x is [M, K] (each view costs ~1 us)
-            return self.plan.run(x, bias)
-        return self.plan.run(x.reshape(*self.x2d_shape), bias).view(*self.out_shape)
+        flat = len(self.out_shape) == 2             # x is [M, K] already (each view costs ~1 us)
+        x2d = x if flat else x.reshape(*self.x2d_shape)
+        if not x2d.is_contiguous():
+            x2d = x2d.contiguous()
+        y = self.plan.run(x2d, bias)
+        return y if flat else y.view(*self.out_shape)
 
 
 # ---------------------------------------------------------------------------------------------------------

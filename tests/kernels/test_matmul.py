@@ -279,6 +279,7 @@ def test_checked_signatures_skip_the_checks_and_stay_right(backend, monkeypatch)
         ops.matmul(torch.randn(2, 64), w, bias, backend=backend)                  # a new signature is checked
     monkeypatch.undo()
     check(torch.randn(2, 64, generator=gen), None, "2-D, no bias")
+    check(torch.randn(64, 2, generator=gen).t(), None, "2-D, strided")
     for call, message in [(lambda: ops.matmul(torch.randn(2, 3, 63), w, bias, backend=backend), "x must have shape"),
                           (lambda: ops.matmul(torch.randn(2, 3, 64).double(), w, bias, backend=backend), "float16"),
                           (lambda: ops.matmul(torch.randn(2, 3, 64), w, bias[:5], backend=backend), "bias must have")]:
