@@ -53,7 +53,6 @@ import itertools
 import keyword
 import re
 from dataclasses import dataclass, field
-from math import prod as _product
 from typing import Any, Callable, Mapping, Sequence, Union
 
 from lowbit.errors import CompileError
@@ -67,7 +66,7 @@ from . import tir_text as tt
 from . import pair_dot
 from .analysis import KernelInfo, plan_inlining
 from .schedule import choose_vector, cpu_loops, cuda_loops, dot_row_block, layout_vector_width
-from .tiles import BufferTile, ExprTile, ScalarTile, SharedView, Tile, elementwise, remap, reshape_map
+from .tiles import BufferTile, ExprTile, ScalarTile, SharedView, Tile, elementwise, remap, reshape_map, unflatten
 from .unpack_period import unpack_period
 
 __all__ = ["AbiParam", "TVMSource", "CodegenTarget", "resolve_target", "emit_tvm"]
@@ -1121,7 +1120,7 @@ class _Emitter:
 
         def word(where: pair_dot.Affine) -> str:      # the storage word of this lane (uint32)
             flat = f"{where.base} + {q} * {where.per_q} + {lane} * {where.per_lane}"
-            return words.read(_unravel(flat, wshape), True)
+            return words.read(unflatten(flat, wshape), True)
 
         vec = f"T.ramp(0, 1, {lanes})"
         header = f"for {lane} in T.vectorized({lanes}):"
@@ -1632,20 +1631,6 @@ def _k_unroll(K: int, N: int, vec: int, operands: Sequence[Tile], period: int | 
     if u == 1 and period is None:
         return None
     return ({1: u} if u > 1 else {}) | {2: vectors}
-
-
-def _unravel(flat: str, shape: Sequence[int]) -> list[str]:
-    """The index (TIR text) of row-major element ``flat`` of a tile of ``shape``."""
-    strides = [_product(shape[d + 1:]) for d in range(len(shape))]
-    live = [d for d, s in enumerate(shape) if s != 1]
-    idx = []
-    for d, (size, stride) in enumerate(zip(shape, strides)):
-        if size == 1:
-            idx.append("0")
-            continue
-        e = f"({flat})" if stride == 1 else f"T.floordiv({flat}, {stride})"
-        idx.append(e if d == live[0] else f"T.floormod({e}, {size})")
-    return idx
 
 
 def _literal_nonneg(text: str) -> bool:
