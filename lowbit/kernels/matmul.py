@@ -9,7 +9,8 @@
   ``matmul.lbk``); split-K where the grid alone would leave the device idle (many K tiles, few output tiles).
   TVM's CPU GEMV also takes the two forms of ``matmul.lbk`` made for streaming a weight from memory:
   ``wt`` (the codes cut into tiles in program order, so each program reads one contiguous range) and
-  ``gdot`` (``K`` tiles of one group, each group's dot scaled once).
+  ``gdot`` (``K`` tiles of one group, each group's dot scaled once); so do more rows of x with weights that
+  unpack cheaply (:func:`cheap_unpack`), 4 rows per program.
 * **Weights** are repacked once per kernel storage format and cached on the ``QuantizedTensor``
   (:meth:`~lowbit.quant.QuantizedTensor.get_packed`, keyed by the format id the low-bit lowering pass
   derived): codes transposed to ``[K, N]`` (or cut into ``[BK, BN]`` tiles for ``wt``) then packed,
@@ -29,11 +30,12 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from ..dtypes import dtype
 from ..quant import FormatId
 from .library import compiled
 
-__all__ = ["MatmulConfig", "MatmulPlan", "PreparedWeight", "choose_config", "prepare_weight", "matmul_plan",
-           "run_matmul", "takes_zeros_out", "tile_codes", "GEMV_MAX_M"]
+__all__ = ["MatmulConfig", "MatmulPlan", "PreparedWeight", "cheap_unpack", "choose_config", "prepare_weight",
+           "matmul_plan", "run_matmul", "takes_zeros_out", "tile_codes", "GEMV_MAX_M"]
 
 FILE = "matmul.lbk"
 
@@ -125,13 +127,29 @@ def _k_tiling(k: int, g: int, target: int) -> tuple[int, int]:
     return 1, g                                # no good divisor: one (large) group per tile
 
 
+def cheap_unpack(wtype: str | None) -> bool:
+    """Whether codes of lowbit type ``wtype`` unpack for a few instructions per 16 weights: codes of at most 4
+    bits (one table lookup, ``select_dequant``) and 8-bit integers (a widening convert). Wider floats and 5-7-bit
+    codes are decoded by arithmetic, dear enough that a tile of many rows should share each decode.
+
+    >>> cheap_unpack("uint3"), cheap_unpack("int8"), cheap_unpack("float8_e4m3fn"), cheap_unpack(None)
+    (True, True, False, False)
+    """
+    if wtype is None:
+        return False
+    d = dtype(wtype)
+    return d.nbits <= 4 or (d.nbits == 8 and not d.is_float)
+
+
 def choose_config(m: int, n: int, k: int, group_size: int, backend: str, device: str,
-                  workers: int | None = None, zeros: bool = False) -> MatmulConfig:
+                  workers: int | None = None, zeros: bool = False, wtype: str | None = None) -> MatmulConfig:
     """The tile configuration for an ``[m, k] x [k, n]`` product (see the module docstring).
 
     ``workers``: programs the device runs at once (CUDA multiprocessors, CPU threads); split-K is used when
     the output tiles alone are fewer than that and K is long enough to share. ``zeros``: the weight has
-    zero points (TVM's CPU GEMV then takes them out of the group sums: ``zsum``).
+    zero points (TVM's CPU GEMV then takes them out of the group sums: ``zsum``). ``wtype``: the weight's
+    lowbit type name; on TVM's CPU target, weights that unpack cheaply (:func:`cheap_unpack`) take the GEMV's
+    streaming tile for any number of rows.
 
     >>> choose_config(1, 4096, 4096, 128, "triton", "cuda", workers=132)
     MatmulConfig(bm=1, bn=64, bk=128, mode=1, dot=0, split=3, ct='float32', wt=0, gdot=0, zsum=0)
@@ -139,15 +157,25 @@ def choose_config(m: int, n: int, k: int, group_size: int, backend: str, device:
     MatmulConfig(bm=1, bn=128, bk=128, mode=1, dot=1, split=1, ct='float32', wt=1, gdot=1, zsum=0)
     >>> choose_config(64, 72, 200, 40, "tvm", "cpu", workers=2).mode
     1
+    >>> choose_config(16, 4096, 4096, 128, "tvm", "cpu", workers=2, wtype="int4")
+    MatmulConfig(bm=4, bn=64, bk=128, mode=1, dot=1, split=1, ct='float32', wt=1, gdot=1, zsum=0)
     """
-    gemv = m <= GEMV_MAX_M
+    # TVM's CPU code streams a weight of cheap codes with the GEMV's tile, 4 rows per program, however many
+    # rows x has (4096 x 4096, g = 128, 2 threads, weights in cache): each pair of codes is unpacked once
+    # per 4 rows, which against the GEMM tile (16-32 rows, a dequantized tile in memory, f32 FMAs) lets bf16
+    # activations take vdpbf16ps. x bf16, M = 16 -> 64: int4 2.9 -> 1.5 ms, 10.5 -> 6.0; int2 2.7 -> 1.5,
+    # 10.4 -> 5.9; uint8 5.7 -> 3.5 (M = 16); M = 8 (which took a 16-row tile): int4 2.8 -> 0.76 ms. x f32:
+    # M = 8 int4 2.8 -> 1.35 ms; M = 16-64 within a few percent either way, uint8 4.1 -> 3.5 (M = 16).
+    # Codes decoded by arithmetic lose with 4 rows (float8_e4m3fn x f32, M = 16: 4.0 -> 9.2 ms).
+    streaming = backend == "tvm" and device == "cpu" and (m <= GEMV_MAX_M or cheap_unpack(wtype))
+    gemv = m <= GEMV_MAX_M or streaming
     big_tiles = backend == "interpret" or (backend == "triton" and device == "cpu")
     if big_tiles:  # the interpreters pay per program and loop step, hardly per element
         bn = min(_pow2_at_least(n), 128)
         target_k = 128 if gemv else 64
         bm = _pow2_at_least(m) if gemv else min(_pow2_at_least(m), 64)
     elif gemv:
-        bm, bn, target_k = _pow2_at_least(m), 64, 128
+        bm, bn, target_k = min(_pow2_at_least(m), GEMV_MAX_M), 64, 128
     else:
         bm = 16 if m <= 16 else 32 if device == "cpu" or m <= 64 else 64
         bn, target_k = 64, 64
@@ -186,7 +214,8 @@ def takes_zeros_out(m: int, qweight: Any, backend: str, device: str = "cpu") -> 
     """Whether :func:`run_matmul` (its default configuration) computes ``s (sum x q - z sum x)`` for ``m`` rows
     of x and ``qweight`` (``zsum``): its error then scales with ``|x| (|q| + |z|) |s|``, not ``|x w|``."""
     n, k = (int(v) for v in qweight.shape)
-    return bool(choose_config(m, n, k, qweight.group_size, backend, device, zeros=qweight.zeros is not None).zsum)
+    return bool(choose_config(m, n, k, qweight.group_size, backend, device, zeros=qweight.zeros is not None,
+                              wtype=qweight.dtype.name).zsum)
 
 
 def _side_dtype(name: str, native: tuple[str, ...]) -> str:
@@ -350,7 +379,7 @@ class MatmulPlan:
         x_dtype = str(x2d.dtype).removeprefix("torch.")
         g = qweight.group_size
         cfg = config or choose_config(m, n, k, g, backend, kind, _workers(device, backend),
-                                      zeros=qweight.zeros is not None)
+                                      zeros=qweight.zeros is not None, wtype=qweight.dtype.name)
         if not cfg.fits(g, k):
             raise ValueError(f"{cfg} does not fit group size {g} and K = {k}")
         consts = _constants(qweight, x_dtype, cfg, bias is not None)

@@ -30,6 +30,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable, Mapping
 
 from lowbit.ir import nodes as n
 
@@ -170,17 +171,21 @@ def _cost(ins: n.Instr) -> int:
     return 1
 
 
-def _operand_multiplicity(use: Use, lanes: int | None = None) -> int:
+def _operand_multiplicity(use: Use, lanes: int | None = None,
+                           b_once: Callable[[n.Dot], bool] | None = None) -> int:
     """How many times the consumer reads each element of the operand (per consumer materialization).
 
     ``lanes``: the CPU's f32 vector lanes; a CPU ``dot`` computes each element of ``b`` once per block of
-    :func:`.schedule.dot_row_block` rows (CUDA: once per row).
+    :func:`.schedule.dot_row_block` rows (CUDA: once per row), or once for all rows where ``b_once`` says
+    so (the bf16 pair dot, which unpacks each pair of codes once for every row of the tile).
     """
     u = use.user
     if isinstance(u, n.Dot):
         if use.operand == "a":
             return int(u.b.type.shape[1])
         if use.operand == "b":
+            if b_once is not None and b_once(u):
+                return 1
             m = int(u.a.type.shape[0])
             if lanes:
                 from .schedule import dot_row_block
@@ -216,12 +221,16 @@ def _writes(ins: n.Instr, info: KernelInfo) -> set[str]:
     return set()
 
 
-def plan_inlining(kernel: n.Kernel, lanes: int | None = None) -> KernelInfo:
+def plan_inlining(kernel: n.Kernel, lanes: int | None = None,
+                  b_once: Callable[[n.Dot, Mapping[str, n.Instr | None]], bool] | None = None) -> KernelInfo:
     """Analyse ``kernel``: uses, index values, and the lazy (fused) values. See the module doc.
 
     ``lanes``: the f32 SIMD lanes of a CPU target (None for CUDA), for the ``dot`` schedule's reuse.
+    ``b_once(dot, defs)``: whether the code generator computes each element of that ``dot``'s ``b`` once for
+    all rows (then its unpack chain fuses into the ``dot`` however many rows the tile has).
     """
     info = _collect(kernel)
+    dot_b_once = None if b_once is None else (lambda dot: b_once(dot, info.defs))
     info.index_values = _index_values(kernel, info)
 
     # trivial values: constant sources and cheap pure ops on trivial operands (forward pass)
@@ -254,7 +263,7 @@ def plan_inlining(kernel: n.Kernel, lanes: int | None = None) -> KernelInfo:
     sinks: dict[str, list[n.Instr]] = {}
 
     def _eff(use: Use) -> int:
-        m = _operand_multiplicity(use, lanes)
+        m = _operand_multiplicity(use, lanes, dot_b_once)
         res = getattr(use.user, "result", None)
         if res is not None and res.name in info.lazy:
             m *= max(1, info.multiplicity.get(res.name, 1))

@@ -292,7 +292,9 @@ class _Emitter:
         self.t = target
         self.constants = dict(constants)
         self.facts = facts
-        self.info: KernelInfo = plan_inlining(kernel, None if target.cuda else target.lanes("float32"))
+        self._pair_dots: dict[str, pair_dot.PairDot | None] = {}
+        self.info: KernelInfo = plan_inlining(kernel, None if target.cuda else target.lanes("float32"),
+                                              lambda dot, defs: self._pair_dot_of(dot, defs) is not None)
         self.names = _Names()
         self.tiles: dict[str, Tile] = {}
         self.slots: dict[str, tuple[_Block, n.Instr]] = {}
@@ -1159,6 +1161,17 @@ class _Emitter:
                  for v in range(vectors)]
         self.emit_versioned(guards, load + _nest_items(headers, body) + store, checked)
 
+    def _pair_dot_of(self, ins: n.Dot, defs: Mapping[str, n.Instr | None]) -> pair_dot.PairDot | None:
+        """The :class:`.pair_dot.PairDot` form the CPU ``dot`` ``ins`` is emitted in, or None (matched once:
+        the inlining plan needs the answer too, since the pair dot unpacks ``b`` once for all rows)."""
+        name = ins.result.name
+        if name not in self._pair_dots:
+            shape = ins.result.type.shape
+            fits = (self._pair_dot_target() and all(isinstance(d, int) for d in shape)
+                    and shape[0] * (shape[1] // pair_dot.LANES) <= _PAIR_DOT_ACCUMULATORS)
+            self._pair_dots[name] = pair_dot.match_dot(ins, defs) if fits else None
+        return self._pair_dots[name]
+
     def _pair_dot_target(self) -> bool:
         """Whether products may use ``vdpbf16ps`` (:mod:`.pair_dot`): a CPU with 512-bit vectors and AVX-512 BF16."""
         return not self.t.cuda and self.t.lanes("float32") == pair_dot.LANES and host_has_avx512_bf16()
@@ -1259,9 +1272,7 @@ class _Emitter:
                                tiles=[acc], vector=vec)
 
             rows = dot_row_block(M, N, vec)
-            pair = None
-            if self._pair_dot_target() and M * (N // pair_dot.LANES) <= _PAIR_DOT_ACCUMULATORS:
-                pair = pair_dot.match_dot(ins, self.info.defs)
+            pair = self._pair_dot_of(ins, self.info.defs)
             if pair is not None:
                 self._pair_dot_gemm(pair, out, a, b, (M, K, N), vec, prod, add)
             elif rows == 1:

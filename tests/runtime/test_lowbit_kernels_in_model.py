@@ -20,8 +20,14 @@ def test_tvm_kernels_match_the_reference_ops(weights, kv, activations):
     assert got.texts == ref.texts
     # Logits of the same tokens differ by f32 accumulation order in the matmuls (~1e-6 relative per op). With a
     # quantized cache such noise can flip a K/V code at a rounding boundary, a jump of one quantization step,
-    # so the closeness bound is asserted only for the f16 cache (where a flip is one f16 ulp).
+    # so the closeness bound is asserted only for the f16 cache (where a flip is one f16 ulp). Likewise bf16
+    # activations: every op rounds its output to bf16, so the order noise can flip one rounding of a hidden
+    # state (2^-8 relative) and the logits then move by up to about one bf16 step of their scale (measured:
+    # 0.025-0.031 at |logit| <= 16.8 in two of four weight types, on the kernels' and on the GEMM tile's order
+    # alike; the others within 2e-5).
     if kv == "float16":
         seqs = [list(prompts[0].encode()) + [32]]
-        diff = (kernels.token_logits(seqs)[0] - reference.token_logits(seqs)[0]).abs().max().item()
-        assert diff <= 1e-3, diff
+        got_logits, ref_logits = kernels.token_logits(seqs)[0], reference.token_logits(seqs)[0]
+        diff = (got_logits - ref_logits).abs().max().item()
+        bound = 1e-3 if activations == "float32" else 2.0 ** -8 * ref_logits.abs().max().item()
+        assert diff <= bound, (diff, bound)

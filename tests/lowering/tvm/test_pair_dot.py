@@ -60,11 +60,17 @@ CASES = [  # dtype, group, n, k, m, config, threads
     ("int3", 128, 264, 384, 1, MatmulConfig(1, 128, 128, 1, 1, wt=1, gdot=1), 2),
     ("int3", 64, 72, 192, 4, MatmulConfig(4, 64, 64, 1, 1, wt=1, gdot=1), 2),
     ("uint3", 128, 40, 256, 3, MatmulConfig(4, 32, 128, 1, 1, wt=1, gdot=1), 1),
+    # many rows per tile: the unpack stays fused into the pair dot (computed once for all rows), edges in M
+    ("int4", 128, 40, 256, 13, MatmulConfig(8, 32, 128, 1, 1, wt=1, gdot=1), 2),
+    ("int2", 64, 24, 192, 16, MatmulConfig(16, 16, 64, 1, 1, wt=1, gdot=1), 1),
+    # the default configuration of more than 4 rows of a cheaply unpacked weight: the streaming tile
+    ("uint4", 128, 72, 256, 11, None, 2),
+    ("int8", 128, 72, 256, 9, None, 2),
 ]
 
 
 @pytest.mark.parametrize("dtype,group,n,k,m,cfg,threads", CASES,
-                         ids=[f"{c[0]}-M{c[4]}-dot{c[5].dot}-t{c[6]}" for c in CASES])
+                         ids=[f"{c[0]}-M{c[4]}-dot{c[5].dot if c[5] else 'default'}-t{c[6]}" for c in CASES])
 def test_bf16_activations_against_fp64(monkeypatch, dtype, group, n, k, m, cfg, threads):
     _tvm_or_skip()
     monkeypatch.setenv("LOWBIT_NUM_THREADS", str(threads))     # the weight layout depends on the threads

@@ -153,6 +153,22 @@ def test_costly_dot_operand_is_computed_once_per_tile_on_cpu(bm):
     assert "w" in cuda.lazy
 
 
+def test_dot_operand_the_generator_computes_once_stays_fused():
+    """A ``dot`` whose ``b`` the code generator computes once for all rows (``b_once``: the bf16 pair dot)
+    keeps its unpack fused at any row count; the predicate sees the dot and the kernel's definitions."""
+    kernel = build_unpack_dot(8)
+    seen = []
+
+    def once(dot, defs):
+        seen.append((dot.b.name, type(defs.get(dot.b.name)).__name__))
+        return True
+
+    assert "w" not in plan_inlining(kernel, LANES).lazy
+    assert "w" in plan_inlining(kernel, LANES, once).lazy
+    assert ("w", "Binary") in seen
+    assert "w" not in plan_inlining(kernel, LANES, lambda dot, defs: False).lazy
+
+
 @pytest.mark.parametrize("bm,m,k", [(4, 4, 128), (4, 3, 128), (8, 13, 192), (1, 2, 64)])
 def test_unpack_dot_micro_kernel(rng, bm, m, k):
     """Row blocks (bm 4 and 8), a partial block at the edge of M (m = 3, 13), a GEMV tile (bm 1): every

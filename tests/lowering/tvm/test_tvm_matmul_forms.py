@@ -105,6 +105,13 @@ def test_config_checks_and_choice():
     assert choose_config(1, 4096, 4096, 128, "interpret", "cpu").wt == 0            # other backends: unchanged
     assert choose_config(1, 4096, 4096, 128, "triton", "cuda", 132).gdot == 0
     assert choose_config(33, 4096, 4096, 128, "tvm", "cpu", 2).wt == 0             # GEMM: unchanged
+    # more rows: weights that unpack cheaply stream with the GEMV's 4-row tile, others take the GEMM tile
+    for wtype in ("int4", "uint2", "float4_e2m1", "int8"):
+        many = choose_config(33, 4096, 4096, 128, "tvm", "cpu", 2, wtype=wtype)
+        assert (many.bm, many.bn, many.wt, many.gdot, many.dot) == (4, 64, 1, 1, 1), wtype
+    for wtype in ("float8_e4m3fn", "int5", "float6_e3m2"):
+        assert choose_config(33, 4096, 4096, 128, "tvm", "cpu", 2, wtype=wtype).wt == 0, wtype
+    assert choose_config(33, 4096, 4096, 128, "triton", "cuda", 132, wtype="int4").wt == 0
     with pytest.raises(ValueError, match="does not fit"):
         w = quantize(torch.randn(8, 256), "uint4", group_size=64)
         run_matmul(torch.randn(1, 256), w, None, "interpret", MatmulConfig(1, 8, 128, 1, 1, gdot=1))
