@@ -4,8 +4,10 @@ Every error a user can cause derives from :class:`LowbitError`. Each carries an 
 (``file:line:col`` plus the source line, drawn with a caret) and an optional *hint* saying what to do.
 ``str(err)`` is the complete, user-facing message; the CLI prints exactly that and never a traceback.
 
->>> raise FormatError("weights packed for format 'gemv-v1' cannot be used by 'gemm-v2'",
-...                   hint="re-quantize or call QuantizedTensor.repack()")
+>>> print(FormatError("weights packed for format 'gemv-v1' cannot be used by 'gemm-v2'",
+...                   hint="re-quantize or call QuantizedTensor.repack()"))
+weights packed for format 'gemv-v1' cannot be used by 'gemm-v2'
+hint: re-quantize or call QuantizedTensor.repack()
 """
 from __future__ import annotations
 

@@ -505,12 +505,3 @@ def test_import_does_not_import_torch():
             "c = d.dtype('f4e2m1').encode(np.ones(3)); p.unpack(p.pack(c, 4), 4, 3); "
             "assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd="/")
-
-
-def test_docstring_examples():
-    import doctest
-
-    import lowbit.dtypes
-
-    result = doctest.testmod(lowbit.dtypes, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 5 and result.failed == 0

@@ -188,10 +188,3 @@ def test_axis_and_shape_errors():
         unpack([256], 3, 2)
     with pytest.raises(PackingError, match="out of range"):
         unpack(torch.zeros(2, 2, dtype=torch.uint8), 8, 2, axis=-3)
-
-
-def test_docstring_examples():
-    import doctest
-
-    result = doctest.testmod(lowbit.packing, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted >= 5 and result.failed == 0

@@ -1,9 +1,9 @@
-"""Build TensorIR for a target, export/reload shared libraries, get CUDA source and cubins.
+"""Build TensorIR for a target, export/reload shared libraries, get CUDA source and cubins::
 
->>> fn = build(mod, "cpu")                 # doctest: +SKIP  (mod: an IRModule or a PrimFunc)
->>> fn(a, b, c)                            # doctest: +SKIP  torch tensors go in directly (DLPack)
->>> fn.export("/tmp/add.so"); again = load_library("/tmp/add.so")        # doctest: +SKIP
->>> src = cuda_source(mod_for_gpu); cubin = nvcc_cubin(src, "sm_90")      # doctest: +SKIP
+    fn = build(mod, "cpu")                  # mod: an IRModule or a PrimFunc
+    fn(a, b, c)                             # torch tensors go in directly (DLPack)
+    fn.export("/tmp/add.so"); again = load_library("/tmp/add.so")
+    src = cuda_source(mod_for_gpu); cubin = nvcc_cubin(src, "sm_90")
 """
 from __future__ import annotations
 

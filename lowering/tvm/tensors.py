@@ -3,6 +3,7 @@
 TVM kernels take torch tensors directly (TVM's FFI speaks DLPack), so most callers never convert. These
 helpers are for the rest: holding a ``tvm.runtime.Tensor``, or viewing one's memory from torch.
 
+>>> import torch
 >>> x = torch.arange(4.0)
 >>> t = to_tvm(x)                       # same memory: writes through t are seen by x
 >>> to_torch(t).data_ptr() == x.data_ptr()

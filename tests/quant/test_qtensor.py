@@ -191,13 +191,3 @@ def test_numpy_use_does_not_import_torch():
             "q = quantize(np.ones((2, 64), np.float32), 'uint4', group_size=32, zero_point=True); "
             "q.dequantize(); assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd="/")
-
-
-@pytest.mark.parametrize("module", ["lowbit.quant", "lowbit.quant.formats", "lowbit.quant.qtensor",
-                                    "lowbit.quant.quantizer", "lowbit.quant.storage"])
-def test_docstring_examples(module):
-    import doctest
-    import importlib
-
-    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted >= 1 and result.failed == 0

@@ -3,7 +3,6 @@ translation validation through the interpreter after every pass, the lowered IR'
 format attached to the parameter, and the errors users can cause."""
 from __future__ import annotations
 
-import doctest
 import importlib
 import importlib.util
 import pathlib
@@ -238,11 +237,3 @@ def test_substreams_for_pairable_code_widths(w_dtype, streams):
     low = run_passes(_product_kernel("f32", "f16", w_dtype), parse_target("tvm:llvm"),
                      ["infer-layouts", "lower-lowbit"], options=DEFER)
     assert low.param_formats["w"].substreams == 1
-
-
-@pytest.mark.parametrize("module", ["layout_inference", "layout_rules", "target_layouts", "packed_format", "dequant",
-                                    "select_dequant", "lowbit_lowering", "lowbit_emit"])
-def test_docstring_examples(module):
-    mod = importlib.import_module(f"lowbit.lowering.passes.{module}")
-    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0
