@@ -17,10 +17,11 @@ every active sequence -- divided by the step's time).
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import torch
 
@@ -34,6 +35,20 @@ from .paged_cache import PagedKVCache
 from .sampling import SamplingParams, sample
 from .tokenizer import Tokenizer, load_tokenizer
 from .weights import WeightPolicy, canonical_dtype
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``threads`` torch intra-op threads (None: as they are), restored after it."""
+    if threads is None:
+        yield
+        return
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 def default_model_dir() -> Path:
@@ -205,7 +220,7 @@ class Engine:
                     reasons[row] = "context"
 
         start = time.perf_counter()
-        with torch.inference_mode():
+        with torch.inference_mode(), torch_threads(self.ops.torch_threads(str(self.device))):
             logits = self.model.prefill(self.ops, cache, seq_ids, prompts)
             if max_new_tokens > 0:
                 take(seq_ids, torch.stack(logits))

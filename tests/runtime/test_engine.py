@@ -173,6 +173,36 @@ def test_registered_backend_replaces_ops_without_touching_the_model(tiny):
         ops_registry._IMPLS.update(saved)
 
 
+@pytest.mark.parametrize("backend,own_pool", [("tvm", True), ("lbtest", False)])
+def test_torch_runs_single_threaded_next_to_a_kernel_thread_pool(tiny, backend, own_pool):
+    """Ops on a backend with its own CPU thread pool (TVM) make generation run torch's ops on one thread
+    (its OpenMP workers would spin on the cores the pool needs); torch's setting is restored afterwards.
+    Other backends leave torch's threads alone."""
+    from lowbit.runtime import reference_ops
+
+    seen = set()
+
+    def watching_linear(x, weight, bias=None):
+        seen.add(torch.get_num_threads())
+        return reference_ops.linear(x, weight, bias)
+
+    saved, saved_threads = dict(ops_registry._IMPLS), torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        for op in ("linear", "kv_append", "decode_attention", "prefill_attention"):
+            ops_registry.register(op, backend)(watching_linear if op == "linear" else getattr(reference_ops, op))
+        engine = Engine(tiny.model, tiny.tokenizer, tiny.kv_format, backend=backend)
+        assert engine.ops.torch_threads() == (1 if own_pool else None)
+        assert engine.ops.torch_threads("cuda") is None
+        engine.generate(PROMPTS[0], max_new_tokens=2, stop_tokens=())
+        assert seen == ({1} if own_pool else {2})
+        assert torch.get_num_threads() == 2
+    finally:
+        ops_registry._IMPLS.clear()
+        ops_registry._IMPLS.update(saved)
+        torch.set_num_threads(saved_threads)
+
+
 def test_auto_uses_lowbit_kernels_on_cpu_and_the_reference_for_the_rest():
     opset = ops_registry.resolve("auto")
     assert dict(opset.backends) == {"linear": "tvm", "kv_append": "tvm", "decode_attention": "tvm",
