@@ -124,7 +124,7 @@ class DType:
     def has_nan(self) -> bool:
         return self.specials != "none" and self.is_float
 
-    @property
+    @functools.cached_property   # computed once per dtype (quantizers read it per call)
     def max(self) -> float | int:
         """The largest finite value (a Python float for float kinds, an int for integer kinds)."""
         if self.kind == "int":
@@ -142,19 +142,19 @@ class DType:
             return 0
         return -self.max
 
-    @property
+    @functools.cached_property   # computed once per dtype (quantizers read it per call)
     def smallest_normal(self) -> float:
         """Floats only: the smallest positive normal value, ``2**(1 - bias)``."""
         self._require_float("smallest_normal")
         return float(Fraction(2) ** (1 - self.bias))
 
-    @property
+    @functools.cached_property   # computed once per dtype (quantizers read it per call)
     def smallest_subnormal(self) -> float:
         """Floats only: the smallest positive value, ``2**(1 - bias - M)``."""
         self._require_float("smallest_subnormal")
         return float(Fraction(2) ** (1 - self.bias - self.mantissa_bits))
 
-    @property
+    @functools.cached_property   # computed once per dtype (quantizers read it per call)
     def max_code(self) -> int:
         """The code of :attr:`max` (for floats: the largest finite positive code)."""
         if self.kind == "int":

@@ -342,13 +342,14 @@ def quantize_tokens(fmt: KVCacheFormat, x: Any) -> tuple[Any, Any, Any]:
 
     if fmt.dense:
         return x.to(getattr(torch, fmt.dtype)), None, None
-    from .quant import quantize
+    from .quant.quantizer import quantize_arrays
 
     lead = tuple(x.shape[:-1])
-    qt = quantize(x.reshape(-1, fmt.head_dim).to(torch.float32), fmt.dtype, group_size=fmt.group_size,
-                  zero_point=fmt.zero_point, scale_dtype=fmt.scale_dtype)
-    zeros = None if qt.zeros is None else qt.zeros.reshape(*lead, fmt.num_groups)
-    return qt.packed.reshape(*lead, fmt.code_bytes), qt.scales.reshape(*lead, fmt.num_groups), zeros
+    packed, scales, zeros, _ = quantize_arrays(x.reshape(-1, fmt.head_dim).to(torch.float32), fmt.dtype,
+                                               group_size=fmt.group_size, zero_point=fmt.zero_point,
+                                               scale_dtype=fmt.scale_dtype)
+    zeros = None if zeros is None else zeros.reshape(*lead, fmt.num_groups)
+    return packed.reshape(*lead, fmt.code_bytes), scales.reshape(*lead, fmt.num_groups), zeros
 
 
 def dequantize_tokens(fmt: KVCacheFormat, codes: Any, scales: Any = None, zeros: Any = None) -> Any:

@@ -217,7 +217,13 @@ def run_kv_append(layer: Any, k: Any, v: Any, slots: Any, backend: str) -> None:
                     scatter(src, plan.sealed, dst.view(dst.shape[0], h, 1, dst.shape[2]), 1, what)
     else:
         sides.insert(0, ("k", k, layer.k, layer.k_scales, layer.k_zeros))
-    for side, x, codes, scales, zeros in sides:
-        qc, qs, qz = quantize_tokens(fmt, x.to(device=device, dtype=torch.float32))
+    values = [x.to(device=device, dtype=torch.float32) for _, x, *_ in sides]
+    if fmt.dense:
+        quantized = [quantize_tokens(fmt, x) for x in values]
+    else:   # one quantizer call for both sides: its fixed cost is most of a low-bit append's host time
+        parts = [p.split(int(k.shape[0])) if p is not None else [None] * len(sides)
+                 for p in quantize_tokens(fmt, torch.cat(values))]
+        quantized = list(zip(*parts))
+    for (side, _, codes, scales, zeros), (qc, qs, qz) in zip(sides, quantized):
         for src, dst, what in ((qc, codes, side), (qs, scales, f"{side}_scales"), (qz, zeros, f"{side}_zeros")):
             scatter(src, slots32, dst, fmt.page_size, what)

@@ -56,7 +56,7 @@ from . import storage
 from .formats import DENSE_ROWMAJOR
 from .qtensor import QuantizedTensor
 
-__all__ = ["quantize"]
+__all__ = ["quantize", "quantize_arrays"]
 
 #: CPU tensors are quantized by the numpy implementation (then moved to torch); the torch implementation
 #: serves other devices. Tests switch this off to run the torch implementation on CPU.
@@ -73,6 +73,22 @@ def quantize(w: Any, dtype: Any, group_size: int | None = 128, zero_point: bool 
     >>> qt = quantize(np.linspace(-1, 1, 8).reshape(2, 4), "uint4", group_size=2, zero_point=True)
     >>> qt.shape, qt.scales.shape, qt.zeros.dtype
     ((2, 4), (2, 2), dtype('float16'))
+    """
+    d = as_dtype(dtype)
+    packed, scales, zeros, g = quantize_arrays(w, d, group_size, zero_point, scale_dtype, zero_dtype)
+    return QuantizedTensor(packed, scales, zeros, d, g, tuple(int(v) for v in np.shape(w)), DENSE_ROWMAJOR)
+
+
+def quantize_arrays(w: Any, dtype: Any, group_size: int | None = 128, zero_point: bool = False,
+                    scale_dtype: Any = "float16", zero_dtype: Any = None) -> tuple[Any, Any, Any, int]:
+    """What :func:`quantize` stores, without the :class:`QuantizedTensor` around it: ``(packed codes [..., B]
+    uint8, scales [..., K // g], zeros or None, g)``, torch tensors on ``w``'s device for a torch ``w``, numpy
+    arrays for the rest. For callers that quantize many small tensors (a KV cache, token by token).
+
+    >>> import numpy as np
+    >>> packed, scales, zeros, g = quantize_arrays(np.array([[1.0, -7.0, 3.5, 2.0]]), "int4", group_size=2)
+    >>> packed, scales, zeros, g        # codes 1, -7 (9) | 7, 4, two per byte, low nibble first
+    (array([[145,  71]], dtype=uint8), array([[1. , 0.5]], dtype=float16), None, 2)
     """
     d = as_dtype(dtype)
     if d.nbits > 8:
@@ -93,7 +109,8 @@ def quantize(w: Any, dtype: Any, group_size: int | None = 128, zero_point: bool 
         plain = w.detach()
         if str(plain.dtype) not in ("torch.float16", "torch.float32", "torch.float64"):
             plain = plain.float()  # bfloat16 / float8: exact in float32, which numpy has
-        return quantize(plain.numpy(), d, group_size, zero_point, scale_dtype, zero_dtype).to(w.device)
+        arrays = quantize_arrays(plain.numpy(), d, group_size, zero_point, scale_dtype, zero_dtype)
+        return tuple(None if a is None else storage.to_torch(a, w.device) for a in arrays[:3]) + (arrays[3],)
     w64 = _as_float64(w, on_torch)
     shape = tuple(int(s) for s in w64.shape)
     if not shape:
@@ -129,8 +146,7 @@ def quantize(w: Any, dtype: Any, group_size: int | None = 128, zero_point: bool 
         x = xp.round_(x)
         x += float(2 ** (d.nbits - 1))
     codes = d.encode(x)  # floats: RNE + saturation; ints: RNE + clip to [min, max] (a no-op here)
-    packed = pack(codes.reshape(shape), d.nbits, axis=-1)
-    return QuantizedTensor(packed, storage.to_storage(s, sd), zeros, d, g, shape, DENSE_ROWMAJOR)
+    return pack(codes.reshape(shape), d.nbits, axis=-1), storage.to_storage(s, sd), zeros, g
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -358,7 +358,8 @@ class BoundCall:
     >>> run(x=x2, y=y2)                                               # doctest: +SKIP
     """
 
-    __slots__ = ("_kernel", "_fixed", "_vary", "_shape_bindings", "_template", "_slots", "_like", "_fallback")
+    __slots__ = ("_kernel", "_fixed", "_vary", "_shape_bindings", "_template", "_slots", "_like", "_fallback",
+                 "_inputs")
 
     def __init__(self, kernel: CompiledKernel, fixed: Mapping[str, Any], vary: tuple[str, ...],
                  shape_bindings: Mapping[str, int] | None, call: list[Any]) -> None:
@@ -372,6 +373,8 @@ class BoundCall:
             raise BackendError(f"kernel {kernel.name}: cannot vary {', '.join(unknown)}: not a tensor parameter",
                                hint=f"tensor parameters are {', '.join(position)}")
         self._slots = tuple(position[name] for name in vary)
+        writable = {a.name: a.writable for a in kernel._plan.tensors}
+        self._inputs = tuple(not writable[name] for name in vary)      # read only: may be passed as a copy
         self._like = tuple((call[i].dtype, tuple(call[i].shape)) for i in self._slots)
         for i in self._slots:
             call[i] = None                       # hold no reference to the example tensors
@@ -397,13 +400,19 @@ class BoundCall:
     def trusted(self, *tensors: Any) -> None:
         """Launch with the tensors of ``vary``, in its order, which the caller guarantees are CPU torch tensors
         of the bound dtypes and shapes (a plan's own outputs, an input whose signature was checked before).
-        Only their layout is checked here: a strided, unaligned or grad-requiring one takes the full launch."""
+        Only their layout is checked here: a strided or unaligned input is passed as an aligned copy (small
+        tensors made from numpy arrays are often 16-byte aligned), a strided or unaligned output or a
+        grad-requiring tensor takes the full launch."""
         if self._fallback:
             return self._full(dict(zip(self._vary, tensors)))
         call = self._template.copy()
-        for i, t in zip(self._slots, tensors):
-            if t.requires_grad or not t.is_contiguous() or t.data_ptr() % ALIGNMENT:
+        for i, t, read_only in zip(self._slots, tensors, self._inputs):
+            if t.requires_grad:
                 return self._full(dict(zip(self._vary, tensors)))
+            if not t.is_contiguous() or t.data_ptr() % ALIGNMENT:
+                if not read_only:
+                    return self._full(dict(zip(self._vary, tensors)))
+                t = aligned(t)
             call[i] = t
         self._kernel._run(call)
 

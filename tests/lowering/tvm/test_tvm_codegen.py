@@ -568,12 +568,19 @@ def test_bound_call_relaunches_with_new_tensors(K, built):
         x2, out2 = torch.randn(100), torch.zeros(100)
         run(x=x2, out=out2)
         assert torch.equal(out2, x2 + y)                               # f32 adds: exact
-    odd = torch.randn(101)[1:]                                         # misaligned: copied in by the full launch
-    out3 = torch.zeros(100)
+    odd = torch.randn(101)[1:]                                         # misaligned input: an aligned copy,
+    out3 = torch.zeros(100)                                            # without the full launch
+    full = type(run)._full
+    type(run)._full = lambda self, tensors: pytest.fail("a read-only input took the full launch")
+    try:
+        run(x=odd, out=out3)
+        run(x=torch.randn(100, 2)[:, 0], out=out3)                     # strided input: the same
+    finally:
+        type(run)._full = full
     run(x=odd, out=out3)
     assert torch.equal(out3, odd + y)
     strided = torch.zeros(100, 2)
-    run(x=odd, out=strided[:, 1])                                      # strided output: copied back
+    run(x=odd, out=strided[:, 1])                                      # strided output: the full launch copies back
     assert torch.equal(strided[:, 1], odd + y)
     with pytest.raises(DTypeError, match="float32"):
         run(x=torch.zeros(100, dtype=torch.float64), out=out3)
