@@ -6,7 +6,8 @@
   is used once, in the same block (or in an ``if`` nested in it, never in a loop), and the consumer reads
   each of its elements once (a ``dot`` reads ``a`` N times: only cheap values are inlined there; on a CPU
   a fused chain read several times may cost :data:`REPEAT_BUDGET` per element *in total*, so an unpack +
-  dequant feeding a many-row ``dot`` is computed once into a buffer), or it is *trivial* (constants,
+  dequant feeding a many-row ``dot`` is computed once into a buffer, unless the code generator computes
+  the ``dot``'s ``b`` once for all rows itself: ``b_once``, the bf16 pair dot), or it is *trivial* (constants,
   ``arange``, index arithmetic on those). Values reading memory (``load``, ``load_shared``) are inlined
   only when no side effect sits between definition and use. Two more shapes fuse:
 
