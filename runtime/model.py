@@ -157,7 +157,7 @@ class Transformer:
         cos_sin = self.rotary.cos_sin(positions)
         for idx, layer in enumerate(self.weights.layers):
             lin, bias = layer.linears, layer.biases
-            h = _rms_norm(x, layer.input_norm, cfg.rms_norm_eps)
+            h = _rms_norm(x, layer.input_norm, cfg.rms_norm_eps).to(self._act_dtype)    # once for 3 linears
             q, k, v = (self._linear(ops, h, lin[p], bias[p]) for p in ("q_proj", "k_proj", "v_proj"))
             q = q.view(n, cfg.num_heads, cfg.head_dim)
             k = k.view(n, cfg.num_kv_heads, cfg.head_dim)
@@ -167,14 +167,14 @@ class Transformer:
             ops.kv_append(cache.layers[idx], k, v, slots)
             attn = attend(idx, q).reshape(n, cfg.num_heads * cfg.head_dim)
             x = x + self._linear(ops, attn, lin["o_proj"], bias["o_proj"])
-            h = _rms_norm(x, layer.post_attention_norm, cfg.rms_norm_eps)
+            h = _rms_norm(x, layer.post_attention_norm, cfg.rms_norm_eps).to(self._act_dtype)
             gate = self._linear(ops, h, lin["gate_proj"], bias["gate_proj"])
             up = self._linear(ops, h, lin["up_proj"], bias["up_proj"])
             x = x + self._linear(ops, torch.nn.functional.silu(gate) * up, lin["down_proj"], bias["down_proj"])
         return _rms_norm(x, self.weights.norm, cfg.rms_norm_eps)
 
     def _linear(self, ops: OpSet, x: torch.Tensor, weight: Any, bias: torch.Tensor | None) -> torch.Tensor:
-        """A decoder layer's linear: input in the model's activation dtype, output fp32."""
+        """A decoder layer's linear: input in the model's activation dtype (converted unless it is), output fp32."""
         return ops.linear(x.to(self._act_dtype), weight, bias).to(torch.float32)
 
     def _logits(self, ops: OpSet, hidden: torch.Tensor) -> torch.Tensor:
