@@ -8,10 +8,12 @@ facts layout inference and vectorization use: vector width, workers per program,
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import platform
 from dataclasses import dataclass
+from typing import Iterator
 
 from ..errors import CompileError
 
@@ -63,6 +65,22 @@ def cpu_threads() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``threads`` torch intra-op threads (None: as they are), restored after it."""
+    if threads is None:
+        yield
+        return
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 @functools.cache

@@ -17,16 +17,16 @@ every active sequence -- divided by the step's time).
 """
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 
 from lowbit.errors import RuntimeModelError
 from lowbit.kvcache import KVCacheFormat
+from lowbit.lowering.target import torch_threads
 
 from . import ops as ops_registry
 from .loader import load_model
@@ -35,20 +35,6 @@ from .paged_cache import PagedKVCache
 from .sampling import SamplingParams, sample
 from .tokenizer import Tokenizer, load_tokenizer
 from .weights import WeightPolicy, canonical_dtype
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Run the block with ``threads`` torch intra-op threads (None: as they are), restored after it."""
-    if threads is None:
-        yield
-        return
-    saved = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved)
 
 
 def default_model_dir() -> Path:

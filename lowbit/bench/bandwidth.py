@@ -13,15 +13,15 @@ Measure in the same run as the kernel you compare with: the machines are shared 
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Sequence
 
 from lowbit.errors import LowbitError
+from lowbit.lowering.target import torch_threads
 
 __all__ = ["BandwidthResult", "BandwidthProbe", "read_bandwidth", "measure_bandwidth", "usable_cores", "METHODS"]
 
@@ -54,18 +54,6 @@ class BandwidthResult:
     def __str__(self) -> str:
         return (f"{self.gbps:.1f} GB/s read ({self.method}, {self.threads} thread{'s' if self.threads > 1 else ''}, "
                 f"{self.nbytes / 2**20:.0f} MiB, median of {self.repeats})")
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class BandwidthProbe:
@@ -107,7 +95,7 @@ class BandwidthProbe:
         import numpy as np
 
         if self.method == "torch":
-            with _torch_threads(self.threads):
+            with torch_threads(self.threads):
                 total = float(self._data.sum())
         elif self._pool is None:
             total = float(np.add.reduce(self._parts[0]))

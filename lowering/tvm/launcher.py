@@ -407,13 +407,10 @@ class BoundCall:
             return self._full(dict(zip(self._vary, tensors)))
         call = self._template.copy()
         for i, t, read_only in zip(self._slots, tensors, self._inputs):
-            if t.requires_grad:
+            usable = aligned(t)
+            if t.requires_grad or (usable is not t and not read_only):
                 return self._full(dict(zip(self._vary, tensors)))
-            if not t.is_contiguous() or t.data_ptr() % ALIGNMENT:
-                if not read_only:
-                    return self._full(dict(zip(self._vary, tensors)))
-                t = aligned(t)
-            call[i] = t
+            call[i] = usable
         self._kernel._run(call)
 
     def _full(self, tensors: Mapping[str, Any]) -> None:
