@@ -19,6 +19,10 @@ Storage of one tile (``S`` words):
   holds a code at the same bit offset as the other half, for any code width: what a 16-bit pair
   instruction (``vpermw`` + ``vdpbf16ps``) needs, where a single stream of 3- or 5-bit codes never puts two
   codes exactly 16 bits apart.
+* **groups** ``p`` (optional, without substreams): the innermost factor ``p`` of a worker's first local mode
+  becomes its innermost slot digit, so the codes of ``p`` consecutive rows of that mode (K rows of a GEMV's
+  weight tile) sit side by side in the bitstream: a 4-bit field for ``p`` 2-bit or 4 1-bit codes, what a
+  lookup of activation sums (``vpermps`` over a table of ``x[k] w0 + x[k+1] w1``) indexes with.
 
 The logical tensor ``[D0, ..., Dr-1]`` is padded with code 0 to whole tiles and stored as
 ``[cdiv(D0, T0), ..., cdiv(Dr-1, Tr-1), S]``.
@@ -95,6 +99,7 @@ class PackedFormat:
     logical_dims: tuple[Dim, ...] = field(default=(), compare=False)
     pad_code: int = 0
     substreams: int = 1
+    groups: int = 1
 
     # ------------------------------------------------------------------ derived sizes
     @cached_property
@@ -139,6 +144,15 @@ class PackedFormat:
             return 32
         return 32 if bits % 32 == 0 else 16 if bits % 16 == 0 else 8
 
+    def _check_groups(self) -> None:
+        """Raise unless the tile allows ``groups``: a first local mode that ``groups`` divides, one stream."""
+        L = self.layout
+        first = L.mode_shape[L.local_modes[0]] if L.local_modes else 1
+        if self.groups < 1 or first % self.groups or (self.groups > 1 and self.substreams > 1):
+            raise CompileError(f"a {list(self.tile_shape)} tile of {self.dtype} in layout {L!r} cannot be stored "
+                               f"in groups of {self.groups} rows",
+                               hint="groups need a first local mode they divide, and one stream")
+
     def _check_substreams(self) -> None:
         """Raise unless the tile allows substreams: 2 streams of whole uint16 words per worker."""
         L = self.layout
@@ -179,10 +193,11 @@ class PackedFormat:
         L = self.layout
         key = (L.shape, L.mode_shape, L.spatial_modes, L.local_modes, self.nbits, self.word_bits,
                self.chunk_words, self.unit_workers, self.pad_code) + ((self.substreams,) if self.substreams > 1 else ())
+        key += (("groups", self.groups),) if self.groups > 1 else ()
         key = repr(key)
         digest = hashlib.sha256(key.encode()).hexdigest()[:10]
         tile = "x".join(str(t) for t in self.tile_shape)
-        streams = f"s{self.substreams}" if self.substreams > 1 else ""
+        streams = (f"s{self.substreams}" if self.substreams > 1 else "") + (f"g{self.groups}" if self.groups > 1 else "")
         return FormatId(f"tile-b{self.nbits}-{tile}-u{self.word_bits}v{self.chunk_words}{streams}-{digest}", 1)
 
     def storage_shape(self, logical_shape: Sequence[int]) -> tuple[int, ...]:
@@ -208,18 +223,22 @@ class PackedFormat:
                                    hint="use a tile or layout with whole bytes per worker")
             inner[m] = part
             rest //= part
-        h = self.substreams
+        h, gp = self.substreams, self.groups
         if h > 1:
             self._check_substreams()
-        first = L.local_modes[0] if h > 1 else None     # substreams split its innermost factor h
-        axes: list[tuple[int, int]] = []                 # (mode, 0: outer part / whole, 1: inner part, 2: stream)
+        self._check_groups()
+        # substreams split the first local mode's innermost factor h off as the outermost slot digit, groups
+        # its innermost factor gp off as the innermost one
+        first = L.local_modes[0] if h > 1 or gp > 1 else None
+        axes: list[tuple[int, int]] = []    # (mode, 0: outer part / whole, 1: unit part, 2: stream, 3: group)
         axes += [(m, 0) for m in spatial if inner.get(m, 1) != L.mode_shape[m]]
         axes += [(first, 2)] if h > 1 else []
         axes += [(m, 1) for m in spatial if m in inner]
         axes += [(m, 0) for m in L.local_modes]
+        axes += [(first, 3)] if gp > 1 else []
         size_of = {}
         for m, part in axes:
-            whole, inside = L.mode_shape[m], inner.get(m) or (h if m == first else None)
+            whole, inside = L.mode_shape[m], inner.get(m) or (max(h, gp) if m == first else None)
             size_of[(m, part)] = inside if part else (whole // inside if inside else whole)
         axis_of = {key: i for i, key in enumerate(axes)}
         split_shape = tuple(size_of[key] for key in axes)
@@ -233,15 +252,15 @@ class PackedFormat:
             if m in inner:
                 entries.append(-inner[m])                # a unit's workers all hold its words
         local_axes = (((axis_of[(first, 2)],) if h > 1 else ()) + tuple(axis_of[(m, 1)] for m in spatial if m in inner)
-                      + tuple(axis_of[(m, 0)] for m in L.local_modes))
+                      + tuple(axis_of[(m, 0)] for m in L.local_modes) + ((axis_of[(first, 3)],) if gp > 1 else ()))
         split = RegisterLayout(split_shape, split_shape, tuple(entries), local_axes)
-        perm = tuple(axis_of[key] for m in range(len(L.mode_shape)) for key in ((m, 0), (m, 1), (m, 2))
+        perm = tuple(axis_of[key] for m in range(len(L.mode_shape)) for key in ((m, 0), (m, 1), (m, 2), (m, 3))
                      if key in axis_of)
         from lowbit.layout import transforms as T
 
         permuted = T.permute(split, list(perm))
         tile = reshape_layout(permuted, self.tile_shape)
-        if self.unit_workers == 1 and h == 1 and tile != L:   # (substreams reorder a worker's slots)
+        if self.unit_workers == 1 and h == 1 and gp == 1 and tile != L:   # (streams, groups reorder a worker's slots)
             tile = None
         codes = reshape_layout(split, (self.units, self.codes_per_unit))
         streams: tuple[RegisterLayout, ...] = ()
@@ -366,14 +385,15 @@ class PackedFormat:
 
 
 def derive_format(dtype: str, layout: RegisterLayout, vector_bytes: int = 4,
-                  logical_dims: Sequence[Dim] = (), substreams: int = 1) -> PackedFormat:
+                  logical_dims: Sequence[Dim] = (), substreams: int = 1, groups: int = 1) -> PackedFormat:
     """The packed format of ``dtype`` tiles held in ``layout`` (validated: the plan is derived now)."""
     from lowbit.ir.types import canonical_dtype, is_code, nbits_of
 
     dtype = canonical_dtype(dtype)
     if not is_code(dtype) or nbits_of(dtype) > 8:
         raise CompileError(f"packed formats are for 1..8-bit code types, got {dtype}")
-    fmt = PackedFormat(dtype, layout, int(vector_bytes), tuple(logical_dims), substreams=int(substreams))
+    fmt = PackedFormat(dtype, layout, int(vector_bytes), tuple(logical_dims), substreams=int(substreams),
+                       groups=int(groups))
     fmt.plan  # noqa: B018  (derive now: errors surface at compile time)
     fmt.unit_workers  # noqa: B018
     return fmt

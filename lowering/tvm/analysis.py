@@ -7,8 +7,8 @@
   each of its elements once (a ``dot`` reads ``a`` N times: only cheap values are inlined there; on a CPU
   a fused chain read several times may cost :data:`REPEAT_BUDGET` per element *in total*, so an unpack +
   dequant feeding a many-row ``dot`` is computed once into a buffer, unless the code generator computes
-  the ``dot``'s ``b`` once for all rows itself: ``b_once``, the bf16 pair dot), or it is *trivial* (constants,
-  ``arange``, index arithmetic on those). Values reading memory (``load``, ``load_shared``) are inlined
+  the ``dot``'s ``b`` once for all rows itself: ``b_once``, the bf16 pair dot and the lookup of activation
+  sums), or it is *trivial* (constants, ``arange``, index arithmetic on those). Values reading memory (``load``, ``load_shared``) are inlined
   only when no side effect sits between definition and use. Two more shapes fuse:
 
   - a ``sum`` over an axis of at most :data:`SMALL_REDUCE` elements (the low-bit lowering assembles codes
@@ -178,7 +178,8 @@ def _operand_multiplicity(use: Use, lanes: int | None = None,
 
     ``lanes``: the CPU's f32 vector lanes; a CPU ``dot`` computes each element of ``b`` once per block of
     :func:`.schedule.dot_row_block` rows (CUDA: once per row), or once for all rows where ``b_once`` says
-    so (the bf16 pair dot, which unpacks each pair of codes once for every row of the tile).
+    so (the bf16 pair dot and the lookup of activation sums, which read each code once for every row of the
+    tile).
     """
     u = use.user
     if isinstance(u, n.Dot):

@@ -63,7 +63,7 @@ from lowbit.ir.verifier import verify
 from lowbit.lowering.target import host_has_avx512, host_has_avx512_bf16
 
 from . import tir_text as tt
-from . import pair_dot
+from . import lookup_sum, operands, pair_dot
 from .analysis import KernelInfo, plan_inlining
 from .schedule import choose_vector, cpu_loops, cuda_loops, dot_row_block, layout_vector_width
 from .tiles import BufferTile, ExprTile, ScalarTile, SharedView, Tile, elementwise, remap, reshape_map, unflatten
@@ -292,9 +292,9 @@ class _Emitter:
         self.t = target
         self.constants = dict(constants)
         self.facts = facts
-        self._pair_dots: dict[str, pair_dot.PairDot | None] = {}
+        self._fused_dots: dict[str, pair_dot.PairDot | lookup_sum.LookupSum | None] = {}
         self.info: KernelInfo = plan_inlining(kernel, None if target.cuda else target.lanes("float32"),
-                                              lambda dot, defs: self._pair_dot_of(dot, defs) is not None)
+                                              lambda dot, defs: self._fused_dot_of(dot, defs) is not None)
         self.names = _Names()
         self.tiles: dict[str, Tile] = {}
         self.slots: dict[str, tuple[_Block, n.Instr]] = {}
@@ -1100,7 +1100,6 @@ class _Emitter:
         vectors = space[-1] // lanes
         lane = self.names.fresh("pv")
         words, xt = self.get(pair.words), self.get(pair.x)
-        wshape = [int(d) for d in pair.words.type.shape]
         table = self.table_buffer(pair.table_words(), "int32", register=True)
         if any(src.high is not None for row in pair.sources for src in row):      # codes crossing a half
             low_words = self.tile_buffer("pair_low", (lanes,), "int32")
@@ -1117,12 +1116,11 @@ class _Emitter:
             return idx + [last]
 
         def x_bits(k: str, row: Sequence[str]) -> str:
-            e = xt.read(pair_dot.view_index(pair.x_chain, a_index(at(k, "0", row))), True)
+            e = xt.read(operands.view_index(pair.x_chain, a_index(at(k, "0", row))), True)
             return f'T.Cast("uint32", {tt.reinterpret(e, "bfloat16", "uint16")})'
 
-        def word(where: pair_dot.Affine) -> str:      # the storage word of this lane (uint32)
-            flat = f"{where.base} + {q} * {where.per_q} + {lane} * {where.per_lane}"
-            return words.read(unflatten(flat, wshape), True)
+        def word(where: operands.Affine) -> str:
+            return _word_at(words, where, q, lane)
 
         vec = f"T.ramp(0, 1, {lanes})"
         header = f"for {lane} in T.vectorized({lanes}):"
@@ -1161,16 +1159,22 @@ class _Emitter:
                  for v in range(vectors)]
         self.emit_versioned(guards, load + _nest_items(headers, body) + store, checked)
 
-    def _pair_dot_of(self, ins: n.Dot, defs: Mapping[str, n.Instr | None]) -> pair_dot.PairDot | None:
-        """The :class:`.pair_dot.PairDot` form the CPU ``dot`` ``ins`` is emitted in, or None (matched once:
-        the inlining plan needs the answer too, since the pair dot unpacks ``b`` once for all rows)."""
+    def _fused_dot_of(self, ins: n.Dot, defs: Mapping[str, n.Instr | None]
+                      ) -> pair_dot.PairDot | lookup_sum.LookupSum | None:
+        """The fused form the CPU ``dot`` ``ins`` is emitted in: a :class:`.pair_dot.PairDot` (bf16
+        activations), a :class:`.lookup_sum.LookupSum` (1-2-bit codes), or None (matched once: the inlining
+        plan needs the answer too, since both unpack ``b`` once for all rows)."""
         name = ins.result.name
-        if name not in self._pair_dots:
+        if name not in self._fused_dots:
             shape = ins.result.type.shape
-            fits = (self._pair_dot_target() and all(isinstance(d, int) for d in shape)
-                    and shape[0] * (shape[1] // pair_dot.LANES) <= _PAIR_DOT_ACCUMULATORS)
-            self._pair_dots[name] = pair_dot.match_dot(ins, defs) if fits else None
-        return self._pair_dots[name]
+            fits = (not self.t.cuda and self.t.lanes("float32") == pair_dot.LANES and host_has_avx512()
+                    and all(isinstance(d, int) for d in shape)
+                    and shape[0] * (shape[1] // pair_dot.LANES) <= _FUSED_DOT_ACCUMULATORS)
+            found = pair_dot.match_dot(ins, defs) if fits and self._pair_dot_target() else None
+            if found is None and fits:
+                found = lookup_sum.match_dot(ins, defs)
+            self._fused_dots[name] = found
+        return self._fused_dots[name]
 
     def _pair_dot_target(self) -> bool:
         """Whether products may use ``vdpbf16ps`` (:mod:`.pair_dot`): a CPU with 512-bit vectors and AVX-512 BF16."""
@@ -1272,9 +1276,9 @@ class _Emitter:
                                tiles=[acc], vector=vec)
 
             rows = dot_row_block(M, N, vec)
-            pair = self._pair_dot_of(ins, self.info.defs)
-            if pair is not None:
-                self._pair_dot_gemm(pair, out, a, b, (M, K, N), vec, prod, add)
+            fused = self._fused_dot_of(ins, self.info.defs)
+            if fused is not None:
+                self._register_gemm(fused, out, a, b, (M, K, N), vec, prod, add)
             elif rows == 1:
                 def body(idx: list[str], fast: bool) -> list[Item]:
                     i, k, j = idx
@@ -1287,12 +1291,14 @@ class _Emitter:
                 self._blocked_dot(out, a, b, (M, K, N), rows, vec, prod, add)
         self.tiles[r.name] = out
 
-    def _pair_dot_gemm(self, pair: pair_dot.PairDot, out: BufferTile, a: Tile, b: Tile, mkn: tuple[int, int, int],
-                       vec: int, prod: Callable[[str, str], str], add: Callable[[str, str], str]) -> None:
-        """``out += a @ b`` with ``vdpbf16ps`` (:meth:`_pair_dot_nest`), accumulating in a small stack array
-        (kept in registers; see :meth:`_blocked_dot` for why not ``out`` itself)."""
+    def _register_gemm(self, fused: pair_dot.PairDot | lookup_sum.LookupSum, out: BufferTile, a: Tile, b: Tile,
+                       mkn: tuple[int, int, int], vec: int, prod: Callable[[str, str], str],
+                       add: Callable[[str, str], str]) -> None:
+        """``out += a @ b`` with the instructions ``fused`` was proved fit for (``vdpbf16ps``:
+        :meth:`_pair_dot_nest`; a lookup of activation sums: :meth:`_lookup_sum_nest`), accumulating in a
+        small stack array (kept in registers; see :meth:`_blocked_dot` for why not ``out`` itself)."""
         M, K, N = mkn
-        blk = self.tile_buffer(out.name + "_pair", (M, N), out.dtype)
+        blk = self.tile_buffer(out.name + "_fused", (M, N), out.dtype)
         self.emit_nest((M, N), lambda idx, fast: [f"{blk.write(idx)} = {out.read(idx, True)}"], vector=vec)
 
         def checked(idx: list[str], fast: bool) -> list[Item]:
@@ -1300,10 +1306,58 @@ class _Emitter:
             cur = blk.read([i, j], fast)
             return [f"{blk.write([i, j])} = {add(cur, prod(a.read([i, k], fast), b.read([k, j], fast)))}"]
 
-        self._pair_dot_nest(pair, (M, K, N), 1, blk, lambda rows: rows, lambda idx: [idx[0], idx[1]],
-                            list(a.guards) + list(b.guards),
-                            lambda: self._loops((M, K, N), checked, None, False, vec, None))
+        guards = list(a.guards) + list(b.guards)
+        fallback = lambda: self._loops((M, K, N), checked, None, False, vec, None)  # noqa: E731
+        if isinstance(fused, pair_dot.PairDot):
+            self._pair_dot_nest(fused, (M, K, N), 1, blk, lambda rows: rows, lambda idx: [idx[0], idx[1]], guards,
+                                fallback)
+        else:
+            self._lookup_sum_nest(fused, (M, K, N), blk, a, guards, fallback)
         self.emit_nest((M, N), lambda idx, fast: [f"{out.write(idx)} = {blk.read(idx, True)}"], vector=vec)
+
+    def _lookup_sum_nest(self, ls: lookup_sum.LookupSum, mkn: tuple[int, int, int], acc: BufferTile, a: Tile,
+                         guards: Sequence[str], checked: Callable[[], list[Item]]) -> None:
+        """``acc += a @ b`` for a product proved fit for a lookup of activation sums (:mod:`.lookup_sum`). A
+        loop over K steps of ``ls.period`` rows; in its body, per K group: each row's 16 sums (one vector,
+        built from the group's activations and the constant field tables), then per vector of 16 outputs
+        (unrolled) the storage words shifted to the group's field, and per row one ``vpermps`` of the sums
+        by it, added to the row's accumulator. Accumulators as in :meth:`_pair_dot_nest`."""
+        M, K, N = mkn
+        lanes = lookup_sum.LANES
+        headers, (q,) = cpu_loops((K // ls.period,), 1, prefix="lq")
+        vectors = N // lanes
+        lane = self.names.fresh("lv")
+        words = self.get(ls.words)
+        fields = [self.table_buffer(t, "float32", register=True) for t in ls.field_tables()]
+        index = self.tile_buffer("lut_index", (lanes,), "int32")
+        table = [self.tile_buffer("lut_sums", (lanes,), "float32") for _ in range(M)]
+        sums = [[self.tile_buffer("lut_acc", (lanes,), "float32") for _ in range(vectors)] for _ in range(M)]
+        vec = f"T.ramp(0, 1, {lanes})"
+        header = f"for {lane} in T.vectorized({lanes}):"
+
+        def acc_part(row: int, v: int) -> str:
+            return acc.write([str(row), f"T.ramp({v * lanes}, 1, {lanes})"])
+
+        body: list[Item] = []
+        for group, sources in zip(ls.groups, ls.sources):
+            for r in range(M):
+                terms = [f"{field}[{vec}] * T.Broadcast({a.read([str(r), f'{q} * {ls.period} + {k}'], True)}, {lanes})"
+                         for field, k in zip(fields, group)]
+                body.append(f"{table[r].write([vec])} = " + " + ".join(terms))
+            for v, src in enumerate(sources):
+                fill = _Scope(header)
+                with self.vector_lane([header]):
+                    word = _word_at(words, src.word, q, lane)
+                shifted = f"T.shift_right({word}, T.uint32({src.offset}))" if src.offset else word
+                fill.body.append(f'{index.write([lane])} = T.reinterpret("int32", {shifted})')
+                body.append(fill)
+                for r in range(M):
+                    pick = (f'T.call_llvm_pure_intrin("float32x{lanes}", "{lookup_sum.PERMPS}", '
+                            f"{table[r].read([vec], True)}, {index.read([vec], True)})")
+                    body.append(f"{sums[r][v].write([vec])} = {sums[r][v].read([vec], True)} + {pick}")
+        load = [f"{sums[r][v].write([vec])} = {acc_part(r, v)}" for r in range(M) for v in range(vectors)]
+        store = [f"{acc_part(r, v)} = {sums[r][v].read([vec], True)}" for r in range(M) for v in range(vectors)]
+        self.emit_versioned(guards, load + _nest_items(headers, body) + store, checked)
 
     def _blocked_dot(self, out: BufferTile, a: Tile, b: Tile, mkn: tuple[int, int, int], rows: int, vec: int,
                      prod: Callable[[str, str], str], add: Callable[[str, str], str]) -> None:
@@ -1596,8 +1650,15 @@ UNROLL_STATEMENTS = 128
 UNROLL_K = 16
 
 
-#: the most f32 vectors of accumulators a ``vdpbf16ps`` GEMM keeps (AVX-512 has 32 vector registers)
-_PAIR_DOT_ACCUMULATORS = 16
+def _word_at(words: Tile, where: operands.Affine, q: str, lane: str) -> str:
+    """The storage word (TIR text, uint32) that ``where`` names for K step ``q`` and vector lane ``lane``."""
+    flat = f"{where.base} + {q} * {where.per_q} + {lane} * {where.per_lane}"
+    return words.read(unflatten(flat, list(words.shape)), True)
+
+
+#: the most f32 vectors of accumulators a fused GEMM (``vdpbf16ps``, lookup sums) keeps (AVX-512 has 32
+#: vector registers)
+_FUSED_DOT_ACCUMULATORS = 16
 
 
 def _periodic(tile: Tile) -> bool:

@@ -41,6 +41,8 @@ from lowbit.ir import numerics as num
 from lowbit.ir.interpreter import ZERO_BIT, bit_origins, element_origins
 from lowbit.ir.types import nbits_of
 
+from .operands import Affine, affine, static_shape, strip_views, view_index
+
 #: f32 lanes of one ``vdpbf16ps`` (32 bf16 products)
 LANES = 16
 #: the most table entries ``vpermw`` selects from (the low 5 bits of a 16-bit lane)
@@ -80,16 +82,6 @@ attributes #0 = {{ alwaysinline nounwind readnone }}
 
 
 @dataclass(frozen=True)
-class Affine:
-    """An element number of the storage words, ``base + q * per_q + lane * per_lane`` for K step ``q`` and
-    vector lane ``lane``."""
-
-    base: int
-    per_q: int
-    per_lane: int
-
-
-@dataclass(frozen=True)
 class WordSource:
     """Where one vector of 16 lanes takes the codes of one K pair: the 32-bit word ``low`` shifted right by
     ``offset`` (the code of ``(k, n)`` in its low half, of ``(k', n)`` in its high half). A code that crosses
@@ -126,23 +118,6 @@ class PairDot:
         return tuple(int(w) for w in (bits[0::2] | (bits[1::2] << 16)).view(np.int32))
 
 
-def _static_shape(v: n.Value) -> tuple[int, ...] | None:
-    shape = v.type.shape
-    return tuple(int(d) for d in shape) if all(isinstance(d, int) for d in shape) else None
-
-
-def _strip_views(v: n.Value, defs: Mapping[str, n.Instr | None], allowed: tuple[type, ...]
-                 ) -> tuple[n.Value, tuple[n.Instr, ...]]:
-    """Follow ``v`` back through instructions of the ``allowed`` view types: (the source, the steps, outermost
-    first)."""
-    chain: list[n.Instr] = []
-    while isinstance(defs.get(v.name), allowed):
-        ins = defs[v.name]
-        chain.append(ins)
-        v = ins.x
-    return v, tuple(chain)
-
-
 def _bf16_bits(values: Sequence[float]) -> np.ndarray:
     """The bf16 bit patterns (uint16) of ``values`` rounded as the interpreter rounds."""
     return num.cast(np.array(values, np.float32), "float32", "bfloat16").view(np.uint16)
@@ -157,7 +132,7 @@ def _bf16_exact(values: Sequence[float]) -> bool:
 def match_reduce(ins: n.Reduce, defs: Mapping[str, n.Instr | None]) -> PairDot | None:
     """The :class:`PairDot` form of ``sum(a * b, axis)`` (``axis`` not the last, the vector axis), or None
     when any condition of the module doc does not hold."""
-    shape = _static_shape(ins.x)
+    shape = static_shape(ins.x)
     if (ins.op != "sum" or ins.x.dtype != "float32" or shape is None or ins.axis == len(shape) - 1
             or shape[ins.axis] % 2 or shape[-1] % LANES):
         return None
@@ -174,7 +149,7 @@ def match_reduce(ins: n.Reduce, defs: Mapping[str, n.Instr | None]) -> PairDot |
 
 def match_dot(ins: n.Dot, defs: Mapping[str, n.Instr | None]) -> PairDot | None:
     """The :class:`PairDot` form of ``dot(a, b, acc)`` over the iteration space ``(M, K, N)``, or None."""
-    a_shape, b_shape = _static_shape(ins.a), _static_shape(ins.b)
+    a_shape, b_shape = static_shape(ins.a), static_shape(ins.b)
     if (ins.result.dtype != "float32" or ins.a.dtype != "float32" or ins.b.dtype != "float32"
             or a_shape is None or b_shape is None):
         return None
@@ -190,11 +165,11 @@ def _match_operands(a: n.Value, b: n.Value, a_space: np.ndarray, b_space: np.nda
                     defs: Mapping[str, n.Instr | None], axis: int) -> PairDot | None:
     """``a`` the activations, ``b`` the weights; ``a_space`` / ``b_space``: for each element of the
     iteration space, the (row-major) element of ``a`` / ``b`` it multiplies; ``axis``: the reduced axis."""
-    cast_v, x_chain = _strip_views(a, defs, (n.Broadcast, n.ExpandDims))
+    cast_v, x_chain = strip_views(a, defs, (n.Broadcast, n.ExpandDims))
     cast = defs.get(cast_v.name)
     if not (isinstance(cast, n.Cast) and cast.x.dtype == "bfloat16"):
         return None
-    look_v, _ = _strip_views(b, defs, (n.Broadcast, n.ExpandDims))
+    look_v, _ = strip_views(b, defs, (n.Broadcast, n.ExpandDims))
     look = defs.get(look_v.name)
     if not (isinstance(look, n.Lookup) and len(look.table) <= MAX_ENTRIES and look.x.dtype.startswith("uint")
             and _bf16_exact(look.table)):
@@ -234,15 +209,6 @@ def _code_words(codes: np.ndarray) -> tuple[np.ndarray, ...] | None:
     if not (np.array_equal(want_elem, elem) and np.array_equal(want_bit, bit)):
         return None
     return half, low, offset, high
-
-
-def _affine(values: np.ndarray) -> Affine | None:
-    """``values[q, lane]`` as an :class:`Affine`, or None when it is not one."""
-    q_count, lanes = values.shape
-    per_q = int(values[1, 0] - values[0, 0]) if q_count > 1 else 0
-    per_lane = int(values[0, 1] - values[0, 0]) if lanes > 1 else 0
-    fit = values[0, 0] + per_q * np.arange(q_count)[:, None] + per_lane * np.arange(lanes)[None, :]
-    return Affine(int(values[0, 0]), per_q, per_lane) if np.array_equal(fit, values) else None
 
 
 def _pair_sources(at_lookup: np.ndarray, look: n.Lookup, defs: Mapping[str, n.Instr | None], axis: int):
@@ -301,9 +267,9 @@ def _sources(pairs, period: int, vectors: int, low: np.ndarray, offset: np.ndarr
             cols = slice(v * LANES, (v + 1) * LANES)
             ks = np.arange(steps) * period + lo
             off, hi_words = offset[ks, cols], high[ks, cols]
-            lo_at = _affine(low[ks, cols])
+            lo_at = affine(low[ks, cols])
             crosses = hi_words[0, 0] >= 0
-            hi_at = _affine(hi_words) if crosses else None
+            hi_at = affine(hi_words) if crosses else None
             if (lo_at is None or np.any(off != off[0, 0]) or np.any((hi_words >= 0) != crosses)
                     or (crosses and hi_at is None)):
                 return None
@@ -312,20 +278,5 @@ def _sources(pairs, period: int, vectors: int, low: np.ndarray, offset: np.ndarr
     return tuple(out)
 
 
-def view_index(chain: Sequence[n.Instr], idx: Sequence[str]) -> list[str]:
-    """The index (TIR text) into the source of ``chain`` (broadcast / expand_dims steps, outermost first)
-    of element ``idx`` of its result."""
-    idx = list(idx)
-    for ins in chain:
-        if isinstance(ins, n.ExpandDims):
-            idx = idx[:ins.axis] + idx[ins.axis + 1:]
-        else:
-            src = [int(d) for d in ins.x.type.shape]
-            dst = [int(d) for d in ins.result.type.shape]
-            idx = idx[len(dst) - len(src):]
-            idx = ["0" if s == 1 and d != 1 else i for s, d, i in zip(src, dst[len(dst) - len(src):], idx)]
-    return idx
-
-
-__all__ = ["PairDot", "WordSource", "Affine", "match_reduce", "match_dot", "view_index", "LLVM_HELPERS", "DPBF16",
-           "PERMW", "FUNNEL16", "LANES"]
+__all__ = ["PairDot", "WordSource", "match_reduce", "match_dot", "LLVM_HELPERS", "DPBF16", "PERMW", "FUNNEL16",
+           "LANES"]

@@ -193,16 +193,18 @@ def test_substreams_unpack_in_the_kernel(name):
     """TVM's CPU target stores 3-bit codes that meet bf16 activations as substreams; the kernel's unpack
     (through the interpreter) reproduces every code."""
     layout = SUBSTREAM_LAYOUTS[name]
+    assert lower_on_cpu("uint3", layout, True).param_formats["x"].substreams == 2
+    assert lower_on_cpu("uint5", layout, True).param_formats["x"].substreams == 1     # 5-bit codes: no table
+    assert lower_on_cpu("uint3", layout, False).param_formats["x"].substreams == 1    # no bf16 product
+
+
+def lower_on_cpu(dtype: str, layout: RegisterLayout, bf16_product: bool):
+    """:func:`tile_kernel` through the passes on TVM's CPU target; the validator runs the unpack in the
+    interpreter and checks that it reproduces every code."""
     sizes = {"R": 2 * layout.shape[0] - 1, "C": 3 * layout.shape[1] - 2}
-
-    def lower(dtype: str, bf16_product: bool = True):
-        return V.validate_pass(tile_kernel(dtype, layout, bf16_product), None, "tvm:llvm", sizes=sizes,
-                               codes=every_code, before=("infer-layouts", "lower-lowbit", "select-dequant"),
-                               options={"lowbit.defer_dequant": True})
-
-    assert lower("uint3").param_formats["x"].substreams == 2
-    assert lower("uint5").param_formats["x"].substreams == 1                      # 5-bit codes: no table
-    assert lower("uint3", bf16_product=False).param_formats["x"].substreams == 1  # no bf16 product
+    return V.validate_pass(tile_kernel(dtype, layout, bf16_product), None, "tvm:llvm", sizes=sizes,
+                           codes=every_code, before=("infer-layouts", "lower-lowbit", "select-dequant"),
+                           options={"lowbit.defer_dequant": True})
 
 
 def test_substreams_need_whole_16_bit_streams():
@@ -210,3 +212,73 @@ def test_substreams_need_whole_16_bit_streams():
         derive_format("uint3", spatial(1, 4) * local(3, 2), 4, substreams=2)          # odd first local mode
     with pytest.raises(lowbit.CompileError, match="substreams"):
         derive_format("uint3", spatial(1, 4) * local(2, 4), 4, substreams=2)          # 12 bits per stream
+
+
+GROUP_LAYOUTS = {
+    "gemv_b": spatial(1, 2) * local(8, 4) * spatial(1, 16),                     # TVM's CPU dot operand b
+    "one_vector": local(16, 1) * spatial(1, 16),
+    "replicated": replicate(2, 2) * local(4, 2) * spatial(1, 8),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GROUP_LAYOUTS))
+@pytest.mark.parametrize("bits,groups", [(2, 2), (1, 4), (1, 2)])
+def test_groups_put_rows_of_the_first_local_mode_side_by_side(name, bits, groups):
+    """With ``groups = p`` a unit's bitstream holds, for each (outer row, other local slots), ``p``
+    consecutive rows of the first local mode as consecutive codes: the fields a lookup of activation sums
+    indexes with. Checked on the packed bits (lowbit.packing's little-endian order, independently)."""
+    from lowbit.packing import unpack
+
+    layout = GROUP_LAYOUTS[name]
+    fmt = derive_format(BY_BITS[bits], layout, 4, groups=groups)
+    assert fmt.format_id != derive_format(BY_BITS[bits], layout, 4).format_id
+    shape = (layout.shape[0] * 2 - 1, layout.shape[1] + 3)
+    codes = np.random.default_rng(bits * groups).integers(0, 1 << bits, size=shape).astype(np.uint8)
+    storage = fmt.pack(codes)
+    assert (fmt.unpack(storage, shape) == codes).all()
+    tstorage = fmt.pack(torch.from_numpy(codes))
+    assert (tstorage.numpy() == storage).all() and (fmt.unpack(tstorage, shape).numpy() == codes).all()
+    tile = np.zeros(layout.shape, np.uint8)
+    tile[: layout.shape[0], : layout.shape[1]] = codes[: layout.shape[0], : layout.shape[1]]
+    words = storage[0, 0].reshape(fmt.chunks, fmt.units, fmt.chunk_words).transpose(1, 0, 2).reshape(fmt.units, -1)
+    cols = layout.shape[1]
+    for unit in range(fmt.units):
+        stream = unpack(np.ascontiguousarray(words[unit]).view(np.uint8), bits, fmt.codes_per_unit)
+        elements = fmt._unit_index[unit]                       # row-major tile elements, in stream order
+        assert np.array_equal(stream, tile.reshape(-1)[elements])
+        rows, columns = elements // cols, elements % cols
+        for start in range(0, len(elements), groups):          # p consecutive codes: p consecutive rows
+            run = slice(start, start + groups)
+            assert np.array_equal(rows[run], rows[start] + np.arange(groups)) and rows[start] % groups == 0
+            assert len(set(columns[run].tolist())) == 1
+
+
+def test_groups_are_chosen_for_1_and_2_bit_codes_without_bf16_activations():
+    from lowbit.lowering.passes.lowbit_lowering import groups_for
+    from lowbit.lowering.target import parse_target
+
+    layout, tvm, triton = GROUP_LAYOUTS["gemv_b"], parse_target("tvm:llvm"), parse_target("triton:cpu")
+    assert groups_for(tvm, "uint2", layout, meets_bf16=False) == 2
+    assert groups_for(tvm, "int1", layout, meets_bf16=False) == 4
+    assert groups_for(tvm, "uint2", layout, meets_bf16=True) == 1        # bf16 activations: the pair dot
+    assert groups_for(tvm, "uint3", layout, meets_bf16=False) == 1       # 6-bit fields: no 16-entry table
+    assert groups_for(triton, "uint2", layout, meets_bf16=False) == 1
+    assert groups_for(tvm, "uint1", local(2, 4) * spatial(1, 16), meets_bf16=False) == 1   # 2 rows, not 4
+
+
+def test_groups_need_a_first_local_mode_they_divide():
+    with pytest.raises(lowbit.CompileError, match="groups"):
+        derive_format("uint2", spatial(1, 4) * local(3, 8), 4, groups=2)
+    with pytest.raises(lowbit.CompileError, match="groups"):
+        derive_format("uint2", spatial(1, 4) * local(4, 8), 4, groups=2, substreams=2)
+
+
+@pytest.mark.parametrize("name", sorted(GROUP_LAYOUTS))
+def test_groups_unpack_in_the_kernel(name):
+    """TVM's CPU target stores 1-2-bit codes that meet no bf16 activations in groups; the kernel's unpack
+    (through the interpreter) reproduces every code."""
+    layout = GROUP_LAYOUTS[name]
+    assert lower_on_cpu("uint2", layout, False).param_formats["x"].groups == 2
+    assert lower_on_cpu("uint2", layout, True).param_formats["x"].groups == 1
+    if layout.mode_shape[layout.local_modes[0]] % 4 == 0:
+        assert lower_on_cpu("uint1", layout, False).param_formats["x"].groups == 4

@@ -24,6 +24,7 @@ from lowbit.kernels.library import compiled  # noqa: E402
 from lowbit.kernels.matmul import FILE, MatmulConfig, _constants, run_matmul  # noqa: E402
 from lowbit.lowering.target import host_has_avx512_bf16  # noqa: E402
 from lowbit.lowering.tvm import pair_dot  # noqa: E402
+from lowbit.lowering.tvm.operands import Affine  # noqa: E402
 from lowbit.quant import quantize  # noqa: E402
 
 U32 = 2.0 ** -24
@@ -152,7 +153,7 @@ def test_pairing_proof():
     # lane n reads word n (the loaded tile), shifted by the low code's offset; no code crosses a half
     assert found.words.type.shape == (16,) and found.words.dtype == "uint32"
     assert [src.offset for (src,) in found.sources] == [0, 4, 8, 12]
-    assert all(src.low == pair_dot.Affine(0, 0, 1) and src.high is None for (src,) in found.sources)
+    assert all(src.low == Affine(0, 0, 1) and src.high is None for (src,) in found.sources)
     # codes 2 bits apart overlap: no shift is 16 more than another's with the same word -> no pairing
     reduce, defs = _product_kernel(2)
     assert pair_dot.match_reduce(reduce, defs) is None

@@ -1,0 +1,46 @@
+"""The matmul kernel on TVM's CPU target where it adds a lookup of activation sums (1- and 2-bit codes with
+activations that are not bf16; ``lowering/tvm/lookup_sum.py``), against torch fp64 with the bound of
+``conftest.py`` (``|q| + |z|`` in place of ``|q - z|`` where zero points leave the sums).
+
+Signed codes, unsigned codes with implicit zeros and with zero points, 1 and 2 bits (4 and 2 codes per
+4-bit field), f32 and f16 activations, 1, 3, 4 and 13 rows (the streaming tile, an edge in M), edges in N
+and K, the weight layouts of 1 and 2 threads, default and forced configurations.
+"""
+from __future__ import annotations
+
+import zlib
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from lowbit.kernels.matmul import MatmulConfig, run_matmul, takes_zeros_out  # noqa: E402
+from lowbit.quant import quantize  # noqa: E402
+
+from .conftest import assert_within, matmul_reference, matmul_tolerance, require_backend  # noqa: E402
+
+CASES = [  # dtype, zero_point, group, n, k, m, x dtype, config (None: the default), threads
+    ("int2", False, 128, 264, 384, 1, torch.float32, None, 2),
+    ("int2", False, 128, 72, 256, 1, torch.float32, MatmulConfig(1, 64, 128, 1, 1, wt=1, gdot=1), 1),
+    ("uint2", True, 64, 50, 320, 3, torch.float16, None, 2),                 # zero points out of the sums
+    ("uint2", False, 128, 40, 384, 4, torch.float32, MatmulConfig(4, 64, 128, 1, 1, wt=1, gdot=1), 1),
+    ("uint1", True, 128, 72, 256, 1, torch.float32, None, 2),                # 4 codes per field
+    ("int1", True, 64, 33, 192, 3, torch.float32, MatmulConfig(4, 32, 64, 1, 1, wt=1, gdot=1, zsum=1), 2),
+    ("int2", False, 128, 40, 256, 13, torch.float32, None, 2),               # the streaming tile, edge in M
+]
+
+
+@pytest.mark.parametrize("dtype,zero_point,group,n,k,m,x_dtype,cfg,threads", CASES,
+                         ids=[f"{c[0]}-{'z' if c[1] else 'sym'}-M{c[5]}-{str(c[6])[6:]}-t{c[8]}" for c in CASES])
+def test_against_fp64(monkeypatch, dtype, zero_point, group, n, k, m, x_dtype, cfg, threads):
+    require_backend("tvm")
+    monkeypatch.setenv("LOWBIT_NUM_THREADS", str(threads))     # the weight layout depends on the threads
+    gen = torch.Generator().manual_seed(zlib.crc32(repr((dtype, zero_point, group, n, k, m, threads)).encode()))
+    w = quantize(torch.randn(n, k, generator=gen), dtype, group_size=group, zero_point=zero_point)
+    x = torch.randn(m, k, generator=gen).to(x_dtype)
+    y = run_matmul(x, w, None, "tvm", cfg)
+    assert y.shape == (m, n) and y.dtype == x_dtype
+    zero_out = bool(cfg.zsum) if cfg is not None else takes_zeros_out(m, w, "tvm")
+    ref, absdot = matmul_reference(x, w, zero_out=zero_out)
+    assert_within(y, ref, matmul_tolerance(absdot, ref, k, x_dtype),
+                  f"tvm {dtype} zeros={zero_point} M={m} {cfg} threads={threads}")
