@@ -56,7 +56,7 @@ def worker_vector_bytes(target) -> int:
 
 
 def substreams_for(target, dtype: str, layout: Any, meets_bf16: bool = True) -> int:
-    """2 (two uint16 streams per 32-bit word, see :mod:`.packed_format`) for 1-3-bit codes on TVM's CPU target
+    """2 (two uint16 streams per 32-bit word, see :mod:`.packed_format`) for 2-3-bit codes on TVM's CPU target
     when the tile allows it and the codes meet bf16 activations in a product (``meets_bf16``, see
     :func:`meets_bf16_product`), else 1.
 
@@ -73,7 +73,7 @@ def substreams_for(target, dtype: str, layout: Any, meets_bf16: bool = True) -> 
     streams is slower (int5 x bf16, 4096 x 4096: 0.40 -> 0.60 ms).
     """
     nbits = nbits_of(dtype)
-    if target.backend != "tvm" or target.kind != "cpu" or nbits not in (1, 2, 3) or not meets_bf16:
+    if target.backend != "tvm" or target.kind != "cpu" or nbits not in (2, 3) or not meets_bf16:
         return 1
     try:
         PackedFormat(dtype, layout, worker_vector_bytes(target), substreams=2).plan  # noqa: B018 (checks the tile)
@@ -84,16 +84,19 @@ def substreams_for(target, dtype: str, layout: Any, meets_bf16: bool = True) -> 
 
 def groups_for(target, dtype: str, layout: Any, meets_bf16: bool = True) -> int:
     """How many rows of a tile's first local mode to store side by side (``PackedFormat.groups``): ``4 // b``
-    for ``b``-bit codes (``b`` = 1, 2) on TVM's CPU target that meet no bf16 activations (those take the bf16
-    pair dot, whose layout are substreams), when the tile allows it; else 1.
+    for ``b``-bit codes on TVM's CPU target, when the tile allows it: 1-bit codes, and 2-bit codes that meet no
+    bf16 activations (those take the bf16 pair dot, whose layout are substreams); else 1.
 
-    Why: a GEMV with f32 activations then adds, per 16 outputs, one lookup of a 16-entry table of activation
-    sums ``x[k] w0 + x[k+1] w1`` (``lowering/tvm/lookup_sum.py``) indexed by the 4-bit field of a K pair (or
-    quad) instead of unpacking, permuting and multiplying each code: one shift, one ``vpermps`` and one add per
-    32 (or 64) products instead of two of each (0.62 against 1.0 ns per 32 products in an L1-resident loop).
+    Why: a GEMV then adds, per 16 outputs, one lookup of a 16-entry table of activation sums
+    ``x[k] w0 + x[k+1] w1`` (``lowering/tvm/lookup_sum.py``) indexed by the 4-bit field of a K pair (or quad)
+    instead of unpacking, permuting and multiplying each code: one shift, one ``vpermps`` and one add per 32
+    (2-bit) or 64 (1-bit) products. Against f32 multiply-adds (a shift, a ``vpermd`` and an FMA per 16) that
+    is 0.62 against 1.0 ns per 32 products in an L1-resident loop; against the bf16 pair dot (a shift, a
+    ``vpermw`` and a ``vdpbf16ps`` per 32, 0.44 ns) only the quads of 1-bit codes win (uint1 x bf16,
+    4096 x 4096, weights in cache: 0.195 -> 0.11 ms).
     """
     nbits = nbits_of(dtype)
-    if target.backend != "tvm" or target.kind != "cpu" or nbits not in (1, 2) or meets_bf16:
+    if target.backend != "tvm" or target.kind != "cpu" or not (nbits == 1 or (nbits == 2 and not meets_bf16)):
         return 1
     try:
         PackedFormat(dtype, layout, worker_vector_bytes(target), groups=4 // nbits).plan  # noqa: B018 (checks the tile)

@@ -1170,9 +1170,10 @@ class _Emitter:
             fits = (not self.t.cuda and self.t.lanes("float32") == pair_dot.LANES and host_has_avx512()
                     and all(isinstance(d, int) for d in shape)
                     and shape[0] * (shape[1] // pair_dot.LANES) <= _FUSED_DOT_ACCUMULATORS)
-            found = pair_dot.match_dot(ins, defs) if fits and self._pair_dot_target() else None
-            if found is None and fits:
-                found = lookup_sum.match_dot(ins, defs)
+            found = lookup_sum.match_dot(ins, defs) if fits else None
+            # a lookup adds 4 products of 1-bit codes: fewer instructions than the pair dot; of 2-bit codes, 2
+            if (found is None or len(found.groups[0]) < 4) and fits and self._pair_dot_target():
+                found = pair_dot.match_dot(ins, defs) or found
             self._fused_dots[name] = found
         return self._fused_dots[name]
 

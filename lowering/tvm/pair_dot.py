@@ -12,7 +12,7 @@ The packing decides whether it applies: K must split into pairs ``(k, k')`` such
 shifted by ``s``, holds the code of ``(k, n)`` in its low half and that of ``(k', n)`` in its high half, i.e.
 the code of ``(k', n)`` is the same word's bits ``s + 16 ..`` (``k' = k + 1`` when a word holds two
 consecutive K rows; ``k + 2`` when it holds two of 4 rows x 2 column vectors; the activation pair follows).
-1-3-bit codes are stored as two 16-bit streams per word (``PackedFormat.substreams``) so that this holds
+2-3-bit codes are stored as two 16-bit streams per word (``PackedFormat.substreams``) so that this holds
 with adjacent K rows (one 32-bit load per activation pair); a code that crosses a 16-bit word continues in
 the next word's same half, and one 16-bit funnel shift (``vpshrdw``) of the two words moves both halves'
 codes into place. :func:`match_reduce` / :func:`match_dot`

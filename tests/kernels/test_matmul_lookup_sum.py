@@ -1,9 +1,9 @@
-"""The matmul kernel on TVM's CPU target where it adds a lookup of activation sums (1- and 2-bit codes with
-activations that are not bf16; ``lowering/tvm/lookup_sum.py``), against torch fp64 with the bound of
+"""The matmul kernel on TVM's CPU target where it adds a lookup of activation sums (1-bit codes, and 2-bit
+codes with activations that are not bf16; ``lowering/tvm/lookup_sum.py``), against torch fp64 with the bound of
 ``conftest.py`` (``|q| + |z|`` in place of ``|q - z|`` where zero points leave the sums).
 
 Signed codes, unsigned codes with implicit zeros and with zero points, 1 and 2 bits (4 and 2 codes per
-4-bit field), f32 and f16 activations, 1, 3, 4 and 13 rows (the streaming tile, an edge in M), edges in N
+4-bit field), f32, f16 and bf16 activations, 1, 3, 4 and 13 rows (the streaming tile, an edge in M), edges in N
 and K, the weight layouts of 1 and 2 threads, default and forced configurations.
 """
 from __future__ import annotations
@@ -27,6 +27,8 @@ CASES = [  # dtype, zero_point, group, n, k, m, x dtype, config (None: the defau
     ("uint1", True, 128, 72, 256, 1, torch.float32, None, 2),                # 4 codes per field
     ("int1", True, 64, 33, 192, 3, torch.float32, MatmulConfig(4, 32, 64, 1, 1, wt=1, gdot=1, zsum=1), 2),
     ("int2", False, 128, 40, 256, 13, torch.float32, None, 2),               # the streaming tile, edge in M
+    ("uint1", True, 128, 40, 256, 3, torch.bfloat16, None, 2),              # 1-bit codes take it with bf16 too
+    ("int1", True, 64, 72, 192, 1, torch.bfloat16, None, 1),
 ]
 
 

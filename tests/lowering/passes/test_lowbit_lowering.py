@@ -226,14 +226,15 @@ def test_substreams_only_where_codes_meet_bf16_activations(x_dtype, scales_dtype
     assert low.param_formats["w"].substreams == 1
 
 
-@pytest.mark.parametrize("w_dtype,streams", [("int1", 2), ("uint2", 2), ("int3", 2), ("int4", 1), ("uint5", 1),
-                                             ("float4_e2m1", 1)])
-def test_substreams_for_pairable_code_widths(w_dtype, streams):
-    # 1-3-bit codes meeting bf16 activations: two streams (the pair dot's K pairs adjacent); 4 bits pair
-    # adjacent K rows from one stream already; 5-7 bits are not looked up, so no pair dot applies
+@pytest.mark.parametrize("w_dtype,streams,groups", [("int1", 1, 4), ("uint2", 2, 1), ("int3", 2, 1), ("int4", 1, 1),
+                                                    ("uint5", 1, 1), ("float4_e2m1", 1, 1)])
+def test_substreams_for_pairable_code_widths(w_dtype, streams, groups):
+    # 2-3-bit codes meeting bf16 activations: two streams (the pair dot's K pairs adjacent); 4 bits pair
+    # adjacent K rows from one stream already; 5-7 bits are not looked up, so no pair dot applies; 1-bit codes
+    # are stored in groups of 4 K rows for the lookup of activation sums, which beats the pair dot
     low = run_passes(_product_kernel("bf16", "f16", w_dtype), parse_target("tvm:llvm"),
                      ["infer-layouts", "lower-lowbit"], options=DEFER)
-    assert low.param_formats["w"].substreams == streams
+    assert (low.param_formats["w"].substreams, low.param_formats["w"].groups) == (streams, groups)
     low = run_passes(_product_kernel("f32", "f16", w_dtype), parse_target("tvm:llvm"),
                      ["infer-layouts", "lower-lowbit"], options=DEFER)
     assert low.param_formats["w"].substreams == 1

@@ -253,7 +253,7 @@ def test_groups_put_rows_of_the_first_local_mode_side_by_side(name, bits, groups
             assert len(set(columns[run].tolist())) == 1
 
 
-def test_groups_are_chosen_for_1_and_2_bit_codes_without_bf16_activations():
+def test_groups_are_chosen_for_1_bit_codes_and_2_bit_codes_without_bf16_activations():
     from lowbit.lowering.passes.lowbit_lowering import groups_for
     from lowbit.lowering.target import parse_target
 
@@ -261,6 +261,7 @@ def test_groups_are_chosen_for_1_and_2_bit_codes_without_bf16_activations():
     assert groups_for(tvm, "uint2", layout, meets_bf16=False) == 2
     assert groups_for(tvm, "int1", layout, meets_bf16=False) == 4
     assert groups_for(tvm, "uint2", layout, meets_bf16=True) == 1        # bf16 activations: the pair dot
+    assert groups_for(tvm, "uint1", layout, meets_bf16=True) == 4        # 4 products per lookup beat it
     assert groups_for(tvm, "uint3", layout, meets_bf16=False) == 1       # 6-bit fields: no 16-entry table
     assert groups_for(triton, "uint2", layout, meets_bf16=False) == 1
     assert groups_for(tvm, "uint1", local(2, 4) * spatial(1, 16), meets_bf16=False) == 1   # 2 rows, not 4
@@ -282,3 +283,4 @@ def test_groups_unpack_in_the_kernel(name):
     assert lower_on_cpu("uint2", layout, True).param_formats["x"].groups == 1
     if layout.mode_shape[layout.local_modes[0]] % 4 == 0:
         assert lower_on_cpu("uint1", layout, False).param_formats["x"].groups == 4
+        assert lower_on_cpu("uint1", layout, True).param_formats["x"].groups == 4

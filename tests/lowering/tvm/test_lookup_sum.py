@@ -1,9 +1,9 @@
 """The lookup of activation sums (``vpermps`` over ``x[k] w0 + x[k+1] w1``, ``lowering/tvm/lookup_sum.py``);
 its numerics are in ``tests/kernels/test_matmul_lookup_sum.py``.
 
-* selection: the generated TensorIR calls ``vpermps`` on a sum table exactly on an AVX-512 host, for 1-2-bit
-  codes met by activations that are not bf16 (those take the bf16 pair dot), with no zero point subtracted
-  after the lookup;
+* selection: the generated TensorIR calls ``vpermps`` on a sum table exactly on an AVX-512 host, for 1-bit
+  codes and 2-bit codes met by activations that are not bf16 (those take the bf16 pair dot), with no zero
+  point subtracted after the lookup;
 * the proof: fields of consecutive codes found at their word and offset; codes of a group that are not
   side by side are refused.
 """
@@ -18,7 +18,7 @@ from lowbit.ir.builder import KernelBuilder  # noqa: E402
 from lowbit.kernels.library import compiled  # noqa: E402
 from lowbit.kernels.matmul import FILE, MatmulConfig, _constants  # noqa: E402
 from lowbit.lowering.target import host_has_avx512, host_has_avx512_bf16  # noqa: E402
-from lowbit.lowering.tvm import lookup_sum  # noqa: E402
+from lowbit.lowering.tvm import lookup_sum, pair_dot  # noqa: E402
 from lowbit.lowering.tvm.operands import Affine  # noqa: E402
 from lowbit.quant import quantize  # noqa: E402
 
@@ -43,6 +43,7 @@ def _source(x_dtype: str, dtype: str, zero_point: bool, cfg: MatmulConfig) -> st
     ("float32", "int3", False, 0, False),      # 6-bit fields: more than 16 sums
     ("float32", "int4", False, 0, False),
     ("bfloat16", "int2", False, 0, None),      # the bf16 pair dot where the host has it, else the lookup sum
+    ("bfloat16", "uint1", True, 1, True),      # 4 products per lookup: fewer instructions than the pair dot
 ])
 def test_selected_exactly_where_it_applies(x_dtype, dtype, zero_point, zsum, expected):
     _tvm_or_skip()
@@ -50,6 +51,8 @@ def test_selected_exactly_where_it_applies(x_dtype, dtype, zero_point, zsum, exp
     if expected is None:
         expected = not host_has_avx512_bf16()
     assert ("lut_sums" in text and f'"{lookup_sum.PERMPS}"' in text) == (expected and host_has_avx512())
+    if expected and host_has_avx512():
+        assert f'"{pair_dot.DPBF16}"' not in text
 
 
 def _dot_kernel(shifts: list[int]):
