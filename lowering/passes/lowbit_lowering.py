@@ -85,7 +85,7 @@ def substreams_for(target, dtype: str, layout: Any, meets_bf16: bool = True) -> 
 def groups_for(target, dtype: str, layout: Any, meets_bf16: bool = True) -> int:
     """How many rows of a tile's first local mode to store side by side (``PackedFormat.groups``): ``4 // b``
     for ``b``-bit codes on TVM's CPU target, when the tile allows it: 1-bit codes, and 2-bit codes that meet no
-    bf16 activations (those take the bf16 pair dot, whose layout are substreams); else 1.
+    bf16 activations (those take the bf16 pair dot, stored as substreams); else 1.
 
     Why: a GEMV then adds, per 16 outputs, one lookup of a 16-entry table of activation sums
     ``x[k] w0 + x[k+1] w1`` (``lowering/tvm/lookup_sum.py``) indexed by the 4-bit field of a K pair (or quad)

@@ -21,7 +21,6 @@ Rounding: each product ``table[c] * a[m, k]`` is one f32 product as before (or f
 that adds it to the group's sum); the sums are f32 sums in another order (a float ``sum`` is not ordered).
 The lookup itself is exact.
 
->>> import numpy as np
 >>> ls = LookupSum(lookup=None, words=None, bits=2, period=2, groups=((0, 1),), sources=(), table=(-2., -1., 0., 1.))
 >>> [list(map(float, t[:6])) for t in ls.field_tables()]   # entry i: table[i & 3] and table[i >> 2]
 [[-2.0, -1.0, 0.0, 1.0, -2.0, -1.0], [-2.0, -2.0, -2.0, -2.0, -1.0, -1.0]]
