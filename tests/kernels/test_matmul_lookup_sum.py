@@ -46,3 +46,27 @@ def test_against_fp64(monkeypatch, dtype, zero_point, group, n, k, m, x_dtype, c
     ref, absdot = matmul_reference(x, w, zero_out=zero_out)
     assert_within(y, ref, matmul_tolerance(absdot, ref, k, x_dtype),
                   f"tvm {dtype} zeros={zero_point} M={m} {cfg} threads={threads}")
+
+
+def test_grouped_storage_without_the_lookup(monkeypatch, tmp_path):
+    """Where the fused form does not apply (a host without AVX-512: no 16-entry ``vpermps``), codes stored in
+    groups are unpacked by the generic path, which must read them in their grouped order. The kernels built
+    here go to a private disk cache (the cache key does not see the monkeypatched host), in a configuration
+    (``bn = 32``) no other test builds."""
+    require_backend("tvm")
+    from lowbit.kernels.library import compiled
+    from lowbit.kernels.matmul import FILE, _constants
+    from lowbit.lowering.tvm import codegen
+
+    monkeypatch.setenv("LOWBIT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(codegen, "host_has_avx512", lambda: False)
+    gen = torch.Generator().manual_seed(7)
+    for dtype, zero_point in (("int2", False), ("uint1", True)):
+        w = quantize(torch.randn(72, 256, generator=gen), dtype, group_size=128, zero_point=zero_point)
+        x = torch.randn(2, 256, generator=gen)
+        cfg = MatmulConfig(2, 32, 128, 1, 1, wt=1, gdot=1, zsum=int(zero_point))
+        kernel = compiled(FILE, "lowbit_matmul", "tvm", "cpu", **_constants(w, "float32", cfg, False))
+        assert kernel.param_formats["q"].groups == 4 // w.dtype.nbits and "lut_sums" not in kernel.source
+        y = run_matmul(x, w, None, "tvm", cfg)
+        ref, absdot = matmul_reference(x, w, zero_out=zero_point)
+        assert_within(y, ref, matmul_tolerance(absdot, ref, 256, x.dtype), f"tvm {dtype} without the lookup")
