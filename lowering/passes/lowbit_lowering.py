@@ -56,9 +56,10 @@ def worker_vector_bytes(target) -> int:
 
 
 def substreams_for(target, dtype: str, layout: Any, meets_bf16: bool = True) -> int:
-    """2 (two uint16 streams per 32-bit word, see :mod:`.packed_format`) for 2-3-bit codes on TVM's CPU target
+    """2 (two uint16 streams per 32-bit word, see :mod:`.packed_format`) for 1-3-bit codes on TVM's CPU target
     when the tile allows it and the codes meet bf16 activations in a product (``meets_bf16``, see
-    :func:`meets_bf16_product`), else 1.
+    :func:`meets_bf16_product`), else 1. Groups (:func:`groups_for`) take precedence: 1-bit codes are stored
+    in streams only where the tile cannot hold groups.
 
     Why: the bf16 pair dot (``lowering/tvm/pair_dot.py``) needs the two 16-bit halves of a lane to hold
     codes at the same bit offset. One dense stream does that only for widths dividing 16; with two streams
@@ -73,7 +74,7 @@ def substreams_for(target, dtype: str, layout: Any, meets_bf16: bool = True) -> 
     streams is slower (int5 x bf16, 4096 x 4096: 0.40 -> 0.60 ms).
     """
     nbits = nbits_of(dtype)
-    if target.backend != "tvm" or target.kind != "cpu" or nbits not in (2, 3) or not meets_bf16:
+    if target.backend != "tvm" or target.kind != "cpu" or nbits not in (1, 2, 3) or not meets_bf16:
         return 1
     try:
         PackedFormat(dtype, layout, worker_vector_bytes(target), substreams=2).plan  # noqa: B018 (checks the tile)
@@ -217,10 +218,10 @@ class _Lowering:
                         f"{format_layout(layouts[0])}; one packed storage order needs one tile layout",
                         location=ins.loc, hint="load the tensor with one tile shape and layout everywhere")
             bf16 = meets_bf16_product(self.kernel, name)
+            groups = groups_for(self.ctx.target, p.value.dtype, layouts[0], bf16)
+            streams = substreams_for(self.ctx.target, p.value.dtype, layouts[0], bf16) if groups == 1 else 1
             fmt = derive_format(p.value.dtype, layouts[0], worker_vector_bytes(self.ctx.target),
-                                logical_dims=tuple(p.value.type.shape),
-                                substreams=substreams_for(self.ctx.target, p.value.dtype, layouts[0], bf16),
-                                groups=groups_for(self.ctx.target, p.value.dtype, layouts[0], bf16))
+                                logical_dims=tuple(p.value.type.shape), substreams=streams, groups=groups)
             self.formats[name] = fmt
             dims = tuple(cdiv(d, t) for d, t in zip(p.value.type.shape, fmt.tile_shape)) + (fmt.words_per_tile,)
             self.storage[name] = n.Value(name, TileType(fmt.storage_dtype, dims, "global"))
@@ -310,7 +311,8 @@ class _Lowering:
             x = em.permute(x, plan.perm, lay(plan.permuted_layout), hint=base + ".modes")
         if tuple(x.shape) != tuple(fmt.tile_shape):
             x = em.reshape(x, fmt.tile_shape, lay(plan.tile_layout), hint=base + ".tile")
-        if x.type.layout != r.type.layout:      # units of several workers: each keeps its own codes
+        if x.type.layout != r.type.layout:      # units of several workers (each keeps its own codes), or a
+            # worker's slots reordered by streams or groups: the same codes per worker
             x = em.reshape(x, fmt.tile_shape, r.type.layout, hint=base + ".tile")
         cond = self.condition(ins, em)
         if cond is not None:

@@ -67,7 +67,9 @@ class UnpackPlan:
 
     With units of ``g > 1`` workers, the words of a unit are held by all its ``g`` workers (replicas), so
     ``tile_layout`` is the tile's layout with those ``g`` worker digits made local; the emitter then
-    converts to the tile's own layout (each worker keeps its part: a same-shape ``reshape``).
+    converts to the tile's own layout (each worker keeps its part: a same-shape ``reshape``). Substreams and
+    groups reorder a worker's slots, so their ``tile_layout`` differs from the tile's in the local order
+    alone, and the same conversion follows.
     """
 
     loaded_layout: RegisterLayout       # [1, .., 1, S]
@@ -197,7 +199,8 @@ class PackedFormat:
         key = repr(key)
         digest = hashlib.sha256(key.encode()).hexdigest()[:10]
         tile = "x".join(str(t) for t in self.tile_shape)
-        streams = (f"s{self.substreams}" if self.substreams > 1 else "") + (f"g{self.groups}" if self.groups > 1 else "")
+        streams = f"s{self.substreams}" if self.substreams > 1 else ""
+        streams += f"g{self.groups}" if self.groups > 1 else ""
         return FormatId(f"tile-b{self.nbits}-{tile}-u{self.word_bits}v{self.chunk_words}{streams}-{digest}", 1)
 
     def storage_shape(self, logical_shape: Sequence[int]) -> tuple[int, ...]:

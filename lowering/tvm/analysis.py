@@ -8,8 +8,9 @@
   a fused chain read several times may cost :data:`REPEAT_BUDGET` per element *in total*, so an unpack +
   dequant feeding a many-row ``dot`` is computed once into a buffer, unless the code generator computes
   the ``dot``'s ``b`` once for all rows itself: ``b_once``, the bf16 pair dot and the lookup of activation
-  sums), or it is *trivial* (constants, ``arange``, index arithmetic on those). Values reading memory (``load``, ``load_shared``) are inlined
-  only when no side effect sits between definition and use. Two more shapes fuse:
+  sums), or it is *trivial* (constants, ``arange``, index arithmetic on those). Values reading memory
+  (``load``, ``load_shared``) are inlined only when no side effect sits between definition and use. Two more
+  shapes fuse:
 
   - a ``sum`` over an axis of at most :data:`SMALL_REDUCE` elements (the low-bit lowering assembles codes
     that straddle words that way) becomes its unrolled sum, so unpacked codes stay in registers inside

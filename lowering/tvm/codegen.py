@@ -1170,9 +1170,13 @@ class _Emitter:
             fits = (not self.t.cuda and self.t.lanes("float32") == pair_dot.LANES and host_has_avx512()
                     and all(isinstance(d, int) for d in shape)
                     and shape[0] * (shape[1] // pair_dot.LANES) <= _FUSED_DOT_ACCUMULATORS)
-            found = lookup_sum.match_dot(ins, defs) if fits else None
+            rows, vectors = (int(shape[0]), int(shape[1]) // pair_dot.LANES) if fits else (0, 0)
+            # the lookup also keeps a table of sums per row, its field tables (at most FIELD_BITS, for 1-bit
+            # codes) and an index in registers
+            found = (lookup_sum.match_dot(ins, defs)
+                     if fits and rows * vectors + rows + lookup_sum.FIELD_BITS + 2 <= _VECTOR_REGISTERS else None)
             # a lookup adds 4 products of 1-bit codes: fewer instructions than the pair dot; of 2-bit codes, 2
-            if (found is None or len(found.groups[0]) < 4) and fits and self._pair_dot_target():
+            if (found is None or len(found.fields[0]) < 4) and fits and self._pair_dot_target():
                 found = pair_dot.match_dot(ins, defs) or found
             self._fused_dots[name] = found
         return self._fused_dots[name]
@@ -1329,7 +1333,7 @@ class _Emitter:
         vectors = N // lanes
         lane = self.names.fresh("lv")
         words = self.get(ls.words)
-        fields = [self.table_buffer(t, "float32", register=True) for t in ls.field_tables()]
+        field_tables = [self.table_buffer(t, "float32", register=True) for t in ls.field_tables()]
         index = self.tile_buffer("lut_index", (lanes,), "int32")
         table = [self.tile_buffer("lut_sums", (lanes,), "float32") for _ in range(M)]
         sums = [[self.tile_buffer("lut_acc", (lanes,), "float32") for _ in range(vectors)] for _ in range(M)]
@@ -1340,10 +1344,10 @@ class _Emitter:
             return acc.write([str(row), f"T.ramp({v * lanes}, 1, {lanes})"])
 
         body: list[Item] = []
-        for group, sources in zip(ls.groups, ls.sources):
+        for field_rows, sources in zip(ls.fields, ls.sources):
             for r in range(M):
-                terms = [f"{field}[{vec}] * T.Broadcast({a.read([str(r), f'{q} * {ls.period} + {k}'], True)}, {lanes})"
-                         for field, k in zip(fields, group)]
+                terms = [f"{values}[{vec}] * T.Broadcast({a.read([str(r), f'{q} * {ls.period} + {k}'], True)}, {lanes})"
+                         for values, k in zip(field_tables, field_rows)]
                 body.append(f"{table[r].write([vec])} = " + " + ".join(terms))
             for v, src in enumerate(sources):
                 fill = _Scope(header)
@@ -1657,9 +1661,10 @@ def _word_at(words: Tile, where: operands.Affine, q: str, lane: str) -> str:
     return words.read(unflatten(flat, list(words.shape)), True)
 
 
-#: the most f32 vectors of accumulators a fused GEMM (``vdpbf16ps``, lookup sums) keeps (AVX-512 has 32
-#: vector registers)
+#: the most f32 vectors of accumulators a fused GEMM (``vdpbf16ps``, lookup sums) keeps
 _FUSED_DOT_ACCUMULATORS = 16
+#: AVX-512's vector registers
+_VECTOR_REGISTERS = 32
 
 
 def _periodic(tile: Tile) -> bool:

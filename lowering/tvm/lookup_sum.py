@@ -21,7 +21,7 @@ Rounding: each product ``table[c] * a[m, k]`` is one f32 product as before (or f
 that adds it to the group's sum); the sums are f32 sums in another order (a float ``sum`` is not ordered).
 The lookup itself is exact.
 
->>> ls = LookupSum(lookup=None, words=None, bits=2, period=2, groups=((0, 1),), sources=(), table=(-2., -1., 0., 1.))
+>>> ls = LookupSum(words=None, bits=2, period=2, fields=((0, 1),), sources=(), table=(-2., -1., 0., 1.))
 >>> [list(map(float, t[:6])) for t in ls.field_tables()]   # entry i: table[i & 3] and table[i >> 2]
 [[-2.0, -1.0, 0.0, 1.0, -2.0, -1.0], [-2.0, -2.0, -2.0, -2.0, -1.0, -1.0]]
 """
@@ -47,7 +47,7 @@ PERMPS = "llvm.x86.avx512.permvar.sf.512"
 
 @dataclass(frozen=True)
 class FieldSource:
-    """Where one vector of 16 lanes takes the 4-bit field of one K group: ``word`` shifted right by ``offset``."""
+    """Where one vector of 16 lanes takes one 4-bit field: ``word`` shifted right by ``offset``."""
 
     word: Affine
     offset: int
@@ -57,26 +57,25 @@ class FieldSource:
 class LookupSum:
     """A product proved fit for a lookup of activation sums (see the module doc).
 
-    ``words``: the uint32 tile the codes' bits come from; ``bits``: bits per code; K splits into groups of
-    ``FIELD_BITS // bits`` rows ``q * period + k`` for ``k`` in each of ``groups`` (lowest field first), and
-    ``sources[g][v]`` says where vector ``v`` (16 outputs) of group ``g`` reads its field; ``table``: the
+    ``words``: the uint32 tile the codes' bits come from; ``bits``: bits per code; K splits into fields of
+    ``FIELD_BITS // bits`` rows ``q * period + k``, ``k`` running over one entry of ``fields`` (its lowest code
+    first), and ``sources[f][v]`` says where vector ``v`` (16 outputs) reads field ``f``; ``table``: the
     lookup's values.
     """
 
-    lookup: n.Lookup | None
     words: n.Value | None
     bits: int
     period: int
-    groups: tuple[tuple[int, ...], ...]
+    fields: tuple[tuple[int, ...], ...]
     sources: tuple[tuple[FieldSource, ...], ...]
     table: tuple[float, ...]
 
     def field_tables(self) -> tuple[tuple[float, ...], ...]:
-        """Per code of a group: the value of that code's field in each of the 16 indices (``table[x mod size]``,
-        as ``lookup`` reads)."""
-        size, mask = len(self.table), (1 << self.bits) - 1
+        """Per code of a field: the value of that code's field in each of the 16 indices (the table has
+        ``2 ** bits`` entries, so a field is an index as it stands)."""
+        mask = (1 << self.bits) - 1
         per_group = FIELD_BITS // self.bits
-        return tuple(tuple(float(self.table[((i >> (j * self.bits)) & mask) % size]) for i in range(LANES))
+        return tuple(tuple(float(self.table[(i >> (j * self.bits)) & mask]) for i in range(LANES))
                      for j in range(per_group))
 
 
@@ -90,7 +89,7 @@ def match_dot(ins: n.Dot, defs: Mapping[str, n.Instr | None]) -> LookupSum | Non
     k, nn = b_shape
     look_v, _ = strip_views(ins.b, defs, (n.Broadcast, n.ExpandDims))
     look = defs.get(look_v.name)
-    if not (isinstance(look, n.Lookup) and 2 <= len(look.table) <= 4 and look.x.dtype.startswith("uint")
+    if not (isinstance(look, n.Lookup) and len(look.table) in (2, 4) and look.x.dtype.startswith("uint")
             and all(np.isfinite(look.table))):
         return None
     bits = (len(look.table) - 1).bit_length()
@@ -120,8 +119,8 @@ def match_dot(ins: n.Dot, defs: Mapping[str, n.Instr | None]) -> LookupSum | Non
         if k % period == 0:
             sources = _sources(word, first, period, per_group, nn // LANES)
             if sources is not None:
-                groups = tuple(tuple(range(g, g + per_group)) for g in range(0, period, per_group))
-                return LookupSum(look, words, bits, period, groups, sources, tuple(float(v) for v in look.table))
+                fields = tuple(tuple(range(g, g + per_group)) for g in range(0, period, per_group))
+                return LookupSum(words, bits, period, fields, sources, tuple(float(v) for v in look.table))
         period *= 2
     return None
 

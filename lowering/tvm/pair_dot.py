@@ -41,7 +41,7 @@ from lowbit.ir import numerics as num
 from lowbit.ir.interpreter import ZERO_BIT, bit_origins, element_origins
 from lowbit.ir.types import nbits_of
 
-from .operands import Affine, affine, static_shape, strip_views, view_index
+from .operands import Affine, affine, static_shape, strip_views
 
 #: f32 lanes of one ``vdpbf16ps`` (32 bf16 products)
 LANES = 16

@@ -4,7 +4,9 @@ codes with activations that are not bf16; ``lowering/tvm/lookup_sum.py``), again
 
 Signed codes, unsigned codes with implicit zeros and with zero points, 1 and 2 bits (4 and 2 codes per
 4-bit field), f32, f16 and bf16 activations, 1, 3, 4 and 13 rows (the streaming tile, an edge in M), edges in N
-and K, the weight layouts of 1 and 2 threads, default and forced configurations.
+(K is a multiple of the K tile wherever the group scale follows the dot), the weight layouts of 1 and 2 threads,
+default and forced configurations; each case checks that the generated code takes the lookup where the host has
+AVX-512.
 """
 from __future__ import annotations
 
@@ -14,7 +16,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from lowbit.kernels.matmul import MatmulConfig, run_matmul, takes_zeros_out  # noqa: E402
+from lowbit.kernels.library import compiled  # noqa: E402
+from lowbit.kernels.matmul import (FILE, MatmulConfig, _constants, choose_config, run_matmul,  # noqa: E402
+                                   takes_zeros_out)
+from lowbit.lowering.target import cpu_threads, host_has_avx512  # noqa: E402
 from lowbit.quant import quantize  # noqa: E402
 
 from .conftest import assert_within, matmul_reference, matmul_tolerance, require_backend  # noqa: E402
@@ -42,6 +47,9 @@ def test_against_fp64(monkeypatch, dtype, zero_point, group, n, k, m, x_dtype, c
     x = torch.randn(m, k, generator=gen).to(x_dtype)
     y = run_matmul(x, w, None, "tvm", cfg)
     assert y.shape == (m, n) and y.dtype == x_dtype
+    used = cfg or choose_config(m, n, k, group, "tvm", "cpu", cpu_threads(), zeros=zero_point, wtype=dtype)
+    source = compiled(FILE, "lowbit_matmul", "tvm", "cpu", **_constants(w, str(x_dtype)[6:], used, False)).source
+    assert ("lut_sums" in source) == host_has_avx512()
     zero_out = bool(cfg.zsum) if cfg is not None else takes_zeros_out(m, w, "tvm")
     ref, absdot = matmul_reference(x, w, zero_out=zero_out)
     assert_within(y, ref, matmul_tolerance(absdot, ref, k, x_dtype),

@@ -281,6 +281,9 @@ def test_groups_unpack_in_the_kernel(name):
     layout = GROUP_LAYOUTS[name]
     assert lower_on_cpu("uint2", layout, False).param_formats["x"].groups == 2
     assert lower_on_cpu("uint2", layout, True).param_formats["x"].groups == 1
+    # a 1-bit tile that cannot hold groups of 4 rows meeting bf16: the pair dot's substreams instead
+    narrow = lower_on_cpu("uint1", local(2, 16) * spatial(1, 16), True).param_formats["x"]
+    assert (narrow.groups, narrow.substreams) == (1, 2)
     if layout.mode_shape[layout.local_modes[0]] % 4 == 0:
         assert lower_on_cpu("uint1", layout, False).param_formats["x"].groups == 4
         assert lower_on_cpu("uint1", layout, True).param_formats["x"].groups == 4

@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 from lowbit.ir.builder import KernelBuilder  # noqa: E402
 from lowbit.kernels.library import compiled  # noqa: E402
 from lowbit.kernels.matmul import FILE, MatmulConfig, _constants  # noqa: E402
-from lowbit.lowering.target import host_has_avx512, host_has_avx512_bf16  # noqa: E402
+from lowbit.lowering.target import host_has_avx512  # noqa: E402
 from lowbit.lowering.tvm import lookup_sum, pair_dot  # noqa: E402
 from lowbit.lowering.tvm.operands import Affine  # noqa: E402
 from lowbit.quant import quantize  # noqa: E402
@@ -42,35 +42,31 @@ def _source(x_dtype: str, dtype: str, zero_point: bool, cfg: MatmulConfig) -> st
     ("float32", "uint2", True, 0, False),      # a zero subtracted after the lookup
     ("float32", "int3", False, 0, False),      # 6-bit fields: more than 16 sums
     ("float32", "int4", False, 0, False),
-    ("bfloat16", "int2", False, 0, None),      # the bf16 pair dot where the host has it, else the lookup sum
+    ("bfloat16", "int2", False, 0, False),     # stored as substreams: the bf16 pair dot (where the host has it)
     ("bfloat16", "uint1", True, 1, True),      # 4 products per lookup: fewer instructions than the pair dot
 ])
 def test_selected_exactly_where_it_applies(x_dtype, dtype, zero_point, zsum, expected):
     _tvm_or_skip()
     text = _source(x_dtype, dtype, zero_point, MatmulConfig(1, 64, 128, 1, 1, wt=1, gdot=1, zsum=zsum))
-    if expected is None:
-        expected = not host_has_avx512_bf16()
     assert ("lut_sums" in text and f'"{lookup_sum.PERMPS}"' in text) == (expected and host_has_avx512())
     if expected and host_has_avx512():
         assert f'"{pair_dot.DPBF16}"' not in text
 
 
-def _dot_kernel(shifts: list[int]):
-    """``dot(x, lookup(shr(word, shifts[k])))`` for x f32 [1, 4] and one u32 word per output lane (16 lanes):
-    code ``k`` at bit ``shifts[k]`` of the lane's word."""
+def _dot_kernel(shifts: list[int], table: list[float] = (-2.0, -1.0, 0.0, 1.0), mask: int = 3):
+    """``dot(x, lookup(shr(word, shifts[k]) & mask, table))`` for x f32 [1, 4] and one u32 word per output lane
+    (16 lanes): code ``k`` at bit ``shifts[k]`` of the lane's word."""
     kb = KernelBuilder("fields")
     x = kb.tensor_param("x", "f32", [1, 4])
     wq = kb.tensor_param("w", "u32", [16])
     out = kb.tensor_param("out", "f32", [1, 16], intent="out")
     xs = kb.load(x, [0, 0], [1, 4])
     word = kb.broadcast_to(kb.expand_dims(kb.load(wq, [0], [16]), 0), [4, 16])
-    amounts = kb.broadcast_to(kb.expand_dims(kb.cast(kb.mul(kb.arange(0, 4), kb.full([4], 1, "i32")), "u32"), 1),
-                              [4, 16])
-    table = kb.full([4, 16], 0, "u32")
+    k_index = kb.broadcast_to(kb.expand_dims(kb.cast(kb.arange(0, 4), "u32"), 1), [4, 16])
+    amount = kb.full([4, 16], 0, "u32")
     for k, s in enumerate(shifts):          # shift amount k -> s: where(arange == k, s, ...)
-        table = kb.where(kb.binary("eq", amounts, kb.full([4, 16], k, "u32")), kb.full([4, 16], s, "u32"), table)
-    codes = kb.lookup(kb.binary("and", kb.shr(word, table), kb.full([4, 16], 3, "u32")), [-2.0, -1.0, 0.0, 1.0],
-                      "f32")
+        amount = kb.where(kb.binary("eq", k_index, kb.full([4, 16], k, "u32")), kb.full([4, 16], s, "u32"), amount)
+    codes = kb.lookup(kb.binary("and", kb.shr(word, amount), kb.full([4, 16], mask, "u32")), list(table), "f32")
     kb.store(out, kb.dot(xs, codes, kb.full([1, 16], 0.0, "f32")), [0, 0])
     kernel = kb.build()
     defs = {ins.result.name: ins for ins in kernel.body if hasattr(ins, "result")}
@@ -82,13 +78,26 @@ def test_field_proof():
     # K rows (0, 1) at bits 4, 6 and (2, 3) at bits 20, 22 of the lane's word: two fields, offsets 4 and 20
     dot, defs = _dot_kernel([4, 6, 20, 22])
     found = lookup_sum.match_dot(dot, defs)
-    assert found is not None and found.bits == 2 and found.period == 4 and found.groups == ((0, 1), (2, 3))
+    assert found is not None and found.bits == 2 and found.period == 4 and found.fields == ((0, 1), (2, 3))
     assert [src.offset for (src,) in found.sources] == [4, 20]
     assert all(src.word == Affine(0, 0, 1) for (src,) in found.sources)
     assert found.words.dtype == "uint32" and found.words.type.shape == (16,)
     # K rows 0 and 1 not side by side (a gap of 2 bits): no field holds both
     dot, defs = _dot_kernel([4, 8, 20, 22])
     assert lookup_sum.match_dot(dot, defs) is None
+    # K row 1 below K row 0: the field's index bits would be in the wrong order
+    dot, defs = _dot_kernel([6, 4, 20, 22])
+    assert lookup_sum.match_dot(dot, defs) is None
+
+
+def test_field_proof_for_1_bit_codes():
+    # 1-bit codes of K rows 0..3 at bits 8..11: one field of four codes, table [0, 1] -> bits = 1
+    dot, defs = _dot_kernel([8, 9, 10, 11], table=[0.0, 1.0], mask=1)
+    found = lookup_sum.match_dot(dot, defs)
+    assert found is not None and found.bits == 1 and found.fields == ((0, 1, 2, 3),)
+    assert [src.offset for (src,) in found.sources] == [8]
+    tables = np.array(found.field_tables())
+    assert np.array_equal(tables, (np.arange(16)[None, :] >> np.arange(4)[:, None]) & 1)
 
 
 def test_field_tables_enumerate_the_codes_of_a_field():
