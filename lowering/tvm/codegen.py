@@ -63,7 +63,8 @@ from lowbit.ir.verifier import verify
 from lowbit.lowering.target import host_has_avx512, host_has_avx512_bf16
 
 from . import tir_text as tt
-from . import lookup_sum, operands, pair_dot
+from . import lookup_sum, pair_dot
+from .operands import LANES, Affine, view_index
 from .analysis import KernelInfo, plan_inlining
 from .schedule import choose_vector, cpu_loops, cuda_loops, dot_row_block, layout_vector_width
 from .tiles import BufferTile, ExprTile, ScalarTile, SharedView, Tile, elementwise, remap, reshape_map, unflatten
@@ -1093,7 +1094,7 @@ class _Emitter:
         turns into a register. ``acc`` itself is also indexed at run time (by ``checked``), so LLVM could
         only keep its parts in registers by promoting them out of the loop, and gives that up in long
         bodies: with 4 rows of 3-bit codes it stored every accumulator after every ``vdpbf16ps``."""
-        lanes = pair_dot.LANES
+        lanes = LANES
         outer = [d for i, d in enumerate(space[:-1]) if i != axis]
         headers, (q,) = cpu_loops((space[axis] // pair.period,), 1, prefix="px")
         rows = [[str(i) for i in row] for row in itertools.product(*(range(d) for d in outer))]
@@ -1116,10 +1117,10 @@ class _Emitter:
             return idx + [last]
 
         def x_bits(k: str, row: Sequence[str]) -> str:
-            e = xt.read(operands.view_index(pair.x_chain, a_index(at(k, "0", row))), True)
+            e = xt.read(view_index(pair.x_chain, a_index(at(k, "0", row))), True)
             return f'T.Cast("uint32", {tt.reinterpret(e, "bfloat16", "uint16")})'
 
-        def word(where: operands.Affine) -> str:
+        def word(where: Affine) -> str:
             return _word_at(words, where, q, lane)
 
         vec = f"T.ramp(0, 1, {lanes})"
@@ -1167,10 +1168,10 @@ class _Emitter:
         name = ins.result.name
         if name not in self._fused_dots:
             shape = ins.result.type.shape
-            fits = (not self.t.cuda and self.t.lanes("float32") == pair_dot.LANES and host_has_avx512()
+            fits = (not self.t.cuda and self.t.lanes("float32") == LANES and host_has_avx512()
                     and all(isinstance(d, int) for d in shape)
-                    and shape[0] * (shape[1] // pair_dot.LANES) <= _FUSED_DOT_ACCUMULATORS)
-            rows, vectors = (int(shape[0]), int(shape[1]) // pair_dot.LANES) if fits else (0, 0)
+                    and shape[0] * (shape[1] // LANES) <= _FUSED_DOT_ACCUMULATORS)
+            rows, vectors = (int(shape[0]), int(shape[1]) // LANES) if fits else (0, 0)
             # the lookup also keeps a table of sums per row, its field tables (at most FIELD_BITS, for 1-bit
             # codes) and an index in registers
             found = (lookup_sum.match_dot(ins, defs)
@@ -1183,7 +1184,7 @@ class _Emitter:
 
     def _pair_dot_target(self) -> bool:
         """Whether products may use ``vdpbf16ps`` (:mod:`.pair_dot`): a CPU with 512-bit vectors and AVX-512 BF16."""
-        return not self.t.cuda and self.t.lanes("float32") == pair_dot.LANES and host_has_avx512_bf16()
+        return not self.t.cuda and self.t.lanes("float32") == LANES and host_has_avx512_bf16()
 
     def _unrolled_sum(self, ins: n.Reduce, x: Tile) -> ExprTile:
         """A short ``sum`` (see :func:`.analysis.is_small_reduce`) as a lazy tile: element ``idx`` is
@@ -1328,7 +1329,7 @@ class _Emitter:
         (unrolled) the storage words shifted to the group's field, and per row one ``vpermps`` of the sums
         by it, added to the row's accumulator. Accumulators as in :meth:`_pair_dot_nest`."""
         M, K, N = mkn
-        lanes = lookup_sum.LANES
+        lanes = LANES
         headers, (q,) = cpu_loops((K // ls.period,), 1, prefix="lq")
         vectors = N // lanes
         lane = self.names.fresh("lv")
@@ -1655,7 +1656,7 @@ UNROLL_STATEMENTS = 128
 UNROLL_K = 16
 
 
-def _word_at(words: Tile, where: operands.Affine, q: str, lane: str) -> str:
+def _word_at(words: Tile, where: Affine, q: str, lane: str) -> str:
     """The storage word (TIR text, uint32) that ``where`` names for K step ``q`` and vector lane ``lane``."""
     flat = f"{where.base} + {q} * {where.per_q} + {lane} * {where.per_lane}"
     return words.read(unflatten(flat, list(words.shape)), True)

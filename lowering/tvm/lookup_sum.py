@@ -36,10 +36,8 @@ from lowbit.ir import nodes as n
 from lowbit.ir.interpreter import ZERO_BIT, bit_origins, element_origins
 from lowbit.ir.types import nbits_of
 
-from .operands import Affine, affine, static_shape, strip_views
+from .operands import LANES, Affine, affine, static_shape, strip_views
 
-#: f32 lanes of one ``vpermps`` (and entries of its table)
-LANES = 16
 #: the bits of a table index ``vpermps`` reads
 FIELD_BITS = 4
 PERMPS = "llvm.x86.avx512.permvar.sf.512"

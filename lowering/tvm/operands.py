@@ -17,6 +17,10 @@ import numpy as np
 from lowbit.ir import nodes as n
 
 
+#: f32 lanes of one 512-bit vector: the outputs one fused instruction (``vdpbf16ps``, ``vpermps``) covers
+LANES = 16
+
+
 @dataclass(frozen=True)
 class Affine:
     """An element number of the storage words, ``base + q * per_q + lane * per_lane`` for K step ``q`` and
@@ -69,4 +73,4 @@ def view_index(chain: Sequence[n.Instr], idx: Sequence[str]) -> list[str]:
     return idx
 
 
-__all__ = ["Affine", "affine", "static_shape", "strip_views", "view_index"]
+__all__ = ["LANES", "Affine", "affine", "static_shape", "strip_views", "view_index"]

@@ -41,10 +41,8 @@ from lowbit.ir import numerics as num
 from lowbit.ir.interpreter import ZERO_BIT, bit_origins, element_origins
 from lowbit.ir.types import nbits_of
 
-from .operands import Affine, affine, static_shape, strip_views
+from .operands import LANES, Affine, affine, static_shape, strip_views
 
-#: f32 lanes of one ``vdpbf16ps`` (32 bf16 products)
-LANES = 16
 #: the most table entries ``vpermw`` selects from (the low 5 bits of a 16-bit lane)
 MAX_ENTRIES = 32
 DPBF16 = "lowbit_dpbf16"
