@@ -92,7 +92,8 @@ def groups_for(target, dtype: str, layout: Any, meets_bf16: bool = True) -> int:
     ``x[k] w0 + x[k+1] w1`` (``lowering/tvm/lookup_sum.py``) indexed by the 4-bit field of a K pair (or quad)
     instead of unpacking, permuting and multiplying each code: one shift, one ``vpermps`` and one add per 32
     (2-bit) or 64 (1-bit) products. Against f32 multiply-adds (a shift, a ``vpermd`` and an FMA per 16) that
-    is 0.62 against 1.0 ns per 32 products in an L1-resident loop; against the bf16 pair dot (a shift, a
+    is 0.62 (0.47 with half its adds as multiply-adds, as emitted) against 1.0 ns per 32 products in an
+    L1-resident loop; against the bf16 pair dot (a shift, a
     ``vpermw`` and a ``vdpbf16ps`` per 32, 0.44 ns) only the quads of 1-bit codes win (uint1 x bf16,
     4096 x 4096, weights in cache: 0.195 -> 0.11 ms).
     """

@@ -6,8 +6,9 @@ K rows at once: for K rows ``k_0 .. k_{p-1}`` and one row ``m`` of ``a``, the 16
     ``S[i] = table[i_0] * a[m, k_0] + table[i_1] * a[m, k_1] + ...``  (``i_j``: bits ``j b .. j b + b - 1`` of ``i``)
 
 form one vector, and output ``n`` adds ``S[i]`` for the 4-bit field ``i`` its ``p`` codes make together: one
-``vpermps`` (which selects by the low 4 bits of each index lane) and one ``vaddps`` per 16 outputs and ``p`` K
-rows, plus one shift per field, instead of one shift, one ``vpermd`` and one multiply-add per code. ``S`` is
+``vpermps`` (which selects by the low 4 bits of each index lane) and one add (half of them emitted as
+multiply-adds by 1.0, for the pipes: see ``_lookup_sum_nest``) per 16 outputs and ``p`` K rows, plus one shift
+per field, instead of one shift, one ``vpermd`` and one multiply-add per code. ``S`` is
 built once per K group and row of ``a`` and shared by every vector of 16 outputs (a GEMV's 128 outputs per
 program: 8 vectors), so it costs ``p`` multiplies per 8 lookups.
 
