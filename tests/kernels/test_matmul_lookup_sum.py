@@ -50,6 +50,7 @@ def test_against_fp64(monkeypatch, dtype, zero_point, group, n, k, m, x_dtype, c
     used = cfg or choose_config(m, n, k, group, "tvm", "cpu", cpu_threads(), zeros=zero_point, wtype=dtype)
     source = compiled(FILE, "lowbit_matmul", "tvm", "cpu", **_constants(w, str(x_dtype)[6:], used, False)).source
     assert ("lut_sums" in source) == host_has_avx512()
+    assert ("lut_one" in source) == host_has_avx512()   # the multiply-adds by 1.0 are checked below too
     zero_out = bool(cfg.zsum) if cfg is not None else takes_zeros_out(m, w, "tvm")
     ref, absdot = matmul_reference(x, w, zero_out=zero_out)
     assert_within(y, ref, matmul_tolerance(absdot, ref, k, x_dtype),
