@@ -143,4 +143,4 @@ def _sources(word: np.ndarray, first: np.ndarray, period: int, per_group: int, v
     return tuple(out)
 
 
-__all__ = ["LookupSum", "FieldSource", "match_dot", "LANES", "FIELD_BITS", "PERMPS"]
+__all__ = ["LookupSum", "FieldSource", "match_dot", "FIELD_BITS", "PERMPS"]

@@ -276,5 +276,4 @@ def _sources(pairs, period: int, vectors: int, low: np.ndarray, offset: np.ndarr
     return tuple(out)
 
 
-__all__ = ["PairDot", "WordSource", "match_reduce", "match_dot", "LLVM_HELPERS", "DPBF16", "PERMW", "FUNNEL16",
-           "LANES"]
+__all__ = ["PairDot", "WordSource", "match_reduce", "match_dot", "LLVM_HELPERS", "DPBF16", "PERMW", "FUNNEL16"]
