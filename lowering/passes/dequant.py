@@ -399,7 +399,7 @@ def emit_extract(em: Emitter, words: n.Value, code_dtype: str, codes_shape: tupl
         if wide:     # (after the moves: a cast of the words themselves would be materialized)
             x, udt = em.cast(x, "uint32", l_big, hint=h + ".wide"), "uint32"
         j = em.binary("mul", em.arange(0, cc, hint="j"), em.full((cc,), nb, "int32"), hint="shift")
-        x = em.binary("shr", x, _spread(em, j, big, udt, l_big), l_big, hint=h + ".sh")
+        x = em.binary("shr", x, spread_table(em, j, big, udt, l_big), l_big, hint=h + ".sh")
         if not keep_high_bits:
             x = em.binary("and", x, em.full(big, mask, udt, l_big, hint="mask"), l_big, hint=h + ".bits")
     else:                                # straddling: chunks of q words holding c codes
@@ -424,9 +424,9 @@ def emit_extract(em: Emitter, words: n.Value, code_dtype: str, codes_shape: tupl
         # (the word's all-ones, in a u32 table: TVM's simplifier refuses -1 or too wide a literal cast to a uint)
         kdt, keep = ("uint32", (1 << wb) - 1) if keep_high_bits else ("int32", mask)
         mk = em.where(overlap, em.full(qc, keep, kdt), em.full(qc, 0, kdt), hint="overlap")
-        x = em.binary("shr", x, _spread(em, sr, big, udt, l_big), l_big, hint=h + ".sh")
-        x = em.binary("shl", x, _spread(em, sl, big, udt, l_big), l_big, hint=h + ".sh")
-        x = em.binary("and", x, _spread(em, mk, big, udt, l_big), l_big, hint=h + ".part")
+        x = em.binary("shr", x, spread_table(em, sr, big, udt, l_big), l_big, hint=h + ".sh")
+        x = em.binary("shl", x, spread_table(em, sl, big, udt, l_big), l_big, hint=h + ".sh")
+        x = em.binary("and", x, spread_table(em, mk, big, udt, l_big), l_big, hint=h + ".part")
         l_sum = R.reduce_result(l_big, len(big) - 2, False) if l_big is not None else None
         x = em.reduce("sum", x, len(big) - 2, False, l_sum, hint=h + ".bits")   # disjoint bits: sum == or
     x = em.reshape(x, codes_shape, codes_layout, hint=h + ".bits")
@@ -466,7 +466,7 @@ def _clip(em: Emitter, x: n.Value, lo: int, hi: int) -> n.Value:
     return em.binary("minimum", x, em.full(shape, hi, "int32"))
 
 
-def _spread(em: Emitter, table: n.Value, shape: tuple[int, ...], dtype: str, layout: Any) -> n.Value:
+def spread_table(em: Emitter, table: n.Value, shape: tuple[int, ...], dtype: str, layout: Any) -> n.Value:
     """An integer table over the trailing dims of ``shape``, cast to ``dtype`` and broadcast to ``shape``."""
     tail = tuple(table.shape)
     padded = (1,) * (len(shape) - len(tail)) + tail
@@ -476,4 +476,4 @@ def _spread(em: Emitter, table: n.Value, shape: tuple[int, ...], dtype: str, lay
 
 __all__ = ["CARRIER", "METHODS", "LUT_MAX_BITS", "DequantCost", "applicable_methods", "dequant_cost",
            "default_method", "forced_method", "select_method", "fits_f16", "lut_patterns", "lut_byte_table", "emit_int_value",
-           "emit_decode", "emit_extract"]
+           "emit_decode", "emit_extract", "spread_table"]

@@ -41,8 +41,9 @@ from lowbit.ir import nodes as n
 from lowbit.ir.printer import format_layout
 from lowbit.ir.rules import describe
 from lowbit.ir.symbolic import Dim, Sym, SymOp, cdiv
-from lowbit.ir.types import TileType, is_code, nbits_of
+from lowbit.ir.types import TileType, is_code, kind_of, nbits_of
 
+from ..target import host_has_avx512
 from .manager import PassContext, register_pass
 from .packed_format import PackedFormat, derive_format
 from .lowbit_emit import Emitter, all_names
@@ -107,11 +108,68 @@ def groups_for(target, dtype: str, layout: Any, meets_bf16: bool = True) -> int:
     return 4 // nbits
 
 
+def planes_for(target, dtype: str, layout: Any, groups: int, meets_bf16: bool = True,
+               single_row: bool = False) -> bool:
+    """Whether to store ``dtype`` codes in bit planes (``PackedFormat.bit_planes``, with ``groups`` rows side by
+    side): 3-bit integer codes on TVM's CPU target on a host with AVX-512, that meet no bf16 activations and
+    only products with one row of activations (``single_row``, see :func:`single_row_products`), in a tile
+    that allows it (groups of 4 rows, blocks of 32 codes per worker).
+
+    Why: a 3-bit code stored densely costs what a 4-bit one does, a shift, a ``vpermd`` and a multiply-add
+    per 16 products. In bit planes the lookup of activation sums (``lowering/tvm/lookup_sum.py``) adds 4 K
+    rows of one bit per lookup: 3 lookups (a shift, a ``vpermps``, an add) per 64 products. An integer code's
+    value is affine in its bits, so the sums of bit ``b`` are those of bit 0 times ``2**b`` (``-4`` for int3's
+    sign bit). int3 x f32 GEMV, 1024 x 4096, weights in cache: 67.5 -> 54 us. With more rows the dense
+    unpack is shared by every row and the lookups are not: 4 rows, 170 -> 205 us; 16 rows, 668 -> 800 us.
+    Wider codes would take more lookups than multiply-adds (5 per 64 products against 4) and are left dense;
+    float codes are not affine in their bits; with bf16 activations the pair dot is faster (two streams, see
+    :func:`substreams_for`). Without AVX-512 the lookup does not apply, and a dense stream unpacks in fewer
+    instructions.
+    """
+    if (target.backend != "tvm" or target.kind != "cpu" or nbits_of(dtype) != 3 or kind_of(dtype) not in ("int", "uint")
+            or meets_bf16 or not single_row or groups != 4 or not host_has_avx512()):
+        return False
+    try:
+        PackedFormat(dtype, layout, worker_vector_bytes(target), groups=groups, bit_planes=True).plan  # noqa: B018
+    except CompileError:
+        return False
+    return True
+
+
+def code_products(kernel: n.Kernel, param: str) -> list[tuple[n.Instr, n.Value]]:
+    """The products of ``kernel`` (``dot``, or ``mul``) with an operand computed element-wise from loads of
+    tensor ``param`` (through casts, arithmetic, broadcasts and reshapes), each with its other operand.
+    Values past a reduction (``dot``, ``sum``) no longer count as the codes, so scaling a dot product by
+    scales does not.
+
+    >>> from lowbit.ir import KernelBuilder
+    >>> kb = KernelBuilder("k"); w = kb.tensor_param("w", "int3", [4, 8]); x = kb.tensor_param("x", "f32", [1, 4])
+    >>> y = kb.tensor_param("y", "f32", [1, 8])
+    >>> kb.store(y, kb.dot(kb.load(x, [0, 0], [1, 4]), kb.cast(kb.load(w, [0, 0], [4, 8]), "f32")), [0, 0])
+    >>> [(ins.opcode, list(other.shape)) for ins, other in code_products(kb.build(), "w")]
+    [('dot', [1, 4])]
+    """
+    codes: set[str] = set()
+    found: list[tuple[n.Instr, n.Value]] = []
+    for ins in kernel.walk():
+        operands = ((ins.a, ins.b) if isinstance(ins, n.Dot) else
+                    (ins.lhs, ins.rhs) if isinstance(ins, n.Binary) and ins.op == "mul" else None)
+        if operands is not None and (operands[0].name in codes) != (operands[1].name in codes):
+            found.append((ins, operands[1] if operands[0].name in codes else operands[0]))
+        r = getattr(ins, "result", None)
+        if r is None:
+            continue
+        if isinstance(ins, n.Load):
+            if ins.tensor.name == param:
+                codes.add(r.name)
+        elif not isinstance(ins, (n.Dot, n.Reduce)) and any(v.name in codes for v in ins.inputs):
+            codes.add(r.name)
+    return found
+
+
 def meets_bf16_product(kernel: n.Kernel, param: str) -> bool:
-    """Whether some product of ``kernel`` (a ``dot``, or a ``mul``) multiplies a value computed element-wise
-    from loads of tensor ``param`` by a bf16 tile cast up to f32 (through broadcasts and reshapes): the
-    operands of the bf16 pair dot. Values past a reduction (``dot``, ``sum``) no longer count as the
-    codes, so scaling a dot product by bf16 scales does not.
+    """Whether some product of ``kernel`` (:func:`code_products`) multiplies the codes of tensor ``param`` by
+    a bf16 tile cast up to f32 (through broadcasts and reshapes): the operands of the bf16 pair dot.
 
     >>> from lowbit.ir import KernelBuilder
     >>> kb = KernelBuilder("k"); w = kb.tensor_param("w", "int3", [8]); x = kb.tensor_param("x", "bf16", [8])
@@ -120,30 +178,23 @@ def meets_bf16_product(kernel: n.Kernel, param: str) -> bool:
     >>> kb.store(y, wx, [0]); meets_bf16_product(kb.build(), "w")
     True
     """
-    codes: set[str] = set()
     activations: set[str] = set()
     views = (n.Broadcast, n.ExpandDims, n.Reshape, n.Permute)
-
-    def pair(a: n.Value, b: n.Value) -> bool:
-        return (a.name in codes and b.name in activations) or (b.name in codes and a.name in activations)
-
     for ins in kernel.walk():
         r = getattr(ins, "result", None)
-        if isinstance(ins, n.Dot) and pair(ins.a, ins.b) or (
-                isinstance(ins, n.Binary) and ins.op == "mul" and pair(ins.lhs, ins.rhs)):
-            return True
-        if r is None:
-            continue
-        if isinstance(ins, n.Load):
-            if ins.tensor.name == param:
-                codes.add(r.name)
-        elif not isinstance(ins, (n.Dot, n.Reduce)) and any(v.name in codes for v in ins.inputs):
-            codes.add(r.name)
-        if ((isinstance(ins, n.Cast) and r.dtype == "float32"
-             and (ins.x.dtype == "bfloat16" or ins.x.name in activations))
-                or (isinstance(ins, views) and ins.x.name in activations)):
+        if r is not None and ((isinstance(ins, n.Cast) and r.dtype == "float32"
+                               and (ins.x.dtype == "bfloat16" or ins.x.name in activations))
+                              or (isinstance(ins, views) and ins.x.name in activations)):
             activations.add(r.name)
-    return False
+    return any(other.name in activations for _, other in code_products(kernel, param))
+
+
+def single_row_products(kernel: n.Kernel, param: str) -> bool:
+    """Whether the codes of tensor ``param`` meet products, all of them ``dot(a, codes)`` with one row of
+    ``a`` (a GEMV's tile)."""
+    products = code_products(kernel, param)
+    return bool(products) and all(isinstance(ins, n.Dot) and other is ins.a and tuple(other.shape[:1]) == (1,)
+                                  for ins, other in products)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -220,9 +271,13 @@ class _Lowering:
                         location=ins.loc, hint="load the tensor with one tile shape and layout everywhere")
             bf16 = meets_bf16_product(self.kernel, name)
             groups = groups_for(self.ctx.target, p.value.dtype, layouts[0], bf16)
+            planes = planes_for(self.ctx.target, p.value.dtype, layouts[0], 4, bf16,
+                                single_row_products(self.kernel, name))
+            groups = 4 if planes else groups
             streams = substreams_for(self.ctx.target, p.value.dtype, layouts[0], bf16) if groups == 1 else 1
             fmt = derive_format(p.value.dtype, layouts[0], worker_vector_bytes(self.ctx.target),
-                                logical_dims=tuple(p.value.type.shape), substreams=streams, groups=groups)
+                                logical_dims=tuple(p.value.type.shape), substreams=streams, groups=groups,
+                                bit_planes=planes)
             self.formats[name] = fmt
             dims = tuple(cdiv(d, t) for d, t in zip(p.value.type.shape, fmt.tile_shape)) + (fmt.words_per_tile,)
             self.storage[name] = n.Value(name, TileType(fmt.storage_dtype, dims, "global"))
@@ -294,7 +349,17 @@ class _Lowering:
             x = em.reshape(words, (c, u, v), lay(plan.chunked_layout), hint=base + ".chunks")
             x = em.permute(x, (1, 0, 2), lay(plan.unit_words_layout), hint=base + ".units")
             x = em.reshape(x, (u, wpw), lay(plan.words_layout), hint=base + ".units")
-        if fmt.substreams == 1:
+        if fmt.bit_planes:
+            bits, blocks, per_code, joined, flat = (lay(layout) for layout in plan.plane_layouts)
+            b, nb, block = fmt.plane_blocks, fmt.nbits, fmt.codes_per_unit // fmt.plane_blocks
+            x = em.view(x, "uint1", (u, block * wpw), bits, hint=base + ".planes")
+            x = em.reshape(x, (u, b, nb, block), blocks, hint=base + ".planes")
+            x = em.permute(x, (0, 1, 3, 2), per_code, hint=base + ".planes")
+            x = em.view(x, r.dtype, (u, b, block, 1), joined, hint=base + ".codes")
+            x = em.reshape(x, (u, fmt.codes_per_unit), flat, hint=base + ".codes")
+            if flat != lay(plan.codes_layout):
+                x = em.reshape(x, (u, fmt.codes_per_unit), lay(plan.codes_layout), hint=base + ".codes")
+        elif fmt.substreams == 1:
             x = em.view(x, r.dtype, (u, fmt.codes_per_unit), lay(plan.codes_layout), hint=base + ".codes")
         else:
             h = fmt.substreams
@@ -382,4 +447,5 @@ def lower_lowbit(kernel: n.Kernel, ctx: PassContext) -> n.Kernel:
 register_pass("lower-lowbit", "packed storage for low-bit tensors derived from their tile layouts; loads become "
                               "storage loads + unpack + dequant; host repack in ctx.param_formats")(lower_lowbit)
 
-__all__ = ["lower_lowbit", "worker_vector_bytes", "substreams_for", "groups_for", "meets_bf16_product"]
+__all__ = ["lower_lowbit", "worker_vector_bytes", "substreams_for", "groups_for", "planes_for", "code_products",
+           "meets_bf16_product", "single_row_products"]

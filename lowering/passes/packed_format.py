@@ -23,6 +23,11 @@ Storage of one tile (``S`` words):
   becomes its innermost slot digit, so the codes of ``p`` consecutive rows of that mode (K rows of a GEMV's
   weight tile) sit side by side in the bitstream: a 4-bit field for ``p`` 2-bit or 4 1-bit codes, what a
   lookup of activation sums (``vpermps`` over a table of ``x[k] w0 + x[k+1] w1``) indexes with.
+* **bit planes** (optional, one stream): a unit's codes are cut into blocks of 32 (in slot order), each
+  stored as ``n`` uint32 words, word ``b`` holding bit ``b`` of the block's codes (code ``i`` at bit ``i``).
+  A 4-bit field of a word then holds one bit of 4 consecutive codes (with groups of 4: of 4 K rows), so a
+  lookup of activation sums can add 3-bit codes one bit at a time: 3 lookups per 4 K rows instead of 4
+  multiply-adds.
 
 The logical tensor ``[D0, ..., Dr-1]`` is padded with code 0 to whole tiles and stored as
 ``[cdiv(D0, T0), ..., cdiv(Dr-1, Tr-1), S]``.
@@ -54,6 +59,8 @@ from lowbit.quant.formats import FormatId
 from .layout_rules import reshape_layout, view_layout
 
 _WORD_DTYPES = {32: "uint32", 16: "uint16", 8: "uint8"}
+#: codes per block of bit planes: one uint32 word per bit
+_PLANE_BLOCK = 32
 _NP_WORD = {32: np.dtype("<u4"), 16: np.dtype("<u2"), 8: np.dtype(np.uint8)}
 
 
@@ -85,6 +92,9 @@ class UnpackPlan:
     #: with substreams: ``words`` -> ``view`` uint16 ``[U, 2 Wpw]`` -> ``reshape [U, Wpw, 2]`` -> ``permute
     #: [U, 2, Wpw]`` -> ``view`` codes ``[U, 2, Lc / 2]`` -> ``reshape [U, Lc]``: the layouts of those steps
     stream_layouts: tuple[RegisterLayout, ...] = ()
+    #: with bit planes: ``words`` -> ``view`` uint1 ``[U, 32 Wpw]`` -> ``reshape [U, B, n, 32]`` -> ``permute
+    #: [U, B, 32, n]`` -> ``view`` codes ``[U, B, 32, 1]`` -> ``reshape [U, Lc]``: the layouts of those steps
+    plane_layouts: tuple[RegisterLayout, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -102,6 +112,7 @@ class PackedFormat:
     pad_code: int = 0
     substreams: int = 1
     groups: int = 1
+    bit_planes: bool = False
 
     # ------------------------------------------------------------------ derived sizes
     @cached_property
@@ -144,6 +155,9 @@ class PackedFormat:
         if self.substreams > 1:
             self._check_substreams()
             return 32
+        if self.bit_planes:
+            self._check_planes()
+            return 32
         return 32 if bits % 32 == 0 else 16 if bits % 16 == 0 else 8
 
     def _check_groups(self) -> None:
@@ -154,6 +168,18 @@ class PackedFormat:
             raise CompileError(f"a {list(self.tile_shape)} tile of {self.dtype} in layout {L!r} cannot be stored "
                                f"in groups of {self.groups} rows",
                                hint="groups need a first local mode they divide, and one stream")
+
+    def _check_planes(self) -> None:
+        """Raise unless the tile allows bit planes: one stream, whole blocks of 32 codes per unit."""
+        if self.bit_planes and (self.substreams > 1 or self.codes_per_unit % _PLANE_BLOCK):
+            raise CompileError(f"a {list(self.tile_shape)} tile of {self.dtype} in layout {self.layout!r} cannot be "
+                               f"stored in bit planes ({self.codes_per_unit} codes per storage unit)",
+                               hint=f"bit planes need one stream and a multiple of {_PLANE_BLOCK} codes per unit")
+
+    @property
+    def plane_blocks(self) -> int:
+        """``B``: blocks of 32 codes per unit, with bit planes."""
+        return self.codes_per_unit // _PLANE_BLOCK
 
     def _check_substreams(self) -> None:
         """Raise unless the tile allows substreams: 2 streams of whole uint16 words per worker."""
@@ -196,11 +222,13 @@ class PackedFormat:
         key = (L.shape, L.mode_shape, L.spatial_modes, L.local_modes, self.nbits, self.word_bits,
                self.chunk_words, self.unit_workers, self.pad_code) + ((self.substreams,) if self.substreams > 1 else ())
         key += (("groups", self.groups),) if self.groups > 1 else ()
+        key += (("planes",),) if self.bit_planes else ()
         key = repr(key)
         digest = hashlib.sha256(key.encode()).hexdigest()[:10]
         tile = "x".join(str(t) for t in self.tile_shape)
         streams = f"s{self.substreams}" if self.substreams > 1 else ""
         streams += f"g{self.groups}" if self.groups > 1 else ""
+        streams += "p" if self.bit_planes else ""
         return FormatId(f"tile-b{self.nbits}-{tile}-u{self.word_bits}v{self.chunk_words}{streams}-{digest}", 1)
 
     def storage_shape(self, logical_shape: Sequence[int]) -> tuple[int, ...]:
@@ -267,8 +295,12 @@ class PackedFormat:
             tile = None
         codes = reshape_layout(split, (self.units, self.codes_per_unit))
         streams: tuple[RegisterLayout, ...] = ()
+        planes: tuple[RegisterLayout, ...] = ()
         if codes is None:
             words = None
+        elif self.bit_planes:
+            self._check_planes()
+            words, planes = self._plane_layouts(codes)
         elif h == 1:
             words = view_layout(codes, self.nbits, self.word_bits)
         else:
@@ -278,11 +310,31 @@ class PackedFormat:
         chunked = T.permute(unit_words, [1, 0, 2]) if unit_words is not None else None
         loaded = (reshape_layout(chunked, (1,) * len(self.tile_shape) + (self.words_per_tile,))
                   if chunked is not None else None)
-        if None in (tile, codes, words, unit_words, chunked, loaded) + streams:
+        if None in (tile, codes, words, unit_words, chunked, loaded) + streams + planes:
             raise CompileError(f"internal error: cannot derive the unpack of {self.dtype} tiles in layout {L!r}",
                                hint="please report this with the kernel")
         return UnpackPlan(loaded, chunked, unit_words, words, codes, split_shape, split, perm, permuted, tile,
-                          streams)
+                          streams, planes)
+
+    def _plane_layouts(self, codes: RegisterLayout) -> tuple[RegisterLayout | None, tuple]:
+        """For bit planes: the words' layout ``[U, Wpw]`` and the layouts of the unpack steps from the words
+        to the codes (see :attr:`UnpackPlan.plane_layouts`), derived backwards from the codes so that every
+        worker keeps its own bits."""
+        from lowbit.layout import transforms as T
+
+        u, b, nb, wpw = self.units, self.plane_blocks, self.nbits, self.words_per_unit
+        backward = reshape_layout(codes, (u, b, _PLANE_BLOCK, 1))
+        for step in (lambda x: view_layout(x, nb, 1), lambda x: T.permute(x, [0, 1, 3, 2]),
+                     lambda x: reshape_layout(x, (u, _PLANE_BLOCK * wpw)), lambda x: view_layout(x, 1, 32)):
+            backward = step(backward) if backward is not None else None
+        if backward is None:
+            return None, (None,)
+        bits = view_layout(backward, 32, 1)
+        blocks = reshape_layout(bits, (u, b, nb, _PLANE_BLOCK)) if bits is not None else None
+        per_code = T.permute(blocks, [0, 1, 3, 2]) if blocks is not None else None
+        joined = view_layout(per_code, 1, nb) if per_code is not None else None
+        flat = reshape_layout(joined, (u, self.codes_per_unit)) if joined is not None else None
+        return backward, (bits, blocks, per_code, joined, flat)
 
     def _stream_layouts(self, codes: RegisterLayout) -> tuple[RegisterLayout | None, tuple]:
         """For substreams: the words' layout ``[U, Wpw]`` (every worker keeps its codes' bits) and the
@@ -338,7 +390,12 @@ class PackedFormat:
         from lowbit.packing import pack
 
         h = self.substreams
-        if h == 1:
+        if self.bit_planes:                                         # [*tiles, U, B, 32] -> bit b of each code
+            blocks = xp.reshape(units, tiles + [self.units, self.plane_blocks, _PLANE_BLOCK])
+            planes = xp.permute(xp.bits(blocks, self.nbits), list(range(r + 2)) + [r + 3, r + 2])
+            stream = pack(xp.reshape(xp.contiguous(planes), tiles + [self.units, self.codes_per_unit * self.nbits]),
+                          1, axis=-1)
+        elif h == 1:
             stream = pack(units, self.nbits, axis=-1)               # uint8 [*tiles, U, bytes]
         else:                                                       # h streams, their uint16 words interleaved
             streams = pack(xp.reshape(units, tiles + [self.units, h, self.codes_per_unit // h]), self.nbits, axis=-1)
@@ -367,7 +424,12 @@ class PackedFormat:
         from lowbit.packing import unpack
 
         h = self.substreams
-        if h == 1:
+        if self.bit_planes:
+            planes = xp.reshape(unpack(stream, 1, self.codes_per_unit * self.nbits, axis=-1),
+                                tiles + [self.units, self.plane_blocks, self.nbits, _PLANE_BLOCK])
+            codes = xp.join_bits(xp.permute(planes, list(range(r + 2)) + [r + 3, r + 2]))
+            units = xp.reshape(codes, tiles + [self.units, self.codes_per_unit])
+        elif h == 1:
             units = unpack(stream, self.nbits, self.codes_per_unit, axis=-1)   # [*tiles, U, g*Lc]
         else:
             halves = xp.reshape(stream, tiles + [self.units, self.words_per_unit, h, 2])
@@ -388,7 +450,8 @@ class PackedFormat:
 
 
 def derive_format(dtype: str, layout: RegisterLayout, vector_bytes: int = 4,
-                  logical_dims: Sequence[Dim] = (), substreams: int = 1, groups: int = 1) -> PackedFormat:
+                  logical_dims: Sequence[Dim] = (), substreams: int = 1, groups: int = 1,
+                  bit_planes: bool = False) -> PackedFormat:
     """The packed format of ``dtype`` tiles held in ``layout`` (validated: the plan is derived now)."""
     from lowbit.ir.types import canonical_dtype, is_code, nbits_of
 
@@ -396,7 +459,7 @@ def derive_format(dtype: str, layout: RegisterLayout, vector_bytes: int = 4,
     if not is_code(dtype) or nbits_of(dtype) > 8:
         raise CompileError(f"packed formats are for 1..8-bit code types, got {dtype}")
     fmt = PackedFormat(dtype, layout, int(vector_bytes), tuple(logical_dims), substreams=int(substreams),
-                       groups=int(groups))
+                       groups=int(groups), bit_planes=bool(bit_planes))
     fmt.plan  # noqa: B018  (derive now: errors surface at compile time)
     fmt.unit_workers  # noqa: B018
     return fmt
@@ -449,6 +512,12 @@ class _Numpy(_Backend):
 
     def crop(self, x, shape):
         return x[tuple(slice(0, d) for d in shape)]
+
+    def bits(self, x, nbits):
+        return (x[..., None] >> np.arange(nbits, dtype=np.uint8)) & np.uint8(1)
+
+    def join_bits(self, bits):
+        return (bits << np.arange(bits.shape[-1], dtype=np.uint8)).sum(axis=-1, dtype=np.uint8)
 
     def bytes_to_words(self, stream, bits):
         dt = _NP_WORD[bits]
@@ -513,6 +582,14 @@ class _Torch(_Backend):
 
     def crop(self, x, shape):
         return x[tuple(slice(0, d) for d in shape)]
+
+    def bits(self, x, nbits):
+        shifts = self.torch.arange(nbits, dtype=self.torch.uint8, device=x.device)
+        return (x.unsqueeze(-1) >> shifts) & 1
+
+    def join_bits(self, bits):
+        shifts = self.torch.arange(bits.shape[-1], dtype=self.torch.uint8, device=bits.device)
+        return (bits << shifts).sum(dim=-1, dtype=self.torch.uint8)
 
     def bytes_to_words(self, stream, bits):
         if bits == 8:

@@ -12,8 +12,9 @@ most 4 bits, a lookup (``lut``), whichever emits the fewest instructions on the 
 go through the exact integer value. Afterwards no code type is left; if the kernel carries layouts, the
 new helper tiles get theirs from :func:`.layout_inference.infer_layouts` (everything else stays pinned).
 
-Anything else touching codes (stores of codes, loop-carried codes, ``view`` of codes, encoding a
-run-time value) raises :class:`CompileError`.
+A ``view`` of codes as codes ``g`` times as wide (what ``lower-lowbit`` emits for bit planes) joins ``g``
+carriers into one. Anything else touching codes (stores of codes, loop-carried codes, other ``view`` of
+codes, encoding a run-time value) raises :class:`CompileError`.
 
 >>> from lowbit.ir import KernelBuilder
 >>> from lowbit.lowering.target import parse_target
@@ -34,10 +35,10 @@ from lowbit.errors import CompileError
 from lowbit.ir import nodes as n
 from lowbit.ir import numerics as num
 from lowbit.ir.rules import describe
-from lowbit.ir.types import is_code, kind_of, numpy_dtype
+from lowbit.ir.types import is_code, kind_of, nbits_of, numpy_dtype
 
 from ..target import register_table_entries
-from .dequant import CARRIER, emit_decode, emit_extract, emit_int_value, forced_method, select_method
+from .dequant import CARRIER, emit_decode, emit_extract, emit_int_value, forced_method, select_method, spread_table
 from .manager import PassContext, register_pass
 from .lowbit_emit import Emitter, all_names
 
@@ -125,6 +126,9 @@ class CodeRewriter:
             if self._tables(r.dtype):   # the unmasked twin (shared instructions merge in cse, unused go in dce)
                 self.loose[r.name] = emit_extract(*args, name=r.name, keep_high_bits=True, wide=wide)
             return
+        if isinstance(ins, n.View) and is_code(ins.result.dtype) and is_code(ins.x.dtype):
+            self.carrier[ins.result.name] = self.join(ins, em)
+            return
         if isinstance(ins, n.Cast) and is_code(ins.result.dtype) and not is_code(ins.x.dtype):
             self.carrier[ins.result.name] = self.fold(ins, em)
             return
@@ -154,6 +158,20 @@ class CodeRewriter:
         if v.name not in self.carrier:
             raise self._unsupported(ins, f"uses codes {v} that come from neither a view nor a literal")
         return self.carrier[v.name]
+
+    def join(self, ins: n.View, em: Emitter) -> n.Value:
+        """``view(codes -> wider codes)``, ``g`` source codes per result code (bit planes, see
+        :mod:`.packed_format`): each result carrier is the sum of its ``g`` source carriers shifted to their
+        places (disjoint bits: the sum is their or)."""
+        r, c = ins.result, self.carrier_of(ins.x, ins)
+        ns, nd = nbits_of(ins.x.dtype), nbits_of(r.dtype)
+        if nd % ns or not r.shape:
+            raise self._unsupported(ins, f"views {ins.x.dtype} codes as {r.dtype} codes (not whole groups of codes)")
+        g, lead, k = nd // ns, tuple(r.shape[:-1]), r.shape[-1]
+        parts = em.reshape(c, lead + (k, g), hint=r.name + ".parts")
+        at = em.binary("mul", em.arange(0, g, hint="part"), em.full((g,), ns, "int32"), hint="part_shift")
+        parts = em.binary("shl", parts, spread_table(em, at, lead + (k, g), CARRIER, None), hint=r.name + ".parts")
+        return em.reduce("sum", parts, len(lead) + 1, layout=r.type.layout, hint=r.name + ".bits")
 
     def fold(self, ins: n.Cast, em: Emitter) -> n.Value:
         """``cast(literal -> code)``: the code, computed now with the interpreter's own encode."""

@@ -1163,8 +1163,8 @@ class _Emitter:
     def _fused_dot_of(self, ins: n.Dot, defs: Mapping[str, n.Instr | None]
                       ) -> pair_dot.PairDot | lookup_sum.LookupSum | None:
         """The fused form the CPU ``dot`` ``ins`` is emitted in: a :class:`.pair_dot.PairDot` (bf16
-        activations), a :class:`.lookup_sum.LookupSum` (1-2-bit codes), or None (matched once: the inlining
-        plan needs the answer too, since both unpack ``b`` once for all rows)."""
+        activations), a :class:`.lookup_sum.LookupSum` (1-2-bit codes, integer codes in bit planes), or None
+        (matched once: the inlining plan needs the answer too, since both unpack ``b`` once for all rows)."""
         name = ins.result.name
         if name not in self._fused_dots:
             shape = ins.result.type.shape
@@ -1172,10 +1172,13 @@ class _Emitter:
                     and all(isinstance(d, int) for d in shape)
                     and shape[0] * (shape[1] // LANES) <= _FUSED_DOT_ACCUMULATORS)
             rows, vectors = (int(shape[0]), int(shape[1]) // LANES) if fits else (0, 0)
-            # the lookup also keeps a table of sums per row, its field tables (at most FIELD_BITS, for 1-bit
-            # codes), a word, an index and the multiply-adds' 1.0 in registers
-            found = (lookup_sum.match_dot(ins, defs)
-                     if fits and rows * vectors + rows + lookup_sum.FIELD_BITS + 3 <= _VECTOR_REGISTERS else None)
+            found = lookup_sum.match_dot(ins, defs) if fits else None
+            # the lookup also keeps a table of sums per row (two with bit planes: the bits' sums and a plane's),
+            # its field tables (FIELD_BITS for 1-bit codes), a word, an index and the multiply-adds' 1.0 in
+            # registers
+            if found is not None and (rows * vectors + rows * min(2, len(found.planes)) + lookup_sum.FIELD_BITS + 3
+                                      > _VECTOR_REGISTERS):
+                found = None
             # a lookup adds 4 products of 1-bit codes: fewer instructions than the pair dot; of 2-bit codes, 2
             if (found is None or len(found.fields[0]) < 4) and fits and self._pair_dot_target():
                 found = pair_dot.match_dot(ins, defs) or found
@@ -1327,7 +1330,9 @@ class _Emitter:
         loop over K steps of ``ls.period`` rows; in its body, per K group: each row's 16 sums (one vector,
         built from the group's activations and the constant field tables), then per vector of 16 outputs
         (unrolled) the storage words shifted to the group's field, and per row one ``vpermps`` of the sums
-        by it, added to the row's accumulator. Accumulators as in :meth:`_pair_dot_nest`.
+        by it, added to the row's accumulator. Accumulators as in :meth:`_pair_dot_nest`. With bit planes the
+        group's sums are built per plane (a multiple of the sums of the bits, see :mod:`.lookup_sum`) and each
+        plane has its own words and shifts.
 
         Half of those adds are multiply-adds by a 1.0 the compiler cannot fold (``llvm.arithmetic.fence``),
         exactly the same sum (``fma(p, 1, s)`` rounds ``p + s`` once, as the add does) on other execution
@@ -1341,10 +1346,18 @@ class _Emitter:
         vectors = N // lanes
         lane = self.names.fresh("lv")
         words = self.get(ls.words)
-        field_tables = [self.table_buffer(t, "float32", register=True) for t in ls.field_tables()]
+        # a plane whose table is (0, d) (every plane of a code in bit planes but maybe the first) takes d times
+        # the sums of its bits, built once per field and row; any other builds its sums from its field tables
+        scaled = [len(ls.planes) > 1 and len(p.table) == 2 and p.table[0] == 0 for p in ls.planes]
+        bit_tables = ([self.table_buffer(t, "float32", register=True)
+                       for t in lookup_sum.LookupPlane((0.0, 1.0), ()).field_tables(1)] if any(scaled) else [])
+        field_tables = [[] if scale else [self.table_buffer(t, "float32", register=True)
+                                          for t in p.field_tables(ls.bits)]
+                        for p, scale in zip(ls.planes, scaled)]
         index = self.tile_buffer("lut_index", (lanes,), "int32")
         one = self.tile_buffer("lut_one", (lanes,), "float32")
         table = [self.tile_buffer("lut_sums", (lanes,), "float32") for _ in range(M)]
+        bit_sums = [self.tile_buffer("lut_bit_sums", (lanes,), "float32") for _ in range(M)] if any(scaled) else []
         sums = [[self.tile_buffer("lut_acc", (lanes,), "float32") for _ in range(vectors)] for _ in range(M)]
         vec = f"T.ramp(0, 1, {lanes})"
         header = f"for {lane} in T.vectorized({lanes}):"
@@ -1359,23 +1372,34 @@ class _Emitter:
                 return f"{total} + {pick}"
             return f'T.call_llvm_pure_intrin("float32x{lanes}", "llvm.fma", {pick}, {one.read([vec], True)}, {total})'
 
+        def weighted(values: Sequence[str], row: int, field_rows: Sequence[int]) -> str:
+            """The sums ``sum_j values_j * a[row, k_j]`` over the K rows of a field."""
+            return " + ".join(f"{t}[{vec}] * T.Broadcast({a.read([str(row), f'{q} * {ls.period} + {k}'], True)}, "
+                              f"{lanes})" for t, k in zip(values, field_rows))
+
         body: list[Item] = []
-        for field_rows, sources in zip(ls.fields, ls.sources):
-            for r in range(M):
-                terms = [f"{values}[{vec}] * T.Broadcast({a.read([str(r), f'{q} * {ls.period} + {k}'], True)}, {lanes})"
-                         for values, k in zip(field_tables, field_rows)]
-                body.append(f"{table[r].write([vec])} = " + " + ".join(terms))
-            for v, src in enumerate(sources):
-                fill = _Scope(header)
-                with self.vector_lane([header]):
-                    word = _word_at(words, src.word, q, lane)
-                shifted = f"T.shift_right({word}, T.uint32({src.offset}))" if src.offset else word
-                fill.body.append(f'{index.write([lane])} = T.reinterpret("int32", {shifted})')
-                body.append(fill)
+        for f, field_rows in enumerate(ls.fields):
+            if bit_sums:
+                body += [f"{bit_sums[r].write([vec])} = {weighted(bit_tables, r, field_rows)}" for r in range(M)]
+            for plane, scale, plane_tables in zip(ls.planes, scaled, field_tables):
                 for r in range(M):
-                    pick = (f'T.call_llvm_pure_intrin("float32x{lanes}", "{lookup_sum.PERMPS}", '
-                            f"{table[r].read([vec], True)}, {index.read([vec], True)})")
-                    body.append(f"{sums[r][v].write([vec])} = {accumulate(sums[r][v].read([vec], True), pick)}")
+                    if not scale:
+                        body.append(f"{table[r].write([vec])} = {weighted(plane_tables, r, field_rows)}")
+                    elif plane.table[1] != 1:
+                        body.append(f"{table[r].write([vec])} = {bit_sums[r].read([vec], True)} * "
+                                    f"T.Broadcast(T.float32({plane.table[1]!r}), {lanes})")
+                sums_of = [bit_sums[r] if scale and plane.table[1] == 1 else table[r] for r in range(M)]
+                for v, src in enumerate(plane.sources[f]):
+                    fill = _Scope(header)
+                    with self.vector_lane([header]):
+                        word = _word_at(words, src.word, q, lane)
+                    shifted = f"T.shift_right({word}, T.uint32({src.offset}))" if src.offset else word
+                    fill.body.append(f'{index.write([lane])} = T.reinterpret("int32", {shifted})')
+                    body.append(fill)
+                    for r in range(M):
+                        pick = (f'T.call_llvm_pure_intrin("float32x{lanes}", "{lookup_sum.PERMPS}", '
+                                f"{sums_of[r].read([vec], True)}, {index.read([vec], True)})")
+                        body.append(f"{sums[r][v].write([vec])} = {accumulate(sums[r][v].read([vec], True), pick)}")
         load = [f'{one.write([vec])} = T.call_llvm_pure_intrin("float32x{lanes}", "llvm.arithmetic.fence", '
                 f"T.Broadcast(T.float32(1), {lanes}))"]
         load += [f"{sums[r][v].write([vec])} = {acc_part(r, v)}" for r in range(M) for v in range(vectors)]

@@ -1,4 +1,5 @@
-"""Instruction selection for a product with 1- or 2-bit codes on AVX-512 CPUs: a lookup of activation sums.
+"""Instruction selection for a product with 1- or 2-bit codes (or integer codes in bit planes) on AVX-512 CPUs:
+a lookup of activation sums.
 
 A low-bit GEMM ``a @ lookup(shr(words, shift), table)`` with ``b``-bit codes (``b`` = 1, 2) can add ``p = 4 // b``
 K rows at once: for K rows ``k_0 .. k_{p-1}`` and one row ``m`` of ``a``, the 16 sums
@@ -18,12 +19,20 @@ code ``k_j`` at bits ``s + j b ..``, for every output lane, the storage order ``
 the tile from the bit origins of the lookup's index (:func:`lowbit.ir.interpreter.bit_origins`), and finds,
 per K group and vector of 16 outputs, the word (affine in the K step and the lane) and the field's offset.
 
+Integer codes stored in bit planes (``PackedFormat.bit_planes``, chosen for 3-bit codes by
+:func:`lowbit.lowering.passes.lowbit_lowering.planes_for`) are added one bit at a time, 4 K rows per lookup: a
+code's value is affine in its bits, ``table[c] = table[0] + sum_b c_b d_b``, so bit ``b``'s sums are ``d_b``
+times ``S_1[i] = sum_j i_j a[m, k_j]``, one table per K group and row (plus ``table[0]`` times the group's
+activations in bit 0's, when ``table[0]`` is not 0). :func:`match_dot` checks the affinity exactly; each plane
+is found like a field of 1-bit codes.
+
 Rounding: each product ``table[c] * a[m, k]`` is one f32 product as before (or fused into the multiply-add
 that adds it to the group's sum); the sums are f32 sums in another order (a float ``sum`` is not ordered).
-The lookup itself is exact.
+The lookup itself is exact. With bit planes, a plane's sums are ``S_1`` rounded once, then times ``d_b``
+(exact for int and uint codes: powers of two).
 
->>> ls = LookupSum(words=None, bits=2, period=2, fields=((0, 1),), sources=(), table=(-2., -1., 0., 1.))
->>> [list(map(float, t[:6])) for t in ls.field_tables()]   # entry i: table[i & 3] and table[i >> 2]
+>>> plane = LookupPlane(table=(-2., -1., 0., 1.), sources=())
+>>> [list(map(float, t[:6])) for t in plane.field_tables(2)]   # entry i: table[i & 3] and table[i >> 2]
 [[-2.0, -1.0, 0.0, 1.0, -2.0, -1.0], [-2.0, -2.0, -2.0, -2.0, -1.0, -1.0]]
 """
 from __future__ import annotations
@@ -53,34 +62,43 @@ class FieldSource:
 
 
 @dataclass(frozen=True)
+class LookupPlane:
+    """The bits of every code that one run of lookups reads: ``table`` gives their values (``2 ** bits``
+    entries) and ``sources[f][v]`` where vector ``v`` (16 outputs) reads field ``f``. A code's value is the sum
+    of its planes' values."""
+
+    table: tuple[float, ...]
+    sources: tuple[tuple[FieldSource, ...], ...]
+
+    def field_tables(self, bits: int) -> tuple[tuple[float, ...], ...]:
+        """Per code of a field: the value of that code's bits in each of the 16 indices (the table has
+        ``2 ** bits`` entries, so a field is an index as it stands)."""
+        mask = (1 << bits) - 1
+        return tuple(tuple(float(self.table[(i >> (j * bits)) & mask]) for i in range(LANES))
+                     for j in range(FIELD_BITS // bits))
+
+
+@dataclass(frozen=True)
 class LookupSum:
     """A product proved fit for a lookup of activation sums (see the module doc).
 
-    ``words``: the uint32 tile the codes' bits come from; ``bits``: bits per code; K splits into fields of
-    ``FIELD_BITS // bits`` rows ``q * period + k``, ``k`` running over one entry of ``fields`` (its lowest code
-    first), and ``sources[f][v]`` says where vector ``v`` (16 outputs) reads field ``f``; ``table``: the
-    lookup's values.
+    ``words``: the uint32 tile the codes' bits come from; ``bits``: bits per code in each plane; K splits into
+    fields of ``FIELD_BITS // bits`` rows ``q * period + k``, ``k`` running over one entry of ``fields`` (its
+    lowest code first); ``planes``: one per run of bits of a code (all of a dense code's bits, or each bit of
+    a code stored in bit planes).
     """
 
     words: n.Value | None
     bits: int
     period: int
     fields: tuple[tuple[int, ...], ...]
-    sources: tuple[tuple[FieldSource, ...], ...]
-    table: tuple[float, ...]
-
-    def field_tables(self) -> tuple[tuple[float, ...], ...]:
-        """Per code of a field: the value of that code's field in each of the 16 indices (the table has
-        ``2 ** bits`` entries, so a field is an index as it stands)."""
-        mask = (1 << self.bits) - 1
-        per_group = FIELD_BITS // self.bits
-        return tuple(tuple(float(self.table[(i >> (j * self.bits)) & mask]) for i in range(LANES))
-                     for j in range(per_group))
+    planes: tuple[LookupPlane, ...]
 
 
 def match_dot(ins: n.Dot, defs: Mapping[str, n.Instr | None]) -> LookupSum | None:
-    """The :class:`LookupSum` form of ``dot(a, b, acc)`` (f32 throughout, ``b`` a lookup of 1- or 2-bit codes
-    through broadcasts / expand_dims), or None when any condition of the module doc does not hold."""
+    """The :class:`LookupSum` form of ``dot(a, b, acc)`` (f32 throughout, ``b`` a lookup of 1- or 2-bit codes,
+    or of integer codes stored in bit planes, through broadcasts / expand_dims), or None when any condition of
+    the module doc does not hold."""
     a_shape, b_shape = static_shape(ins.a), static_shape(ins.b)
     if (ins.result.dtype != "float32" or ins.a.dtype != "float32" or ins.b.dtype != "float32"
             or a_shape is None or b_shape is None):
@@ -88,40 +106,66 @@ def match_dot(ins: n.Dot, defs: Mapping[str, n.Instr | None]) -> LookupSum | Non
     k, nn = b_shape
     look_v, _ = strip_views(ins.b, defs, (n.Broadcast, n.ExpandDims))
     look = defs.get(look_v.name)
-    if not (isinstance(look, n.Lookup) and len(look.table) in (2, 4) and look.x.dtype.startswith("uint")
+    if not (isinstance(look, n.Lookup) and len(look.table) in (2, 4, 8) and look.x.dtype.startswith("uint")
             and all(np.isfinite(look.table))):
         return None
-    bits = (len(look.table) - 1).bit_length()
-    per_group = FIELD_BITS // bits
-    if k % per_group or nn % LANES:
+    nbits = (len(look.table) - 1).bit_length()
+    if nn % LANES:
         return None
     wo = element_origins(ins.b, defs)
     found = bit_origins(look.x, defs)
     if wo is None or wo[0].name != look.result.name or found is None or nbits_of(found[0].dtype) != 32:
         return None
     words, origin = found
-    codes = origin.reshape(-1, origin.shape[-1])[wo[1].reshape(k, nn), :bits]      # [K, N, bits]
+    codes = origin.reshape(-1, origin.shape[-1])[wo[1].reshape(k, nn), :nbits]      # [K, N, nbits]
     if np.any(codes == ZERO_BIT):
         return None
-    word, first = codes[..., 0] // 32, codes[..., 0] % 32
-    if not np.array_equal(codes, codes[..., :1] + np.arange(bits)):                   # consecutive bits of one word
+    table = tuple(float(v) for v in look.table)
+    if np.array_equal(codes, codes[..., :1] + np.arange(nbits)):        # consecutive bits of one word
+        bits, runs, tables = nbits, [codes[..., 0]], [table]
+    else:                                                               # one plane per bit
+        bits, runs, tables = 1, [codes[..., b] for b in range(nbits)], _bit_tables(table)
+    if FIELD_BITS % bits or tables is None:
         return None
-    # K rows k .. k + p - 1 (k a multiple of p) must hold consecutive codes of one word, in every lane
+    per_group = FIELD_BITS // bits
+    if k % per_group:
+        return None
     lead = np.arange(0, k, per_group)
-    for j in range(1, per_group):
-        if not (np.array_equal(word[lead + j], word[lead]) and np.array_equal(first[lead + j], first[lead] + j * bits)):
+    for run in runs:     # K rows k .. k + p - 1 (k a multiple of p) hold consecutive codes of one word, every lane
+        word, first = run // 32, run % 32
+        for j in range(1, per_group):
+            if not (np.array_equal(word[lead + j], word[lead])
+                    and np.array_equal(first[lead + j], first[lead] + j * bits)):
+                return None
+        if np.any(first[lead] + FIELD_BITS > 32):
             return None
-    if np.any(first[lead] + FIELD_BITS > 32):
-        return None
     period = per_group
     while period <= k:
         if k % period == 0:
-            sources = _sources(word, first, period, per_group, nn // LANES)
-            if sources is not None:
+            sources = [_sources(run // 32, run % 32, period, per_group, nn // LANES) for run in runs]
+            if all(src is not None for src in sources):
                 fields = tuple(tuple(range(g, g + per_group)) for g in range(0, period, per_group))
-                return LookupSum(words, bits, period, fields, sources, tuple(float(v) for v in look.table))
+                return LookupSum(words, bits, period, fields,
+                                 tuple(LookupPlane(t, src) for t, src in zip(tables, sources)))
         period *= 2
     return None
+
+
+def _bit_tables(table: tuple[float, ...]) -> list[tuple[float, float]] | None:
+    """Per bit ``b`` of a code, the 2-entry table of its share of the value, ``table[0]`` in bit 0's, when the
+    table is exactly affine in the bits (``table[c] == table[0] + sum_b bit_b(c) (table[1 << b] - table[0])``,
+    true of every integer code's value, of no float code's); else None.
+
+    >>> _bit_tables((0., 1., 2., 3., -4., -3., -2., -1.))      # int3
+    [(0.0, 1.0), (0.0, 2.0), (0.0, -4.0)]
+    >>> _bit_tables((0., 0.5, 1., 1.5, 2., 3., 4., 6.)) is None   # a float format
+    True
+    """
+    nbits = (len(table) - 1).bit_length()
+    steps = [table[1 << b] - table[0] for b in range(nbits)]
+    if any(table[c] != table[0] + sum(d for b, d in enumerate(steps) if c >> b & 1) for c in range(len(table))):
+        return None
+    return [(table[0] if b == 0 else 0.0, (table[0] if b == 0 else 0.0) + d) for b, d in enumerate(steps)]
 
 
 def _sources(word: np.ndarray, first: np.ndarray, period: int, per_group: int, vectors: int
@@ -143,4 +187,4 @@ def _sources(word: np.ndarray, first: np.ndarray, period: int, per_group: int, v
     return tuple(out)
 
 
-__all__ = ["LookupSum", "FieldSource", "match_dot", "FIELD_BITS", "PERMPS"]
+__all__ = ["LookupSum", "LookupPlane", "FieldSource", "match_dot", "FIELD_BITS", "PERMPS"]

@@ -1,12 +1,13 @@
-"""The matmul kernel on TVM's CPU target where it adds a lookup of activation sums (1-bit codes, and 2-bit
-codes with activations that are not bf16; ``lowering/tvm/lookup_sum.py``), against torch fp64 with the bound of
-``conftest.py`` (``|q| + |z|`` in place of ``|q - z|`` where zero points leave the sums).
+"""The matmul kernel on TVM's CPU target where it adds a lookup of activation sums (1-bit codes, 2-bit codes
+with activations that are not bf16, and 3-bit integer codes in bit planes in a GEMV;
+``lowering/tvm/lookup_sum.py``), against torch fp64 with the bound of ``conftest.py`` (``|q| + |z|`` in place of
+``|q - z|`` where zero points leave the sums).
 
-Signed codes, unsigned codes with implicit zeros and with zero points, 1 and 2 bits (4 and 2 codes per
-4-bit field), f32, f16 and bf16 activations, 1, 3, 4 and 13 rows (the streaming tile, an edge in M), edges in N
-(K is a multiple of the K tile wherever the group scale follows the dot), the weight layouts of 1 and 2 threads,
-default and forced configurations; each case checks that the generated code takes the lookup where the host has
-AVX-512.
+Signed codes, unsigned codes with implicit zeros and with zero points, 1, 2 and 3 bits (4 and 2 codes per
+4-bit field; 3 planes of one bit of 4 codes), f32, f16 and bf16 activations, 1, 3, 4 and 13 rows (the
+streaming tile, an edge in M), edges in N (K is a multiple of the K tile wherever the group scale follows the
+dot), the weight layouts of 1 and 2 threads, default and forced configurations; each case checks that the
+generated code takes the lookup where the host has AVX-512.
 """
 from __future__ import annotations
 
@@ -34,7 +35,12 @@ CASES = [  # dtype, zero_point, group, n, k, m, x dtype, config (None: the defau
     ("int2", False, 128, 40, 256, 13, torch.float32, None, 2),               # the streaming tile, edge in M
     ("uint1", True, 128, 40, 256, 3, torch.bfloat16, None, 2),              # 1-bit codes take it with bf16 too
     ("int1", True, 64, 72, 192, 1, torch.bfloat16, None, 1),
+    ("int3", False, 128, 264, 384, 1, torch.float32, None, 2),               # bit planes: 3 lookups per field
+    ("uint3", True, 128, 72, 256, 1, torch.float32, None, 1),                # zero points out of the sums
+    ("uint3", False, 128, 50, 256, 1, torch.float16, None, 2),               # implicit zero: table[0] = -4
 ]
+#: weight types stored in bit planes where the product has one row (``planes_for``)
+PLANES = ("int3", "uint3")
 
 
 @pytest.mark.parametrize("dtype,zero_point,group,n,k,m,x_dtype,cfg,threads", CASES,
@@ -51,6 +57,7 @@ def test_against_fp64(monkeypatch, dtype, zero_point, group, n, k, m, x_dtype, c
     source = compiled(FILE, "lowbit_matmul", "tvm", "cpu", **_constants(w, str(x_dtype)[6:], used, False)).source
     assert ("lut_sums" in source) == host_has_avx512()
     assert ("lut_one" in source) == host_has_avx512()   # the multiply-adds by 1.0 are checked below too
+    assert ("lut_bit_sums" in source) == (host_has_avx512() and dtype in PLANES and used.bm == 1)
     zero_out = bool(cfg.zsum) if cfg is not None else takes_zeros_out(m, w, "tvm")
     ref, absdot = matmul_reference(x, w, zero_out=zero_out)
     assert_within(y, ref, matmul_tolerance(absdot, ref, k, x_dtype),
@@ -59,9 +66,9 @@ def test_against_fp64(monkeypatch, dtype, zero_point, group, n, k, m, x_dtype, c
 
 def test_grouped_storage_without_the_lookup(monkeypatch, tmp_path):
     """Where the fused form does not apply (a host without AVX-512: no 16-entry ``vpermps``), codes stored in
-    groups are unpacked by the generic path, which must read them in their grouped order. The kernels built
-    here go to a private disk cache (the cache key does not see the monkeypatched host), in a configuration
-    (``bn = 32``) no other test builds."""
+    groups (and in bit planes) are unpacked by the generic path, which must read them in their stored order.
+    The kernels built here go to a private disk cache (the cache key does not see the monkeypatched host), in
+    a configuration (``bn = 32``) no other test builds."""
     require_backend("tvm")
     from lowbit.kernels.library import compiled
     from lowbit.kernels.matmul import FILE, _constants
@@ -70,12 +77,17 @@ def test_grouped_storage_without_the_lookup(monkeypatch, tmp_path):
     monkeypatch.setenv("LOWBIT_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(codegen, "host_has_avx512", lambda: False)
     gen = torch.Generator().manual_seed(7)
-    for dtype, zero_point in (("int2", False), ("uint1", True)):
+    for dtype, zero_point, rows in (("int2", False, 2), ("uint1", True, 2), ("int3", False, 1)):
         w = quantize(torch.randn(72, 256, generator=gen), dtype, group_size=128, zero_point=zero_point)
-        x = torch.randn(2, 256, generator=gen)
-        cfg = MatmulConfig(2, 32, 128, 1, 1, wt=1, gdot=1, zsum=int(zero_point))
+        x = torch.randn(rows, 256, generator=gen)
+        cfg = MatmulConfig(rows, 32, 128, 1, 1, wt=1, gdot=1, zsum=int(zero_point))
         kernel = compiled(FILE, "lowbit_matmul", "tvm", "cpu", **_constants(w, "float32", cfg, False))
-        assert kernel.param_formats["q"].groups == 4 // w.dtype.nbits and "lut_sums" not in kernel.source
+        fmt = kernel.param_formats["q"]
+        if dtype == "int3":     # bit planes follow the host (the lowering's check is not patched), groups with them
+            assert fmt.bit_planes == host_has_avx512() and fmt.groups == (4 if host_has_avx512() else 1)
+        else:
+            assert fmt.groups == 4 // w.dtype.nbits
+        assert "lut_sums" not in kernel.source
         y = run_matmul(x, w, None, "tvm", cfg)
         ref, absdot = matmul_reference(x, w, zero_out=zero_point)
         assert_within(y, ref, matmul_tolerance(absdot, ref, 256, x.dtype), f"tvm {dtype} without the lookup")

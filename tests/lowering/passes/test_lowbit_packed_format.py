@@ -287,3 +287,88 @@ def test_groups_unpack_in_the_kernel(name):
     if layout.mode_shape[layout.local_modes[0]] % 4 == 0:
         assert lower_on_cpu("uint1", layout, False).param_formats["x"].groups == 4
         assert lower_on_cpu("uint1", layout, True).param_formats["x"].groups == 4
+
+
+# ----------------------------------------------------------------------------------------------------
+# bit planes
+# ----------------------------------------------------------------------------------------------------
+
+PLANE_LAYOUTS = {
+    "gemv_b": spatial(1, 2) * local(128, 4) * spatial(1, 16),                   # the GEMV's weight tile
+    "one_vector": local(32, 1) * spatial(1, 16),
+    "replicated": replicate(2, 2) * local(16, 2) * spatial(1, 8),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PLANE_LAYOUTS))
+@pytest.mark.parametrize("dtype,groups", [("int3", 4), ("uint3", 1), ("uint5", 1), ("int2", 2)])
+def test_bit_planes_hold_bit_b_of_32_codes_in_word_b(name, dtype, groups):
+    """With bit planes a unit's codes (in stream order) form blocks of 32, stored as ``n`` words: word ``b``
+    holds bit ``b`` of the block's codes, code ``i`` at bit ``i``. Checked on the words, from the codes."""
+    layout = PLANE_LAYOUTS[name]
+    nbits = lowbit.dtype(dtype).nbits
+    fmt = derive_format(dtype, layout, 4, groups=groups, bit_planes=True)
+    assert fmt.storage_dtype == "uint32" and "p-" in fmt.format_id.name
+    assert fmt.format_id != derive_format(dtype, layout, 4, groups=groups).format_id
+    shape = (layout.shape[0] * 2 - 3, layout.shape[1] + 5)
+    codes = np.random.default_rng(nbits).integers(0, 1 << nbits, size=shape).astype(np.uint8)
+    storage = fmt.pack(codes)
+    assert (fmt.unpack(storage, shape) == codes).all()
+    tstorage = fmt.pack(torch.from_numpy(codes))
+    assert (tstorage.numpy() == storage).all() and (fmt.unpack(tstorage, shape).numpy() == codes).all()
+    tile = codes[: layout.shape[0], : layout.shape[1]].reshape(-1).astype(np.int64)
+    words = storage[0, 0].reshape(fmt.chunks, fmt.units, fmt.chunk_words).transpose(1, 0, 2).reshape(fmt.units, -1)
+    for unit in range(fmt.units):
+        stream = tile[fmt._unit_index[unit]].reshape(-1, 32)          # [blocks, 32] codes in stream order
+        for block, block_codes in enumerate(stream):
+            for b in range(nbits):
+                want = sum(int(c >> b & 1) << i for i, c in enumerate(block_codes))
+                assert int(words[unit, block * nbits + b]) == want
+
+
+def test_bit_planes_need_blocks_of_32_codes_and_one_stream():
+    with pytest.raises(lowbit.CompileError, match="bit planes"):
+        derive_format("int3", local(16, 1) * spatial(1, 16), 4, bit_planes=True)          # 16 codes per unit
+    with pytest.raises(lowbit.CompileError, match="bit planes|substreams"):
+        derive_format("int3", local(32, 2) * spatial(1, 16), 4, substreams=2, bit_planes=True)
+
+
+def gemv_kernel(dtype: str, layout: RegisterLayout, rows: int = 1):
+    """y[m, n] = dot(a, cast(w)) over K = one tile: the codes meet a dot with ``rows`` rows of f32
+    activations and nothing else (what :func:`planes_for` asks)."""
+    t0, t1 = layout.shape
+    kb = KernelBuilder("gemv")
+    a = kb.tensor_param("a", "f32", [rows, t0])
+    w = kb.tensor_param("w", dtype, [t0, "C"])
+    y = kb.tensor_param("y", "f32", [rows, "C"], intent="out")
+    kb.set_grid(f"cdiv(C, {t1})")
+    c0 = kb.mul(kb.program_id(0), t1)
+    codes = kb.cast(kb.load(w, [0, c0], [t0, t1], layout=layout), "f32")
+    kb.store(y, kb.dot(kb.load(a, [0, 0], [rows, t0]), codes), [0, c0])
+    return kb.build()
+
+
+@pytest.mark.parametrize("dtype", ["int3", "uint3"])
+def test_bit_planes_are_chosen_for_3_bit_integers_in_a_gemv_and_unpack_in_the_kernel(dtype, monkeypatch):
+    """TVM's CPU target stores 3-bit integer codes that meet only a one-row dot in bit planes (in groups of 4
+    rows) on a host with AVX-512; the kernel's unpack, and after it the dequant's joining of the planes
+    (through the interpreter), reproduce the product exactly."""
+    from lowbit.lowering.passes import lowbit_lowering
+
+    layout = PLANE_LAYOUTS["gemv_b"]
+    monkeypatch.setattr(lowbit_lowering, "host_has_avx512", lambda: True)
+
+    def lowered(dtype: str, rows: int = 1, dequant: bool = False):
+        options = {} if dequant else {"lowbit.defer_dequant": True}
+        return V.validate_pass(gemv_kernel(dtype, layout, rows), None, "tvm:llvm", sizes={"C": 2 * layout.shape[1] - 5},
+                               codes=every_code, before=("infer-layouts", "lower-lowbit"), options=options
+                               ).param_formats["w"]
+
+    fmt = lowered(dtype)
+    assert fmt.bit_planes and fmt.groups == 4
+    assert lowered(dtype, dequant=True).bit_planes
+    assert not lowered(dtype, rows=2).bit_planes                     # every row would repeat the lookups
+    assert not lowered("uint5").bit_planes                           # 5 lookups per 4 K rows: dense
+    assert not lowered("float3_e1m1").bit_planes                     # a float code is not affine in its bits
+    monkeypatch.setattr(lowbit_lowering, "host_has_avx512", lambda: False)
+    assert not lowered(dtype).bit_planes                             # no lookup: the dense unpack is cheaper
