@@ -258,6 +258,7 @@ class PackedFormat:
         if h > 1:
             self._check_substreams()
         self._check_groups()
+        self._check_planes()
         # substreams split the first local mode's innermost factor h off as the outermost slot digit, groups
         # its innermost factor gp off as the innermost one
         first = L.local_modes[0] if h > 1 or gp > 1 else None
@@ -299,7 +300,6 @@ class PackedFormat:
         if codes is None:
             words = None
         elif self.bit_planes:
-            self._check_planes()
             words, planes = self._plane_layouts(codes)
         elif h == 1:
             words = view_layout(codes, self.nbits, self.word_bits)

@@ -122,6 +122,33 @@ def test_select_dequant_on_a_user_view(dtype, target):
         assert "view(" in print_kernel(k) and not any(is_code(v.dtype) for i in low.kernel.walk() for v in i.outputs)
 
 
+@pytest.mark.parametrize("dtype", ["int3", "uint3", "int5", "float4_e2m1"])
+def test_a_view_of_codes_as_wider_codes_joins_them(dtype):
+    """``view`` uint1 codes -> ``n``-bit codes (the bit planes' join): code ``j`` of a row is made of bits
+    ``j n .. j n + n - 1`` of the row, little-endian, as numpy unpacks them; select-dequant joins the carriers.
+    A view that does not join whole codes (3-bit codes as 2-bit ones) is refused with the instruction."""
+    nb = lowbit.dtype(dtype).nbits
+    kb = KernelBuilder("join")
+    x = kb.tensor_param("x", "u8", ["R", "B"])
+    y = kb.tensor_param("y", "f32", ["R", "C"], intent="out")
+    kb.set_grid(1)
+    bits = kb.view(kb.load(x, [0, 0], [16, 2 * nb]), "uint1")          # [16, 16 n] single bits
+    kb.store(y, kb.cast(kb.view(bits, dtype), "f32"), [0, 0])
+    logical = all_codes(dtype)
+    args = {"x": lowbit.pack(logical, nb), "y": np.zeros((16, 16), np.float32)}
+    for target in ("tvm:llvm", "triton:cpu"):
+        low, res = run_lowered(kb.build(), target, None, dict(args), ("infer-layouts", "select-dequant"))
+        assert V._bits_equal(res["y"], reference(dtype, logical, "float32")), target
+        assert not any(is_code(v.dtype) for i in low.kernel.walk() for v in i.outputs)
+    kb = KernelBuilder("narrow")
+    x = kb.tensor_param("x", "u8", ["R", "B"])
+    y = kb.tensor_param("y", "f32", ["R", "C"], intent="out")
+    kb.set_grid(1)
+    kb.store(y, kb.cast(kb.view(kb.view(kb.load(x, [0, 0], [16, 6]), "uint3"), "uint2"), "f32"), [0, 0])
+    with pytest.raises(CompileError, match="not whole groups of codes"):
+        run_passes(kb.build(), parse_target("tvm:llvm"), ("select-dequant",))
+
+
 @pytest.mark.parametrize("dtype", ["int3", "uint5", "float4_e2m1", "float8_e4m3fn"])
 @pytest.mark.parametrize("out", ["int32", "int8", "bool"])
 def test_casts_to_integers(dtype, out):
