@@ -67,6 +67,20 @@ def every_code(dtype, shape, rng):
     return rng.integers(0, 1 << lowbit.dtype(dtype).nbits, size=shape).astype(np.uint8)
 
 
+def packed_both_ways(fmt, codes: np.ndarray) -> np.ndarray:
+    """``fmt.pack(codes)``, checked to unpack to the codes and to equal what packing a torch tensor gives."""
+    storage = fmt.pack(codes)
+    assert (fmt.unpack(storage, codes.shape) == codes).all()
+    tstorage = fmt.pack(torch.from_numpy(codes))
+    assert (tstorage.numpy() == storage).all() and (fmt.unpack(tstorage, codes.shape).numpy() == codes).all()
+    return storage
+
+
+def first_tile_words(fmt, storage: np.ndarray) -> np.ndarray:
+    """The words of the first tile, ``[units, words per unit]`` (undoing the chunk-major order)."""
+    return storage[0, 0].reshape(fmt.chunks, fmt.units, fmt.chunk_words).transpose(1, 0, 2).reshape(fmt.units, -1)
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(layout=layouts(), bits=st.integers(1, 8), extra=st.tuples(st.integers(0, 7), st.integers(0, 7)),
        target=st.sampled_from(["triton:cpu", "triton:sm_90"]), seed=st.integers(0, 2**16))
@@ -172,13 +186,10 @@ def test_substreams_halves_hold_the_two_streams(name, bits):
     assert fmt.storage_dtype == "uint32" and fmt.format_id != derive_format(BY_BITS[bits], layout, 4).format_id
     shape = (layout.shape[0] * 2 - 3, layout.shape[1] + 5)
     codes = np.random.default_rng(bits).integers(0, 1 << bits, size=shape).astype(np.uint8)
-    storage = fmt.pack(codes)
-    assert (fmt.unpack(storage, shape) == codes).all()
-    tstorage = fmt.pack(torch.from_numpy(codes))
-    assert (tstorage.numpy() == storage).all() and (fmt.unpack(tstorage, shape).numpy() == codes).all()
+    storage = packed_both_ways(fmt, codes)
     tile = np.zeros(layout.shape, np.uint8)
     tile[: min(shape[0], layout.shape[0]), : min(shape[1], layout.shape[1])] = codes[: layout.shape[0], : layout.shape[1]]
-    words = storage[0, 0].reshape(fmt.chunks, fmt.units, fmt.chunk_words).transpose(1, 0, 2).reshape(fmt.units, -1)
+    words = first_tile_words(fmt, storage)
     for unit in range(fmt.units):
         elements = fmt._unit_index[unit]                       # row-major tile elements, in stream order
         for s, part in enumerate(np.array_split(elements, 2)):
@@ -234,13 +245,10 @@ def test_groups_put_rows_of_the_first_local_mode_side_by_side(name, bits, groups
     assert fmt.format_id != derive_format(BY_BITS[bits], layout, 4).format_id
     shape = (layout.shape[0] * 2 - 1, layout.shape[1] + 3)
     codes = np.random.default_rng(bits * groups).integers(0, 1 << bits, size=shape).astype(np.uint8)
-    storage = fmt.pack(codes)
-    assert (fmt.unpack(storage, shape) == codes).all()
-    tstorage = fmt.pack(torch.from_numpy(codes))
-    assert (tstorage.numpy() == storage).all() and (fmt.unpack(tstorage, shape).numpy() == codes).all()
+    storage = packed_both_ways(fmt, codes)
     tile = np.zeros(layout.shape, np.uint8)
     tile[: layout.shape[0], : layout.shape[1]] = codes[: layout.shape[0], : layout.shape[1]]
-    words = storage[0, 0].reshape(fmt.chunks, fmt.units, fmt.chunk_words).transpose(1, 0, 2).reshape(fmt.units, -1)
+    words = first_tile_words(fmt, storage)
     cols = layout.shape[1]
     for unit in range(fmt.units):
         stream = unpack(np.ascontiguousarray(words[unit]).view(np.uint8), bits, fmt.codes_per_unit)
@@ -312,12 +320,9 @@ def test_bit_planes_hold_bit_b_of_32_codes_in_word_b(name, dtype, groups):
     assert fmt.format_id != derive_format(dtype, layout, 4, groups=groups).format_id
     shape = (layout.shape[0] * 2 - 3, layout.shape[1] + 5)
     codes = np.random.default_rng(nbits).integers(0, 1 << nbits, size=shape).astype(np.uint8)
-    storage = fmt.pack(codes)
-    assert (fmt.unpack(storage, shape) == codes).all()
-    tstorage = fmt.pack(torch.from_numpy(codes))
-    assert (tstorage.numpy() == storage).all() and (fmt.unpack(tstorage, shape).numpy() == codes).all()
+    storage = packed_both_ways(fmt, codes)
     tile = codes[: layout.shape[0], : layout.shape[1]].reshape(-1).astype(np.int64)
-    words = storage[0, 0].reshape(fmt.chunks, fmt.units, fmt.chunk_words).transpose(1, 0, 2).reshape(fmt.units, -1)
+    words = first_tile_words(fmt, storage)
     for unit in range(fmt.units):
         stream = tile[fmt._unit_index[unit]].reshape(-1, 32)          # [blocks, 32] codes in stream order
         for block, block_codes in enumerate(stream):
