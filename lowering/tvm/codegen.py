@@ -1173,11 +1173,11 @@ class _Emitter:
                     and shape[0] * (shape[1] // LANES) <= _FUSED_DOT_ACCUMULATORS)
             rows, vectors = (int(shape[0]), int(shape[1]) // LANES) if fits else (0, 0)
             found = lookup_sum.match_dot(ins, defs) if fits else None
-            # the lookup also keeps a table of sums per row (two with bit planes: the bits' sums and a plane's),
-            # its field tables (FIELD_BITS for 1-bit codes), a word, an index and the multiply-adds' 1.0 in
-            # registers
-            if found is not None and (rows * vectors + rows * min(2, len(found.planes)) + lookup_sum.FIELD_BITS + 3
-                                      > _VECTOR_REGISTERS):
+            # the lookup also keeps a table of sums per row (three with bit planes: the bits' sums, a plane's and
+            # the activations' sum), its field tables (FIELD_BITS for 1-bit codes), a word, an index and the
+            # multiply-adds' 1.0 in registers
+            tables = 3 if found is not None and len(found.planes) > 1 else 1
+            if found is not None and rows * (vectors + tables) + lookup_sum.FIELD_BITS + 3 > _VECTOR_REGISTERS:
                 found = None
             # a lookup adds 4 products of 1-bit codes: fewer instructions than the pair dot; of 2-bit codes, 2
             if (found is None or len(found.fields[0]) < 4) and fits and self._pair_dot_target():
@@ -1331,8 +1331,9 @@ class _Emitter:
         built from the group's activations and the constant field tables), then per vector of 16 outputs
         (unrolled) the storage words shifted to the group's field, and per row one ``vpermps`` of the sums
         by it, added to the row's accumulator. Accumulators as in :meth:`_pair_dot_nest`. With bit planes the
-        group's sums are built per plane (a multiple of the sums of the bits, see :mod:`.lookup_sum`) and each
-        plane has its own words and shifts.
+        group's sums are built per plane (a multiple of the sums of the bits, see :mod:`.lookup_sum`), each
+        plane has its own words and shifts, and ``table[0]`` times the sum of the activations joins the
+        accumulators after the loop.
 
         Half of those adds are multiply-adds by a 1.0 the compiler cannot fold (``llvm.arithmetic.fence``),
         exactly the same sum (``fma(p, 1, s)`` rounds ``p + s`` once, as the add does) on other execution
@@ -1346,18 +1347,21 @@ class _Emitter:
         vectors = N // lanes
         lane = self.names.fresh("lv")
         words = self.get(ls.words)
-        # a plane whose table is (0, d) (every plane of a code in bit planes but maybe the first) takes d times
-        # the sums of its bits, built once per field and row; any other builds its sums from its field tables
-        scaled = [len(ls.planes) > 1 and len(p.table) == 2 and p.table[0] == 0 for p in ls.planes]
+        # in bit planes, plane b's table is (t_b, t_b + d_b): it takes d_b times the sums of the bits, built once
+        # per field and row, and t_b times the activations, added once per row after the loop (their sum is
+        # lane 15 of the sums of the bits, accumulated); a code's own plane builds its sums from its field tables
+        planar = len(ls.planes) > 1
+        steps = [p.table[1] - p.table[0] for p in ls.planes] if planar else []
+        offset = sum(p.table[0] for p in ls.planes) if planar else 0.0
         bit_tables = ([self.table_buffer(t, "float32", register=True)
-                       for t in lookup_sum.LookupPlane((0.0, 1.0), ()).field_tables(1)] if any(scaled) else [])
-        field_tables = [[] if scale else [self.table_buffer(t, "float32", register=True)
-                                          for t in p.field_tables(ls.bits)]
-                        for p, scale in zip(ls.planes, scaled)]
+                       for t in lookup_sum.LookupPlane((0.0, 1.0), ()).field_tables(1)] if planar else [])
+        field_tables = [] if planar else [self.table_buffer(t, "float32", register=True)
+                                          for t in ls.planes[0].field_tables(ls.bits)]
         index = self.tile_buffer("lut_index", (lanes,), "int32")
         one = self.tile_buffer("lut_one", (lanes,), "float32")
         table = [self.tile_buffer("lut_sums", (lanes,), "float32") for _ in range(M)]
-        bit_sums = [self.tile_buffer("lut_bit_sums", (lanes,), "float32") for _ in range(M)] if any(scaled) else []
+        bit_sums = [self.tile_buffer("lut_bit_sums", (lanes,), "float32") for _ in range(M)] if planar else []
+        x_sums = [self.tile_buffer("lut_x_sums", (lanes,), "float32") for _ in range(M)] if offset else []
         sums = [[self.tile_buffer("lut_acc", (lanes,), "float32") for _ in range(vectors)] for _ in range(M)]
         vec = f"T.ramp(0, 1, {lanes})"
         header = f"for {lane} in T.vectorized({lanes}):"
@@ -1379,16 +1383,18 @@ class _Emitter:
 
         body: list[Item] = []
         for f, field_rows in enumerate(ls.fields):
-            if bit_sums:
+            if planar:
                 body += [f"{bit_sums[r].write([vec])} = {weighted(bit_tables, r, field_rows)}" for r in range(M)]
-            for plane, scale, plane_tables in zip(ls.planes, scaled, field_tables):
+                body += [f"{x_sums[r].write([vec])} = {x_sums[r].read([vec], True)} + {bit_sums[r].read([vec], True)}"
+                         for r in range(M) if x_sums]
+            for p, plane in enumerate(ls.planes):
                 for r in range(M):
-                    if not scale:
-                        body.append(f"{table[r].write([vec])} = {weighted(plane_tables, r, field_rows)}")
-                    elif plane.table[1] != 1:
+                    if not planar:
+                        body.append(f"{table[r].write([vec])} = {weighted(field_tables, r, field_rows)}")
+                    elif steps[p] != 1:
                         body.append(f"{table[r].write([vec])} = {bit_sums[r].read([vec], True)} * "
-                                    f"T.Broadcast(T.float32({plane.table[1]!r}), {lanes})")
-                sums_of = [bit_sums[r] if scale and plane.table[1] == 1 else table[r] for r in range(M)]
+                                    f"T.Broadcast(T.float32({steps[p]!r}), {lanes})")
+                sums_of = bit_sums if planar and steps[p] == 1 else table
                 for v, src in enumerate(plane.sources[f]):
                     fill = _Scope(header)
                     with self.vector_lane([header]):
@@ -1403,7 +1409,10 @@ class _Emitter:
         load = [f'{one.write([vec])} = T.call_llvm_pure_intrin("float32x{lanes}", "llvm.arithmetic.fence", '
                 f"T.Broadcast(T.float32(1), {lanes}))"]
         load += [f"{sums[r][v].write([vec])} = {acc_part(r, v)}" for r in range(M) for v in range(vectors)]
-        store = [f"{acc_part(r, v)} = {sums[r][v].read([vec], True)}" for r in range(M) for v in range(vectors)]
+        load += [f"{x_sums[r].write([vec])} = T.Broadcast(T.float32(0), {lanes})" for r in range(M) if x_sums]
+        store = [f"{acc_part(r, v)} = {sums[r][v].read([vec], True)}" + (
+                     f" + T.Broadcast(T.float32({offset!r}) * {x_sums[r].read([str(lanes - 1)], True)}, {lanes})"
+                     if x_sums else "") for r in range(M) for v in range(vectors)]
         self.emit_versioned(guards, load + _nest_items(headers, body) + store, checked)
 
     def _blocked_dot(self, out: BufferTile, a: Tile, b: Tile, mkn: tuple[int, int, int], rows: int, vec: int,

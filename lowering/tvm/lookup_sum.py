@@ -21,15 +21,15 @@ per K group and vector of 16 outputs, the word (affine in the K step and the lan
 
 Integer codes stored in bit planes (``PackedFormat.bit_planes``, chosen for 3-bit codes by
 :func:`lowbit.lowering.passes.lowbit_lowering.planes_for`) are added one bit at a time, 4 K rows per lookup: a
-code's value is affine in its bits, ``table[c] = table[0] + sum_b c_b d_b``, so bit ``b``'s sums are ``d_b``
-times ``S_1[i] = sum_j i_j a[m, k_j]``, one table per K group and row (plus ``table[0]`` times the group's
-activations in bit 0's, when ``table[0]`` is not 0). :func:`match_dot` checks the affinity exactly; each plane
-is found like a field of 1-bit codes.
+code's value is affine in its bits, ``table[c] = table[0] + sum_b c_b d_b``, so bit ``b``'s sums are ``d_b`` times
+``S_1[i] = sum_j i_j a[m, k_j]``, one table per K group and row, and ``table[0]`` times the sum of the activations
+(entry 15 of ``S_1``, accumulated) is added to each output once, after the K loop. :func:`match_dot` checks the
+affinity exactly; each plane is found like a field of 1-bit codes.
 
 Rounding: each product ``table[c] * a[m, k]`` is one f32 product as before (or fused into the multiply-add
 that adds it to the group's sum); the sums are f32 sums in another order (a float ``sum`` is not ordered).
 The lookup itself is exact. With bit planes, a plane's sums are ``S_1`` rounded once, then times ``d_b``
-(exact for int and uint codes: powers of two).
+(exact for int and uint codes: powers of two), and ``table[0]`` multiplies a rounded sum of the activations.
 
 >>> plane = LookupPlane(table=(-2., -1., 0., 1.), sources=())
 >>> [list(map(float, t[:6])) for t in plane.field_tables(2)]   # entry i: table[i & 3] and table[i >> 2]

@@ -58,6 +58,8 @@ def test_against_fp64(monkeypatch, dtype, zero_point, group, n, k, m, x_dtype, c
     assert ("lut_sums" in source) == host_has_avx512()
     assert ("lut_one" in source) == host_has_avx512()   # the multiply-adds by 1.0 are checked below too
     assert ("lut_bit_sums" in source) == (host_has_avx512() and dtype in PLANES and used.bm == 1)
+    # an implicit zero makes table[0] non-zero: its product with the sum of the activations joins after the loop
+    assert ("lut_x_sums" in source) == ("lut_bit_sums" in source and dtype.startswith("u") and not zero_point)
     zero_out = bool(cfg.zsum) if cfg is not None else takes_zeros_out(m, w, "tvm")
     ref, absdot = matmul_reference(x, w, zero_out=zero_out)
     assert_within(y, ref, matmul_tolerance(absdot, ref, k, x_dtype),
