@@ -108,12 +108,15 @@ def groups_for(target, dtype: str, layout: Any, meets_bf16: bool = True) -> int:
     return 4 // nbits
 
 
-def planes_for(target, dtype: str, layout: Any, groups: int, meets_bf16: bool = True,
-               single_row: bool = False) -> bool:
-    """Whether to store ``dtype`` codes in bit planes (``PackedFormat.bit_planes``, with ``groups`` rows side by
-    side): 3-bit integer codes on TVM's CPU target on a host with AVX-512, that meet no bf16 activations and
-    only products with one row of activations (``single_row``, see :func:`single_row_products`), in a tile
-    that allows it (groups of 4 rows, blocks of 32 codes per worker).
+#: K rows side by side in bit planes: a 4-bit field holds one bit of this many codes
+PLANE_GROUPS = 4
+
+
+def planes_for(target, dtype: str, layout: Any, meets_bf16: bool = True, single_row: bool = False) -> bool:
+    """Whether to store ``dtype`` codes in bit planes (``PackedFormat.bit_planes``, with :data:`PLANE_GROUPS`
+    rows side by side): 3-bit integer codes on TVM's CPU target on a host with AVX-512, that meet no bf16
+    activations and only products with one row of activations (``single_row``, see :func:`single_row_products`),
+    in a tile that allows it (groups of 4 rows, blocks of 32 codes per worker).
 
     Why: a 3-bit code stored densely costs what a 4-bit one does, a shift, a ``vpermd`` and a multiply-add
     per 16 products. In bit planes the lookup of activation sums (``lowering/tvm/lookup_sum.py``) adds 4 K
@@ -127,10 +130,11 @@ def planes_for(target, dtype: str, layout: Any, groups: int, meets_bf16: bool = 
     instructions.
     """
     if (target.backend != "tvm" or target.kind != "cpu" or nbits_of(dtype) != 3 or kind_of(dtype) not in ("int", "uint")
-            or meets_bf16 or not single_row or groups != 4 or not host_has_avx512()):
+            or meets_bf16 or not single_row or not host_has_avx512()):
         return False
     try:
-        PackedFormat(dtype, layout, worker_vector_bytes(target), groups=groups, bit_planes=True).plan  # noqa: B018
+        fmt = PackedFormat(dtype, layout, worker_vector_bytes(target), groups=PLANE_GROUPS, bit_planes=True)
+        fmt.plan  # noqa: B018 (checks the tile)
     except CompileError:
         return False
     return True
@@ -271,9 +275,9 @@ class _Lowering:
                         location=ins.loc, hint="load the tensor with one tile shape and layout everywhere")
             bf16 = meets_bf16_product(self.kernel, name)
             groups = groups_for(self.ctx.target, p.value.dtype, layouts[0], bf16)
-            planes = planes_for(self.ctx.target, p.value.dtype, layouts[0], 4, bf16,
+            planes = planes_for(self.ctx.target, p.value.dtype, layouts[0], bf16,
                                 single_row_products(self.kernel, name))
-            groups = 4 if planes else groups
+            groups = PLANE_GROUPS if planes else groups
             streams = substreams_for(self.ctx.target, p.value.dtype, layouts[0], bf16) if groups == 1 else 1
             fmt = derive_format(p.value.dtype, layouts[0], worker_vector_bytes(self.ctx.target),
                                 logical_dims=tuple(p.value.type.shape), substreams=streams, groups=groups,

@@ -131,8 +131,8 @@ def match_dot(ins: n.Dot, defs: Mapping[str, n.Instr | None]) -> LookupSum | Non
     if k % per_group:
         return None
     lead = np.arange(0, k, per_group)
-    for run in runs:     # K rows k .. k + p - 1 (k a multiple of p) hold consecutive codes of one word, every lane
-        word, first = run // 32, run % 32
+    places = [(run // 32, run % 32) for run in runs]      # per run: [K, N] word and first bit of each code
+    for word, first in places:  # K rows k .. k + p - 1 (k a multiple of p): consecutive codes of one word, every lane
         for j in range(1, per_group):
             if not (np.array_equal(word[lead + j], word[lead])
                     and np.array_equal(first[lead + j], first[lead] + j * bits)):
@@ -142,7 +142,7 @@ def match_dot(ins: n.Dot, defs: Mapping[str, n.Instr | None]) -> LookupSum | Non
     period = per_group
     while period <= k:
         if k % period == 0:
-            sources = [_sources(run // 32, run % 32, period, per_group, nn // LANES) for run in runs]
+            sources = [_sources(word, first, period, per_group, nn // LANES) for word, first in places]
             if all(src is not None for src in sources):
                 fields = tuple(tuple(range(g, g + per_group)) for g in range(0, period, per_group))
                 return LookupSum(words, bits, period, fields,
