@@ -35,7 +35,7 @@ from ..quant import FormatId
 from .library import compiled
 
 __all__ = ["MatmulConfig", "MatmulPlan", "PreparedWeight", "cheap_unpack", "choose_config", "prepare_weight",
-           "matmul_plan", "run_matmul", "takes_zeros_out", "tile_codes", "GEMV_MAX_M"]
+           "matmul_plan", "run_matmul", "takes_zeros_out", "tile_codes", "tile_groups", "GEMV_MAX_M"]
 
 FILE = "matmul.lbk"
 
@@ -93,7 +93,8 @@ class MatmulConfig:
 @dataclass(frozen=True)
 class PreparedWeight:
     """A weight in one kernel's storage: ``q`` (packed codes, or ``[K, N]`` codes for the interpreter),
-    ``s`` scales ``[K // G, N]``, ``z`` zero points ``[K // G, N]`` (a ``[1, 1]`` placeholder without)."""
+    ``s`` scales ``[K // G, N]``, ``z`` zero points ``[K // G, N]`` (a ``[1, 1]`` placeholder without); the
+    three cut into the kernel's tiles with ``WT = 1`` (:func:`tile_codes`, :func:`tile_groups`)."""
 
     format: FormatId
     q: Any
@@ -257,6 +258,24 @@ def tile_codes(codes: Any, bn: int, bk: int) -> Any:
     return padded.reshape(nt, bn, kt, bk).permute(0, 2, 3, 1).reshape(nt * kt * bk, bn).contiguous()
 
 
+def tile_groups(groups: Any, bn: int) -> Any:
+    """Per-group values ``[NG, N]`` (torch: scales or zero points) cut into the ``WT = 1`` arrangement of
+    ``matmul.lbk``: column block ``j``'s ``[NG, bn]`` at rows ``j * NG ..``, edges padded with 0. Shape
+    ``[cdiv(N, bn) * NG, bn]``.
+
+    >>> import torch
+    >>> tile_groups(torch.arange(6).reshape(2, 3), bn=2).tolist()      # blocks: columns 0-1, then 2 (padded)
+    [[0, 1], [3, 4], [2, 0], [5, 0]]
+    """
+    import torch
+
+    ng, n = (int(v) for v in groups.shape)
+    nt = -(-n // bn)
+    padded = torch.zeros(ng, nt * bn, dtype=groups.dtype, device=groups.device)
+    padded[:, :n] = groups
+    return padded.reshape(ng, nt, bn).permute(1, 0, 2).reshape(nt * ng, bn).contiguous()
+
+
 def prepare_weight(qweight: Any, fmt: Any, device: Any, scale_dtype: str, zero_dtype: str,
                    storage_dtype: Any = None, cfg: MatmulConfig | None = None) -> PreparedWeight:
     """The weight in the storage ``fmt`` (a packed format from the lowering, or ``None`` for plain codes),
@@ -291,6 +310,8 @@ def prepare_weight(qweight: Any, fmt: Any, device: Any, scale_dtype: str, zero_d
             z = torch.zeros(1, 1, dtype=getattr(torch, zero_dtype), device=device)
         else:
             z = _as_torch(qt.zeros, device).to(getattr(torch, zero_dtype)).t()
+            z = tile_groups(z, cfg.bn) if tiled else z
+        s = tile_groups(s, cfg.bn) if tiled else s
         # contiguous and aligned for TVM: views can be neither (the transposed scales of a single group view
         # the quantizer's numpy array, 16-byte aligned), and a launch bound to one would copy it every call
         return PreparedWeight(format_id, aligned(q), aligned(s), aligned(z))

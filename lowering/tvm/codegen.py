@@ -1058,7 +1058,6 @@ class _Emitter:
             accbuf = out if acc_dtype == r.dtype else self.tile_buffer(r.name + "_acc", rshape, acc_dtype)
             vec = self.vector_for(ins.x, xshape, acc_dtype)
             ident = tt.reduce_identity(ins.op, dtype)
-            self.emit_nest(rshape, lambda idx, fast: [f"{accbuf.write(idx)} = {ident}"], vector=vec)
 
             def body(idx: list[str], fast: bool) -> list[Item]:
                 ridx = idx[:axis] + (["0"] if keep else []) + idx[axis + 1:]
@@ -1066,13 +1065,17 @@ class _Emitter:
                 return [f"{accbuf.write(ridx)} = {tt.reduce_combine(ins.op, cur, x.read(idx, fast), dtype)}"]
 
             pair = pair_dot.match_reduce(ins, self.info.defs) if self._pair_dot_target() else None
-            if pair is not None:
+            if pair is not None:      # the fused nest starts its sums at zero (the identity of a sum)
                 def acc_index(rows: list[str]) -> list[str]:
                     return rows[:axis] + ["0"] + rows[axis:] if keep else rows
 
-                self._pair_dot_nest(pair, xshape, axis, accbuf, acc_index, list, x.guards,
-                                    lambda: self._loops(xshape, body, None, False, vec, None))
+                def checked() -> list[Item]:
+                    return (self._loops(rshape, lambda idx, fast: [f"{accbuf.write(idx)} = {ident}"], None, False, vec,
+                                        None) + self._loops(xshape, body, None, False, vec, None))
+
+                self._pair_dot_nest(pair, xshape, axis, accbuf, acc_index, list, x.guards, checked, zero_start=True)
             else:
+                self.emit_nest(rshape, lambda idx, fast: [f"{accbuf.write(idx)} = {ident}"], vector=vec)
                 self.emit_nest(xshape, body, tiles=[x], vector=vec)
             if accbuf is not out:
                 self.emit_nest(rshape, lambda idx, fast: [f"{out.write(idx)} = {finish(accbuf.read(idx, fast))}"],
@@ -1081,18 +1084,22 @@ class _Emitter:
 
     def _pair_dot_nest(self, pair: pair_dot.PairDot, space: Sequence[int], axis: int, acc: BufferTile,
                        acc_index: Callable[[list[str]], list[str]], a_index: Callable[[list[str]], list[str]],
-                       guards: Sequence[str], checked: Callable[[], list[Item]]) -> None:
+                       guards: Sequence[str], checked: Callable[[], list[Item]], zero_start: bool) -> None:
         """``acc += sum(a * b, axis)`` over the iteration ``space`` (the vector axis last) for a product proved
         fit for ``vdpbf16ps`` (:mod:`.pair_dot`). A loop over K steps of ``pair.period`` rows; in its body,
-        per K pair and vector of 16 outputs (unrolled): the 16 storage words are shifted once (or two
-        words funnel-shifted per 16-bit half, for codes crossing a half) and ``vpermw`` picks their 32 bf16
-        weights, shared by every row's ``vdpbf16ps``. ``*_index`` map an iteration index to the index of
-        ``acc`` (without its last axis) and ``a``; when ``guards`` fail the ``checked`` nest runs.
+        per K pair and vector of 16 outputs (unrolled): the 16 storage words are shifted (once per 5-bit
+        window of codes, see :func:`.pair_dot.share_shifts`; or two words funnel-shifted per 16-bit half, for
+        codes crossing a half) and ``vpermw`` picks their 32 bf16 weights from the table spread for the
+        codes' place in the window, shared by every row's ``vdpbf16ps``. ``*_index`` map an iteration index
+        to the index of ``acc`` (without its last axis) and ``a``; when ``guards`` fail the ``checked`` nest
+        runs.
 
-        The loop accumulates in one 16-lane buffer per (row, vector), loaded from ``acc`` before it and
-        stored after: each is a small stack array read and written whole at constant offsets, which LLVM
-        turns into a register. ``acc`` itself is also indexed at run time (by ``checked``), so LLVM could
-        only keep its parts in registers by promoting them out of the loop, and gives that up in long
+        The loop accumulates in one 16-lane buffer per (row, vector), loaded from ``acc`` before it (or zero:
+        ``zero_start``, for ``acc = sum(...)``; ``checked`` then zeroes ``acc`` itself) and stored after: each
+        is a small stack array read and written whole at constant offsets, which LLVM turns into a register.
+        Starting at zero saves a round trip through memory per K group: a zeroed buffer copied into the
+        accumulation buffer, then loaded. ``acc`` itself is also indexed at run time (by ``checked``), so LLVM
+        could only keep its parts in registers by promoting them out of the loop, and gives that up in long
         bodies: with 4 rows of 3-bit codes it stored every accumulator after every ``vdpbf16ps``."""
         lanes = LANES
         outer = [d for i, d in enumerate(space[:-1]) if i != axis]
@@ -1101,7 +1108,8 @@ class _Emitter:
         vectors = space[-1] // lanes
         lane = self.names.fresh("pv")
         words, xt = self.get(pair.words), self.get(pair.x)
-        table = self.table_buffer(pair.table_words(), "int32", register=True)
+        tables = {src.position: self.table_buffer(pair.table_words(src.position), "int32", register=True)
+                  for row in pair.sources for src in row}
         if any(src.high is not None for row in pair.sources for src in row):      # codes crossing a half
             low_words = self.tile_buffer("pair_low", (lanes,), "int32")
             high_words = self.tile_buffer("pair_high", (lanes,), "int32")
@@ -1141,7 +1149,7 @@ class _Emitter:
                     high = word(src.high) if src.high is not None else None
                 if high is None:
                     fill.body.append(f'{shifted.write([lane])} = T.reinterpret("int32", T.shift_right({low}, '
-                                     f'T.uint32({src.offset})))')
+                                     f'T.uint32({src.shift})))')
                     body.append(fill)
                 else:
                     fill.body += [f'{low_words.write([lane])} = T.reinterpret("int32", {low})',
@@ -1150,12 +1158,14 @@ class _Emitter:
                     body += [fill, f'{shifted.write([vec])} = T.call_pure_extern("int32x{lanes}", "{pair_dot.FUNNEL16}", '
                                    f"{low_words.read([vec], True)}, {high_words.read([vec], True)}, {amount})"]
                 body.append(f'{weights.write([vec])} = T.call_pure_extern("int32x{lanes}", "{pair_dot.PERMW}", '
-                            f"{shifted.read([vec], True)}, {table}[{vec}])")
+                            f"{shifted.read([vec], True)}, {tables[src.position]}[{vec}])")
                 for r, xpair in enumerate(xpairs):
                     target = sums[r][v].write([vec])
                     body.append(f'{target} = T.call_pure_extern("float32x{lanes}", "{pair_dot.DPBF16}", {target}, '
                                 f"{weights.read([vec], True)}, T.Broadcast({xpair}, {lanes}))")
-        load = [f"{sums[r][v].write([vec])} = {acc_part(row, v)}" for r, row in enumerate(rows) for v in range(vectors)]
+        zero = f"T.Broadcast(T.float32(0), {lanes})"
+        load = [f"{sums[r][v].write([vec])} = {zero if zero_start else acc_part(row, v)}" for r, row in enumerate(rows)
+                for v in range(vectors)]
         store = [f"{acc_part(row, v)} = {sums[r][v].read([vec], True)}" for r, row in enumerate(rows)
                  for v in range(vectors)]
         self.emit_versioned(guards, load + _nest_items(headers, body) + store, checked)
@@ -1280,14 +1290,14 @@ class _Emitter:
             self.emit_nest((M, N), body, tiles=[a, b, acc], layout=self.layout_of(r))
         else:
             vec = self.vector_for(r, (M, N), acc_dtype)
-            if not (isinstance(acc, BufferTile) and acc.name == out.name):
-                self.emit_nest((M, N), lambda idx, fast: [f"{out.write(idx)} = {acc.read(idx, fast)}"],
-                               tiles=[acc], vector=vec)
-
             rows = dot_row_block(M, N, vec)
             fused = self._fused_dot_of(ins, self.info.defs)
+            zero_start = fused is not None and _is_zero(ins.acc, self.info.defs)
+            if not zero_start and not (isinstance(acc, BufferTile) and acc.name == out.name):
+                self.emit_nest((M, N), lambda idx, fast: [f"{out.write(idx)} = {acc.read(idx, fast)}"],
+                               tiles=[acc], vector=vec)
             if fused is not None:
-                self._register_gemm(fused, out, a, b, (M, K, N), vec, prod, add)
+                self._register_gemm(fused, out, a, b, (M, K, N), vec, prod, add, zero_start)
             elif rows == 1:
                 def body(idx: list[str], fast: bool) -> list[Item]:
                     i, k, j = idx
@@ -1302,30 +1312,30 @@ class _Emitter:
 
     def _register_gemm(self, fused: pair_dot.PairDot | lookup_sum.LookupSum, out: BufferTile, a: Tile, b: Tile,
                        mkn: tuple[int, int, int], vec: int, prod: Callable[[str, str], str],
-                       add: Callable[[str, str], str]) -> None:
-        """``out += a @ b`` with the instructions ``fused`` was proved fit for (``vdpbf16ps``:
-        :meth:`_pair_dot_nest`; a lookup of activation sums: :meth:`_lookup_sum_nest`), accumulating in a
-        small stack array (kept in registers; see :meth:`_blocked_dot` for why not ``out`` itself)."""
+                       add: Callable[[str, str], str], zero_start: bool) -> None:
+        """``out += a @ b`` (``out = a @ b`` when ``zero_start``) with the instructions ``fused`` was proved fit
+        for (``vdpbf16ps``: :meth:`_pair_dot_nest`; a lookup of activation sums: :meth:`_lookup_sum_nest`)."""
         M, K, N = mkn
-        blk = self.tile_buffer(out.name + "_fused", (M, N), out.dtype)
-        self.emit_nest((M, N), lambda idx, fast: [f"{blk.write(idx)} = {out.read(idx, True)}"], vector=vec)
 
         def checked(idx: list[str], fast: bool) -> list[Item]:
             i, k, j = idx
-            cur = blk.read([i, j], fast)
-            return [f"{blk.write([i, j])} = {add(cur, prod(a.read([i, k], fast), b.read([k, j], fast)))}"]
+            cur = out.read([i, j], fast)
+            return [f"{out.write([i, j])} = {add(cur, prod(a.read([i, k], fast), b.read([k, j], fast)))}"]
+
+        def fallback() -> list[Item]:
+            zeros = self._loops((M, N), lambda idx, fast: [f"{out.write(idx)} = T.float32(0)"], None, False, vec,
+                                None) if zero_start else []
+            return zeros + self._loops((M, K, N), checked, None, False, vec, None)
 
         guards = list(a.guards) + list(b.guards)
-        fallback = lambda: self._loops((M, K, N), checked, None, False, vec, None)  # noqa: E731
         if isinstance(fused, pair_dot.PairDot):
-            self._pair_dot_nest(fused, (M, K, N), 1, blk, lambda rows: rows, lambda idx: [idx[0], idx[1]], guards,
-                                fallback)
+            self._pair_dot_nest(fused, (M, K, N), 1, out, lambda rows: rows, lambda idx: [idx[0], idx[1]], guards,
+                                fallback, zero_start)
         else:
-            self._lookup_sum_nest(fused, (M, K, N), blk, a, guards, fallback)
-        self.emit_nest((M, N), lambda idx, fast: [f"{out.write(idx)} = {blk.read(idx, True)}"], vector=vec)
+            self._lookup_sum_nest(fused, (M, K, N), out, a, guards, fallback, zero_start)
 
     def _lookup_sum_nest(self, ls: lookup_sum.LookupSum, mkn: tuple[int, int, int], acc: BufferTile, a: Tile,
-                         guards: Sequence[str], checked: Callable[[], list[Item]]) -> None:
+                         guards: Sequence[str], checked: Callable[[], list[Item]], zero_start: bool) -> None:
         """``acc += a @ b`` for a product proved fit for a lookup of activation sums (:mod:`.lookup_sum`). A
         loop over K steps of ``ls.period`` rows; in its body, per K group: each row's 16 sums (one vector,
         built from the group's activations and the constant field tables), then per vector of 16 outputs
@@ -1408,7 +1418,9 @@ class _Emitter:
                         body.append(f"{sums[r][v].write([vec])} = {accumulate(sums[r][v].read([vec], True), pick)}")
         load = [f'{one.write([vec])} = T.call_llvm_pure_intrin("float32x{lanes}", "llvm.arithmetic.fence", '
                 f"T.Broadcast(T.float32(1), {lanes}))"]
-        load += [f"{sums[r][v].write([vec])} = {acc_part(r, v)}" for r in range(M) for v in range(vectors)]
+        zero = f"T.Broadcast(T.float32(0), {lanes})"
+        load += [f"{sums[r][v].write([vec])} = {zero if zero_start else acc_part(r, v)}" for r in range(M)
+                 for v in range(vectors)]
         load += [f"{x_sums[r].write([vec])} = T.Broadcast(T.float32(0), {lanes})" for r in range(M) if x_sums]
         store = [f"{acc_part(r, v)} = {sums[r][v].read([vec], True)}" + (
                      f" + T.Broadcast(T.float32({offset!r}) * {x_sums[r].read([str(lanes - 1)], True)}, {lanes})"
@@ -1723,6 +1735,12 @@ _FUSED_DOT_ACCUMULATORS = 16
 _LOOKUP_PLAIN_ADD_EVERY = 2
 #: AVX-512's vector registers
 _VECTOR_REGISTERS = 32
+
+
+def _is_zero(value: n.Value, defs: Mapping[str, n.Instr | None]) -> bool:
+    """Whether ``value`` is a tile of zeros (``full(shape, 0)``)."""
+    ins = defs.get(value.name)
+    return isinstance(ins, n.Full) and ins.value == 0
 
 
 def _periodic(tile: Tile) -> bool:

@@ -124,19 +124,19 @@ def test_register_tables_are_pinned(x_dtype, dtype, lookup):
         assert f"define <16 x i32> @{codegen.PIN}" in text
 
 
-def _product_kernel(shift_step: int):
-    """``sum(cast(x, f32)[:, None] * lookup(shr(word, shifts)), axis=0)`` for x bf16 [8] and one u32 word
-    per output lane (16 lanes), code ``k`` at bit ``shift_step * k``."""
+def _product_kernel(shift_step: int, codes: int = 8, table: tuple[float, ...] = tuple(range(-8, 8))):
+    """``sum(cast(x, f32)[:, None] * lookup(shr(word, shifts), table), axis=0)`` for x bf16 [codes] and one
+    u32 word per output lane (16 lanes), code ``k`` at bit ``shift_step * k``."""
     kb = KernelBuilder("pairs")
-    x = kb.tensor_param("x", "bf16", [8])
+    x = kb.tensor_param("x", "bf16", [codes])
     wq = kb.tensor_param("w", "u32", [16])
     out = kb.tensor_param("out", "f32", [16], intent="out")
-    xs = kb.cast(kb.load(x, [0], [8]), "f32")
-    word = kb.broadcast_to(kb.expand_dims(kb.load(wq, [0], [16]), 0), [8, 16])
-    shifts = kb.broadcast_to(kb.expand_dims(kb.cast(kb.mul(kb.arange(0, 8), kb.full([8], shift_step, "i32")), "u32"), 1),
-                          [8, 16])
-    codes = kb.lookup(kb.shr(word, shifts), [float(v) for v in range(-8, 8)], "f32")
-    prod = kb.mul(kb.broadcast_to(kb.expand_dims(xs, 1), [8, 16]), codes)
+    xs = kb.cast(kb.load(x, [0], [codes]), "f32")
+    word = kb.broadcast_to(kb.expand_dims(kb.load(wq, [0], [16]), 0), [codes, 16])
+    steps = kb.mul(kb.arange(0, codes), kb.full([codes], shift_step, "i32"))
+    shifts = kb.broadcast_to(kb.expand_dims(kb.cast(steps, "u32"), 1), [codes, 16])
+    values = kb.lookup(kb.shr(word, shifts), [float(v) for v in table], "f32")
+    prod = kb.mul(kb.broadcast_to(kb.expand_dims(xs, 1), [codes, 16]), values)
     total = kb.reduce("sum", prod, axis=0)
     kb.store(out, total, [0])
     kernel = kb.build()
@@ -165,6 +165,47 @@ def test_table_words_hold_bf16_pairs():
     words = np.array(found.table_words(), np.int32).view(np.uint16)        # 32 bf16 entries, little-endian
     want = (np.array([float(v) for v in range(-8, 8)] * 2, np.float32).view(np.uint32) >> 16).astype(np.uint16)
     assert np.array_equal(words, want)
+
+
+def test_codes_in_one_index_window_share_a_shift():
+    # 16 codes of 2 bits, code k at bit 2k: the halves pair (k, k + 8)
+    table = (-2.0, -1.0, 0.0, 1.0)
+    reduce, defs = _product_kernel(2, codes=16, table=table)
+    found = pair_dot.match_reduce(reduce, defs)
+    assert found is not None and found.pairs == tuple((k, k + 8) for k in range(8))
+    # vpermw reads 5 bits per half: codes at bits 0, 2 | 4, 6 | 8, 10 | 12, 14 take one shift per window
+    assert [(src.offset, src.shift, src.position) for (src,) in found.sources] == [
+        (0, 0, 0), (2, 0, 2), (4, 4, 0), (6, 4, 2), (8, 8, 0), (10, 8, 2), (12, 12, 0), (14, 12, 2)]
+    # the table for codes at bit 2 of the index: entry i is table[bits 2-3 of i], whatever the bits around
+    for position in (0, 2):
+        words = np.array(found.table_words(position), np.int32).view(np.uint16)
+        values = np.array([table[(i >> position) & 3] for i in range(32)], np.float32)
+        assert np.array_equal(words, (values.view(np.uint32) >> 16).astype(np.uint16)), position
+    # 4-bit codes fill a window each: one shift per code, as before
+    reduce, defs = _product_kernel(4)
+    assert all(src.shift == src.offset for (src,) in pair_dot.match_reduce(reduce, defs).sources)
+
+
+def test_share_shifts_leaves_codes_crossing_a_half_alone():
+    word, other = Affine(0, 1, 1), Affine(1, 1, 1)
+    sources = ((pair_dot.WordSource(word, 0),), (pair_dot.WordSource(word, 3),),
+               (pair_dot.WordSource(word, 14, high=other),), (pair_dot.WordSource(other, 1),))
+    shared = pair_dot.share_shifts(sources, 2)
+    # bits 0-1 and 3-4 fit one window; the funnel-shifted code keeps its own; another word starts its own
+    assert [(s.shift, s.position) for (s,) in shared] == [(0, 0), (0, 3), (14, 0), (1, 0)]
+
+
+def test_a_fused_dot_of_zeros_starts_its_sums_in_registers():
+    # dot(x, w) with no accumulator: the sums start at zero in registers instead of being loaded from a
+    # zeroed buffer, and are stored once after the loop (the checked fallback zeroes the buffer itself)
+    _tvm_or_skip()
+    if not host_has_avx512_bf16():
+        pytest.skip("the pair dot needs AVX-512 BF16")
+    text = _source("bfloat16", "int4", False, MatmulConfig(1, 64, 128, 1, 1, wt=1, gdot=1))
+    starts = [line.strip() for line in text.splitlines() if line.strip().startswith("pair_acc")
+              and "[T.ramp(0, 1, 16)] = " in line and "lowbit_dpbf16" not in line]
+    assert starts and all(line.endswith("= T.Broadcast(T.float32(0), 16)") for line in starts), starts
+    assert "_fused" not in text
 
 
 def test_bit_origins_of_codes_in_16_bit_streams():

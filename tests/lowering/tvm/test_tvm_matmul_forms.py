@@ -1,7 +1,8 @@
 """The two forms of ``lowbit/kernels/matmul.lbk`` made for TVM's CPU GEMV, against fp64 references.
 
 * ``wt`` (tiled weights): the host cuts the codes into ``[BK, BN]`` tiles in program order
-  (``lowbit.kernels.matmul.tile_codes``), the lowering packs each tile; edges padded with code 0;
+  (``lowbit.kernels.matmul.tile_codes``), the lowering packs each tile; edges padded with code 0; scales
+  and zero points cut into ``[NG, BN]`` blocks the same way (``tile_groups``), padded with 0;
 * ``gdot`` (scale after the group's dot): ``acc += s * sum_k x (q - z)``.
 
 Both run through ``run_matmul`` with forced configurations, on TVM and on lowbit's reference interpreter
@@ -18,7 +19,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from lowbit.kernels.matmul import MatmulConfig, choose_config, run_matmul, tile_codes  # noqa: E402
+from lowbit.kernels.matmul import MatmulConfig, choose_config, run_matmul, tile_codes, tile_groups  # noqa: E402
 from lowbit.quant import quantize  # noqa: E402
 
 U32 = 2.0 ** -24
@@ -51,6 +52,18 @@ def test_tile_codes_arrangement():
                     n, k = j * 2 + nn, kt * 4 + kk
                     want = int(codes[n, k]) if n < 5 and k < 6 else 0        # padded with code 0
                     assert int(tile[kk, nn]) == want
+
+
+def test_tile_groups_arrangement():
+    groups = torch.arange(3 * 5, dtype=torch.float16).reshape(3, 5)         # NG = 3 groups, N = 5
+    t = tile_groups(groups, bn=2)                                            # 3 column blocks of 2
+    assert t.shape == (3 * 3, 2) and t.dtype == torch.float16
+    for j in range(3):
+        for g in range(3):
+            for nn in range(2):
+                n = j * 2 + nn
+                want = float(groups[g, n]) if n < 5 else 0.0                 # padded with 0
+                assert float(t[j * 3 + g, nn]) == want
 
 
 CASES = [  # dtype, group, zero_point, n, k, m, config
