@@ -126,16 +126,15 @@ class PairDot:
 
     def table_words(self, position: int = 0) -> tuple[int, ...]:
         """The table spread over ``vpermw``'s 32 bf16 entries for codes at bit ``position`` of the index:
-        entry ``i`` is ``table[(i >> position) mod 2**bits]``; two entries per signed 32-bit word (entry
-        ``2i`` in the low half)."""
+        entry ``i`` is ``table[(i >> position) mod size]`` (the IR's tables have a power-of-two size, so the
+        bits around the code do not matter); two entries per signed 32-bit word (entry ``2i`` in the low
+        half)."""
         table = self.lookup.table
-        mask = (1 << index_bits(len(table))) - 1
-        bits = _bf16_bits([table[((i >> position) & mask) % len(table)]
-                           for i in range(MAX_ENTRIES)]).astype(np.uint32)
+        bits = _bf16_bits([table[(i >> position) % len(table)] for i in range(MAX_ENTRIES)]).astype(np.uint32)
         return tuple(int(w) for w in (bits[0::2] | (bits[1::2] << 16)).view(np.int32))
 
 
-def index_bits(entries: int) -> int:
+def _index_bits(entries: int) -> int:
     """The bits of a code that indexes a table of ``entries`` values."""
     return max(1, (entries - 1).bit_length())
 
@@ -243,7 +242,7 @@ def _pair_sources(at_lookup: np.ndarray, look: n.Lookup, defs: Mapping[str, n.In
     if found is None or nbits_of(found[0].dtype) != 32:
         return None
     words, bits = found
-    nbits = index_bits(len(look.table))
+    nbits = _index_bits(len(look.table))
     at = np.moveaxis(at_lookup, axis, 0)
     extent, columns = at.shape[0], at.shape[-1]
     at = at.reshape(extent, -1, columns)
@@ -329,5 +328,5 @@ def share_shifts(sources: tuple[tuple[WordSource, ...], ...], nbits: int) -> tup
                        for src in row) for row in sources)
 
 
-__all__ = ["PairDot", "WordSource", "share_shifts", "index_bits", "match_reduce", "match_dot", "LLVM_HELPERS", "DPBF16",
+__all__ = ["PairDot", "WordSource", "share_shifts", "match_reduce", "match_dot", "LLVM_HELPERS", "DPBF16",
            "PERMW", "FUNNEL16"]
