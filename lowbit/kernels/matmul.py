@@ -263,17 +263,13 @@ def tile_groups(groups: Any, bn: int) -> Any:
     ``matmul.lbk``: column block ``j``'s ``[NG, bn]`` at rows ``j * NG ..``, edges padded with 0. Shape
     ``[cdiv(N, bn) * NG, bn]``.
 
+    It is :func:`tile_codes` of the transposed values with one K tile of all ``NG`` groups.
+
     >>> import torch
     >>> tile_groups(torch.arange(6).reshape(2, 3), bn=2).tolist()      # blocks: columns 0-1, then 2 (padded)
     [[0, 1], [3, 4], [2, 0], [5, 0]]
     """
-    import torch
-
-    ng, n = (int(v) for v in groups.shape)
-    nt = -(-n // bn)
-    padded = torch.zeros(ng, nt * bn, dtype=groups.dtype, device=groups.device)
-    padded[:, :n] = groups
-    return padded.reshape(ng, nt, bn).permute(1, 0, 2).reshape(nt * ng, bn).contiguous()
+    return tile_codes(groups.t(), bn, int(groups.shape[0]))
 
 
 def prepare_weight(qweight: Any, fmt: Any, device: Any, scale_dtype: str, zero_dtype: str,

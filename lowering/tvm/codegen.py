@@ -1057,7 +1057,6 @@ class _Emitter:
         else:
             accbuf = out if acc_dtype == r.dtype else self.tile_buffer(r.name + "_acc", rshape, acc_dtype)
             vec = self.vector_for(ins.x, xshape, acc_dtype)
-            ident = tt.reduce_identity(ins.op, dtype)
 
             def body(idx: list[str], fast: bool) -> list[Item]:
                 ridx = idx[:axis] + (["0"] if keep else []) + idx[axis + 1:]
@@ -1069,12 +1068,10 @@ class _Emitter:
                 def acc_index(rows: list[str]) -> list[str]:
                     return rows[:axis] + ["0"] + rows[axis:] if keep else rows
 
-                def checked() -> list[Item]:
-                    return (self._loops(rshape, lambda idx, fast: [f"{accbuf.write(idx)} = {ident}"], None, False, vec,
-                                        None) + self._loops(xshape, body, None, False, vec, None))
-
-                self._pair_dot_nest(pair, xshape, axis, accbuf, acc_index, list, x.guards, checked, zero_start=True)
+                self._pair_dot_nest(pair, xshape, axis, accbuf, acc_index, list, x.guards,
+                                    lambda: self._loops(xshape, body, None, False, vec, None), zero_start=True)
             else:
+                ident = tt.reduce_identity(ins.op, dtype)
                 self.emit_nest(rshape, lambda idx, fast: [f"{accbuf.write(idx)} = {ident}"], vector=vec)
                 self.emit_nest(xshape, body, tiles=[x], vector=vec)
             if accbuf is not out:
@@ -1095,10 +1092,10 @@ class _Emitter:
         runs.
 
         The loop accumulates in one 16-lane buffer per (row, vector), loaded from ``acc`` before it (or zero:
-        ``zero_start``, for ``acc = sum(...)``; ``checked`` then zeroes ``acc`` itself) and stored after: each
-        is a small stack array read and written whole at constant offsets, which LLVM turns into a register.
-        Starting at zero saves a round trip through memory per K group: a zeroed buffer copied into the
-        accumulation buffer, then loaded. ``acc`` itself is also indexed at run time (by ``checked``), so LLVM
+        ``zero_start``, for ``acc = sum(...)``; the fallback then zeroes ``acc`` before ``checked``) and stored
+        after: each is a small stack array read and written whole at constant offsets, which LLVM turns into a
+        register. Starting at zero saves a round trip through memory per K group: a zeroed buffer copied into
+        the accumulation buffer, then loaded. ``acc`` itself is also indexed at run time (by ``checked``), so LLVM
         could only keep its parts in registers by promoting them out of the loop, and gives that up in long
         bodies: with 4 rows of 3-bit codes it stored every accumulator after every ``vdpbf16ps``."""
         lanes = LANES
@@ -1168,7 +1165,7 @@ class _Emitter:
                 for v in range(vectors)]
         store = [f"{acc_part(row, v)} = {sums[r][v].read([vec], True)}" for r, row in enumerate(rows)
                  for v in range(vectors)]
-        self.emit_versioned(guards, load + _nest_items(headers, body) + store, checked)
+        self._emit_fused(guards, load + _nest_items(headers, body) + store, checked, acc, zero_start)
 
     def _fused_dot_of(self, ins: n.Dot, defs: Mapping[str, n.Instr | None]
                       ) -> pair_dot.PairDot | lookup_sum.LookupSum | None:
@@ -1322,11 +1319,7 @@ class _Emitter:
             cur = out.read([i, j], fast)
             return [f"{out.write([i, j])} = {add(cur, prod(a.read([i, k], fast), b.read([k, j], fast)))}"]
 
-        def fallback() -> list[Item]:
-            zeros = self._loops((M, N), lambda idx, fast: [f"{out.write(idx)} = T.float32(0)"], None, False, vec,
-                                None) if zero_start else []
-            return zeros + self._loops((M, K, N), checked, None, False, vec, None)
-
+        fallback = lambda: self._loops((M, K, N), checked, None, False, vec, None)  # noqa: E731
         guards = list(a.guards) + list(b.guards)
         if isinstance(fused, pair_dot.PairDot):
             self._pair_dot_nest(fused, (M, K, N), 1, out, lambda rows: rows, lambda idx: [idx[0], idx[1]], guards,
@@ -1421,11 +1414,23 @@ class _Emitter:
         zero = f"T.Broadcast(T.float32(0), {lanes})"
         load += [f"{sums[r][v].write([vec])} = {zero if zero_start else acc_part(r, v)}" for r in range(M)
                  for v in range(vectors)]
-        load += [f"{x_sums[r].write([vec])} = T.Broadcast(T.float32(0), {lanes})" for r in range(M) if x_sums]
+        load += [f"{x_sums[r].write([vec])} = {zero}" for r in range(M) if x_sums]
         store = [f"{acc_part(r, v)} = {sums[r][v].read([vec], True)}" + (
                      f" + T.Broadcast(T.float32({offset!r}) * {x_sums[r].read([str(lanes - 1)], True)}, {lanes})"
                      if x_sums else "") for r in range(M) for v in range(vectors)]
-        self.emit_versioned(guards, load + _nest_items(headers, body) + store, checked)
+        self._emit_fused(guards, load + _nest_items(headers, body) + store, checked, acc, zero_start)
+
+    def _emit_fused(self, guards: Sequence[str], fused: list[Item], checked: Callable[[], list[Item]],
+                    acc: BufferTile, zero_start: bool) -> None:
+        """A fused nest and its checked fallback (``if guards: fused else: checked()``); when the fused nest
+        starts its sums at zero (``zero_start``) instead of loading them from ``acc``, the fallback zeroes
+        ``acc`` first."""
+        def from_zero() -> list[Item]:
+            zeros = self._loops(acc.shape, lambda idx, fast: [f"{acc.write(idx)} = {tt.lit(0.0, acc.dtype)}"], None,
+                                False, 1, None)
+            return zeros + checked()
+
+        self.emit_versioned(guards, fused, from_zero if zero_start else checked)
 
     def _blocked_dot(self, out: BufferTile, a: Tile, b: Tile, mkn: tuple[int, int, int], rows: int, vec: int,
                      prod: Callable[[str, str], str], add: Callable[[str, str], str]) -> None:
