@@ -38,7 +38,7 @@ from lowbit.ir.rules import describe
 from lowbit.ir.types import is_code, kind_of, nbits_of, numpy_dtype
 
 from ..target import register_table_entries
-from .dequant import CARRIER, emit_decode, emit_extract, emit_int_value, forced_method, select_method, spread_table
+from .dequant import CARRIER, LOW_BITS_METHODS, emit_decode, emit_extract, emit_int_value, forced_method, select_method, spread_table
 from .manager import PassContext, register_pass
 from .lowbit_emit import Emitter, all_names
 
@@ -67,7 +67,7 @@ class CodeRewriter:
         self.names = all_names(kernel)
         self.carrier: dict[str, n.Value] = {}
         #: code value -> a carrier whose low n bits are the code and whose higher bits are arbitrary (the
-        #: extraction without its mask), for the ``table`` method, whose ``lookup`` reads only the low bits
+        #: extraction without its mask), for the methods that read only the low bits (``LOW_BITS_METHODS``)
         self.loose: dict[str, n.Value] = {}
         self.defs: dict[str, n.Instr] = {}
         self.mapping: dict[n.Value, n.Value] = {}
@@ -123,7 +123,7 @@ class CodeRewriter:
             args = (em, ins.x, r.dtype, tuple(r.shape), r.type.layout)
             wide = self.ctx.target.kind == "cpu"
             self.carrier[r.name] = emit_extract(*args, name=r.name, wide=wide)
-            if self._tables(r.dtype):   # the unmasked twin (shared instructions merge in cse, unused go in dce)
+            if self._reads_low_bits(r.dtype):   # the unmasked twin (shared instructions merge in cse, unused go in dce)
                 self.loose[r.name] = emit_extract(*args, name=r.name, keep_high_bits=True, wide=wide)
             return
         if isinstance(ins, n.View) and is_code(ins.result.dtype) and is_code(ins.x.dtype):
@@ -185,10 +185,13 @@ class CodeRewriter:
             return em.const(code, CARRIER, hint=r.name + ".bits")
         return em.full(tuple(r.shape), code, CARRIER, r.type.layout, hint=r.name + ".bits")
 
-    def _tables(self, code_dtype: str) -> bool:
-        """Whether a cast of ``code_dtype`` may take the ``table`` method (by the rule or by an option)."""
+    def _reads_low_bits(self, code_dtype: str) -> bool:
+        """Whether a cast of ``code_dtype`` may take a method that reads only the code's low bits
+        (:data:`.dequant.LOW_BITS_METHODS`: ``bits`` for floats, ``table`` by the rule or by an option)."""
         forced = forced_method(code_dtype, self.ctx.options)
-        return forced == "table" or (forced is None and register_table_entries(self.ctx.target, "float32") > 0)
+        if forced is not None:
+            return forced in LOW_BITS_METHODS
+        return kind_of(code_dtype) == "float" or register_table_entries(self.ctx.target, "float32") > 0
 
     def method(self, code: str, dst: str) -> str:
         entries = register_table_entries(self.ctx.target, dst)
@@ -202,7 +205,7 @@ class CodeRewriter:
         if kind == "float" or kind_of(code) not in ("int", "uint"):
             out = dst if kind == "float" else "float32"
             method = self.method(code, out)
-            if method == "table":
+            if method in LOW_BITS_METHODS:
                 c = self.loose.get(ins.x.name, c)
             v = emit_decode(em, c, code, out, method, layout)
         else:
