@@ -111,15 +111,16 @@ def host_has_avx512_bf16() -> bool:
 def register_table_entries(target: Target, dtype: str) -> int:
     """Entries of a table of ``dtype`` values that ``target`` looks up with one vector instruction (0: none).
 
-    TVM's CPU target on an AVX-512 host: 16 for 32-bit values (``vpermps`` / ``vpermd`` pick each lane's entry
-    by the low 4 bits of its index lane). Elsewhere 0 (a ``lookup`` still works, as a gather or select tree).
+    TVM's CPU target on an AVX-512 host: 32 for 32-bit values (``vpermps`` / ``vpermd`` pick each lane's entry
+    of one register by the low 4 bits of its index lane, ``vpermi2ps`` / ``vpermi2d`` of two registers by the low
+    5). Elsewhere 0 (a ``lookup`` still works, as a gather or select tree).
 
     >>> register_table_entries(parse_target("triton:sm_90"), "float32")
     0
     """
     if target.backend == "tvm" and target.kind == "cpu" and dtype in ("float32", "int32", "uint32") \
             and target.vector_bytes >= 64 and host_has_avx512():
-        return 16
+        return 32
     return 0
 
 

@@ -400,7 +400,8 @@ class Lookup(Instr):
     ``x`` is an int/uint tile read as unsigned bits; only its low ``log2(len(table))`` bits select
     (``len(table)`` is a power of two, 2..256), so a packed word shifted down needs no mask. The result
     has ``x``'s shape and any numeric dtype holding every table entry exactly. What it is for: decoding
-    small codes (a 16-entry table is one register permute on AVX-512 CPUs: ``vpermps``).
+    small codes (a table of up to 32 entries is one register permute on AVX-512 CPUs: ``vpermps`` of 16,
+    ``vpermi2ps`` of 32).
 
     >>> # codes 0..3 of a 2-bit type whose values are -2, -1, 0, 1; a code in bits 0-1 of a larger word:
     >>> # lookup(word >> 2 * j, table=[-2.0, -1.0, 0.0, 1.0]) decodes code j of the word.

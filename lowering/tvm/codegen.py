@@ -870,9 +870,12 @@ class _Emitter:
                                                  lambda e: tt.select(e[0], e[1], e[2])))
 
     #: one-instruction register lookups: result dtype -> (LLVM intrinsic, its lanes, the table's dtype)
-    _PERMUTES = {"float32": ("llvm.x86.avx512.permvar.sf.512", 16, "float32"),
-                 "int32": ("llvm.x86.avx512.permvar.si.512", 16, "int32"),
-                 "uint32": ("llvm.x86.avx512.permvar.si.512", 16, "int32")}
+    #: in-register lookups on AVX-512 by result dtype: (one-register permute, two-register permute, lanes, the
+    #: permutes' dtype). ``vpermps``/``vpermd`` pick each lane's entry of one table register by the low 4 bits
+    #: of its index lane; ``vpermi2ps``/``vpermi2d`` of two registers (32 entries) by the low 5
+    _PERMUTES = {"float32": ("llvm.x86.avx512.permvar.sf.512", "llvm.x86.avx512.vpermi2var.ps.512", 16, "float32"),
+                 "int32": ("llvm.x86.avx512.permvar.si.512", "llvm.x86.avx512.vpermi2var.d.512", 16, "int32"),
+                 "uint32": ("llvm.x86.avx512.permvar.si.512", "llvm.x86.avx512.vpermi2var.d.512", 16, "int32")}
 
     def table_buffer(self, table: Sequence[Any], dtype: str, *, register: bool = False) -> str:
         """A local buffer holding ``table`` (as ``dtype`` literals), filled once at the top of each program.
@@ -904,19 +907,22 @@ class _Emitter:
 
     def op_Lookup(self, ins: n.Lookup) -> None:
         """``table[x mod size]``: in a 16-lane vectorized nest on an AVX-512 CPU, one ``vpermps`` / ``vpermd``
-        of the table (repeated to 16 entries) by the index lanes, whose low 4 bits select; elsewhere a read
-        of the table buffer at ``x & (size - 1)``."""
+        of the table (repeated to 16 entries) by the index lanes, whose low 4 bits select, or for 17 to 32
+        entries one ``vpermi2ps`` / ``vpermi2d`` of its two halves (the low 5 bits); elsewhere a read of the
+        table buffer at ``x & (size - 1)``."""
         x = self.get(ins.x)
         src, dst = ins.x.dtype, ins.result.dtype
         size = len(ins.table)
         permute = None
-        if not self.t.cuda and size <= 16 and dst in self._PERMUTES and host_has_avx512():
+        if not self.t.cuda and size <= 2 * LANES and dst in self._PERMUTES and host_has_avx512():
             permute = self._PERMUTES[dst]
         table = self.table_buffer(ins.table, dst)
-        wide = None
-        if permute is not None:   # the table repeated to the 16 lanes, as the permute's dtype (same bits)
+        halves: tuple[str, ...] = ()
+        if permute is not None:   # the table repeated to 16 (32) entries, as the permutes' dtype (same bits)
             entries = [v - (1 << 32) if dst == "uint32" and v >= 1 << 31 else v for v in ins.table]
-            wide = self.table_buffer(tuple(entries) * (16 // size), permute[2], register=True)
+            entries *= max(1, LANES // size)
+            halves = tuple(self.table_buffer(tuple(entries[h:h + LANES]), permute[3], register=True)
+                           for h in range(0, len(entries), LANES))
 
         def index32(e: str) -> str:
             if nbits_of(src) == 32:
@@ -925,13 +931,17 @@ class _Emitter:
 
         def fn(idx: Sequence[str], fast: bool) -> str:
             i = index32(x.read(idx, fast))
-            if permute is not None and fast and self.lane is not None and self.lane[1] == permute[1]:
-                intrinsic, _, tdt = permute
-                e = f'T.call_llvm_pure_intrin("{tdt}", "{intrinsic}", {wide}[{self.lane[0]}], {i})'
+            if permute is not None and fast and self.lane is not None and self.lane[1] == permute[2]:
+                one, two, _, tdt = permute
+                lane = self.lane[0]
+                if len(halves) == 1:
+                    e = f'T.call_llvm_pure_intrin("{tdt}", "{one}", {halves[0]}[{lane}], {i})'
+                else:
+                    e = f'T.call_llvm_pure_intrin("{tdt}", "{two}", {halves[0]}[{lane}], {i}, {halves[1]}[{lane}])'
                 return tt.reinterpret(e, tdt, dst)
             return f"{table}[{self.expand(f'T.bitwise_and({i}, {size - 1})')}]"
 
-        bufs = {table} | ({wide} if wide else set())
+        bufs = {table} | set(halves)
         tile = ExprTile(tuple(ins.result.type.shape), dst, guards=x.guards, buffers=x.buffers | frozenset(bufs),
                         identity=x.identity, memory=x.memory, fn=fn)
         self.define(ins, ins.result, tile)

@@ -312,9 +312,9 @@ def test_the_rule_is_the_cheapest_method(kind):
     assert changed == want
 
 
-@pytest.mark.parametrize("entries", [2, 8, 16])
+@pytest.mark.parametrize("entries", [2, 8, 16, 32])
 def test_table_wins_where_the_target_has_a_register_table(entries):
-    """With a register table of ``entries`` (16 on AVX-512 CPUs), every code of at most log2(entries) bits takes
+    """With a register table of ``entries`` (32 on AVX-512 CPUs), every code of at most log2(entries) bits takes
     ``table`` (one ``lookup``, plus a cast where the values are not all exact in the output), wider codes keep the
     rule without it."""
     for t in CODE_TYPES:
@@ -332,7 +332,7 @@ def test_table_register_entries_by_target():
     from lowbit.lowering.target import host_has_avx512, register_table_entries
 
     cpu = parse_target("tvm:llvm")
-    assert register_table_entries(cpu, "float32") == (16 if host_has_avx512() else 0)
+    assert register_table_entries(cpu, "float32") == (32 if host_has_avx512() else 0)
     assert register_table_entries(cpu, "float16") == 0
     for t in ("triton:sm_90", "triton:cpu", "tvm:cuda:sm_90"):
         assert register_table_entries(parse_target(t), "float32") == 0

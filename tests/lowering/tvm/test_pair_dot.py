@@ -94,7 +94,7 @@ def _source(x_dtype: str, dtype: str, zero_point: bool, cfg: MatmulConfig) -> st
     ("float32", "int4", False, False),        # f32 activations: products are not exact in bf16
     ("bfloat16", "uint4", True, False),       # explicit zero points: a subtraction after the lookup
     ("bfloat16", "int3", False, True),        # 16-bit substreams
-    ("bfloat16", "int5", False, False),       # dequantized by arithmetic, not a table
+    ("bfloat16", "int5", False, False),       # a 32-entry table, but 5-bit codes are not stored in 16-bit halves
 ])
 def test_selected_exactly_where_it_applies(x_dtype, dtype, zero_point, expected):
     _tvm_or_skip()
@@ -108,7 +108,7 @@ def test_selected_exactly_where_it_applies(x_dtype, dtype, zero_point, expected)
     ("float32", "int4", "permute"),        # vpermps of a 16-entry table
     ("float32", "uint2", "permute"),       # a 4-entry table repeated to 16
     ("bfloat16", "int2", "pair"),          # vpermw of 32 bf16 entries
-    ("bfloat16", "int5", None),            # arithmetic dequant: no table
+    ("bfloat16", "int5", "permute"),       # vpermi2ps of a 32-entry table (two registers)
 ])
 def test_register_tables_are_pinned(x_dtype, dtype, lookup):
     # a table passed through lowbit_pin once per program stays in a register: without it LLVM re-loads the
