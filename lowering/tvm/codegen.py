@@ -869,7 +869,6 @@ class _Emitter:
         self.define(ins, ins.result, elementwise(ins.result.type.shape, ins.result.dtype, [c, x, y],
                                                  lambda e: tt.select(e[0], e[1], e[2])))
 
-    #: one-instruction register lookups: result dtype -> (LLVM intrinsic, its lanes, the table's dtype)
     #: in-register lookups on AVX-512 by result dtype: (one-register permute, two-register permute, lanes, the
     #: permutes' dtype). ``vpermps``/``vpermd`` pick each lane's entry of one table register by the low 4 bits
     #: of its index lane; ``vpermi2ps``/``vpermi2d`` of two registers (32 entries) by the low 5
