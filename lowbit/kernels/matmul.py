@@ -35,7 +35,7 @@ from ..quant import FormatId
 from .library import compiled
 
 __all__ = ["MatmulConfig", "MatmulPlan", "PreparedWeight", "cheap_unpack", "choose_config", "prepare_weight",
-           "matmul_plan", "run_matmul", "takes_zeros_out", "tile_codes", "tile_groups", "GEMV_MAX_M"]
+           "matmul_plan", "run_matmul", "takes_zeros_out", "bf16_pairs", "tile_codes", "tile_groups", "GEMV_MAX_M"]
 
 FILE = "matmul.lbk"
 
@@ -142,15 +142,26 @@ def cheap_unpack(wtype: str | None) -> bool:
     return d.nbits <= 4 or (d.nbits == 8 and not d.is_float)
 
 
+def bf16_pairs(wtype: str | None, xtype: str | None) -> bool:
+    """Whether TVM's CPU code can multiply ``wtype`` codes by ``xtype`` activations two K rows per ``vdpbf16ps``
+    whatever their decode: bf16 activations, a host with AVX-512 BF16, and codes of at most 8 bits (bf16 holds
+    every such value exactly; ``lowering/tvm/pair_dot.py``, ``DecodedPairDot``)."""
+    from ..lowering.target import host_has_avx512_bf16
+
+    return xtype == "bfloat16" and wtype is not None and dtype(wtype).nbits <= 8 and host_has_avx512_bf16()
+
+
 def choose_config(m: int, n: int, k: int, group_size: int, backend: str, device: str,
-                  workers: int | None = None, zeros: bool = False, wtype: str | None = None) -> MatmulConfig:
+                  workers: int | None = None, zeros: bool = False, wtype: str | None = None,
+                  xtype: str | None = None) -> MatmulConfig:
     """The tile configuration for an ``[m, k] x [k, n]`` product (see the module docstring).
 
     ``workers``: programs the device runs at once (CUDA multiprocessors, CPU threads); split-K is used when
     the output tiles alone are fewer than that and K is long enough to share. ``zeros``: the weight has
     zero points (TVM's CPU GEMV then takes them out of the group sums: ``zsum``). ``wtype``: the weight's
     lowbit type name; on TVM's CPU target, weights that unpack cheaply (:func:`cheap_unpack`) take the GEMV's
-    streaming tile for any number of rows.
+    streaming tile for any number of rows, and so does any weight with bf16 activations (``xtype``, the
+    activations' dtype name) where :func:`bf16_pairs` holds.
 
     >>> choose_config(1, 4096, 4096, 128, "triton", "cuda", workers=132)
     MatmulConfig(bm=1, bn=64, bk=128, mode=1, dot=0, split=3, ct='float32', wt=0, gdot=0, zsum=0)
@@ -167,8 +178,11 @@ def choose_config(m: int, n: int, k: int, group_size: int, backend: str, device:
     # activations take vdpbf16ps. x bf16, M = 16 -> 64: int4 2.9 -> 1.5 ms, 10.5 -> 6.0; int2 2.7 -> 1.5,
     # 10.4 -> 5.9; uint8 5.7 -> 3.5 (M = 16); M = 8 (which took a 16-row tile): int4 2.8 -> 0.76 ms. x f32:
     # M = 8 int4 2.8 -> 1.35 ms; M = 16-64 within a few percent either way, uint8 4.1 -> 3.5 (M = 16).
-    # Codes decoded by arithmetic lose with 4 rows (float8_e4m3fn x f32, M = 16: 4.0 -> 9.2 ms).
-    streaming = backend == "tvm" and device == "cpu" and (m <= GEMV_MAX_M or cheap_unpack(wtype))
+    # Codes decoded by arithmetic lose with 4 rows (float8_e4m3fn x f32, M = 16: 4.0 -> 9.2 ms), unless the
+    # activations are bf16 and the decoded weights go to vdpbf16ps in pairs (x bf16, M = 16: int6 3.30 ->
+    # 2.44 ms, float8_e4m3fn 3.60 -> 3.28).
+    streaming = backend == "tvm" and device == "cpu" and (m <= GEMV_MAX_M or cheap_unpack(wtype)
+                                                          or bf16_pairs(wtype, xtype))
     gemv = m <= GEMV_MAX_M or streaming
     big_tiles = backend == "interpret" or (backend == "triton" and device == "cpu")
     if big_tiles:  # the interpreters pay per program and loop step, hardly per element
@@ -211,12 +225,13 @@ def choose_config(m: int, n: int, k: int, group_size: int, backend: str, device:
     return MatmulConfig(bm=bm, bn=bn, bk=bk, mode=mode, dot=dot, split=split, wt=wt, gdot=gdot, zsum=zsum)
 
 
-def takes_zeros_out(m: int, qweight: Any, backend: str, device: str = "cpu") -> bool:
+def takes_zeros_out(m: int, qweight: Any, backend: str, device: str = "cpu", xtype: str | None = None) -> bool:
     """Whether :func:`run_matmul` (its default configuration) computes ``s (sum x q - z sum x)`` for ``m`` rows
-    of x and ``qweight`` (``zsum``): its error then scales with ``|x| (|q| + |z|) |s|``, not ``|x w|``."""
+    of x (of dtype name ``xtype``) and ``qweight`` (``zsum``): its error then scales with ``|x| (|q| + |z|)
+    |s|``, not ``|x w|``."""
     n, k = (int(v) for v in qweight.shape)
     return bool(choose_config(m, n, k, qweight.group_size, backend, device, zeros=qweight.zeros is not None,
-                              wtype=qweight.dtype.name).zsum)
+                              wtype=qweight.dtype.name, xtype=xtype).zsum)
 
 
 def _side_dtype(name: str, native: tuple[str, ...]) -> str:
@@ -396,7 +411,7 @@ class MatmulPlan:
         x_dtype = str(x2d.dtype).removeprefix("torch.")
         g = qweight.group_size
         cfg = config or choose_config(m, n, k, g, backend, kind, _workers(device, backend),
-                                      zeros=qweight.zeros is not None, wtype=qweight.dtype.name)
+                                      zeros=qweight.zeros is not None, wtype=qweight.dtype.name, xtype=x_dtype)
         if not cfg.fits(g, k):
             raise ValueError(f"{cfg} does not fit group size {g} and K = {k}")
         consts = _constants(qweight, x_dtype, cfg, bias is not None)

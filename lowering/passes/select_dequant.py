@@ -11,6 +11,8 @@ most 4 bits, a lookup (``lut``), whichever emits the fewest instructions on the 
 (``ctx.options["dequant"]`` overrides the rule); integer results
 go through the exact integer value. Afterwards no code type is left; if the kernel carries layouts, the
 new helper tiles get theirs from :func:`.layout_inference.infer_layouts` (everything else stays pinned).
+Each float decode is recorded in ``ctx.facts["decoded"]`` (value name -> code type): what the values can
+be, for a backend that needs more than their dtype (TVM's CPU pair dot takes weights that bf16 holds exactly).
 
 A ``view`` of codes as codes ``g`` times as wide (what ``lower-lowbit`` emits for bit planes) joins ``g``
 carriers into one. Anything else touching codes (stores of codes, loop-carried codes, other ``view`` of
@@ -43,6 +45,11 @@ from .manager import PassContext, register_pass
 from .lowbit_emit import Emitter, all_names
 
 _MOVES = (n.Reshape, n.Permute, n.Broadcast, n.ExpandDims)
+
+#: ``ctx.facts[DECODED]``: float value name -> the code type whose values its elements hold (a backend may
+#: rely on the type's value set, e.g. that bf16 holds every value exactly; a later pass that merges or drops
+#: the value only loses the fact)
+DECODED = "decoded"
 
 
 def _has_code(values) -> bool:
@@ -208,6 +215,7 @@ class CodeRewriter:
             if method in LOW_BITS_METHODS:
                 c = self.loose.get(ins.x.name, c)
             v = emit_decode(em, c, code, out, method, layout)
+            self.ctx.facts.setdefault(DECODED, {})[v.name] = code
         else:
             v = emit_int_value(em, c, code, layout)
         if v.dtype != dst:
@@ -232,4 +240,4 @@ def lower_code_values(kernel: n.Kernel, ctx: PassContext) -> n.Kernel:
 register_pass("select-dequant", "replace casts of low-bit codes (from views of native bits) by native bit "
                                 "arithmetic chosen per target")(lower_code_values)
 
-__all__ = ["lower_code_values", "CodeRewriter", "has_layouts"]
+__all__ = ["lower_code_values", "CodeRewriter", "has_layouts", "DECODED"]

@@ -52,7 +52,7 @@ import contextlib
 import itertools
 import keyword
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence, Union
 
 from lowbit.errors import CompileError
@@ -69,6 +69,10 @@ from .analysis import KernelInfo, plan_inlining
 from .schedule import choose_vector, cpu_loops, cuda_loops, dot_row_block, layout_vector_width
 from .tiles import BufferTile, ExprTile, ScalarTile, SharedView, Tile, elementwise, remap, reshape_map, unflatten
 from .unpack_period import unpack_period
+from ..passes.select_dequant import DECODED
+
+#: the fused forms of a CPU ``dot`` (see ``_Emitter._fused_dot_of``)
+FusedDot = Union[pair_dot.PairDot, pair_dot.DecodedPairDot, lookup_sum.LookupSum]
 
 __all__ = ["AbiParam", "TVMSource", "CodegenTarget", "resolve_target", "emit_tvm"]
 
@@ -293,7 +297,7 @@ class _Emitter:
         self.t = target
         self.constants = dict(constants)
         self.facts = facts
-        self._fused_dots: dict[str, pair_dot.PairDot | lookup_sum.LookupSum | None] = {}
+        self._fused_dots: dict[str, FusedDot | None] = {}
         self.info: KernelInfo = plan_inlining(kernel, None if target.cuda else target.lanes("float32"),
                                               lambda dot, defs: self._fused_dot_of(dot, defs) is not None)
         self.names = _Names()
@@ -1088,17 +1092,15 @@ class _Emitter:
                                vector=vec)
         self._bind_result(r, out)
 
-    def _pair_dot_nest(self, pair: pair_dot.PairDot, space: Sequence[int], axis: int, acc: BufferTile,
-                       acc_index: Callable[[list[str]], list[str]], a_index: Callable[[list[str]], list[str]],
-                       guards: Sequence[str], checked: Callable[[], list[Item]], zero_start: bool) -> None:
+    def _pair_dot_nest(self, pair: pair_dot.PairDot | pair_dot.DecodedPairDot, space: Sequence[int], axis: int,
+                       acc: BufferTile, acc_index: Callable[[list[str]], list[str]],
+                       a_index: Callable[[list[str]], list[str]], guards: Sequence[str],
+                       checked: Callable[[], list[Item]], zero_start: bool) -> None:
         """``acc += sum(a * b, axis)`` over the iteration ``space`` (the vector axis last) for a product proved
         fit for ``vdpbf16ps`` (:mod:`.pair_dot`). A loop over K steps of ``pair.period`` rows; in its body,
-        per K pair and vector of 16 outputs (unrolled): the 16 storage words are shifted (once per 5-bit
-        window of codes, see :func:`.pair_dot.share_shifts`; or two words funnel-shifted per 16-bit half, for
-        codes crossing a half) and ``vpermw`` picks their 32 bf16 weights from the table spread for the
-        codes' place in the window, shared by every row's ``vdpbf16ps``. ``*_index`` map an iteration index
-        to the index of ``acc`` (without its last axis) and ``a``; when ``guards`` fail the ``checked`` nest
-        runs.
+        per K pair and vector of 16 outputs (unrolled), 32 bf16 weights in one register (:meth:`_pair_weights`)
+        shared by every row's ``vdpbf16ps``. ``*_index`` map an iteration index to the index of ``acc``
+        (without its last axis) and ``a``; when ``guards`` fail the ``checked`` nest runs.
 
         The loop accumulates in one 16-lane buffer per (row, vector), loaded from ``acc`` before it (or zero:
         ``zero_start``, for ``acc = sum(...)``; the fallback then zeroes ``acc`` before ``checked``) and stored
@@ -1112,18 +1114,12 @@ class _Emitter:
         headers, (q,) = cpu_loops((space[axis] // pair.period,), 1, prefix="px")
         rows = [[str(i) for i in row] for row in itertools.product(*(range(d) for d in outer))]
         vectors = space[-1] // lanes
-        lane = self.names.fresh("pv")
-        words, xt = self.get(pair.words), self.get(pair.x)
-        tables = {src.position: self.table_buffer(pair.table_words(src.position), "int32", register=True)
-                  for row in pair.sources for src in row}
-        if any(src.high is not None for row in pair.sources for src in row):      # codes crossing a half
-            low_words = self.tile_buffer("pair_low", (lanes,), "int32")
-            high_words = self.tile_buffer("pair_high", (lanes,), "int32")
-        shifted = self.tile_buffer("pair_index", (lanes,), "int32")
+        xt = self.get(pair.x)
         weights = self.tile_buffer("pair_weights", (lanes,), "int32")
         sums = [[self.tile_buffer("pair_acc", (lanes,), "float32") for _ in range(vectors)] for _ in rows]
         if pair_dot.LLVM_HELPERS not in self.llvm_imports:
             self.llvm_imports.append(pair_dot.LLVM_HELPERS)
+        make_weights = self._pair_weights(pair, weights, q)
 
         def at(k: str, last: str, outer_idx: Sequence[str]) -> list[str]:
             idx = list(outer_idx)
@@ -1134,37 +1130,18 @@ class _Emitter:
             e = xt.read(view_index(pair.x_chain, a_index(at(k, "0", row))), True)
             return f'T.Cast("uint32", {tt.reinterpret(e, "bfloat16", "uint16")})'
 
-        def word(where: Affine) -> str:
-            return _word_at(words, where, q, lane)
-
         vec = f"T.ramp(0, 1, {lanes})"
-        header = f"for {lane} in T.vectorized({lanes}):"
 
         def acc_part(row: Sequence[str], v: int) -> str:
             return acc.write(acc_index(list(row)) + [f"T.ramp({v * lanes}, 1, {lanes})"])
 
         body: list[Item] = []
-        for (lo, hi), sources in zip(pair.pairs, pair.sources):
+        for p, (lo, hi) in enumerate(pair.pairs):
             k_lo, k_hi = f"{q} * {pair.period} + {lo}", f"{q} * {pair.period} + {hi}"
             xpairs = [f'T.reinterpret("int32", T.bitwise_or({x_bits(k_lo, row)}, '
                       f'T.shift_left({x_bits(k_hi, row)}, T.uint32(16))))' for row in rows]
-            for v, src in enumerate(sources):
-                fill = _Scope(header)
-                with self.vector_lane([header]):
-                    low = word(src.low)
-                    high = word(src.high) if src.high is not None else None
-                if high is None:
-                    fill.body.append(f'{shifted.write([lane])} = T.reinterpret("int32", T.shift_right({low}, '
-                                     f'T.uint32({src.shift})))')
-                    body.append(fill)
-                else:
-                    fill.body += [f'{low_words.write([lane])} = T.reinterpret("int32", {low})',
-                                  f'{high_words.write([lane])} = T.reinterpret("int32", {high})']
-                    amount = f"T.Broadcast(T.int32({src.offset * 0x10001}), {lanes})"
-                    body += [fill, f'{shifted.write([vec])} = T.call_pure_extern("int32x{lanes}", "{pair_dot.FUNNEL16}", '
-                                   f"{low_words.read([vec], True)}, {high_words.read([vec], True)}, {amount})"]
-                body.append(f'{weights.write([vec])} = T.call_pure_extern("int32x{lanes}", "{pair_dot.PERMW}", '
-                            f"{shifted.read([vec], True)}, {tables[src.position]}[{vec}])")
+            for v in range(vectors):
+                body += make_weights(p, v, k_lo, k_hi)
                 for r, xpair in enumerate(xpairs):
                     target = sums[r][v].write([vec])
                     body.append(f'{target} = T.call_pure_extern("float32x{lanes}", "{pair_dot.DPBF16}", {target}, '
@@ -1176,10 +1153,69 @@ class _Emitter:
                  for v in range(vectors)]
         self._emit_fused(guards, load + _nest_items(headers, body) + store, checked, acc, zero_start)
 
-    def _fused_dot_of(self, ins: n.Dot, defs: Mapping[str, n.Instr | None]
-                      ) -> pair_dot.PairDot | lookup_sum.LookupSum | None:
+    def _pair_weights(self, pair: pair_dot.PairDot | pair_dot.DecodedPairDot, weights: BufferTile, q: str
+                      ) -> Callable[[int, int, str, str], list[Item]]:
+        """``make(p, v, k_lo, k_hi)``: the statements that put the 32 bf16 weights of K pair ``p`` (rows
+        ``k_lo``, ``k_hi`` of the K step ``q``) and vector ``v`` into ``weights`` (one ``int32`` per output,
+        row ``k_lo``'s weight in the low half).
+
+        Codes (:class:`.pair_dot.PairDot`): the 16 storage words are shifted (once per 5-bit window of codes,
+        see :func:`.pair_dot.share_shifts`; or two words funnel-shifted per 16-bit half, for codes crossing a
+        half) and ``vpermw`` picks the weights from the table spread for the codes' place in the window.
+        Decoded weights (:class:`.pair_dot.DecodedPairDot`): the two rows' f32 weights, decoded here, joined
+        by their high halves (exact: bf16 holds every value)."""
+        lanes = LANES
+        vec = f"T.ramp(0, 1, {lanes})"
+        lane = self.names.fresh("pv")
+        header = f"for {lane} in T.vectorized({lanes}):"
+        if isinstance(pair, pair_dot.DecodedPairDot):
+            b = self.get(pair.weights)
+
+            def decoded(p: int, v: int, k_lo: str, k_hi: str) -> list[Item]:
+                fill = _Scope(header)
+                with self.vector_lane([header]):
+                    lo, hi = (tt.reinterpret(b.read([k, f"{v * lanes} + {lane}"], True), "float32", "uint32")
+                              for k in (k_lo, k_hi))
+                fill.body.append(f'{weights.write([lane])} = T.reinterpret("int32", T.bitwise_or('
+                                 f'T.shift_right({lo}, T.uint32(16)), T.bitwise_and({hi}, T.uint32(0xFFFF0000))))')
+                return [fill]
+
+            return decoded
+        words = self.get(pair.words)
+        tables = {src.position: self.table_buffer(pair.table_words(src.position), "int32", register=True)
+                  for row in pair.sources for src in row}
+        if any(src.high is not None for row in pair.sources for src in row):      # codes crossing a half
+            low_words = self.tile_buffer("pair_low", (lanes,), "int32")
+            high_words = self.tile_buffer("pair_high", (lanes,), "int32")
+        shifted = self.tile_buffer("pair_index", (lanes,), "int32")
+
+        def coded(p: int, v: int, k_lo: str, k_hi: str) -> list[Item]:
+            src = pair.sources[p][v]
+            fill = _Scope(header)
+            with self.vector_lane([header]):
+                low = _word_at(words, src.low, q, lane)
+                high = _word_at(words, src.high, q, lane) if src.high is not None else None
+            items: list[Item] = []
+            if high is None:
+                fill.body.append(f'{shifted.write([lane])} = T.reinterpret("int32", T.shift_right({low}, '
+                                 f'T.uint32({src.shift})))')
+                items.append(fill)
+            else:
+                fill.body += [f'{low_words.write([lane])} = T.reinterpret("int32", {low})',
+                              f'{high_words.write([lane])} = T.reinterpret("int32", {high})']
+                amount = f"T.Broadcast(T.int32({src.offset * 0x10001}), {lanes})"
+                items += [fill, f'{shifted.write([vec])} = T.call_pure_extern("int32x{lanes}", "{pair_dot.FUNNEL16}", '
+                                f"{low_words.read([vec], True)}, {high_words.read([vec], True)}, {amount})"]
+            items.append(f'{weights.write([vec])} = T.call_pure_extern("int32x{lanes}", "{pair_dot.PERMW}", '
+                         f"{shifted.read([vec], True)}, {tables[src.position]}[{vec}])")
+            return items
+
+        return coded
+
+    def _fused_dot_of(self, ins: n.Dot, defs: Mapping[str, n.Instr | None]) -> FusedDot | None:
         """The fused form the CPU ``dot`` ``ins`` is emitted in: a :class:`.pair_dot.PairDot` (bf16
-        activations), a :class:`.lookup_sum.LookupSum` (1-2-bit codes, integer codes in bit planes), or None
+        activations), a :class:`.lookup_sum.LookupSum` (1-2-bit codes, integer codes in bit planes), a
+        :class:`.pair_dot.DecodedPairDot` (bf16 activations, weights decoded exactly into bf16), or None
         (matched once: the inlining plan needs the answer too, since both unpack ``b`` once for all rows)."""
         name = ins.result.name
         if name not in self._fused_dots:
@@ -1198,8 +1234,15 @@ class _Emitter:
             # a lookup adds 4 products of 1-bit codes: fewer instructions than the pair dot; of 2-bit codes, 2
             if (found is None or len(found.fields[0]) < 4) and fits and self._pair_dot_target():
                 found = pair_dot.match_dot(ins, defs) or found
+            if found is None and fits and rows >= _DECODED_PAIR_MIN_ROWS and self._pair_dot_target():
+                found = pair_dot.match_decoded_dot(ins, defs, self._decoded())
             self._fused_dots[name] = found
         return self._fused_dots[name]
+
+    def _decoded(self) -> Mapping[str, str]:
+        """``select-dequant``'s record of decoded values (value name -> code type)."""
+        found = self.facts.get(DECODED) if isinstance(self.facts, Mapping) else None
+        return found if isinstance(found, Mapping) else {}
 
     def _pair_dot_target(self) -> bool:
         """Whether products may use ``vdpbf16ps`` (:mod:`.pair_dot`): a CPU with 512-bit vectors and AVX-512 BF16."""
@@ -1316,7 +1359,7 @@ class _Emitter:
                 self._blocked_dot(out, a, b, (M, K, N), rows, vec, prod, add)
         self.tiles[r.name] = out
 
-    def _register_gemm(self, fused: pair_dot.PairDot | lookup_sum.LookupSum, out: BufferTile, a: Tile, b: Tile,
+    def _register_gemm(self, fused: FusedDot, out: BufferTile, a: Tile, b: Tile,
                        mkn: tuple[int, int, int], vec: int, prod: Callable[[str, str], str],
                        add: Callable[[str, str], str], zero_start: bool) -> None:
         """``out += a @ b`` (``out = a @ b`` when ``zero_start``) with the instructions ``fused`` was proved fit
@@ -1330,7 +1373,14 @@ class _Emitter:
 
         fallback = lambda: self._loops((M, K, N), checked, None, False, vec, None)  # noqa: E731
         guards = list(a.guards) + list(b.guards)
-        if isinstance(fused, pair_dot.PairDot):
+        if isinstance(fused, pair_dot.DecodedPairDot):
+            # K steps as the multiply-add nest unrolls them (word offsets and shift amounts of a fused unpack
+            # become constants), in pairs
+            steps = (_k_unroll(K, N, vec, (b,), unpack_period(fused.weights, self.info.defs, 0)) or {}).get(1, 1)
+            steps += steps % 2
+            if K % steps == 0:
+                fused = replace(fused, period=steps, pairs=tuple((k, k + 1) for k in range(0, steps, 2)))
+        if isinstance(fused, (pair_dot.PairDot, pair_dot.DecodedPairDot)):
             self._pair_dot_nest(fused, (M, K, N), 1, out, lambda rows: rows, lambda idx: [idx[0], idx[1]], guards,
                                 fallback, zero_start)
         else:
@@ -1740,6 +1790,13 @@ def _word_at(words: Tile, where: Affine, q: str, lane: str) -> str:
 
 #: the most f32 vectors of accumulators a fused GEMM (``vdpbf16ps``, lookup sums) keeps
 _FUSED_DOT_ACCUMULATORS = 16
+#: fewest rows of a dot that join decoded weights into bf16 pairs (``pair_dot.DecodedPairDot``): the join
+#: costs two instructions per 32 weights and saves one multiply-add per row. x bf16, 4096 x 4096, 2 threads,
+#: weights in cache, A/B against multiply-adds: 1 row int6 0.35 -> 0.37 ms, int7 0.35 -> 0.38, uint8 0.32 ->
+#: 0.34, float8_e4m3fn and float6_e3m2 even; 2 rows int6 0.50 -> 0.43, float8_e4m3fn 0.86 -> 0.68, int8
+#: 0.43 -> 0.38; 4 rows int5 0.78 -> 0.55, int6 0.80 -> 0.58, uint7 0.76 -> 0.60, float6_e3m2 0.96 -> 0.84,
+#: float8_e4m3fn 1.30 -> 0.84, int8 0.67 -> 0.51 (16 rows of int8, four 4-row tiles: 2.72 -> 2.05)
+_DECODED_PAIR_MIN_ROWS = 2
 #: one accumulation in this many of a lookup of activation sums is an add, the rest multiply-adds by 1.0
 #: (:meth:`_Emitter._lookup_sum_nest`). Measured on Zen 4 with weights in cache, as the fraction of
 #: multiply-adds 0 / 0.25 / 0.5 / 0.75: int2 x f32 GEMV 44.1 / 38.0 / 34.8 / 34.4 us (1024 x 4096),

@@ -21,6 +21,12 @@ the lookup's index back through the unpack (element moves, views, shifts by cons
 to a bit of a storage word; the emitter then reads the storage words itself (affine in the K step and the
 lane, checked for every element).
 
+Codes that do not fit that form (5-8 bits, or no 16-bit halves) can still take the instruction when their
+decode, whatever it is, yields values bf16 holds exactly (:class:`DecodedPairDot`, :func:`match_decoded_dot`):
+the decoded f32 weights of rows ``k`` and ``k + 1`` are joined into bf16 pairs by their high halves (a shift
+and a masked ``or``), so a GEMM of several rows does one ``vdpbf16ps`` per 32 products instead of two
+multiply-adds.
+
 Rounding: the products are exact either way; the sums are f32 sums in another order (a float ``sum`` is
 not ordered), and the instruction flushes subnormal inputs and outputs to zero (an absolute error below
 2^-126 per product).
@@ -39,7 +45,7 @@ import numpy as np
 from lowbit.ir import nodes as n
 from lowbit.ir import numerics as num
 from lowbit.ir.interpreter import ZERO_BIT, bit_origins, element_origins
-from lowbit.ir.types import nbits_of
+from lowbit.ir.types import is_code, kind_of, nbits_of
 
 from .operands import LANES, Affine, affine, static_shape, strip_views
 
@@ -182,14 +188,21 @@ def match_dot(ins: n.Dot, defs: Mapping[str, n.Instr | None]) -> PairDot | None:
     return _match_operands(ins.a, ins.b, a_space, b_space, defs, 1)
 
 
+def _bf16_activations(a: n.Value, defs: Mapping[str, n.Instr | None]) -> tuple[n.Cast, tuple[n.Instr, ...]] | None:
+    """``(cast, chain)`` when ``a`` is ``cast(x: bfloat16 -> float32)`` behind broadcast / expand_dims steps."""
+    cast_v, x_chain = strip_views(a, defs, (n.Broadcast, n.ExpandDims))
+    cast = defs.get(cast_v.name)
+    return (cast, x_chain) if isinstance(cast, n.Cast) and cast.x.dtype == "bfloat16" else None
+
+
 def _match_operands(a: n.Value, b: n.Value, a_space: np.ndarray, b_space: np.ndarray,
                     defs: Mapping[str, n.Instr | None], axis: int) -> PairDot | None:
     """``a`` the activations, ``b`` the weights; ``a_space`` / ``b_space``: for each element of the
     iteration space, the (row-major) element of ``a`` / ``b`` it multiplies; ``axis``: the reduced axis."""
-    cast_v, x_chain = strip_views(a, defs, (n.Broadcast, n.ExpandDims))
-    cast = defs.get(cast_v.name)
-    if not (isinstance(cast, n.Cast) and cast.x.dtype == "bfloat16"):
+    found = _bf16_activations(a, defs)
+    if found is None:
         return None
+    cast, x_chain = found
     look_v, _ = strip_views(b, defs, (n.Broadcast, n.ExpandDims))
     look = defs.get(look_v.name)
     if not (isinstance(look, n.Lookup) and len(look.table) <= MAX_ENTRIES and look.x.dtype.startswith("uint")
@@ -328,5 +341,136 @@ def share_shifts(sources: tuple[tuple[WordSource, ...], ...], nbits: int) -> tup
                        for src in row) for row in sources)
 
 
-__all__ = ["PairDot", "WordSource", "share_shifts", "match_reduce", "match_dot", "LLVM_HELPERS", "DPBF16",
+@dataclass(frozen=True)
+class DecodedPairDot:
+    """A ``dot(cast(x: bf16), w)`` whose weights other instructions decode into f32 values that bf16 holds
+    exactly (:func:`bf16_exact`): codes of 5-8 bits, float codes, int8 storage.
+
+    Per K pair ``(2q, 2q + 1)`` and vector of 16 outputs, the two rows of decoded weights are joined into
+    bf16 pairs, which costs nothing in rounding: the high half of each f32 row-``2q`` weight goes to the low
+    half of a 32-bit lane (a shift), the high half of the row-``2q + 1`` weight stays (a mask; one
+    ``vpternlogd`` with the shift's ``or``), and one ``vdpbf16ps`` adds both products. Against a multiply-add
+    per product that halves the instructions on the multiply-add ports, which bound a GEMM of 4 rows once
+    the decode is shared by the rows; a GEMV gains less (its decode is the larger part).
+
+    ``x_chain``: the broadcast / expand_dims steps from the dot's operand back to the bf16 activations
+    ``x``; ``weights``: the dot's f32 ``[K, N]`` operand (decoded per element where the nest reads it).
+    """
+
+    x: n.Value
+    x_chain: tuple[n.Instr, ...]
+    weights: n.Value
+    period: int = 2
+    pairs: tuple[tuple[int, int], ...] = ((0, 1),)
+
+
+def _normal_bf16(values: np.ndarray) -> bool:
+    """Every finite value exact in bf16 and zero or normal (``vdpbf16ps`` reads subnormal inputs as zero)."""
+    f = values[np.isfinite(values)]
+    return _bf16_exact(f) and bool(np.all((f == 0) | (np.abs(f) >= 2.0 ** -126)))
+
+
+#: most distinct values :func:`value_set` tracks
+MAX_VALUES = 1 << 12
+
+
+def value_set(v: n.Value, defs: Mapping[str, n.Instr | None], decoded: Mapping[str, str]) -> np.ndarray | None:
+    """Every value an element of ``v`` can hold, for any input (a float64 superset, at most
+    :data:`MAX_VALUES`), or None when ``v`` is not made, behind element moves, of: a decode of codes
+    (``decoded``: value name -> code type, recorded by ``select-dequant``), a lookup, a constant, a cast of an
+    integer of known range (its dtype's, or the bits it is made of, :func:`bit_origins`), or ``add`` / ``sub``
+    / ``mul`` of such values (in float32, as the IR computes them).
+
+    >>> from lowbit.ir.builder import KernelBuilder
+    >>> kb = KernelBuilder("k")
+    >>> q = kb.load(kb.tensor_param("q", "u8", [4]), [kb.const(0, "i32")], [4])
+    >>> w = kb.binary("sub", kb.cast(q, "f32"), kb.full([4], 128.0, "f32"))
+    >>> defs = {ins.result.name: ins for ins in kb.build().body if hasattr(ins, "result")}
+    >>> found = value_set(w, defs, {})
+    >>> len(found), float(found.min()), float(found.max())
+    (256, -128.0, 127.0)
+    """
+    from lowbit.dtypes import dtype as lowbit_dtype
+
+    src, _ = strip_views(v, defs, (n.Broadcast, n.ExpandDims, n.Reshape, n.Permute))
+    if src.name in decoded:
+        code = lowbit_dtype(decoded[src.name])
+        return code.values() if code.nbits <= 12 else None
+    ins = defs.get(src.name)
+    if isinstance(ins, n.Lookup):
+        return np.array(ins.table, np.float64)
+    if isinstance(ins, (n.Full, n.Constant)) and kind_of(src.dtype) == "float":
+        return np.array([float(np.float32(ins.value))])
+    if isinstance(ins, n.Cast) and kind_of(src.dtype) == "float" and kind_of(ins.x.dtype) in ("int", "uint"):
+        bounds = _int_bounds(ins.x, defs)
+        return None if bounds is None else np.arange(bounds[0], bounds[1] + 1, dtype=np.float64)
+    if isinstance(ins, n.Binary) and ins.op in ("add", "sub", "mul") and src.dtype == "float32":
+        a, b = value_set(ins.lhs, defs, decoded), value_set(ins.rhs, defs, decoded)
+        if a is None or b is None or len(a) * len(b) > MAX_VALUES * 16:
+            return None
+        x, y = np.meshgrid(a.astype(np.float32), b.astype(np.float32))
+        with np.errstate(all="ignore"):
+            out = {"add": np.add, "sub": np.subtract, "mul": np.multiply}[ins.op](x, y)
+        found = np.unique(out.astype(np.float64))
+        return found if len(found) <= MAX_VALUES else None
+    return None
+
+
+def _int_bounds(x: n.Value, defs: Mapping[str, n.Instr | None]) -> tuple[int, int] | None:
+    """``(lo, hi)`` bounding every element of the integer tile ``x``: its dtype's range when that holds at most
+    :data:`MAX_VALUES` values, else from the bits it is made of (through a cast from an unsigned tile)."""
+    if is_code(x.dtype):
+        return None
+    bits = nbits_of(x.dtype)
+    if (1 << bits) <= MAX_VALUES:
+        signed = kind_of(x.dtype) == "int"
+        return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    cast = defs.get(x.name)
+    unsigned = cast.x if isinstance(cast, n.Cast) and kind_of(cast.x.dtype) == "uint" else x
+    if kind_of(unsigned.dtype) != "uint" or nbits_of(unsigned.dtype) > bits:
+        return None
+    found = bit_origins(unsigned, defs)
+    if found is None:
+        return None
+    used = np.flatnonzero(np.any(found[1] != ZERO_BIT, axis=tuple(range(found[1].ndim - 1))))
+    top = int(used.max()) + 1 if used.size else 0
+    if (1 << top) > MAX_VALUES or (kind_of(x.dtype) == "int" and top >= bits):
+        return None
+    return 0, (1 << top) - 1
+
+
+def bf16_exact(v: n.Value, defs: Mapping[str, n.Instr | None], decoded: Mapping[str, str]) -> bool:
+    """Whether every element of the float32 tile ``v`` is, for every input, a value bf16 holds exactly and
+    not a subnormal (``vdpbf16ps`` reads those as zero), proved from :func:`value_set`.
+
+    >>> from lowbit.ir.builder import KernelBuilder
+    >>> kb = KernelBuilder("k")
+    >>> q = kb.load(kb.tensor_param("q", "i8", [4]), [kb.const(0, "i32")], [4])
+    >>> w = kb.cast(q, "f32")
+    >>> defs = {ins.result.name: ins for ins in kb.build().body if hasattr(ins, "result")}
+    >>> bf16_exact(w, defs, {}), bf16_exact(kb.binary("mul", w, w), defs, {})
+    (True, False)
+    """
+    if v.dtype != "float32":
+        return False
+    found = value_set(v, defs, decoded)
+    return found is not None and _normal_bf16(found)
+
+
+def match_decoded_dot(ins: n.Dot, defs: Mapping[str, n.Instr | None], decoded: Mapping[str, str]
+                      ) -> DecodedPairDot | None:
+    """The :class:`DecodedPairDot` form of ``dot(a, b, acc)``, or None: ``a`` cast from bf16, ``b`` proved
+    exact in bf16 by :func:`bf16_exact`, f32 throughout, K even and N whole vectors."""
+    a_shape, b_shape = static_shape(ins.a), static_shape(ins.b)
+    if (ins.result.dtype != "float32" or ins.a.dtype != "float32" or ins.b.dtype != "float32"
+            or a_shape is None or b_shape is None or a_shape[1] % 2 or b_shape[1] % LANES):
+        return None
+    found = _bf16_activations(ins.a, defs)
+    if found is None or not bf16_exact(ins.b, defs, decoded):
+        return None
+    cast, x_chain = found
+    return DecodedPairDot(x=cast.x, x_chain=x_chain, weights=ins.b)
+
+
+__all__ = ["PairDot", "DecodedPairDot", "bf16_exact", "value_set", "match_decoded_dot", "WordSource", "share_shifts", "match_reduce", "match_dot", "LLVM_HELPERS", "DPBF16",
            "PERMW", "FUNNEL16"]

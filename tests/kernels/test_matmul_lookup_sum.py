@@ -53,14 +53,15 @@ def test_against_fp64(monkeypatch, dtype, zero_point, group, n, k, m, x_dtype, c
     x = torch.randn(m, k, generator=gen).to(x_dtype)
     y = run_matmul(x, w, None, "tvm", cfg)
     assert y.shape == (m, n) and y.dtype == x_dtype
-    used = cfg or choose_config(m, n, k, group, "tvm", "cpu", cpu_threads(), zeros=zero_point, wtype=dtype)
+    used = cfg or choose_config(m, n, k, group, "tvm", "cpu", cpu_threads(), zeros=zero_point, wtype=dtype,
+                                xtype=str(x_dtype)[6:])
     source = compiled(FILE, "lowbit_matmul", "tvm", "cpu", **_constants(w, str(x_dtype)[6:], used, False)).source
     assert ("lut_sums" in source) == host_has_avx512()
     assert ("lut_one" in source) == host_has_avx512()   # the multiply-adds by 1.0 are checked below too
     assert ("lut_bit_sums" in source) == (host_has_avx512() and dtype in PLANES and used.bm == 1)
     # an implicit zero makes table[0] non-zero: its product with the sum of the activations joins after the loop
     assert ("lut_x_sums" in source) == ("lut_bit_sums" in source and dtype.startswith("u") and not zero_point)
-    zero_out = bool(cfg.zsum) if cfg is not None else takes_zeros_out(m, w, "tvm")
+    zero_out = bool(cfg.zsum) if cfg is not None else takes_zeros_out(m, w, "tvm", xtype=str(x_dtype)[6:])
     ref, absdot = matmul_reference(x, w, zero_out=zero_out)
     assert_within(y, ref, matmul_tolerance(absdot, ref, k, x_dtype),
                   f"tvm {dtype} zeros={zero_point} M={m} {cfg} threads={threads}")

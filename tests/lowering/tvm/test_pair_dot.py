@@ -6,7 +6,9 @@
   threads (pairs ``(k, k + 1)`` and ``(k, k + 2)``);
 * selection: the generated TensorIR calls the pair dot exactly when the host has AVX-512 BF16, the
   activations are bf16 and the weights come from a table lookup of bf16-exact values (not with f32
-  activations; not with explicit zero points, whose subtraction follows the lookup);
+  activations; not with explicit zero points, whose subtraction follows the lookup), or, for codes the
+  lookup form does not take, from any decode whose values bf16 holds exactly (``DecodedPairDot``, every
+  finite code of 5-8-bit types checked through it);
 * the proof of the word/shift pairing rejects a packing whose halves do not pair, and finds the word,
   offset and funnel of codes unpacked from 16-bit streams (``bit_origins`` of an ``emit_extract``).
 """
@@ -67,6 +69,12 @@ CASES = [  # dtype, group, n, k, m, config, threads
     # the default configuration of more than 4 rows of a cheaply unpacked weight: the streaming tile
     ("uint4", 128, 72, 256, 11, None, 2),
     ("int8", 128, 72, 256, 9, None, 2),
+    # decoded weights joined into bf16 pairs (DecodedPairDot): GEMV and 4-row tiles, edges in N and M
+    ("int8", 128, 72, 256, 1, MatmulConfig(1, 64, 128, 1, 1, wt=1, gdot=1), 2),
+    ("int5", 64, 40, 192, 3, MatmulConfig(4, 32, 64, 1, 1, wt=1, gdot=1), 2),
+    ("uint6", 128, 48, 256, 4, None, 1),
+    ("float8_e4m3fn", 128, 72, 256, 1, None, 2),
+    ("float6_e3m2", 64, 33, 128, 6, None, 2),
 ]
 
 
@@ -88,20 +96,89 @@ def _source(x_dtype: str, dtype: str, zero_point: bool, cfg: MatmulConfig) -> st
     return compiled(FILE, "lowbit_matmul", "tvm", "cpu", **_constants(w, x_dtype, cfg, False)).source
 
 
-@pytest.mark.parametrize("x_dtype,dtype,zero_point,expected", [
-    ("bfloat16", "int4", False, True),
-    ("bfloat16", "uint2", False, True),       # the implicit zero is folded into the table
-    ("float32", "int4", False, False),        # f32 activations: products are not exact in bf16
-    ("bfloat16", "uint4", True, False),       # explicit zero points: a subtraction after the lookup
-    ("bfloat16", "int3", False, True),        # 16-bit substreams
-    ("bfloat16", "int5", False, False),       # a 32-entry table, but 5-bit codes are not stored in 16-bit halves
+@pytest.mark.parametrize("x_dtype,dtype,zero_point,expected,rows", [
+    ("bfloat16", "int4", False, True, 4),
+    ("bfloat16", "uint2", False, True, 4),       # the implicit zero is folded into the table
+    ("float32", "int4", False, False, 4),        # f32 activations: products are not exact in bf16
+    ("bfloat16", "uint4", True, False, 4),       # explicit zero points: a subtraction after the lookup
+    ("bfloat16", "int3", False, True, 4),        # 16-bit substreams
+    # decoded weights joined into bf16 pairs: codes not stored in 16-bit halves, whose values bf16 holds
+    ("bfloat16", "int5", False, "decoded", 4),   # a 32-entry table of a 5-bit code
+    ("bfloat16", "int8", False, "decoded", 4),   # int8 storage: a cast
+    ("bfloat16", "uint7", False, "decoded", 4),  # magic-number arithmetic
+    ("bfloat16", "float8_e4m3fn", False, "decoded", 4),    # the bits decode
+    ("bfloat16", "float6_e3m2", False, "decoded", 4),
+    ("bfloat16", "int8", False, False, 1),    # one row: the join costs what the multiply-adds save
+    ("float32", "int8", False, False, 4),
+    ("bfloat16", "uint8", True, False, 4),       # (q - z) is not exact in bf16
 ])
-def test_selected_exactly_where_it_applies(x_dtype, dtype, zero_point, expected):
+def test_selected_exactly_where_it_applies(x_dtype, dtype, zero_point, expected, rows):
     _tvm_or_skip()
-    text = _source(x_dtype, dtype, zero_point, MatmulConfig(1, 64, 128, 1, 1, wt=1, gdot=1))
-    assert (pair_dot.DPBF16 in text) == (expected and host_has_avx512_bf16())
+    text = _source(x_dtype, dtype, zero_point, MatmulConfig(rows, 64, 128, 1, 1, wt=1, gdot=1))
+    bf16 = host_has_avx512_bf16()
+    assert (f'"{pair_dot.DPBF16}", ' in text) == (bool(expected) and bf16)
+    # codes take vpermw; decoded weights are joined by their high halves (a shift and a mask)
+    assert (f'"{pair_dot.PERMW}", ' in text) == (expected is True and bf16)
+    assert ("T.uint32(0xFFFF0000)" in text) == (expected == "decoded" and bf16)
     # 3-bit codes cross 16-bit words: those take the funnel shift, the others a 32-bit shift
-    assert (f'"{pair_dot.FUNNEL16}", ' in text) == (expected and dtype == "int3" and host_has_avx512_bf16())
+    assert (f'"{pair_dot.FUNNEL16}", ' in text) == (expected is True and dtype == "int3" and bf16)
+
+
+DECODED_TYPES = ["int8", "uint8", "int7", "uint6", "int5", "float8_e4m3fn", "float8_e5m2", "float6_e3m2",
+                 "float6_e2m3", "float5_e2m2"]
+
+
+@pytest.mark.parametrize("dtype", DECODED_TYPES)
+def test_decoded_pairs_carry_every_code_exactly(dtype):
+    """Every finite code of the type, in every row of a 4-row tile, through the decoded pair dot: the
+    f32 weights are joined into bf16 pairs by their high halves, which must lose nothing."""
+    from lowbit.dtypes import dtype as lowbit_dtype
+    from lowbit.packing import pack
+    from lowbit.quant import QuantizedTensor
+
+    _tvm_or_skip()
+    code = lowbit_dtype(dtype)
+    finite = np.flatnonzero(np.isfinite(code.values()))
+    k, n, m, group = 2 * 128 * -(-len(finite) // 256), 32, 4, 128
+    gen = np.random.default_rng(zlib.crc32(dtype.encode()))
+    codes = np.stack([np.resize(np.roll(finite, 7 * row), k) for row in range(n)]).astype(np.uint8)
+    like = quantize(torch.randn(n, k), dtype, group_size=group)
+    scales = torch.from_numpy(gen.uniform(0.5, 2.0, like.scales.shape)).to(like.scales.dtype)
+    w = QuantizedTensor(torch.from_numpy(pack(codes, code.nbits)), scales, like.zeros, code, group, (n, k))
+    x = torch.from_numpy(gen.standard_normal((m, k))).to(torch.bfloat16)
+    cfg = MatmulConfig(4, 32, 128, 1, 1, wt=1, gdot=1)
+    text = compiled(FILE, "lowbit_matmul", "tvm", "cpu", **_constants(w, "bfloat16", cfg, False)).source
+    assert ("T.uint32(0xFFFF0000)" in text) == host_has_avx512_bf16()
+    _check(run_matmul(x, w, None, "tvm", cfg), x, w, f"every {dtype} code")
+
+
+def test_bf16_exactness_proof():
+    kb = KernelBuilder("k")
+    i8 = kb.load(kb.tensor_param("q", "i8", [16]), [kb.const(0, "i32")], [16])
+    u8 = kb.load(kb.tensor_param("p", "u8", [16]), [kb.const(0, "i32")], [16])
+    i16 = kb.load(kb.tensor_param("h", "i16", [16]), [kb.const(0, "i32")], [16])
+    u32 = kb.load(kb.tensor_param("u", "u32", [16]), [kb.const(0, "i32")], [16])
+    small = kb.cast(i8, "f32")
+    wide = kb.cast(i16, "f32")                                   # 16-bit integers need 16 bits of mantissa
+    moved = kb.reshape(kb.broadcast_to(kb.expand_dims(small, 0), [2, 16]), [32])
+    centred = kb.binary("sub", kb.cast(u8, "f32"), kb.full([16], 128.0, "f32"))    # an implicit zero point
+    halves = kb.binary("sub", kb.cast(u8, "f32"), kb.full([16], 0.5, "f32"))       # 254.5: 9 significant bits
+    low_bits = kb.cast(kb.binary("and", u32, kb.full([16], 63, "u32")), "f32")     # 6 bits of a word
+    exact_table = kb.lookup(u32, [0.0, 1.5, -0.75, 96.0], "f32")
+    inexact_table = kb.lookup(u32, [0.0, 1.0 + 2.0 ** -10], "f32")
+    tiny_table = kb.lookup(u32, [0.0, 2.0 ** -130], "f32")       # subnormal: vdpbf16ps reads it as zero
+    decoded = kb.view(u32, "f32")                                # stands for a decode select-dequant records
+    product = kb.binary("mul", small, small)
+    defs = {ins.result.name: ins for ins in kb.build().body if hasattr(ins, "result")}
+
+    def exact(v, decoded_types=None):
+        return pair_dot.bf16_exact(v, defs, decoded_types or {})
+
+    assert all(exact(v) for v in (small, moved, centred, low_bits, exact_table))
+    assert not any(exact(v) for v in (wide, halves, inexact_table, tiny_table, product, decoded))
+    assert pair_dot.value_set(low_bits, defs, {}).tolist() == list(range(64))
+    # the record of select-dequant: the value set of the code type decides
+    assert exact(decoded, {decoded.name: "float8_e4m3fn"}) and exact(decoded, {decoded.name: "uint8"})
 
 
 @pytest.mark.parametrize("x_dtype,dtype,lookup", [

@@ -20,6 +20,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from lowbit.kernels.matmul import MatmulConfig, choose_config, run_matmul, tile_codes, tile_groups  # noqa: E402
+from lowbit.lowering.target import host_has_avx512_bf16  # noqa: E402
 from lowbit.quant import quantize  # noqa: E402
 
 U32 = 2.0 ** -24
@@ -124,6 +125,10 @@ def test_config_checks_and_choice():
         assert (many.bm, many.bn, many.wt, many.gdot, many.dot) == (4, 64, 1, 1, 1), wtype
     for wtype in ("float8_e4m3fn", "int5", "float6_e3m2"):
         assert choose_config(33, 4096, 4096, 128, "tvm", "cpu", 2, wtype=wtype).wt == 0, wtype
+        assert choose_config(33, 4096, 4096, 128, "tvm", "cpu", 2, wtype=wtype, xtype="float32").wt == 0, wtype
+        # bf16 activations: decoded weights go to vdpbf16ps in pairs, each decode shared by 4 rows
+        bf16 = choose_config(33, 4096, 4096, 128, "tvm", "cpu", 2, wtype=wtype, xtype="bfloat16")
+        assert bf16.wt == int(host_has_avx512_bf16()) and (bf16.bm == 4 or not host_has_avx512_bf16()), wtype
     assert choose_config(33, 4096, 4096, 128, "triton", "cuda", 132, wtype="int4").wt == 0
     with pytest.raises(ValueError, match="does not fit"):
         w = quantize(torch.randn(8, 256), "uint4", group_size=64)
