@@ -472,5 +472,5 @@ def match_decoded_dot(ins: n.Dot, defs: Mapping[str, n.Instr | None], decoded: M
     return DecodedPairDot(x=cast.x, x_chain=x_chain, weights=ins.b)
 
 
-__all__ = ["PairDot", "DecodedPairDot", "bf16_exact", "value_set", "match_decoded_dot", "WordSource", "share_shifts", "match_reduce", "match_dot", "LLVM_HELPERS", "DPBF16",
-           "PERMW", "FUNNEL16"]
+__all__ = ["PairDot", "DecodedPairDot", "WordSource", "share_shifts", "match_reduce", "match_dot", "match_decoded_dot",
+           "bf16_exact", "value_set", "LLVM_HELPERS", "DPBF16", "PERMW", "FUNNEL16"]

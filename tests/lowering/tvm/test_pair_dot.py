@@ -150,6 +150,11 @@ def test_decoded_pairs_carry_every_code_exactly(dtype):
     text = compiled(FILE, "lowbit_matmul", "tvm", "cpu", **_constants(w, "bfloat16", cfg, False)).source
     assert ("T.uint32(0xFFFF0000)" in text) == host_has_avx512_bf16()
     _check(run_matmul(x, w, None, "tvm", cfg), x, w, f"every {dtype} code")
+    if code.has_nan:      # a NaN weight stays NaN through the join (not an infinity): its output column only
+        codes[3, 5] = code.nan_code
+        w = QuantizedTensor(torch.from_numpy(pack(codes, code.nbits)), scales, like.zeros, code, group, (n, k))
+        y = run_matmul(x, w, None, "tvm", cfg)
+        assert bool(torch.isnan(y[:, 3]).all()) and not bool(torch.isnan(y[:, 4:]).any())
 
 
 def test_bf16_exactness_proof():
