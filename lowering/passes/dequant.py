@@ -272,8 +272,9 @@ def emit_decode(em: Emitter, carrier: n.Value, code_dtype: str, out_dtype: str, 
     direct16 = out_dtype == "float16" and fits_f16(code_dtype)
     width, exp_bits, mant, bias_dst = (16, 5, 10, 15) if direct16 else (32, 8, 23, 127)
     udt, idt, fdt = ("uint16", "int16", "float16") if direct16 else ("uint32", "int32", "float32")
-    top = o.cast(o.b("shl", o.cast(carrier, udt), width - nb), idt)          # the sign at the top, the body below it
-    spread = o.cast(o.b("shr", top, exp_bits - d.exponent_bits), udt)        # arithmetic: the sign fills the spare exponent bits
+    top = o.cast(o.b("shl", o.cast(carrier, udt), width - nb), idt)          # the sign at the top, the body below
+    # an arithmetic shift: the body lands under the exponent field, the sign fills the spare exponent bits
+    spread = o.cast(o.b("shr", top, exp_bits - d.exponent_bits), udt)
     body = ((1 << (nb - 1)) - 1) << (mant - d.mantissa_bits)
     f = o.view(o.b("and", spread, (1 << (width - 1)) | body), fdt)
     f = o.b("mul", f, float(2.0 ** (bias_dst - d.bias)))
@@ -478,6 +479,6 @@ def spread_table(em: Emitter, table: n.Value, shape: tuple[int, ...], dtype: str
     return em.broadcast(em.cast(x, dtype), shape, layout)
 
 
-__all__ = ["CARRIER", "METHODS", "LOW_BITS_METHODS", "LUT_MAX_BITS", "DequantCost", "applicable_methods", "dequant_cost",
-           "default_method", "forced_method", "select_method", "fits_f16", "lut_patterns", "lut_byte_table", "emit_int_value",
-           "emit_decode", "emit_extract", "spread_table"]
+__all__ = ["CARRIER", "METHODS", "LOW_BITS_METHODS", "LUT_MAX_BITS", "DequantCost", "applicable_methods",
+           "dequant_cost", "default_method", "forced_method", "select_method", "fits_f16", "lut_patterns",
+           "lut_byte_table", "emit_int_value", "emit_decode", "emit_extract", "spread_table"]

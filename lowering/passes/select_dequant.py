@@ -40,7 +40,8 @@ from lowbit.ir.rules import describe
 from lowbit.ir.types import is_code, kind_of, nbits_of, numpy_dtype
 
 from ..target import register_table_entries
-from .dequant import CARRIER, LOW_BITS_METHODS, emit_decode, emit_extract, emit_int_value, forced_method, select_method, spread_table
+from .dequant import (CARRIER, LOW_BITS_METHODS, emit_decode, emit_extract, emit_int_value, forced_method,
+                      select_method, spread_table)
 from .manager import PassContext, register_pass
 from .lowbit_emit import Emitter, all_names
 
