@@ -1108,7 +1108,9 @@ class _Emitter:
         register. Starting at zero saves a round trip through memory per K group: a zeroed buffer copied into
         the accumulation buffer, then loaded. ``acc`` itself is also indexed at run time (by ``checked``), so LLVM
         could only keep its parts in registers by promoting them out of the loop, and gives that up in long
-        bodies: with 4 rows of 3-bit codes it stored every accumulator after every ``vdpbf16ps``."""
+        bodies: with 4 rows of 3-bit codes it stored every accumulator after every ``vdpbf16ps``.
+
+        Tiles of many rows read x from buffers filled before the loop (:meth:`_staged_x_pairs`)."""
         lanes = LANES
         outer = [d for i, d in enumerate(space[:-1]) if i != axis]
         headers, (q,) = cpu_loops((space[axis] // pair.period,), 1, prefix="px")
@@ -1135,11 +1137,18 @@ class _Emitter:
         def acc_part(row: Sequence[str], v: int) -> str:
             return acc.write(acc_index(list(row)) + [f"T.ramp({v * lanes}, 1, {lanes})"])
 
+        def x_pair(k_lo: str, k_hi: str, row: Sequence[str]) -> str:
+            return (f'T.reinterpret("int32", T.bitwise_or({x_bits(k_lo, row)}, '
+                    f'T.shift_left({x_bits(k_hi, row)}, T.uint32(16))))')
+
+        staged, staged_items = self._staged_x_pairs(pair, space[axis], rows, x_pair)
         body: list[Item] = []
         for p, (lo, hi) in enumerate(pair.pairs):
             k_lo, k_hi = f"{q} * {pair.period} + {lo}", f"{q} * {pair.period} + {hi}"
-            xpairs = [f'T.reinterpret("int32", T.bitwise_or({x_bits(k_lo, row)}, '
-                      f'T.shift_left({x_bits(k_hi, row)}, T.uint32(16))))' for row in rows]
+            if staged:
+                xpairs = [buf.read([f"{q} * {len(pair.pairs)} + {p}"], True) for buf in staged]
+            else:
+                xpairs = [x_pair(k_lo, k_hi, row) for row in rows]
             for v in range(vectors):
                 body += make_weights(p, v, k_lo, k_hi)
                 for r, xpair in enumerate(xpairs):
@@ -1151,7 +1160,28 @@ class _Emitter:
                 for v in range(vectors)]
         store = [f"{acc_part(row, v)} = {sums[r][v].read([vec], True)}" for r, row in enumerate(rows)
                  for v in range(vectors)]
-        self._emit_fused(guards, load + _nest_items(headers, body) + store, checked, acc, zero_start)
+        self._emit_fused(guards, staged_items + load + _nest_items(headers, body) + store, checked, acc, zero_start)
+
+    def _staged_x_pairs(self, pair: pair_dot.PairDot | pair_dot.DecodedPairDot, extent: int,
+                        rows: Sequence[Sequence[str]], x_pair: Callable[[str, str, Sequence[str]], str]
+                        ) -> tuple[list[BufferTile], list[Item]]:
+        """``(buffers, fill)``: where a pair nest of ``rows`` over ``extent`` K rows stages x
+        (:data:`_STAGED_X_MIN_ROWS`), one buffer per row holding its bf16 pairs in the nest's order (pair ``p``
+        of step ``q`` at ``q * len(pair.pairs) + p``) and the loop that fills them; else ``([], [])``.
+        ``x_pair(k_lo, k_hi, row)``: the expression of one pair."""
+        count = extent // 2
+        if (len(rows) < _STAGED_X_MIN_ROWS or any(hi != lo + 1 for lo, hi in pair.pairs)
+                or count * 4 >= _STACK_BUFFER_BYTES):
+            return [], []
+        per_step = len(pair.pairs)
+        buffers = [self.tile_buffer("pair_x", (count,), "int32") for _ in rows]
+        step = self.names.fresh("xs")
+        fill = _Scope(f"for {step} in range({extent // pair.period}):")
+        for buf, row in zip(buffers, rows):
+            for p, (lo, hi) in enumerate(pair.pairs):
+                fill.body.append(f"{buf.write([f'{step} * {per_step} + {p}'])} = "
+                                 + x_pair(f"{step} * {pair.period} + {lo}", f"{step} * {pair.period} + {hi}", row))
+        return buffers, [fill]
 
     def _pair_weights(self, pair: pair_dot.PairDot | pair_dot.DecodedPairDot, weights: BufferTile, q: str
                       ) -> Callable[[int, int, str, str], list[Item]]:
@@ -1377,6 +1407,11 @@ class _Emitter:
             # K steps as the multiply-add nest unrolls them (word offsets and shift amounts of a fused unpack
             # become constants), in pairs
             steps = (_k_unroll(K, N, vec, (b,), unpack_period(fused.weights, self.info.defs, 0)) or {}).get(1, 1)
+            # the pair nest's body is light (one decode per vector and pair, shared by the rows), so it may
+            # unroll a period longer than UNROLL_K: 5-bit codes 32 outputs wide repeat every 32 K rows
+            period = unpack_period(fused.weights, self.info.defs, 0, limit=_PAIR_PERIOD_LIMIT)
+            if period is not None and period > steps and period * max(1, N // vec) <= UNROLL_STATEMENTS:
+                steps = period
             steps += steps % 2
             if K % steps == 0:
                 fused = replace(fused, period=steps, pairs=tuple((k, k + 1) for k in range(0, steps, 2)))
@@ -1797,6 +1832,17 @@ _FUSED_DOT_ACCUMULATORS = 16
 #: 0.43 -> 0.38; 4 rows int5 0.78 -> 0.55, int6 0.80 -> 0.58, uint7 0.76 -> 0.60, float6_e3m2 0.96 -> 0.84,
 #: float8_e4m3fn 1.30 -> 0.84, int8 0.67 -> 0.51 (16 rows of int8, four 4-row tiles: 2.72 -> 2.05)
 _DECODED_PAIR_MIN_ROWS = 2
+#: a pair nest of this many rows copies its rows' bf16 pairs of x into small buffers before the K loop
+#: (:meth:`_Emitter._pair_dot_nest`), where pairs are adjacent K rows (the copy is a plain vector copy). From
+#: 8 rows LLVM's SLP vectorizer computed the rows' x addresses in vector registers every step (``vpextrd``,
+#: ~20 instructions per 16 ``vdpbf16ps``); staged, a step reads each pair at a constant offset. 16 x 1024 x
+#: 4096 int8 x bf16, 8-row tile, one thread, weights in cache: 1.17 -> 0.95 ms. With 4 rows LLVM keeps the
+#: addresses scalar and the copy costs more than it saves (int8 1.01 -> 1.04 ms).
+_STAGED_X_MIN_ROWS = 8
+#: private CPU buffers smaller than this stay on the stack (see :meth:`_Emitter._private_scope`)
+_STACK_BUFFER_BYTES = 1024
+#: the longest K period of a decoded pair dot's weights unrolled into constants (:meth:`_Emitter._register_gemm`)
+_PAIR_PERIOD_LIMIT = 32
 #: one accumulation in this many of a lookup of activation sums is an add, the rest multiply-adds by 1.0
 #: (:meth:`_Emitter._lookup_sum_nest`). Measured on Zen 4 with weights in cache, as the fraction of
 #: multiply-adds 0 / 0.25 / 0.5 / 0.75: int2 x f32 GEMV 44.1 / 38.0 / 34.8 / 34.4 us (1024 x 4096),

@@ -14,6 +14,7 @@
 """
 from __future__ import annotations
 
+import re
 import zlib
 
 import numpy as np
@@ -75,6 +76,10 @@ CASES = [  # dtype, group, n, k, m, config, threads
     ("uint6", 128, 48, 256, 4, None, 1),
     ("float8_e4m3fn", 128, 72, 256, 1, None, 2),
     ("float6_e3m2", 64, 33, 128, 6, None, 2),
+    # 8-row tiles of decoded weights (x staged in pair buffers; 5-bit codes 32 wide repeat every 32 K rows)
+    ("int5", 128, 72, 256, 16, None, 2),
+    ("float8_e4m3fn", 64, 40, 192, 13, MatmulConfig(8, 32, 64, 1, 1, wt=1, gdot=1), 1),
+    ("uint7", 128, 40, 256, 8, MatmulConfig(8, 32, 128, 1, 1, wt=1, gdot=1), 2),
 ]
 
 
@@ -122,6 +127,23 @@ def test_selected_exactly_where_it_applies(x_dtype, dtype, zero_point, expected,
     assert ("T.uint32(0xFFFF0000)" in text) == (expected == "decoded" and bf16)
     # 3-bit codes cross 16-bit words: those take the funnel shift, the others a 32-bit shift
     assert (f'"{pair_dot.FUNNEL16}", ' in text) == (expected is True and dtype == "int3" and bf16)
+
+
+@pytest.mark.parametrize("dtype,rows,staged,period", [
+    ("int5", 8, True, 32),       # 5-bit codes 32 outputs wide: the period is 32 K rows, unrolled whole
+    ("int5", 4, False, 32),      # 4 rows read x where they are
+    ("float8_e4m3fn", 8, True, 2),
+    ("int4", 8, False, None),    # vpermw pairs of 4-bit codes are not adjacent K rows: x is read in place
+])
+def test_pair_nest_of_many_rows_stages_x(dtype, rows, staged, period):
+    _tvm_or_skip()
+    if not host_has_avx512_bf16():
+        pytest.skip("no AVX-512 BF16 here")
+    text = _source("bfloat16", dtype, False, MatmulConfig(rows, 32, 128, 1, 1, wt=1, gdot=1))
+    assert f'"{pair_dot.DPBF16}", ' in text
+    assert ("pair_x" in text) == staged
+    if period is not None:    # the pairs of the last step of the decoded nest's period are constants
+        assert re.search(rf"px\w* \* {period} \+ {period - 1}\b", text), dtype
 
 
 DECODED_TYPES = ["int8", "uint8", "int7", "uint6", "int5", "float8_e4m3fn", "float8_e5m2", "float6_e3m2",
