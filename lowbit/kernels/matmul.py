@@ -175,7 +175,8 @@ def choose_config(m: int, n: int, k: int, group_size: int, backend: str, device:
     zero points (TVM's CPU GEMV then takes them out of the group sums: ``zsum``). ``wtype``: the weight's
     lowbit type name; on TVM's CPU target, weights that unpack cheaply (:func:`cheap_unpack`) take the GEMV's
     streaming tile for any number of rows, and so does any weight with bf16 activations (``xtype``, the
-    activations' dtype name) where :func:`bf16_pairs` holds.
+    activations' dtype name) where :func:`bf16_pairs` holds; where :func:`decoded_pairs` holds and M is a
+    multiple of :data:`DECODED_PAIR_ROWS`, that tile is 8 rows by 32 outputs.
 
     >>> choose_config(1, 4096, 4096, 128, "triton", "cuda", workers=132)
     MatmulConfig(bm=1, bn=64, bk=128, mode=1, dot=0, split=3, ct='float32', wt=0, gdot=0, zsum=0)
@@ -209,7 +210,7 @@ def choose_config(m: int, n: int, k: int, group_size: int, backend: str, device:
         bm = 16 if m <= 16 else 32 if device == "cpu" or m <= 64 else 64
         bn, target_k = 64, 64
     cpu_gemv = gemv and backend == "tvm" and device == "cpu"
-    if cpu_gemv and m % DECODED_PAIR_ROWS == 0 and decoded_pairs(wtype, xtype):
+    if cpu_gemv and m >= DECODED_PAIR_ROWS and m % DECODED_PAIR_ROWS == 0 and decoded_pairs(wtype, xtype):
         # each decode (a join of two K rows of f32 weights) feeds 8 rows instead of 4, in 2 vectors instead of 4:
         # 16 x 1024 x 4096 x bf16, one thread, weights in cache, 4 x 64 -> 8 x 32: float8_e4m3fn 1.61 -> 1.27 ms,
         # float6_e3m2 1.68 -> 1.33, int6 1.19 -> 1.03, int5 1.11 -> 1.01, uint7 1.18 -> 1.10, int8 1.02 -> 0.98.
