@@ -1405,11 +1405,11 @@ class _Emitter:
         guards = list(a.guards) + list(b.guards)
         if isinstance(fused, pair_dot.DecodedPairDot):
             # K steps as the multiply-add nest unrolls them (word offsets and shift amounts of a fused unpack
-            # become constants), in pairs
-            steps = (_k_unroll(K, N, vec, (b,), unpack_period(fused.weights, self.info.defs, 0)) or {}).get(1, 1)
-            # the pair nest's body is light (one decode per vector and pair, shared by the rows), so it may
-            # unroll a period longer than UNROLL_K: 5-bit codes 32 outputs wide repeat every 32 K rows
+            # become constants), in pairs. The pair nest's body is light (one decode per vector and pair, shared
+            # by the rows), so it may unroll a period longer than UNROLL_K: 5-bit codes 32 outputs wide repeat
+            # every 32 K rows
             period = unpack_period(fused.weights, self.info.defs, 0, limit=_PAIR_PERIOD_LIMIT)
+            steps = (_k_unroll(K, N, vec, (b,), period) or {}).get(1, 1)
             if period is not None and period > steps and period * max(1, N // vec) <= UNROLL_STATEMENTS:
                 steps = period
             steps += steps % 2
