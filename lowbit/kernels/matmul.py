@@ -10,7 +10,8 @@
   TVM's CPU GEMV also takes the two forms of ``matmul.lbk`` made for streaming a weight from memory:
   ``wt`` (the codes cut into tiles in program order, so each program reads one contiguous range) and
   ``gdot`` (``K`` tiles of one group, each group's dot scaled once); so do more rows of x with weights that
-  unpack cheaply (:func:`cheap_unpack`), 4 rows per program.
+  unpack cheaply (:func:`cheap_unpack`) or any weight with bf16 activations (:func:`bf16_pairs`), 4 rows per
+  program, or 8 where the weights are decoded into bf16 pairs (:func:`decoded_pairs`) and M is a multiple of 8.
 * **Weights** are repacked once per kernel storage format and cached on the ``QuantizedTensor``
   (:meth:`~lowbit.quant.QuantizedTensor.get_packed`, keyed by the format id the low-bit lowering pass
   derived): codes transposed to ``[K, N]`` (or cut into ``[BK, BN]`` tiles for ``wt``) then packed,

@@ -42,6 +42,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from lowbit.dtypes import dtype as lowbit_dtype
 from lowbit.ir import nodes as n
 from lowbit.ir import numerics as num
 from lowbit.ir.interpreter import ZERO_BIT, bit_origins, element_origins
@@ -390,8 +391,6 @@ def value_set(v: n.Value, defs: Mapping[str, n.Instr | None], decoded: Mapping[s
     >>> len(found), float(found.min()), float(found.max())
     (256, -128.0, 127.0)
     """
-    from lowbit.dtypes import dtype as lowbit_dtype
-
     src, _ = strip_views(v, defs, (n.Broadcast, n.ExpandDims, n.Reshape, n.Permute))
     if src.name in decoded:
         code = lowbit_dtype(decoded[src.name])
