@@ -63,7 +63,7 @@ from lowbit.ir.verifier import verify
 from lowbit.lowering.target import host_has_avx512, host_has_avx512_bf16
 
 from . import tir_text as tt
-from . import lookup_sum, pair_dot
+from . import lookup_sum, nan_guard, pair_dot
 from .operands import LANES, Affine, view_index
 from .analysis import KernelInfo, plan_inlining
 from .schedule import choose_vector, cpu_loops, cuda_loops, dot_row_block, layout_vector_width
@@ -298,6 +298,7 @@ class _Emitter:
         self.constants = dict(constants)
         self.facts = facts
         self._fused_dots: dict[str, FusedDot | None] = {}
+        self._nan_guards: dict[str, nan_guard.NanGuard | None] = {}
         self.info: KernelInfo = plan_inlining(kernel, None if target.cuda else target.lanes("float32"),
                                               lambda dot, defs: self._fused_dot_of(dot, defs) is not None)
         self.names = _Names()
@@ -1249,6 +1250,7 @@ class _Emitter:
         (matched once: the inlining plan needs the answer too, since both unpack ``b`` once for all rows)."""
         name = ins.result.name
         if name not in self._fused_dots:
+            ins = self._without_nan(ins, defs)
             shape = ins.result.type.shape
             fits = (not self.t.cuda and self.t.lanes("float32") == LANES and host_has_avx512()
                     and all(isinstance(d, int) for d in shape)
@@ -1270,9 +1272,27 @@ class _Emitter:
         return self._fused_dots[name]
 
     def _decoded(self) -> Mapping[str, str]:
-        """``select-dequant``'s record of decoded values (value name -> code type)."""
+        """``select-dequant``'s record of decoded values (value name -> code type), and the values a NaN guard
+        took out of a decode (:meth:`_without_nan`: the same code's values, NaN codes as finite ones)."""
         found = self.facts.get(DECODED) if isinstance(self.facts, Mapping) else None
-        return found if isinstance(found, Mapping) else {}
+        decoded = dict(found) if isinstance(found, Mapping) else {}
+        for guard in self._nan_guards.values():
+            if guard is not None and guard.operand.name in decoded:
+                decoded[guard.values.name] = decoded[guard.operand.name]
+        return decoded
+
+    def _nan_guard_of(self, ins: n.Dot, defs: Mapping[str, n.Instr | None]) -> nan_guard.NanGuard | None:
+        """The :mod:`.nan_guard` form of a CPU ``dot``'s weights (matched once per dot)."""
+        name = ins.result.name
+        if name not in self._nan_guards:
+            self._nan_guards[name] = None if self.t.cuda else nan_guard.match(ins.b, defs)
+        return self._nan_guards[name]
+
+    def _without_nan(self, ins: n.Dot, defs: Mapping[str, n.Instr | None]) -> n.Dot:
+        """``ins`` on the weights without their NaN ``where`` when a NaN guard applies (the emitter then sets the
+        NaN columns after the dot: :meth:`_nan_columns`), else ``ins``."""
+        guard = self._nan_guard_of(ins, defs)
+        return ins if guard is None else replace(ins, b=guard.values)
 
     def _pair_dot_target(self) -> bool:
         """Whether products may use ``vdpbf16ps`` (:mod:`.pair_dot`): a CPU with 512-bit vectors and AVX-512 BF16."""
@@ -1336,6 +1356,8 @@ class _Emitter:
             self.tiles[r.name] = buf
 
     def op_Dot(self, ins: n.Dot) -> None:
+        guard = self._nan_guard_of(ins, self.info.defs)
+        ins = self._without_nan(ins, self.info.defs)
         r = ins.result
         a, b, acc = self.get(ins.a), self.get(ins.b), self.get(ins.acc)
         M, K = ins.a.type.shape
@@ -1387,7 +1409,47 @@ class _Emitter:
                                unroll=_k_unroll(K, N, vec, (a, b), unpack_period(ins.b, self.info.defs, 0)))
             else:
                 self._blocked_dot(out, a, b, (M, K, N), rows, vec, prod, add)
+            if guard is not None:
+                self._nan_columns(guard, out, (M, K, N))
         self.tiles[r.name] = out
+
+    def _nan_columns(self, guard: nan_guard.NanGuard, out: BufferTile, mkn: tuple[int, int, int]) -> None:
+        """Column ``j`` of ``out`` (the dot's result) NaN where the weights' NaN test holds in column ``j``
+        (:mod:`.nan_guard`): 3 vector instructions per storage word say whether any word holds a NaN code; only
+        then an exact loop over the test itself sets the columns."""
+        M, K, N = mkn
+        words = self.get(guard.words)
+        wdt = guard.words.dtype
+        shape = tuple(int(d) for d in guard.words.type.shape)
+        size = 1
+        for d in shape:
+            size *= d
+        v = choose_vector(size, self.t.lanes(wdt))
+        seen = self.tile_buffer(out.name + "_nanw", (v,), wdt)
+        fields, carries = tt.lit(guard.fields, wdt), tt.lit(guard.carries, wdt)
+        self.emit_nest((v,), lambda idx, fast: [f"{seen.write(idx)} = {tt.lit(0, wdt)}"], vector=v)
+
+        def scan(fast: bool) -> list[Item]:
+            h, (wo, lane) = cpu_loops((size // v, v), v if fast else 1, prefix="nw")
+            w = words.read(unflatten(f"{wo} * {v} + {lane}", shape), fast)
+            # ~((~w & M) + M) & C, with ~w & M as (w & M) ^ M and ~t & C as (t ^ C) & C
+            field_zero = f"(({w} & {fields}) ^ {fields})"
+            flags = f"((({field_zero} + {fields}) ^ {carries}) & {carries})"
+            return _nest_items(h, [f"{seen.write([lane])} = {seen.read([lane], True)} | {flags}"])
+
+        self.emit_versioned(list(words.guards), scan(True), lambda: scan(False))
+        found = self.local_scalar(out.name + "_nan", wdt)
+        self.emit(f"{found}[0] = {tt.lit(0, wdt)}")
+        h, (lane,) = cpu_loops((v,), 1, prefix="nl")
+        for item in _nest_items(h, [f"{found}[0] = {found}[0] | {seen.read([lane], True)}"]):
+            self.emit(item)
+        cond = self.get(guard.cond)
+        (hj, (j,)), (hk, (k,)), (hi, (i,)) = (cpu_loops((d,), 1, prefix=p) for d, p in ((N, "nj"), (K, "nk"), (M, "ni")))
+        hit = _Scope(f"if {cond.read([k, j], False)}:")
+        hit.body.extend(_nest_items(hi, [f"{out.write([i, j])} = {tt.lit(float('nan'), out.dtype)}"]))
+        rare = _Scope(f"if {found}[0] != {tt.lit(0, wdt)}:")
+        rare.body.extend(_nest_items(hj + hk, [hit]))
+        self.emit(rare)
 
     def _register_gemm(self, fused: FusedDot, out: BufferTile, a: Tile, b: Tile,
                        mkn: tuple[int, int, int], vec: int, prod: Callable[[str, str], str],
