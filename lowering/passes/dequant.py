@@ -16,8 +16,8 @@ check every code of every type against :mod:`lowbit.dtypes` through the interpre
   exponent field, the sign stays on top and fills the bits between, which an ``and`` clears), ``view``, then
   multiply by ``2**(bias_dst - b)``. Normals are rebiased and **subnormals come out exact** (a destination
   subnormal times a power of two; the same trick as Tilus and Marlin). Straight to f16 when E <= 4 and every
-  value is an exact f16, else through f32. float8_e4m3fn's NaN codes become NaN with a ``where`` on a test of the carrier (which a CPU
-  ``dot`` moves out of its K loop: ``lowering/tvm/nan_guard.py``). Reads only
+  value is an exact f16, else through f32. float8_e4m3fn's NaN codes become NaN with a ``where`` on a test of
+  the carrier (which a CPU ``dot`` moves out of its K loop: ``lowering/tvm/nan_guard.py``). Reads only
   the code's low ``n`` bits (the first shift drops the rest), like ``table``: 3 instructions where masking and
   placing sign and body apart took 5 (float8_e4m3fn x bf16 GEMV, 4096^2, 2 threads: 0.72 -> 0.61 ms).
 * ``shift`` (float8_e5m2): the code is the high byte of an f16: ``code << 8``, ``view`` (inf/NaN kept).
