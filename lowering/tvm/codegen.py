@@ -1444,7 +1444,8 @@ class _Emitter:
         for item in _nest_items(h, [f"{found}[0] = {found}[0] | {seen.read([lane], True)}"]):
             self.emit(item)
         cond = self.get(guard.cond)
-        (hj, (j,)), (hk, (k,)), (hi, (i,)) = (cpu_loops((d,), 1, prefix=p) for d, p in ((N, "nj"), (K, "nk"), (M, "ni")))
+        (hj, (j,)), (hk, (k,)), (hi, (i,)) = (cpu_loops((d,), 1, prefix=p)
+                                              for d, p in ((N, "nj"), (K, "nk"), (M, "ni")))
         hit = _Scope(f"if {cond.read([k, j], False)}:")
         hit.body.extend(_nest_items(hi, [f"{out.write([i, j])} = {tt.lit(float('nan'), out.dtype)}"]))
         rare = _Scope(f"if {found}[0] != {tt.lit(0, wdt)}:")
