@@ -51,6 +51,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import keyword
+import math
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence, Union
@@ -1421,9 +1422,7 @@ class _Emitter:
         words = self.get(guard.words)
         wdt = guard.words.dtype
         shape = tuple(int(d) for d in guard.words.type.shape)
-        size = 1
-        for d in shape:
-            size *= d
+        size = math.prod(shape)
         v = choose_vector(size, self.t.lanes(wdt))
         seen = self.tile_buffer(out.name + "_nanw", (v,), wdt)
         fields, carries = tt.lit(guard.fields, wdt), tt.lit(guard.carries, wdt)

@@ -358,3 +358,12 @@ def K():
     import types
 
     return types.SimpleNamespace(**{k: v for k, v in globals().items() if k.startswith("build_")})
+
+
+@pytest.fixture
+def tvm_cpu() -> None:
+    """Skips the test where the driver has no TVM CPU backend (the library's kernels compile through it)."""
+    from lowbit.kernels.library import _registered
+
+    if not _registered("tvm", "cpu"):
+        pytest.skip("no TVM CPU backend here")

@@ -24,13 +24,6 @@ from lowbit.lowering.tvm.operands import Affine  # noqa: E402
 from lowbit.quant import quantize  # noqa: E402
 
 
-def _tvm_or_skip():
-    from lowbit.kernels.library import _registered
-
-    if not _registered("tvm", "cpu"):
-        pytest.skip("no TVM CPU backend here")
-
-
 def _source(x_dtype: str, dtype: str, zero_point: bool, cfg: MatmulConfig) -> str:
     w = quantize(torch.randn(64, 256), dtype, group_size=128, zero_point=zero_point)
     return compiled(FILE, "lowbit_matmul", "tvm", "cpu", **_constants(w, x_dtype, cfg, False)).source
@@ -48,8 +41,7 @@ def _source(x_dtype: str, dtype: str, zero_point: bool, cfg: MatmulConfig) -> st
     ("bfloat16", "int2", False, 0, False),     # stored as substreams: the bf16 pair dot (where the host has it)
     ("bfloat16", "uint1", True, 1, True),      # 4 products per lookup: fewer instructions than the pair dot
 ])
-def test_selected_exactly_where_it_applies(x_dtype, dtype, zero_point, zsum, expected):
-    _tvm_or_skip()
+def test_selected_exactly_where_it_applies(x_dtype, dtype, zero_point, zsum, expected, tvm_cpu):
     text = _source(x_dtype, dtype, zero_point, MatmulConfig(1, 64, 128, 1, 1, wt=1, gdot=1, zsum=zsum))
     assert ("lut_sums" in text and f'"{lookup_sum.PERMPS}"' in text) == (expected and host_has_avx512())
     if expected and host_has_avx512():

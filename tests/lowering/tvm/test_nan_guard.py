@@ -15,13 +15,6 @@ from lowbit.packing import pack  # noqa: E402
 from lowbit.quant import QuantizedTensor, quantize  # noqa: E402
 
 
-def _tvm_or_skip():
-    from lowbit.kernels.library import _registered
-
-    if not _registered("tvm", "cpu"):
-        pytest.skip("TVM is not available")
-
-
 def _word_flags(words: np.ndarray, fields: list[tuple[int, int]]) -> np.ndarray:
     mask, carries = fields_and_carries(fields)
     w = words.astype(np.uint64)
@@ -73,10 +66,9 @@ def _reference(x: torch.Tensor, codes: np.ndarray, like: QuantizedTensor) -> tup
 
 @pytest.mark.parametrize("m", [1, 4, 16])
 @pytest.mark.parametrize("xtype", ["float32", "bfloat16"])
-def test_nan_codes_make_their_columns_nan(m, xtype):
+def test_nan_codes_make_their_columns_nan(m, xtype, tvm_cpu):
     """NaN codes at K rows of several groups (the first and last row among them) in a few columns, x with zeros
     and an infinity at those rows: NaN, infinities and finite values where float64 has them (within the bound)."""
-    _tvm_or_skip()
     n, k, group = 96, 512, 128
     gen = np.random.default_rng(m)
     like = quantize(torch.randn(n, k), "float8_e4m3fn", group_size=group)
@@ -108,9 +100,8 @@ def test_nan_codes_make_their_columns_nan(m, xtype):
     assert bool((err <= bound[finite] * (1 + rounding) + ref[finite].abs() * rounding).all()), float(err.max())
 
 
-def test_weights_without_nan_codes_take_no_slow_path():
+def test_weights_without_nan_codes_take_no_slow_path(tvm_cpu):
     """The word check fires only for NaN codes: with none, every output finite and within the bound."""
-    _tvm_or_skip()
     n, k, group = 64, 256, 128
     like = quantize(torch.randn(n, k), "float8_e4m3fn", group_size=group)
     gen = np.random.default_rng(3)

@@ -34,13 +34,6 @@ U32 = 2.0 ** -24
 U_BF16 = 2.0 ** -8
 
 
-def _tvm_or_skip():
-    from lowbit.kernels.library import _registered
-
-    if not _registered("tvm", "cpu"):
-        pytest.skip("no TVM CPU backend here")
-
-
 def _check(y, x, w, what: str) -> None:
     wd = w.dequantize("float64")
     x64 = x.double()
@@ -85,8 +78,7 @@ CASES = [  # dtype, group, n, k, m, config, threads
 
 @pytest.mark.parametrize("dtype,group,n,k,m,cfg,threads", CASES,
                          ids=[f"{c[0]}-M{c[4]}-dot{c[5].dot if c[5] else 'default'}-t{c[6]}" for c in CASES])
-def test_bf16_activations_against_fp64(monkeypatch, dtype, group, n, k, m, cfg, threads):
-    _tvm_or_skip()
+def test_bf16_activations_against_fp64(monkeypatch, dtype, group, n, k, m, cfg, threads, tvm_cpu):
     monkeypatch.setenv("LOWBIT_NUM_THREADS", str(threads))     # the weight layout depends on the threads
     gen = torch.Generator().manual_seed(zlib.crc32(repr((dtype, group, n, k, m, threads)).encode()))
     w = quantize(torch.randn(n, k, generator=gen), dtype, group_size=group)
@@ -117,8 +109,7 @@ def _source(x_dtype: str, dtype: str, zero_point: bool, cfg: MatmulConfig) -> st
     ("float32", "int8", False, False, 4),
     ("bfloat16", "uint8", True, False, 4),       # (q - z) is not exact in bf16
 ])
-def test_selected_exactly_where_it_applies(x_dtype, dtype, zero_point, expected, rows):
-    _tvm_or_skip()
+def test_selected_exactly_where_it_applies(x_dtype, dtype, zero_point, expected, rows, tvm_cpu):
     text = _source(x_dtype, dtype, zero_point, MatmulConfig(rows, 64, 128, 1, 1, wt=1, gdot=1))
     bf16 = host_has_avx512_bf16()
     assert (f'"{pair_dot.DPBF16}", ' in text) == (bool(expected) and bf16)
@@ -135,8 +126,7 @@ def test_selected_exactly_where_it_applies(x_dtype, dtype, zero_point, expected,
     ("float8_e4m3fn", 8, True, 2),
     ("int4", 8, False, None),    # vpermw pairs of 4-bit codes are not adjacent K rows: x is read in place
 ])
-def test_pair_nest_of_many_rows_stages_x(dtype, rows, staged, period):
-    _tvm_or_skip()
+def test_pair_nest_of_many_rows_stages_x(dtype, rows, staged, period, tvm_cpu):
     if not host_has_avx512_bf16():
         pytest.skip("no AVX-512 BF16 here")
     text = _source("bfloat16", dtype, False, MatmulConfig(rows, 32, 128, 1, 1, wt=1, gdot=1))
@@ -151,14 +141,13 @@ DECODED_TYPES = ["int8", "uint8", "int7", "uint6", "int5", "float8_e4m3fn", "flo
 
 
 @pytest.mark.parametrize("dtype", DECODED_TYPES)
-def test_decoded_pairs_carry_every_code_exactly(dtype):
+def test_decoded_pairs_carry_every_code_exactly(dtype, tvm_cpu):
     """Every finite code of the type, in every row of a 4-row tile, through the decoded pair dot: the
     f32 weights are joined into bf16 pairs by their high halves, which must lose nothing."""
     from lowbit.dtypes import dtype as lowbit_dtype
     from lowbit.packing import pack
     from lowbit.quant import QuantizedTensor
 
-    _tvm_or_skip()
     code = lowbit_dtype(dtype)
     finite = np.flatnonzero(np.isfinite(code.values()))
     k, n, m, group = 2 * 128 * -(-len(finite) // 256), 32, 4, 128
@@ -214,13 +203,12 @@ def test_bf16_exactness_proof():
     ("bfloat16", "int2", "pair"),          # vpermw of 32 bf16 entries
     ("bfloat16", "int5", "permute"),       # vpermi2ps of a 32-entry table (two registers)
 ])
-def test_register_tables_are_pinned(x_dtype, dtype, lookup):
+def test_register_tables_are_pinned(x_dtype, dtype, lookup, tvm_cpu):
     # a table passed through lowbit_pin once per program stays in a register: without it LLVM re-loads the
     # constant (a vbroadcasti32x4 from the constant pool) in every iteration of the lookup loop
     from lowbit.lowering.target import host_has_avx512
     from lowbit.lowering.tvm import codegen
 
-    _tvm_or_skip()
     text = _source(x_dtype, dtype, False, MatmulConfig(1, 64, 128, 1, 1, wt=1, gdot=1))
     in_register = {"permute": host_has_avx512(), "pair": host_has_avx512_bf16(), None: False}[lookup]
     assert (f'"{codegen.PIN}"' in text) == in_register
@@ -299,10 +287,9 @@ def test_share_shifts_leaves_codes_crossing_a_half_alone():
     assert [(s.shift, s.position) for (s,) in shared] == [(0, 0), (0, 3), (14, 0), (1, 0)]
 
 
-def test_a_fused_dot_of_zeros_starts_its_sums_in_registers():
+def test_a_fused_dot_of_zeros_starts_its_sums_in_registers(tvm_cpu):
     # dot(x, w) with no accumulator: the sums start at zero in registers instead of being loaded from a
     # zeroed buffer, and are stored once after the loop (the checked fallback zeroes the buffer itself)
-    _tvm_or_skip()
     if not host_has_avx512_bf16():
         pytest.skip("the pair dot needs AVX-512 BF16")
     text = _source("bfloat16", "int4", False, MatmulConfig(1, 64, 128, 1, 1, wt=1, gdot=1))
