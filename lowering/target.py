@@ -108,19 +108,22 @@ def host_has_avx512_bf16() -> bool:
     return {"avx512f", "avx512bw", "avx512_bf16"} <= host_cpu_flags()
 
 
-def register_table_entries(target: Target, dtype: str) -> int:
+def register_table_entries(target: Target, dtype: str, bf16_products: bool = False) -> int:
     """Entries of a table of ``dtype`` values that ``target`` looks up with one vector instruction (0: none).
 
     TVM's CPU target on an AVX-512 host: 32 for 32-bit values (``vpermps`` / ``vpermd`` pick each lane's entry
     of one register by the low 4 bits of its index lane, ``vpermi2ps`` / ``vpermi2d`` of two registers by the low
-    5). Elsewhere 0 (a ``lookup`` still works, as a gather or select tree).
+    5). ``bf16_products``: the looked-up values are multiplied by bf16 activations, which TVM's CPU code does
+    in bf16 pairs on an AVX-512 BF16 host (``lowering/tvm/pair_dot.py``): there the table is held as bf16,
+    and ``vpermi2w`` picks from 64 entries of two registers by the low 6 bits. Elsewhere 0 (a ``lookup`` still
+    works, as a gather or select tree).
 
     >>> register_table_entries(parse_target("triton:sm_90"), "float32")
     0
     """
     if target.backend == "tvm" and target.kind == "cpu" and dtype in ("float32", "int32", "uint32") \
             and target.vector_bytes >= 64 and host_has_avx512():
-        return 32
+        return 64 if bf16_products and dtype == "float32" and host_has_avx512_bf16() else 32
     return 0
 
 

@@ -134,8 +134,10 @@ def _k_tiling(k: int, g: int, target: int) -> tuple[int, int]:
 
 def cheap_unpack(wtype: str | None) -> bool:
     """Whether codes of lowbit type ``wtype`` unpack for a few instructions per 16 weights: codes of at most 4
-    bits (one table lookup, ``select_dequant``) and 8-bit integers (a widening convert). Wider floats and 5-7-bit
-    codes are decoded by arithmetic, dear enough that a tile of many rows should share each decode.
+    bits (one table lookup, ``select_dequant``) and 8-bit integers (a widening convert). Wider floats and 6-7-bit
+    codes are decoded by arithmetic, dear enough that a tile of many rows should share each decode. 5-bit codes
+    are one lookup too (two table registers), but with f32 activations streaming them measured 2x faster at
+    M = 8 and ~10% slower at M = 16-32 than the GEMM tile (int5, 1024 x 4096, one thread), so they stay out.
 
     >>> cheap_unpack("uint3"), cheap_unpack("int8"), cheap_unpack("float8_e4m3fn"), cheap_unpack(None)
     (True, True, False, False)
@@ -157,13 +159,13 @@ def bf16_pairs(wtype: str | None, xtype: str | None) -> bool:
 
 def decoded_pairs(wtype: str | None, xtype: str | None) -> bool:
     """Whether TVM's CPU code multiplies ``wtype`` weights by ``xtype`` activations in bf16 pairs of *decoded*
-    weights (:func:`bf16_pairs` for codes wider than 4 bits; narrower ones index a ``vpermw`` table of bf16
-    pairs directly), where a decode is dear enough that more rows should share it.
+    weights (:func:`bf16_pairs` for codes wider than 6 bits; narrower ones index a ``vpermw`` / ``vpermi2w``
+    table of bf16 values directly), where a decode is dear enough that more rows should share it.
 
-    >>> decoded_pairs("int4", "bfloat16"), decoded_pairs("float8_e4m3fn", "float32")
+    >>> decoded_pairs("int6", "bfloat16"), decoded_pairs("float8_e4m3fn", "float32")
     (False, False)
     """
-    return bf16_pairs(wtype, xtype) and dtype(wtype).nbits > 4
+    return bf16_pairs(wtype, xtype) and dtype(wtype).nbits > 6
 
 
 def choose_config(m: int, n: int, k: int, group_size: int, backend: str, device: str,

@@ -47,6 +47,7 @@ from ..target import host_has_avx512
 from .manager import PassContext, register_pass
 from .packed_format import PackedFormat, derive_format
 from .lowbit_emit import Emitter, all_names
+from .products import meets_bf16_product, single_row_products
 from .select_dequant import lower_code_values
 from .target_layouts import default_layout
 
@@ -57,25 +58,27 @@ def worker_vector_bytes(target) -> int:
 
 
 def substreams_for(target, dtype: str, layout: Any, meets_bf16: bool = True) -> int:
-    """2 (two uint16 streams per 32-bit word, see :mod:`.packed_format`) for 1-3-bit codes on TVM's CPU target
-    when the tile allows it and the codes meet bf16 activations in a product (``meets_bf16``, see
-    :func:`meets_bf16_product`), else 1. Groups (:func:`groups_for`) take precedence: 1-bit codes are stored
-    in streams only where the tile cannot hold groups.
+    """2 (two uint16 streams per 32-bit word, see :mod:`.packed_format`) for 1-3-, 5- and 6-bit codes on TVM's
+    CPU target when the tile allows it and the codes meet bf16 activations in a product (``meets_bf16``, see
+    :func:`.products.meets_bf16_product`), else 1. Groups (:func:`groups_for`) take precedence: 1-bit codes are
+    stored in streams only where the tile cannot hold groups.
 
-    Why: the bf16 pair dot (``lowering/tvm/pair_dot.py``) needs the two 16-bit halves of a lane to hold
-    codes at the same bit offset. One dense stream does that only for widths dividing 16; with two streams
-    3-bit codes do too (a code crossing a 16-bit word is joined by a 16-bit funnel shift). With 1- and 2-bit
+    Why: the bf16 pair dot (``lowering/tvm/pair_dot.py``) looks codes of up to 6 bits up in a bf16 table and
+    needs the two 16-bit halves of a lane to hold codes at the same bit offset. One dense stream does that
+    only for widths dividing 16; with two streams 3-, 5- and 6-bit codes do too (a code crossing a 16-bit word
+    is joined by a 16-bit funnel shift): int5 x bf16, 1 x 1024 x 4096, one thread, weights in cache, 84.5 ->
+    55.6 us; int6 (a 64-entry table, :func:`.select_dequant` choosing it for codes that meet bf16 products)
+    113 -> 64 us, float6_e3m2 139 -> 58 us. With 1- and 2-bit
     codes one dense stream pairs K rows that are not adjacent (k and k + 2 with 2-bit codes in a 4-column
     tile), so each activation pair is put together from two scalar loads; two streams pair k with k + 1, one
     32-bit load (int2 x bf16, 4096 x 4096: 64 -> 56 instructions per 16 products in the loop; the kernel's time
     moved within this machine's noise, 0.14-0.16 ms either way). Without bf16 activations no pair dot
     applies, and one dense stream unpacks faster: half as many codes cross a word (int3 x f32, 4096 x 4096,
-    weights in cache: 0.29 ms dense, 0.31 ms from two streams). Widths 5-7 are dequantized by arithmetic,
-    not by a table lookup (:mod:`.select_dequant`), so no pair dot applies to them, and their unpack from two
-    streams is slower (int5 x bf16, 4096 x 4096: 0.40 -> 0.60 ms).
+    weights in cache: 0.29 ms dense, 0.31 ms from two streams). Widths 7-8 take more than 64 entries, so no
+    table; their decode by arithmetic unpacks from two streams more slowly than from one.
     """
     nbits = nbits_of(dtype)
-    if target.backend != "tvm" or target.kind != "cpu" or nbits not in (1, 2, 3) or not meets_bf16:
+    if target.backend != "tvm" or target.kind != "cpu" or nbits not in (1, 2, 3, 5, 6) or not meets_bf16:
         return 1
     try:
         PackedFormat(dtype, layout, worker_vector_bytes(target), substreams=2).plan  # noqa: B018 (checks the tile)
@@ -138,67 +141,6 @@ def planes_for(target, dtype: str, layout: Any, meets_bf16: bool = True, single_
     except CompileError:
         return False
     return True
-
-
-def code_products(kernel: n.Kernel, param: str) -> list[tuple[n.Instr, n.Value]]:
-    """The products of ``kernel`` (``dot``, or ``mul``) with an operand computed element-wise from loads of
-    tensor ``param`` (through casts, arithmetic, broadcasts and reshapes), each with its other operand.
-    Values past a reduction (``dot``, ``sum``) no longer count as the codes, so scaling a dot product by
-    scales does not.
-
-    >>> from lowbit.ir import KernelBuilder
-    >>> kb = KernelBuilder("k"); w = kb.tensor_param("w", "int3", [4, 8]); x = kb.tensor_param("x", "f32", [1, 4])
-    >>> y = kb.tensor_param("y", "f32", [1, 8])
-    >>> kb.store(y, kb.dot(kb.load(x, [0, 0], [1, 4]), kb.cast(kb.load(w, [0, 0], [4, 8]), "f32")), [0, 0])
-    >>> [(ins.opcode, list(other.shape)) for ins, other in code_products(kb.build(), "w")]
-    [('dot', [1, 4])]
-    """
-    codes: set[str] = set()
-    found: list[tuple[n.Instr, n.Value]] = []
-    for ins in kernel.walk():
-        operands = ((ins.a, ins.b) if isinstance(ins, n.Dot) else
-                    (ins.lhs, ins.rhs) if isinstance(ins, n.Binary) and ins.op == "mul" else None)
-        if operands is not None and (operands[0].name in codes) != (operands[1].name in codes):
-            found.append((ins, operands[1] if operands[0].name in codes else operands[0]))
-        r = getattr(ins, "result", None)
-        if r is None:
-            continue
-        if isinstance(ins, n.Load):
-            if ins.tensor.name == param:
-                codes.add(r.name)
-        elif not isinstance(ins, (n.Dot, n.Reduce)) and any(v.name in codes for v in ins.inputs):
-            codes.add(r.name)
-    return found
-
-
-def meets_bf16_product(kernel: n.Kernel, param: str) -> bool:
-    """Whether some product of ``kernel`` (:func:`code_products`) multiplies the codes of tensor ``param`` by
-    a bf16 tile cast up to f32 (through broadcasts and reshapes): the operands of the bf16 pair dot.
-
-    >>> from lowbit.ir import KernelBuilder
-    >>> kb = KernelBuilder("k"); w = kb.tensor_param("w", "int3", [8]); x = kb.tensor_param("x", "bf16", [8])
-    >>> y = kb.tensor_param("y", "f32", [8])
-    >>> wx = kb.mul(kb.cast(kb.load(w, [0], [8]), "f32"), kb.cast(kb.load(x, [0], [8]), "f32"))
-    >>> kb.store(y, wx, [0]); meets_bf16_product(kb.build(), "w")
-    True
-    """
-    activations: set[str] = set()
-    views = (n.Broadcast, n.ExpandDims, n.Reshape, n.Permute)
-    for ins in kernel.walk():
-        r = getattr(ins, "result", None)
-        if r is not None and ((isinstance(ins, n.Cast) and r.dtype == "float32"
-                               and (ins.x.dtype == "bfloat16" or ins.x.name in activations))
-                              or (isinstance(ins, views) and ins.x.name in activations)):
-            activations.add(r.name)
-    return any(other.name in activations for _, other in code_products(kernel, param))
-
-
-def single_row_products(kernel: n.Kernel, param: str) -> bool:
-    """Whether the codes of tensor ``param`` meet products, all of them ``dot(a, codes)`` with one row of
-    ``a`` (a GEMV's tile)."""
-    products = code_products(kernel, param)
-    return bool(products) and all(isinstance(ins, n.Dot) and other is ins.a and tuple(other.shape[:1]) == (1,)
-                                  for ins, other in products)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -451,5 +393,4 @@ def lower_lowbit(kernel: n.Kernel, ctx: PassContext) -> n.Kernel:
 register_pass("lower-lowbit", "packed storage for low-bit tensors derived from their tile layouts; loads become "
                               "storage loads + unpack + dequant; host repack in ctx.param_formats")(lower_lowbit)
 
-__all__ = ["lower_lowbit", "worker_vector_bytes", "substreams_for", "groups_for", "planes_for", "code_products",
-           "meets_bf16_product", "single_row_products"]
+__all__ = ["lower_lowbit", "worker_vector_bytes", "substreams_for", "groups_for", "planes_for"]

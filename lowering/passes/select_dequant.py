@@ -8,7 +8,8 @@ layout holding the raw code bits (:func:`.dequant.emit_extract` unpacks the bits
 that straddle words). Each ``cast(code -> native)`` becomes :func:`.dequant.emit_decode` with the method of
 :func:`.dequant.select_method`: bit arithmetic (``arith``, ``magic``, ``bits``, ``shift``) or, for codes of at
 most 4 bits, a lookup (``lut``), whichever emits the fewest instructions on the target
-(``ctx.options["dequant"]`` overrides the rule); integer results
+(``ctx.options["dequant"]`` overrides the rule; a decode whose every product is with bf16 activations may take a
+larger table, :func:`.products.products_of`); integer results
 go through the exact integer value. Afterwards no code type is left; if the kernel carries layouts, the
 new helper tiles get theirs from :func:`.layout_inference.infer_layouts` (everything else stays pinned).
 Each float decode is recorded in ``ctx.facts["decoded"]`` (value name -> code type): what the values can
@@ -43,6 +44,7 @@ from ..target import register_table_entries
 from .dequant import (CARRIER, LOW_BITS_METHODS, emit_decode, emit_extract, emit_int_value, forced_method,
                       select_method, spread_table)
 from .manager import PassContext, register_pass
+from .products import bf16_activations, products_of
 from .lowbit_emit import Emitter, all_names
 
 _MOVES = (n.Reshape, n.Permute, n.Broadcast, n.ExpandDims)
@@ -79,6 +81,7 @@ class CodeRewriter:
         self.loose: dict[str, n.Value] = {}
         self.defs: dict[str, n.Instr] = {}
         self.mapping: dict[n.Value, n.Value] = {}
+        self._activations: set[str] | None = None
 
     # ------------------------------------------------------------------ driver
     def run(self) -> n.Kernel:
@@ -201,9 +204,21 @@ class CodeRewriter:
             return forced in LOW_BITS_METHODS
         return kind_of(code_dtype) == "float" or register_table_entries(self.ctx.target, "float32") > 0
 
-    def method(self, code: str, dst: str) -> str:
-        entries = register_table_entries(self.ctx.target, dst)
+    def method(self, code: str, dst: str, cast: n.Cast | None = None) -> str:
+        """The decode method of ``code`` into ``dst``; a table may be larger where the decode ``cast`` meets
+        bf16 activations in a product (:func:`.target.register_table_entries`)."""
+        bf16 = cast is not None and self._meets_bf16(cast)
+        entries = register_table_entries(self.ctx.target, dst, bf16_products=bf16)
         return select_method(code, dst, self.ctx.target.kind, self.ctx.options, entries)
+
+    def _meets_bf16(self, cast: n.Cast) -> bool:
+        if self._activations is None:
+            self._activations = bf16_activations(self.kernel)
+        if not self._activations:
+            return False
+        name = cast.result.name
+        found = products_of(self.kernel, lambda ins: isinstance(ins, n.Cast) and ins.result.name == name)
+        return bool(found) and all(other.name in self._activations for _, other in found)
 
     def decode(self, ins: n.Cast, em: Emitter) -> n.Value:
         code, dst = ins.x.dtype, ins.result.dtype
@@ -212,7 +227,7 @@ class CodeRewriter:
         kind = kind_of(dst)
         if kind == "float" or kind_of(code) not in ("int", "uint"):
             out = dst if kind == "float" else "float32"
-            method = self.method(code, out)
+            method = self.method(code, out, ins)
             if method in LOW_BITS_METHODS:
                 c = self.loose.get(ins.x.name, c)
             v = emit_decode(em, c, code, out, method, layout)

@@ -913,13 +913,13 @@ class _Emitter:
     def op_Lookup(self, ins: n.Lookup) -> None:
         """``table[x mod size]``: in a 16-lane vectorized nest on an AVX-512 CPU, one ``vpermps`` / ``vpermd``
         of the table (repeated to 16 entries) by the index lanes, whose low 4 bits select, or for 17 to 32
-        entries one ``vpermi2ps`` / ``vpermi2d`` of its two halves (the low 5 bits); elsewhere a read of the
-        table buffer at ``x & (size - 1)``."""
+        entries one ``vpermi2ps`` / ``vpermi2d`` of its two halves (the low 5 bits), for 33 to 64 one of each
+        half picked by bit 5; elsewhere a read of the table buffer at ``x & (size - 1)``."""
         x = self.get(ins.x)
         src, dst = ins.x.dtype, ins.result.dtype
         size = len(ins.table)
         permute = None
-        if not self.t.cuda and size <= 2 * LANES and dst in self._PERMUTES and host_has_avx512():
+        if not self.t.cuda and size <= 4 * LANES and dst in self._PERMUTES and host_has_avx512():
             permute = self._PERMUTES[dst]
         table = self.table_buffer(ins.table, dst)
         halves: tuple[str, ...] = ()
@@ -942,7 +942,9 @@ class _Emitter:
                 if len(halves) == 1:
                     e = f'T.call_llvm_pure_intrin("{tdt}", "{one}", {halves[0]}[{lane}], {i})'
                 else:
-                    e = f'T.call_llvm_pure_intrin("{tdt}", "{two}", {halves[0]}[{lane}], {i}, {halves[1]}[{lane}])'
+                    low, *high = (f'T.call_llvm_pure_intrin("{tdt}", "{two}", {halves[h]}[{lane}], {i}, '
+                                  f'{halves[h + 1]}[{lane}])' for h in range(0, len(halves), 2))
+                    e = f"T.Select(T.bitwise_and({i}, {2 * LANES}) != 0, {high[0]}, {low})" if high else low
                 return tt.reinterpret(e, tdt, dst)
             return f"{table}[{self.expand(f'T.bitwise_and({i}, {size - 1})')}]"
 
@@ -1191,9 +1193,10 @@ class _Emitter:
         ``k_lo``, ``k_hi`` of the K step ``q``) and vector ``v`` into ``weights`` (one ``int32`` per output,
         row ``k_lo``'s weight in the low half).
 
-        Codes (:class:`.pair_dot.PairDot`): the 16 storage words are shifted (once per 5-bit window of codes,
-        see :func:`.pair_dot.share_shifts`; or two words funnel-shifted per 16-bit half, for codes crossing a
-        half) and ``vpermw`` picks the weights from the table spread for the codes' place in the window.
+        Codes (:class:`.pair_dot.PairDot`): the 16 storage words are shifted (once per 5- or 6-bit window of
+        codes, see :func:`.pair_dot.share_shifts`; or two words funnel-shifted per 16-bit half, for codes
+        crossing a half) and ``vpermw`` (``vpermi2w`` for 64 entries) picks the weights from the table spread
+        for the codes' place in the window.
         Decoded weights (:class:`.pair_dot.DecodedPairDot`): the two rows' f32 weights, decoded here, joined
         by their high halves (exact: bf16 holds every value)."""
         lanes = LANES
@@ -1214,8 +1217,11 @@ class _Emitter:
 
             return decoded
         words = self.get(pair.words)
-        tables = {src.position: self.table_buffer(pair.table_words(src.position), "int32", register=True)
-                  for row in pair.sources for src in row}
+        tables: dict[int, tuple[str, ...]] = {}      # per code position: the table's registers (1 or 2)
+        for src in (src for row in pair.sources for src in row):
+            spread = pair.table_words(src.position)
+            tables[src.position] = tuple(self.table_buffer(spread[h:h + LANES], "int32", register=True)
+                                         for h in range(0, len(spread), LANES))
         if any(src.high is not None for row in pair.sources for src in row):      # codes crossing a half
             low_words = self.tile_buffer("pair_low", (lanes,), "int32")
             high_words = self.tile_buffer("pair_high", (lanes,), "int32")
@@ -1238,8 +1244,10 @@ class _Emitter:
                 amount = f"T.Broadcast(T.int32({src.offset * 0x10001}), {lanes})"
                 items += [fill, f'{shifted.write([vec])} = T.call_pure_extern("int32x{lanes}", "{pair_dot.FUNNEL16}", '
                                 f"{low_words.read([vec], True)}, {high_words.read([vec], True)}, {amount})"]
-            items.append(f'{weights.write([vec])} = T.call_pure_extern("int32x{lanes}", "{pair_dot.PERMW}", '
-                         f"{shifted.read([vec], True)}, {tables[src.position]}[{vec}])")
+            regs = ", ".join(f"{reg}[{vec}]" for reg in tables[src.position])
+            permute = pair_dot.PERMW if len(tables[src.position]) == 1 else pair_dot.PERMI2W
+            items.append(f'{weights.write([vec])} = T.call_pure_extern("int32x{lanes}", "{permute}", '
+                         f"{shifted.read([vec], True)}, {regs})")
             return items
 
         return coded

@@ -5,8 +5,9 @@ over K. When ``x`` is bf16 and every table entry is exact in bf16, each product 
 way it is computed, so two K steps can share one instruction: ``vdpbf16ps acc, w, xx`` adds
 ``w[2i] * xx[2i] + w[2i+1] * xx[2i+1]`` to f32 lane ``i``: with the bf16 pair ``(x[k], x[k'])`` broadcast
 as ``xx``, lane ``n`` adds the products of K rows ``k`` and ``k'``. The weights come from ``vpermw``: 32 bf16 table
-entries picked by the low 5 bits of each 16-bit half of a 32-bit lane. Per 32 codes that is one shift, one
-permute and one dot instead of two of each and two multiply-adds.
+entries picked by the low 5 bits of each 16-bit half of a 32-bit lane (``vpermi2w``: 64 entries of two
+registers by the low 6 bits, for 6-bit codes). Per 32 codes that is one shift, one permute and one dot instead of
+two of each and two multiply-adds.
 
 The packing decides whether it applies: K must split into pairs ``(k, k')`` such that lane ``n``'s word,
 shifted by ``s``, holds the code of ``(k, n)`` in its low half and that of ``(k', n)`` in its high half, i.e.
@@ -50,11 +51,14 @@ from lowbit.ir.types import is_code, kind_of, nbits_of
 
 from .operands import LANES, Affine, affine, static_shape, strip_views
 
-#: the bits of a 16-bit lane ``vpermw`` selects by, and so the most table entries
+#: the bits of a 16-bit lane ``vpermw`` selects by (one table register of 32 bf16 entries)
 INDEX_BITS = 5
-MAX_ENTRIES = 1 << INDEX_BITS
+#: the most table entries: ``vpermi2w`` selects from two registers by 6 bits
+MAX_ENTRIES = 1 << (INDEX_BITS + 1)
 DPBF16 = "lowbit_dpbf16"
 PERMW = "lowbit_permw"
+#: ``vpermi2w``: the 64-entry lookup, table in two registers (entries 0-31, 32-63)
+PERMI2W = "lowbit_permi2w"
 #: per 16-bit lane, bits ``amount ..`` of ``high:low`` (``vpshrdw``; the amount repeated in both halves)
 FUNNEL16 = "lowbit_funnel16"
 
@@ -72,6 +76,14 @@ define <16 x i32> @{PERMW}(<16 x i32> %index, <16 x i32> %table) #0 {{
   %o = bitcast <32 x i16> %r to <16 x i32>
   ret <16 x i32> %o
 }}
+define <16 x i32> @{PERMI2W}(<16 x i32> %index, <16 x i32> %low, <16 x i32> %high) #0 {{
+  %i = bitcast <16 x i32> %index to <32 x i16>
+  %l = bitcast <16 x i32> %low to <32 x i16>
+  %h = bitcast <16 x i32> %high to <32 x i16>
+  %r = call <32 x i16> @llvm.x86.avx512.vpermi2var.hi.512(<32 x i16> %l, <32 x i16> %i, <32 x i16> %h)
+  %o = bitcast <32 x i16> %r to <16 x i32>
+  ret <16 x i32> %o
+}}
 define <16 x i32> @{FUNNEL16}(<16 x i32> %low, <16 x i32> %high, <16 x i32> %amount) #0 {{
   %l = bitcast <16 x i32> %low to <32 x i16>
   %h = bitcast <16 x i32> %high to <32 x i16>
@@ -82,6 +94,7 @@ define <16 x i32> @{FUNNEL16}(<16 x i32> %low, <16 x i32> %high, <16 x i32> %amo
 }}
 declare <16 x float> @llvm.x86.avx512bf16.dpbf16ps.512(<16 x float>, <32 x bfloat>, <32 x bfloat>)
 declare <32 x i16> @llvm.x86.avx512.permvar.hi.512(<32 x i16>, <32 x i16>)
+declare <32 x i16> @llvm.x86.avx512.vpermi2var.hi.512(<32 x i16>, <32 x i16>, <32 x i16>)
 declare <32 x i16> @llvm.fshr.v32i16(<32 x i16>, <32 x i16>, <32 x i16>)
 attributes #0 = {{ alwaysinline nounwind readnone }}
 """
@@ -92,7 +105,8 @@ class WordSource:
     """Where one vector of 16 lanes takes the codes of one K pair: bits ``offset ..`` of each 16-bit half
     of the 32-bit word ``low`` (the code of ``(k, n)`` in the low half, of ``(k', n)`` in the high half).
 
-    ``shift``: the word is shifted right by it before ``vpermw`` (which reads the low 5 bits of each half),
+    ``shift``: the word is shifted right by it before ``vpermw`` (which reads the low 5 bits of each half; 6 for
+    ``vpermi2w``),
     so the code sits at bit ``offset - shift`` of the index and the table is spread to match
     (:meth:`PairDot.table_words`); sources of one word whose codes fit one 5-bit window share a shift.
     A code that crosses a 16-bit half takes its high bits from the word ``high``: both halves at once by a
@@ -131,14 +145,31 @@ class PairDot:
     pairs: tuple[tuple[int, int], ...]
     sources: tuple[tuple[WordSource, ...], ...]
 
+    @property
+    def index_bits(self) -> int:
+        """The index bits the permute reads: 5 (``vpermw``, one register) for tables of at most 32 entries,
+        else 6 (``vpermi2w``, two)."""
+        return index_window(len(self.lookup.table))
+
     def table_words(self, position: int = 0) -> tuple[int, ...]:
-        """The table spread over ``vpermw``'s 32 bf16 entries for codes at bit ``position`` of the index:
-        entry ``i`` is ``table[(i >> position) mod size]`` (the IR's tables have a power-of-two size, so the
-        bits around the code do not matter); two entries per signed 32-bit word (entry ``2i`` in the low
-        half)."""
+        """The table spread over the permute's ``2 ** index_bits`` bf16 entries for codes at bit ``position``
+        of the index: entry ``i`` is ``table[(i >> position) mod size]`` (the IR's tables have a power-of-two
+        size, so the bits around the code do not matter); two entries per signed 32-bit word (entry ``2i`` in
+        the low half), 16 words per register."""
         table = self.lookup.table
-        bits = _bf16_bits([table[(i >> position) % len(table)] for i in range(MAX_ENTRIES)]).astype(np.uint32)
+        spread = [table[(i >> position) % len(table)] for i in range(1 << self.index_bits)]
+        bits = _bf16_bits(spread).astype(np.uint32)
         return tuple(int(w) for w in (bits[0::2] | (bits[1::2] << 16)).view(np.int32))
+
+
+def index_window(entries: int) -> int:
+    """The index bits of the permute that looks up a table of ``entries`` bf16 values: 5 (``vpermw``) up to
+    32 entries, 6 (``vpermi2w``) up to :data:`MAX_ENTRIES`.
+
+    >>> index_window(16), index_window(32), index_window(64)
+    (5, 5, 6)
+    """
+    return INDEX_BITS if entries <= 1 << INDEX_BITS else INDEX_BITS + 1
 
 
 def _index_bits(entries: int) -> int:
@@ -285,7 +316,7 @@ def _pair_sources(at_lookup: np.ndarray, look: n.Lookup, defs: Mapping[str, n.In
             if all(hi < period for _, hi in pairs):
                 sources = _sources(pairs, period, vectors, low, offset, high)
                 if sources is not None:
-                    return words, period, pairs, share_shifts(sources, nbits)
+                    return words, period, pairs, share_shifts(sources, nbits, index_window(len(look.table)))
         period *= 2
     return None
 
@@ -313,11 +344,13 @@ def _sources(pairs, period: int, vectors: int, low: np.ndarray, offset: np.ndarr
     return tuple(out)
 
 
-def share_shifts(sources: tuple[tuple[WordSource, ...], ...], nbits: int) -> tuple[tuple[WordSource, ...], ...]:
-    """``sources`` with one shift for the codes of a word that fit one 5-bit window of ``vpermw``'s index.
+def share_shifts(sources: tuple[tuple[WordSource, ...], ...], nbits: int, window: int = INDEX_BITS
+                 ) -> tuple[tuple[WordSource, ...], ...]:
+    """``sources`` with one shift for the codes of a word that fit one ``window``-bit window of the permute's
+    index (5 bits for ``vpermw``, 6 for ``vpermi2w``).
 
     Per word, greedily from its lowest code: a window starts at the lowest code not yet covered and takes
-    every code of ``nbits`` bits that ends inside its 5 bits. 2-bit codes at bits 0, 2, .., 14 of each half
+    every code of ``nbits`` bits that ends inside its ``window`` bits. 2-bit codes at bits 0, 2, .., 14 of each half
     need shifts 0, 4, 8, 12 (tables for positions 0 and 2) instead of one per code: on Zen 4 a loop of
     ``vpermw`` + ``vdpbf16ps`` ran 0.446 ns per ``vdpbf16ps`` with 7 shifts per 8 and 0.410 with 3.
     Codes crossing a half keep their funnel shift.
@@ -335,7 +368,7 @@ def share_shifts(sources: tuple[tuple[WordSource, ...], ...], nbits: int) -> tup
     for word, found in offsets.items():
         start = None
         for offset in sorted(found):
-            if start is None or offset + nbits > start + INDEX_BITS:
+            if start is None or offset + nbits > start + window:
                 start = offset
             shift_of[word, offset] = start
     return tuple(tuple(WordSource(src.low, src.offset, src.high, shift_of.get((src.low, src.offset), src.offset))
@@ -472,4 +505,4 @@ def match_decoded_dot(ins: n.Dot, defs: Mapping[str, n.Instr | None], decoded: M
 
 
 __all__ = ["PairDot", "DecodedPairDot", "WordSource", "share_shifts", "match_reduce", "match_dot", "match_decoded_dot",
-           "bf16_exact", "value_set", "LLVM_HELPERS", "DPBF16", "PERMW", "FUNNEL16"]
+           "bf16_exact", "value_set", "index_window", "LLVM_HELPERS", "DPBF16", "PERMW", "PERMI2W", "FUNNEL16"]

@@ -163,12 +163,13 @@ def _run(k: n.Kernel, backend: str, xs: np.ndarray, dtype: str, width: int) -> t
     return y.numpy(), str(getattr(compiled, "source", ""))
 
 
-@pytest.mark.parametrize("size", [2, 8, 16, 32])
+@pytest.mark.parametrize("size", [2, 8, 16, 32, 64, 128])
 @pytest.mark.parametrize("dtype", ["f32", "i32", "u32", "f16"])
 @pytest.mark.parametrize("width", [64, 5])
 def test_tvm_lookup_matches_the_interpreter(size, dtype, width):
     """64 elements: a vectorized nest (on AVX-512, for 32-bit entries, a one-register permute of at most 16
-    entries, a two-register one of 32); 5: the scalar table read."""
+    entries, a two-register one of 32, two of those picked by bit 5 for 64; more: the table read); 5: the
+    scalar table read."""
     from lowbit.lowering.target import host_has_avx512
 
     k = lookup_kernel(size, dtype, "u32", width)
@@ -178,7 +179,8 @@ def test_tvm_lookup_matches_the_interpreter(size, dtype, width):
     assert bits(got) == bits(want)
     permute = width == 64 and dtype != "f16" and host_has_avx512()
     assert ("permvar" in source) == (permute and size <= 16), source
-    assert ("vpermi2var" in source) == (permute and size == 32), source
+    assert ("vpermi2var" in source) == (permute and size in (32, 64)), source
+    assert (f"T.bitwise_and(" in source and ", 32) != 0" in source) == (permute and size == 64), source
 
 
 @pytest.mark.parametrize("index", ["u8", "i32"])

@@ -174,6 +174,19 @@ def test_both_paths_and_all_modes_agree():
                       str(cfg))
 
 
+@pytest.mark.parametrize("dtype,m", [("uint5", 1), ("uint6", 1), ("int6", 4), ("uint6", 5)])
+def test_bf16_activations_meet_looked_up_codes_with_zero_points(dtype, m):
+    """5-6-bit codes met by bf16 activations are looked up in a bf16 table (on AVX-512 BF16 hosts, 64 entries
+    for 6 bits) while the zero points are taken out of the group sums; the default tiles, edges in N."""
+    require_backend("tvm")
+    gen = torch.Generator().manual_seed(_seed(dtype, m, "bf16-zeros"))
+    w = quantize(torch.randn(72, 384, generator=gen), dtype, group_size=128, zero_point=True)
+    x = torch.randn(m, 384, generator=gen).to(torch.bfloat16)
+    ref, absdot = matmul_reference(x, w, None, zero_out=takes_zeros_out(m, w, "tvm", xtype="bfloat16"))
+    assert_within(ops.matmul(x, w, backend="tvm"), ref, matmul_tolerance(absdot, ref, 384, x.dtype),
+                  f"{dtype} M={m} bf16 with zeros")
+
+
 @pytest.mark.parametrize("dtype,scale_dtype,zero_dtype", [("uint4", "float32", "uint8"),
                                                           ("int4", "bfloat16", "bfloat16"),
                                                           ("int4", "float8_e4m3fn", "int8"),

@@ -201,11 +201,12 @@ def test_substreams_halves_hold_the_two_streams(name, bits):
 
 @pytest.mark.parametrize("name", sorted(SUBSTREAM_LAYOUTS))
 def test_substreams_unpack_in_the_kernel(name):
-    """TVM's CPU target stores 3-bit codes that meet bf16 activations as substreams; the kernel's unpack
-    (through the interpreter) reproduces every code."""
+    """TVM's CPU target stores 3-, 5- and 6-bit codes that meet bf16 activations as substreams; the kernel's
+    unpack (through the interpreter) reproduces every code."""
     layout = SUBSTREAM_LAYOUTS[name]
-    assert lower_on_cpu("uint3", layout, True).param_formats["x"].substreams == 2
-    assert lower_on_cpu("uint5", layout, True).param_formats["x"].substreams == 1     # 5-bit codes: no table
+    for dtype in ("uint3", "uint5", "float6_e3m2"):
+        assert lower_on_cpu(dtype, layout, True).param_formats["x"].substreams == 2
+    assert lower_on_cpu("uint7", layout, True).param_formats["x"].substreams == 1     # 7-bit codes: no table
     assert lower_on_cpu("uint3", layout, False).param_formats["x"].substreams == 1    # no bf16 product
 
 

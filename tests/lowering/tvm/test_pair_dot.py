@@ -5,10 +5,11 @@
   (``dot = 0``) and GEMM (``dot = 1``, 1 and 4 rows) forms, edges in N and K, the weight layouts of 1 and 2
   threads (pairs ``(k, k + 1)`` and ``(k, k + 2)``);
 * selection: the generated TensorIR calls the pair dot exactly when the host has AVX-512 BF16, the
-  activations are bf16 and the weights come from a table lookup of bf16-exact values (not with f32
-  activations; not with explicit zero points, whose subtraction follows the lookup), or, for codes the
-  lookup form does not take, from any decode whose values bf16 holds exactly (``DecodedPairDot``, every
-  finite code of 5-8-bit types checked through it);
+  activations are bf16 and the weights come from a table lookup of bf16-exact values (``vpermw``, or
+  ``vpermi2w`` for the 64 entries of 6-bit codes; not with f32 activations; not with explicit zero points,
+  whose subtraction follows the lookup), or, for codes the lookup form does not take, from any decode whose
+  values bf16 holds exactly (``DecodedPairDot``); every finite code of the 5-8-bit types checked through
+  whichever applies;
 * the proof of the word/shift pairing rejects a packing whose halves do not pair, and finds the word,
   offset and funnel of codes unpacked from 16-bit streams (``bit_origins`` of an ``emit_extract``).
 """
@@ -63,14 +64,19 @@ CASES = [  # dtype, group, n, k, m, config, threads
     # the default configuration of more than 4 rows of a cheaply unpacked weight: the streaming tile
     ("uint4", 128, 72, 256, 11, None, 2),
     ("int8", 128, 72, 256, 9, None, 2),
-    # decoded weights joined into bf16 pairs (DecodedPairDot): GEMV and 4-row tiles, edges in N and M
-    ("int8", 128, 72, 256, 1, MatmulConfig(1, 64, 128, 1, 1, wt=1, gdot=1), 2),
+    # 5- and 6-bit codes in 16-bit substreams, looked up by vpermw / vpermi2w (64 entries), edges in N and M
     ("int5", 64, 40, 192, 3, MatmulConfig(4, 32, 64, 1, 1, wt=1, gdot=1), 2),
     ("uint6", 128, 48, 256, 4, None, 1),
-    ("float8_e4m3fn", 128, 72, 256, 1, None, 2),
     ("float6_e3m2", 64, 33, 128, 6, None, 2),
-    # 8-row tiles of decoded weights (x staged in pair buffers; 5-bit codes 32 wide repeat every 32 K rows)
+    ("int6", 128, 72, 256, 1, None, 2),
+    ("float6_e2m3", 128, 40, 384, 16, None, 1),
     ("int5", 128, 72, 256, 16, None, 2),
+    # decoded weights joined into bf16 pairs (DecodedPairDot): GEMV and 4-row tiles, edges in N and M
+    ("int8", 128, 72, 256, 1, MatmulConfig(1, 64, 128, 1, 1, wt=1, gdot=1), 2),
+    ("float8_e4m3fn", 128, 72, 256, 1, None, 2),
+    ("int7", 64, 40, 192, 3, MatmulConfig(4, 32, 64, 1, 1, wt=1, gdot=1), 2),
+    # 8-row tiles of decoded weights (x staged in pair buffers; 7-bit codes 32 wide repeat every 32 K rows)
+    ("uint7", 128, 72, 256, 16, None, 2),
     ("float8_e4m3fn", 64, 40, 192, 13, MatmulConfig(8, 32, 64, 1, 1, wt=1, gdot=1), 1),
     ("uint7", 128, 40, 256, 8, MatmulConfig(8, 32, 128, 1, 1, wt=1, gdot=1), 2),
 ]
@@ -99,12 +105,14 @@ def _source(x_dtype: str, dtype: str, zero_point: bool, cfg: MatmulConfig) -> st
     ("float32", "int4", False, False, 4),        # f32 activations: products are not exact in bf16
     ("bfloat16", "uint4", True, False, 4),       # explicit zero points: a subtraction after the lookup
     ("bfloat16", "int3", False, True, 4),        # 16-bit substreams
-    # decoded weights joined into bf16 pairs: codes not stored in 16-bit halves, whose values bf16 holds
-    ("bfloat16", "int5", False, "decoded", 4),   # a 32-entry table of a 5-bit code
+    ("bfloat16", "int5", False, True, 4),        # a 32-entry table, 16-bit substreams
+    ("bfloat16", "float6_e3m2", False, True, 1),     # a 64-entry table (vpermi2w), 16-bit substreams
+    ("bfloat16", "uint6", False, True, 4),
+    ("float32", "float6_e3m2", False, False, 1),     # f32 activations: the bits decode
+    # decoded weights joined into bf16 pairs: codes no table holds, whose values bf16 holds
     ("bfloat16", "int8", False, "decoded", 4),   # int8 storage: a cast
     ("bfloat16", "uint7", False, "decoded", 4),  # magic-number arithmetic
     ("bfloat16", "float8_e4m3fn", False, "decoded", 4),    # the bits decode
-    ("bfloat16", "float6_e3m2", False, "decoded", 4),
     ("bfloat16", "int8", False, False, 1),    # one row: the join costs what the multiply-adds save
     ("float32", "int8", False, False, 4),
     ("bfloat16", "uint8", True, False, 4),       # (q - z) is not exact in bf16
@@ -113,16 +121,19 @@ def test_selected_exactly_where_it_applies(x_dtype, dtype, zero_point, expected,
     text = _source(x_dtype, dtype, zero_point, MatmulConfig(rows, 64, 128, 1, 1, wt=1, gdot=1))
     bf16 = host_has_avx512_bf16()
     assert (f'"{pair_dot.DPBF16}", ' in text) == (bool(expected) and bf16)
-    # codes take vpermw; decoded weights are joined by their high halves (a shift and a mask)
-    assert (f'"{pair_dot.PERMW}", ' in text) == (expected is True and bf16)
+    # codes take vpermw (6-bit codes vpermi2w); decoded weights are joined by their high halves (a shift and a mask)
+    wide = dtype.endswith("6") or "6_" in dtype
+    assert (f'"{pair_dot.PERMW}", ' in text) == (expected is True and not wide and bf16)
+    assert (f'"{pair_dot.PERMI2W}", ' in text) == (expected is True and wide and bf16)
     assert ("T.uint32(0xFFFF0000)" in text) == (expected == "decoded" and bf16)
-    # 3-bit codes cross 16-bit words: those take the funnel shift, the others a 32-bit shift
-    assert (f'"{pair_dot.FUNNEL16}", ' in text) == (expected is True and dtype == "int3" and bf16)
+    # 3-, 5- and 6-bit codes cross 16-bit words: those take the funnel shift, the others a 32-bit shift
+    crossing = dtype in ("int3", "int5", "uint6", "float6_e3m2")
+    assert (f'"{pair_dot.FUNNEL16}", ' in text) == (expected is True and crossing and bf16)
 
 
 @pytest.mark.parametrize("dtype,rows,staged,period", [
-    ("int5", 8, True, 32),       # 5-bit codes 32 outputs wide: the period is 32 K rows, unrolled whole
-    ("int5", 4, False, 32),      # 4 rows read x where they are
+    ("int7", 8, True, 32),       # 7-bit codes 32 outputs wide: the period is 32 K rows, unrolled whole
+    ("int7", 4, False, 32),      # 4 rows read x where they are
     ("float8_e4m3fn", 8, True, 2),
     ("int4", 8, False, None),    # vpermw pairs of 4-bit codes are not adjacent K rows: x is read in place
 ])
@@ -136,14 +147,15 @@ def test_pair_nest_of_many_rows_stages_x(dtype, rows, staged, period, tvm_cpu):
         assert re.search(rf"px\w* \* {period} \+ {period - 1}\b", text), dtype
 
 
-DECODED_TYPES = ["int8", "uint8", "int7", "uint6", "int5", "float8_e4m3fn", "float8_e5m2", "float6_e3m2",
-                 "float6_e2m3", "float5_e2m2"]
+DECODED_TYPES = ["int8", "uint8", "int7", "float8_e4m3fn", "float8_e5m2"]
+LOOKED_UP_TYPES = ["uint6", "int5", "float6_e3m2", "float6_e2m3", "float5_e2m2"]
 
 
-@pytest.mark.parametrize("dtype", DECODED_TYPES)
-def test_decoded_pairs_carry_every_code_exactly(dtype, tvm_cpu):
-    """Every finite code of the type, in every row of a 4-row tile, through the decoded pair dot: the
-    f32 weights are joined into bf16 pairs by their high halves, which must lose nothing."""
+@pytest.mark.parametrize("dtype", DECODED_TYPES + LOOKED_UP_TYPES)
+def test_bf16_pairs_carry_every_code_exactly(dtype, tvm_cpu):
+    """Every finite code of the type, in every row of a 4-row tile, through the pair dot: 7-8-bit codes as
+    f32 weights joined into bf16 pairs by their high halves, 5-6-bit codes looked up in a bf16 table (32
+    entries by ``vpermw``, 64 by ``vpermi2w``); either must lose nothing."""
     from lowbit.dtypes import dtype as lowbit_dtype
     from lowbit.packing import pack
     from lowbit.quant import QuantizedTensor
@@ -159,7 +171,9 @@ def test_decoded_pairs_carry_every_code_exactly(dtype, tvm_cpu):
     x = torch.from_numpy(gen.standard_normal((m, k))).to(torch.bfloat16)
     cfg = MatmulConfig(4, 32, 128, 1, 1, wt=1, gdot=1)
     text = compiled(FILE, "lowbit_matmul", "tvm", "cpu", **_constants(w, "bfloat16", cfg, False)).source
-    assert ("T.uint32(0xFFFF0000)" in text) == host_has_avx512_bf16()
+    assert ("T.uint32(0xFFFF0000)" in text) == (dtype in DECODED_TYPES and host_has_avx512_bf16())
+    permute = pair_dot.PERMI2W if code.nbits == 6 else pair_dot.PERMW
+    assert (f'"{permute}", ' in text) == (dtype in LOOKED_UP_TYPES and host_has_avx512_bf16())
     _check(run_matmul(x, w, None, "tvm", cfg), x, w, f"every {dtype} code")
     if code.has_nan:      # a NaN weight stays NaN through the join (not an infinity): its output column only
         codes[3, 5] = code.nan_code

@@ -129,10 +129,11 @@ def test_config_checks_and_choice():
         # bf16 activations: decoded weights go to vdpbf16ps in pairs, each decode shared by 4 rows
         bf16 = choose_config(33, 4096, 4096, 128, "tvm", "cpu", 2, wtype=wtype, xtype="bfloat16")
         assert bf16.wt == int(host_has_avx512_bf16()) and (bf16.bm == 4 or not host_has_avx512_bf16()), wtype
-    # ... by 8 rows, 32 outputs wide, where M is a multiple of 8 (not codes of at most 4 bits: vpermw tables)
-    for wtype, m in (("float8_e4m3fn", 16), ("int5", 8), ("int8", 32), ("int4", 16), ("float4_e2m1", 8)):
+    # ... by 8 rows, 32 outputs wide, where M is a multiple of 8 (not codes of at most 6 bits: bf16 tables)
+    for wtype, m in (("float8_e4m3fn", 16), ("int7", 8), ("int8", 32), ("int4", 16), ("float4_e2m1", 8),
+                     ("int5", 8), ("float6_e3m2", 16)):
         bf16 = choose_config(m, 4096, 4096, 128, "tvm", "cpu", 2, wtype=wtype, xtype="bfloat16")
-        eight = host_has_avx512_bf16() and wtype not in ("int4", "float4_e2m1")
+        eight = host_has_avx512_bf16() and wtype in ("float8_e4m3fn", "int7", "int8")
         assert (bf16.bm, bf16.bn) == ((8, 32) if eight else (4, 64)), (wtype, m)
         assert choose_config(m, 4096, 4096, 128, "tvm", "cpu", 2, wtype=wtype, xtype="float32").bm != 8
     assert choose_config(33, 4096, 4096, 128, "triton", "cuda", 132, wtype="int4").wt == 0
