@@ -204,11 +204,10 @@ class CodeRewriter:
             return forced in LOW_BITS_METHODS
         return kind_of(code_dtype) == "float" or register_table_entries(self.ctx.target, "float32") > 0
 
-    def method(self, code: str, dst: str, cast: n.Cast | None = None) -> str:
+    def method(self, code: str, dst: str, cast: n.Cast) -> str:
         """The decode method of ``code`` into ``dst``; a table may be larger where the decode ``cast`` meets
-        bf16 activations in a product (:func:`.target.register_table_entries`)."""
-        bf16 = cast is not None and self._meets_bf16(cast)
-        entries = register_table_entries(self.ctx.target, dst, bf16_products=bf16)
+        only bf16 activations in its products (:func:`.target.register_table_entries`)."""
+        entries = register_table_entries(self.ctx.target, dst, bf16_products=self._meets_bf16(cast))
         return select_method(code, dst, self.ctx.target.kind, self.ctx.options, entries)
 
     def _meets_bf16(self, cast: n.Cast) -> bool:

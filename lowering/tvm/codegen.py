@@ -910,6 +910,11 @@ class _Emitter:
             self.tables[key] = name
         return self.tables[key]
 
+    def table_registers(self, entries: Sequence[Any], dtype: str) -> tuple[str, ...]:
+        """``entries`` (a multiple of 16 32-bit values) as pinned registers of 16 each (:meth:`table_buffer`)."""
+        return tuple(self.table_buffer(tuple(entries[h:h + LANES]), dtype, register=True)
+                     for h in range(0, len(entries), LANES))
+
     def op_Lookup(self, ins: n.Lookup) -> None:
         """``table[x mod size]``: in a 16-lane vectorized nest on an AVX-512 CPU, one ``vpermps`` / ``vpermd``
         of the table (repeated to 16 entries) by the index lanes, whose low 4 bits select, or for 17 to 32
@@ -926,8 +931,7 @@ class _Emitter:
         if permute is not None:   # the table repeated to 16 (32) entries, as the permutes' dtype (same bits)
             entries = [v - (1 << 32) if dst == "uint32" and v >= 1 << 31 else v for v in ins.table]
             entries *= max(1, LANES // size)
-            halves = tuple(self.table_buffer(tuple(entries[h:h + LANES]), permute[3], register=True)
-                           for h in range(0, len(entries), LANES))
+            halves = self.table_registers(entries, permute[3])
 
         def index32(e: str) -> str:
             if nbits_of(src) == 32:
@@ -1217,11 +1221,8 @@ class _Emitter:
 
             return decoded
         words = self.get(pair.words)
-        tables: dict[int, tuple[str, ...]] = {}      # per code position: the table's registers (1 or 2)
-        for src in (src for row in pair.sources for src in row):
-            spread = pair.table_words(src.position)
-            tables[src.position] = tuple(self.table_buffer(spread[h:h + LANES], "int32", register=True)
-                                         for h in range(0, len(spread), LANES))
+        tables = {src.position: self.table_registers(pair.table_words(src.position), "int32")   # 1 or 2 each
+                  for row in pair.sources for src in row}
         if any(src.high is not None for row in pair.sources for src in row):      # codes crossing a half
             low_words = self.tile_buffer("pair_low", (lanes,), "int32")
             high_words = self.tile_buffer("pair_high", (lanes,), "int32")
@@ -1476,7 +1477,7 @@ class _Emitter:
         if isinstance(fused, pair_dot.DecodedPairDot):
             # K steps as the multiply-add nest unrolls them (word offsets and shift amounts of a fused unpack
             # become constants), in pairs. The pair nest's body is light (one decode per vector and pair, shared
-            # by the rows), so it may unroll a period longer than UNROLL_K: 5-bit codes 32 outputs wide repeat
+            # by the rows), so it may unroll a period longer than UNROLL_K: 7-bit codes 32 outputs wide repeat
             # every 32 K rows
             period = unpack_period(fused.weights, self.info.defs, 0, limit=_PAIR_PERIOD_LIMIT)
             steps = (_k_unroll(K, N, vec, (b,), period) or {}).get(1, 1)

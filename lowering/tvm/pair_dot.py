@@ -146,18 +146,18 @@ class PairDot:
     sources: tuple[tuple[WordSource, ...], ...]
 
     @property
-    def index_bits(self) -> int:
+    def index_window(self) -> int:
         """The index bits the permute reads: 5 (``vpermw``, one register) for tables of at most 32 entries,
         else 6 (``vpermi2w``, two)."""
         return index_window(len(self.lookup.table))
 
     def table_words(self, position: int = 0) -> tuple[int, ...]:
-        """The table spread over the permute's ``2 ** index_bits`` bf16 entries for codes at bit ``position``
+        """The table spread over the permute's ``2 ** index_window`` bf16 entries for codes at bit ``position``
         of the index: entry ``i`` is ``table[(i >> position) mod size]`` (the IR's tables have a power-of-two
         size, so the bits around the code do not matter); two entries per signed 32-bit word (entry ``2i`` in
         the low half), 16 words per register."""
         table = self.lookup.table
-        spread = [table[(i >> position) % len(table)] for i in range(1 << self.index_bits)]
+        spread = [table[(i >> position) % len(table)] for i in range(1 << self.index_window)]
         bits = _bf16_bits(spread).astype(np.uint32)
         return tuple(int(w) for w in (bits[0::2] | (bits[1::2] << 16)).view(np.int32))
 

@@ -23,6 +23,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from lowbit.dtypes import dtype as lowbit_dtype  # noqa: E402
 from lowbit.ir.builder import KernelBuilder  # noqa: E402
 from lowbit.kernels.library import compiled  # noqa: E402
 from lowbit.kernels.matmul import FILE, MatmulConfig, _constants, run_matmul  # noqa: E402
@@ -122,7 +123,7 @@ def test_selected_exactly_where_it_applies(x_dtype, dtype, zero_point, expected,
     bf16 = host_has_avx512_bf16()
     assert (f'"{pair_dot.DPBF16}", ' in text) == (bool(expected) and bf16)
     # codes take vpermw (6-bit codes vpermi2w); decoded weights are joined by their high halves (a shift and a mask)
-    wide = dtype.endswith("6") or "6_" in dtype
+    wide = lowbit_dtype(dtype).nbits == 6
     assert (f'"{pair_dot.PERMW}", ' in text) == (expected is True and not wide and bf16)
     assert (f'"{pair_dot.PERMI2W}", ' in text) == (expected is True and wide and bf16)
     assert ("T.uint32(0xFFFF0000)" in text) == (expected == "decoded" and bf16)
@@ -156,7 +157,6 @@ def test_bf16_pairs_carry_every_code_exactly(dtype, tvm_cpu):
     """Every finite code of the type, in every row of a 4-row tile, through the pair dot: 7-8-bit codes as
     f32 weights joined into bf16 pairs by their high halves, 5-6-bit codes looked up in a bf16 table (32
     entries by ``vpermw``, 64 by ``vpermi2w``); either must lose nothing."""
-    from lowbit.dtypes import dtype as lowbit_dtype
     from lowbit.packing import pack
     from lowbit.quant import QuantizedTensor
 
