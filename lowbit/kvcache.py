@@ -110,11 +110,13 @@ True
 """
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import KernelArgumentError, QuantizationError
-from .plans import cached_plan
+from .plans import cached_plan, known_plan
 
 FORMAT_NAME = "paged-kv"
 FORMAT_VERSION = 1
@@ -284,6 +286,10 @@ class KVLayer:
         tensors), built by ``build()`` on first use and kept with the layer (:func:`lowbit.plans.cached_plan`)."""
         return cached_plan(self._plans, key, build)
 
+    def known_launch_plan(self, key: Any) -> Any:
+        """The plan :meth:`launch_plan` built for ``key``, or None (nothing is built here)."""
+        return known_plan(self._plans, key)
+
     @property
     def num_pages(self) -> int:
         return int(self.k.shape[0])
@@ -337,19 +343,27 @@ def resize_staging(layer: KVLayer, staging_slots: int) -> KVLayer:
 
 
 def quantize_tokens(fmt: KVCacheFormat, x: Any) -> tuple[Any, Any, Any]:
-    """``x`` ``[..., D]`` -> ``(codes [..., B] uint8, scales [..., D//g], zeros or None)`` (dense: ``(x, None, None)``)."""
+    """``x`` ``[..., D]`` -> ``(codes [..., B] uint8, scales [..., D//g], zeros or None)`` (dense: ``(x, None, None)``).
+
+    The same bits as ``quantize_arrays(x, fmt.dtype, ...)`` (the rule in the module doc), by the format's
+    :class:`lowbit.quant.rows.RowQuantizer`: a decode step appends a few rows per layer, where the general
+    quantizer's checks cost more than the arithmetic."""
     import torch
 
     if fmt.dense:
         return x.to(getattr(torch, fmt.dtype)), None, None
-    from .quant.quantizer import quantize_arrays
-
     lead = tuple(x.shape[:-1])
-    packed, scales, zeros, _ = quantize_arrays(x.reshape(-1, fmt.head_dim).to(torch.float32), fmt.dtype,
-                                               group_size=fmt.group_size, zero_point=fmt.zero_point,
-                                               scale_dtype=fmt.scale_dtype)
+    packed, scales, zeros = _row_quantizer(fmt.dtype, fmt.group_size, fmt.zero_point, fmt.scale_dtype)(
+        x.reshape(-1, fmt.head_dim).to(torch.float32))
     zeros = None if zeros is None else zeros.reshape(*lead, fmt.num_groups)
     return packed.reshape(*lead, fmt.code_bytes), scales.reshape(*lead, fmt.num_groups), zeros
+
+
+@functools.lru_cache(maxsize=None)
+def _row_quantizer(dtype: str, group_size: int, zero_point: bool, scale_dtype: str) -> Any:
+    from .quant.rows import RowQuantizer
+
+    return RowQuantizer(dtype, group_size, zero_point, scale_dtype)
 
 
 def dequantize_tokens(fmt: KVCacheFormat, codes: Any, scales: Any = None, zeros: Any = None) -> Any:

@@ -229,6 +229,14 @@ def kv_append(layer: Any, k: Any, v: Any, slots: Any, *, backend: str | None = N
     >>> kv_append(layer, torch.randn(3, 2, 8), torch.randn(3, 2, 8), torch.tensor([4, 5, 0]), backend="interpret")
     """
     op = "kv_append"
+    torch = _torch()
+    signature = None
+    if type(layer) is KVLayer and type(k) is torch.Tensor and type(v) is torch.Tensor and type(slots) is torch.Tensor:
+        signature = ("ops.kv_append", k.dtype, k.shape, k.device, v.dtype, v.shape, v.device, slots.dtype,
+                     slots.shape, slots.device, backend)
+        checked = layer.known_launch_plan(signature)
+        if checked is not None:                 # this signature passed the checks below before
+            return checked.run(layer, k, v, slots)
     fmt = _check_layer(op, layer)
     device = layer.k.device
     _need_float(op, "k", k)
@@ -242,13 +250,32 @@ def kv_append(layer: Any, k: Any, v: Any, slots: Any, *, backend: str | None = N
         _need_device(op, name, value, device)
     _need_shape(op, "slots", slots, (t,), "one flat slot per token")
     _need_device(op, "slots", slots, device)
-    capacity = layer.num_pages * fmt.page_size
-    if device.type == "cpu" and t and (int(slots.min()) < 0 or int(slots.max()) >= capacity):
-        raise KernelArgumentError(f"{op}: slots must lie in [0, {capacity}) ({layer.num_pages} pages of "
-                                  f"{fmt.page_size}); got values in [{int(slots.min())}, {int(slots.max())}]")
-    if device.type == "cpu" and t and fmt.channel_keys:
-        _check_staging_rows(op, layer, _torch().unique(slots.long() // fmt.page_size), "written")
-    run_kv_append(layer, k, v, slots, resolve_backend(backend, device_of(layer.k)))
+    checked = _CheckedAppend(resolve_backend(backend, device_of(layer.k)))
+    checked.run(layer, k, v, slots)
+    if signature is not None:
+        layer.launch_plan(signature, lambda: checked)
+
+
+@dataclass(frozen=True)
+class _CheckedAppend:
+    """:func:`kv_append` for a call signature that passed its checks once with this layer: what depends on
+    the values (the slots, and with keys per channel their staging rows) is still checked on every call."""
+
+    backend: str
+
+    def run(self, layer: Any, k: Any, v: Any, slots: Any) -> None:
+        op = "kv_append"
+        fmt = layer.format
+        if layer.k.device.type == "cpu" and int(slots.shape[0]):
+            values = slots.tolist()
+            lo, hi = min(values), max(values)
+            capacity = layer.num_pages * fmt.page_size
+            if lo < 0 or hi >= capacity:
+                raise KernelArgumentError(f"{op}: slots must lie in [0, {capacity}) ({layer.num_pages} pages of "
+                                          f"{fmt.page_size}); got values in [{lo}, {hi}]")
+            if fmt.channel_keys:
+                _check_staging_rows(op, layer, _torch().unique(slots.long() // fmt.page_size), "written")
+        run_kv_append(layer, k, v, slots, self.backend)
 
 
 def decode_attention(q: Any, layer: Any, block_tables: Any, seq_lens: Any, *, scale: float | None = None,
@@ -269,6 +296,15 @@ def decode_attention(q: Any, layer: Any, block_tables: Any, seq_lens: Any, *, sc
     """
     op = "decode_attention"
     torch = _torch()
+    signature = None
+    if (type(layer) is KVLayer and type(q) is torch.Tensor and type(block_tables) is torch.Tensor
+            and type(seq_lens) is torch.Tensor):
+        signature = ("ops.decode_attention", q.dtype, q.shape, q.device, block_tables.dtype, block_tables.shape,
+                     block_tables.device, seq_lens.dtype, seq_lens.shape, seq_lens.device, scale, window,
+                     num_splits, backend)
+        checked = layer.known_launch_plan(signature)
+        if checked is not None:                 # this signature passed the checks below before
+            return checked.run(q, layer, block_tables, seq_lens)
     fmt = _check_layer(op, layer)
     device = layer.k.device
     _need_float(op, "q", q)
@@ -291,15 +327,35 @@ def decode_attention(q: Any, layer: Any, block_tables: Any, seq_lens: Any, *, sc
     if num_splits is not None and (isinstance(num_splits, bool) or not isinstance(num_splits, int)
                                    or num_splits < 1):
         raise KernelArgumentError(f"{op}: num_splits must be a positive int or None; got {num_splits!r}")
-    if device.type == "cpu" and b:
-        _check_pages(op, layer, block_tables, seq_lens)
     name = resolve_backend(backend, device_of(q))
     scale = 1.0 / math.sqrt(fmt.head_dim) if scale is None else float(scale)
-    if b == 0:
-        return torch.empty_like(q)
-    splits = num_splits or choose_splits(b, fmt.num_kv_heads, max_pages, device, name)
-    return run_decode_attention(q.contiguous(), layer, block_tables.to(torch.int32).contiguous(),
-                                seq_lens.to(torch.int32).contiguous(), scale, window, splits, name)
+    splits = num_splits or (choose_splits(b, fmt.num_kv_heads, max_pages, device, name) if b else 1)
+    checked = _CheckedAttention(name, scale, window, splits)
+    out = checked.run(q, layer, block_tables, seq_lens)
+    if signature is not None:
+        layer.launch_plan(signature, lambda: checked)
+    return out
+
+
+@dataclass(frozen=True)
+class _CheckedAttention:
+    """:func:`decode_attention` for a call signature that passed its checks once with this layer, with the
+    backend, scale and split count worked out then; the lengths and page ids are still checked on every call."""
+
+    backend: str
+    scale: float
+    window: int | None
+    splits: int
+
+    def run(self, q: Any, layer: Any, block_tables: Any, seq_lens: Any) -> Any:
+        torch = _torch()
+        if int(q.shape[0]) == 0:
+            return torch.empty_like(q)
+        if layer.k.device.type == "cpu":
+            _check_pages("decode_attention", layer, block_tables, seq_lens)
+        return run_decode_attention(q.contiguous(), layer, block_tables.to(torch.int32).contiguous(),
+                                    seq_lens.to(torch.int32).contiguous(), self.scale, self.window, self.splits,
+                                    self.backend)
 
 
 def _check_pages(op: str, layer: Any, block_tables: Any, seq_lens: Any) -> None:

@@ -44,16 +44,17 @@ class Rotary:
         self.inv_freq = inverse_frequencies(rope, head_dim)
 
     def cos_sin(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``cos, sin`` of shape ``[tokens, 1, head_dim]`` (fp32) for the positions."""
+        """``cos`` and the signed ``sin`` that :meth:`apply` multiplies, each ``[tokens, 1, head_dim]`` (fp32):
+        ``sin`` with its first half negated (rotate-half's ``-x2``)."""
         if self.inv_freq.device != positions.device:
             self.inv_freq = self.inv_freq.to(positions.device)
         freqs = positions.to(torch.float32)[:, None] * self.inv_freq[None, :]
-        emb = torch.cat((freqs, freqs), dim=-1)[:, None, :]
-        return emb.cos(), emb.sin()
+        sin = freqs.sin()
+        return torch.cat((freqs, freqs), dim=-1)[:, None, :].cos(), torch.cat((-sin, sin), dim=-1)[:, None, :]
 
     def apply(self, x: torch.Tensor, positions: torch.Tensor,
               cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        cos, sin = cos_sin if cos_sin is not None else self.cos_sin(positions)
-        half = x.shape[-1] // 2
-        rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-        return x * cos + rotated * sin
+        """``x * cos + rotate_half(x) * sin``, as ``x * cos + roll(x, D/2) * signed_sin``: the same products
+        and sum, bit for bit, in 4 torch ops instead of 7 (a decode step runs this 2 x layers times)."""
+        cos, signed_sin = cos_sin if cos_sin is not None else self.cos_sin(positions)
+        return x * cos + x.roll(x.shape[-1] // 2, -1) * signed_sin

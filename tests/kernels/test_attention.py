@@ -211,3 +211,23 @@ def test_bad_arguments_raise_lowbit_errors():
         ops.kv_append(layer, k, k, torch.tensor([0, 1]), backend="interpret")
     with pytest.raises(LowbitError, match="integer tensor"):
         ops.kv_append(layer, k, k, torch.tensor([0.0, 1.0, 2.0]), backend="interpret")
+
+
+def test_value_checks_survive_a_checked_signature():
+    """After a call passes, later calls of the same signature skip the type and shape checks (kept with the
+    layer), not the checks of the values: lengths, page ids, slots."""
+    layer, table, lens, _ = build_cache("int8", None, None, lengths=[5, 20], garbage=False)
+    q = torch.randn(2, HQ, D)
+    first = ops.decode_attention(q, layer, table, lens, backend="interpret")
+    assert torch.equal(ops.decode_attention(q, layer, table, lens, backend="interpret"), first)
+    short = lens.clone()
+    short[0] = 0
+    with pytest.raises(LowbitError, match="seq_lens must lie in"):
+        ops.decode_attention(q, layer, table, short, backend="interpret")
+    with pytest.raises(LowbitError, match="outside"):
+        ops.decode_attention(q, layer, table + PAGES, lens, backend="interpret")
+    k = torch.randn(3, HKV, D)
+    ops.kv_append(layer, k, k, torch.tensor([0, 1, 2]), backend="interpret")
+    for slots in ([0, 1, PAGES * PAGE], [-1, 1, 2]):
+        with pytest.raises(LowbitError, match="slots must lie in"):
+            ops.kv_append(layer, k, k, torch.tensor(slots), backend="interpret")
