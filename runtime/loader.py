@@ -24,7 +24,7 @@ import torch
 from lowbit.errors import RuntimeModelError
 
 from .config import ModelConfig
-from .model import LINEAR_NAMES, LayerWeights, ModelWeights, Transformer, check_activations
+from .model import LINEAR_NAMES, LayerWeights, ModelWeights, Transformer, check_activations, fuse_linears
 from .weights import WeightPolicy, store_weight
 
 INDEX_FILE = "model.safetensors.index.json"
@@ -93,7 +93,7 @@ def _assemble(config: ModelConfig, t: dict[str, Any]) -> ModelWeights:
             linears[lin] = t[p + group + lin + ".weight"]
             biases[lin] = t.get(p + group + lin + ".bias")
         layers.append(LayerWeights(t[p + "input_layernorm.weight"], t[p + "post_attention_layernorm.weight"],
-                                   linears, biases))
+                                   *fuse_linears(linears, biases)))
     return ModelWeights(t["model.embed_tokens.weight"], tuple(layers), t["model.norm.weight"], t["lm_head.weight"])
 
 

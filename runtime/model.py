@@ -28,6 +28,9 @@ from .rope import Rotary
 from .weights import weight_nbytes
 
 LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+#: projections that read one input, stored as one weight where their weights stack
+#: (:func:`lowbit.quant.stack_rows`): one matmul instead of three (two), and RoPE once over q and k
+FUSED_LINEARS = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
 #: dtypes the decoder layers' linears may take their inputs in (``Transformer(activations=...)``)
 ACTIVATION_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -40,9 +43,33 @@ def check_activations(activations: str) -> None:
                                      "them exact")
 
 
+def fuse_linears(linears: dict[str, Any], biases: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A layer's ``linears`` and ``biases`` with each group of :data:`FUSED_LINEARS` replaced by one entry,
+    where the quantized weights stack and the biases are all present or all None (dense weights, or weights
+    stored differently by a per-layer override, stay apart). The decoder takes either form.
+
+    Why: each matmul launch has a fixed cost, and a decode step's k and v read only ~0.3 MB each (1B model,
+    int4); stacked, q, k and v take 2.5 instead of 3.3 ms per step over the 22 layers (int4 x bf16, 2
+    threads), gate and up 9.5 instead of 9.9."""
+    from lowbit.quant import stack_rows
+
+    linears, biases = dict(linears), dict(biases)
+    for fused, names in FUSED_LINEARS.items():
+        stacked = stack_rows([linears[name] for name in names])
+        parts = [biases[name] for name in names]
+        if stacked is None or (any(b is None for b in parts) and not all(b is None for b in parts)):
+            continue
+        for name in names:
+            del linears[name], biases[name]
+        linears[fused] = stacked
+        biases[fused] = None if parts[0] is None else torch.cat(parts)
+    return linears, biases
+
+
 @dataclass(frozen=True)
 class LayerWeights:
-    """One decoder layer. ``linears[name]`` is a stored weight, ``biases[name]`` an fp32 tensor or None."""
+    """One decoder layer. ``linears[name]`` is a stored weight, ``biases[name]`` an fp32 tensor or None; names
+    from :data:`LINEAR_NAMES`, or a :data:`FUSED_LINEARS` name in place of its group (:func:`fuse_linears`)."""
 
     input_norm: torch.Tensor
     post_attention_norm: torch.Tensor
@@ -158,18 +185,28 @@ class Transformer:
         for idx, layer in enumerate(self.weights.layers):
             lin, bias = layer.linears, layer.biases
             h = _rms_norm(x, layer.input_norm, cfg.rms_norm_eps).to(self._act_dtype)    # once for 3 linears
-            q, k, v = (self._linear(ops, h, lin[p], bias[p]) for p in ("q_proj", "k_proj", "v_proj"))
-            q = q.view(n, cfg.num_heads, cfg.head_dim)
-            k = k.view(n, cfg.num_kv_heads, cfg.head_dim)
-            v = v.view(n, cfg.num_kv_heads, cfg.head_dim)
-            q = self.rotary.apply(q, positions, cos_sin)
-            k = self.rotary.apply(k, positions, cos_sin)
+            if "qkv_proj" in lin:
+                qkv = self._linear(ops, h, lin["qkv_proj"], bias["qkv_proj"])
+                heads = cfg.num_heads + cfg.num_kv_heads
+                qk = self.rotary.apply(qkv[:, :heads * cfg.head_dim].view(n, heads, cfg.head_dim), positions,
+                                       cos_sin)
+                q, k = qk[:, :cfg.num_heads], qk[:, cfg.num_heads:]
+                v = qkv[:, heads * cfg.head_dim:].view(n, cfg.num_kv_heads, cfg.head_dim)
+            else:
+                q, k, v = (self._linear(ops, h, lin[p], bias[p]) for p in ("q_proj", "k_proj", "v_proj"))
+                q = self.rotary.apply(q.view(n, cfg.num_heads, cfg.head_dim), positions, cos_sin)
+                k = self.rotary.apply(k.view(n, cfg.num_kv_heads, cfg.head_dim), positions, cos_sin)
+                v = v.view(n, cfg.num_kv_heads, cfg.head_dim)
             ops.kv_append(cache.layers[idx], k, v, slots)
             attn = attend(idx, q).reshape(n, cfg.num_heads * cfg.head_dim)
             x = x + self._linear(ops, attn, lin["o_proj"], bias["o_proj"])
             h = _rms_norm(x, layer.post_attention_norm, cfg.rms_norm_eps).to(self._act_dtype)
-            gate = self._linear(ops, h, lin["gate_proj"], bias["gate_proj"])
-            up = self._linear(ops, h, lin["up_proj"], bias["up_proj"])
+            if "gate_up_proj" in lin:
+                gate_up = self._linear(ops, h, lin["gate_up_proj"], bias["gate_up_proj"])
+                gate, up = gate_up[:, :cfg.intermediate_size], gate_up[:, cfg.intermediate_size:]
+            else:
+                gate = self._linear(ops, h, lin["gate_proj"], bias["gate_proj"])
+                up = self._linear(ops, h, lin["up_proj"], bias["up_proj"])
             x = x + self._linear(ops, torch.nn.functional.silu(gate) * up, lin["down_proj"], bias["down_proj"])
         return _rms_norm(x, self.weights.norm, cfg.rms_norm_eps)
 

@@ -16,7 +16,7 @@ Modules: :mod:`~lowbit.quant.quantizer` (``quantize`` and its scale rules), :mod
 from __future__ import annotations
 
 from .formats import DENSE_ROWMAJOR, FormatId
-from .qtensor import QuantizedTensor
+from .qtensor import QuantizedTensor, stack_rows
 from .quantizer import quantize
 
-__all__ = ["quantize", "QuantizedTensor", "FormatId", "DENSE_ROWMAJOR"]
+__all__ = ["quantize", "QuantizedTensor", "FormatId", "DENSE_ROWMAJOR", "stack_rows"]

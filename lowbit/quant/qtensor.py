@@ -21,7 +21,7 @@ array([[ 3.       , -6.       ,  1.6669922,  5.0009766]], dtype=float32)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, TypeVar
+from typing import Any, Callable, Hashable, Sequence, TypeVar
 
 import numpy as np
 
@@ -32,7 +32,7 @@ from ..plans import cached_plan, known_plan
 from . import storage
 from .formats import DENSE_ROWMAJOR, FormatId
 
-__all__ = ["QuantizedTensor"]
+__all__ = ["QuantizedTensor", "stack_rows"]
 
 T = TypeVar("T")
 
@@ -279,3 +279,37 @@ def _float_name(spec: Any) -> str:
     if name not in ("float16", "bfloat16", "float32", "float64"):
         raise DTypeError(f"dequantize can produce float16, bfloat16, float32 or float64; got {spec!r}")
     return name
+
+
+def stack_rows(parts: Sequence[QuantizedTensor]) -> QuantizedTensor | None:
+    """The 2-D weights ``parts`` (``[N_i, K]`` each) as one ``[sum N_i, K]`` weight, or None unless they share
+    all but their rows: code type, group size, K, storage format, zero points or none, where they live (numpy,
+    torch device) and the dtypes of scales and zeros. Quantization works row by row, so the result is exactly
+    the quantized concatenation: projections that read one input (a layer's q, k, v) become one matmul.
+
+    >>> import numpy as np
+    >>> from lowbit.quant import quantize
+    >>> w = np.random.default_rng(0).standard_normal((6, 8))
+    >>> both = stack_rows([quantize(w[:2], "int4", 4), quantize(w[2:], "int4", 4)])
+    >>> both.shape, np.array_equal(both.packed, quantize(w, "int4", 4).packed)
+    ((6, 8), True)
+    """
+    if not parts or not all(isinstance(p, QuantizedTensor) and len(p.shape) == 2 for p in parts):
+        return None
+    first = parts[0]
+
+    def key(p: QuantizedTensor) -> tuple:
+        return (p.dtype, p.group_size, p.shape[1], p.format, p.is_torch, str(p.device), p.packed.dtype,
+                p.scales.dtype, None if p.zeros is None else p.zeros.dtype)
+
+    if any(key(p) != key(first) for p in parts[1:]):
+        return None
+    if first.is_torch:
+        import torch
+
+        cat = torch.cat
+    else:
+        cat = np.concatenate
+    zeros = None if first.zeros is None else cat([p.zeros for p in parts])
+    return QuantizedTensor(cat([p.packed for p in parts]), cat([p.scales for p in parts]), zeros, first.dtype,
+                           first.group_size, (sum(p.shape[0] for p in parts), first.shape[1]), first.format)

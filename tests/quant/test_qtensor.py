@@ -191,3 +191,31 @@ def test_numpy_use_does_not_import_torch():
             "q = quantize(np.ones((2, 64), np.float32), 'uint4', group_size=32, zero_point=True); "
             "q.dequantize(); assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd="/")
+
+
+@pytest.mark.parametrize("zero_point", [False, True])
+def test_stack_rows_is_the_quantized_concatenation(zero_point):
+    """Quantization is row by row: stacking quantized parts equals quantizing the stacked weight."""
+    from lowbit.quant import stack_rows
+
+    w = torch.randn(40, 64)
+    parts = [quantize(w[a:b], "uint4" if zero_point else "int4", 32, zero_point=zero_point)
+             for a, b in ((0, 24), (24, 32), (32, 40))]
+    whole = quantize(w, "uint4" if zero_point else "int4", 32, zero_point=zero_point)
+    stacked = stack_rows(parts)
+    assert stacked.shape == (40, 64)
+    for name in ("packed", "scales", "zeros"):
+        a, b = getattr(stacked, name), getattr(whole, name)
+        assert (a is None and b is None) or torch.equal(a, b), name
+
+
+def test_stack_rows_refuses_parts_stored_differently():
+    from lowbit.quant import stack_rows
+
+    w = torch.randn(8, 64)
+    base = quantize(w, "int4", 32)
+    for other in (quantize(w, "int4", 16), quantize(w, "int8", 32), quantize(w, "uint4", 32, zero_point=True),
+                  quantize(w, "int4", 32, scale_dtype="float32"), quantize(w[:, :32], "int4", 32),
+                  quantize(w.numpy(), "int4", 32), w):
+        assert stack_rows([base, other]) is None
+    assert stack_rows([]) is None

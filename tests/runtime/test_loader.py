@@ -1,6 +1,7 @@
 """Loading checkpoints: dtypes, sharding, progress, and a clear RuntimeModelError for every broken input."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -8,7 +9,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lowbit.errors import RuntimeModelError
+from lowbit.quant import QuantizedTensor
 from lowbit.runtime import Engine, ModelConfig, WeightPolicy, load_model
+from lowbit.runtime.model import FUSED_LINEARS, Transformer
+from lowbit.runtime.tokenizer import load_tokenizer
 from lowbit.runtime.ops import resolve
 from lowbit.runtime.paged_cache import PagedKVCache
 from lowbit.kvcache import KVCacheFormat
@@ -52,11 +56,57 @@ def test_progress_bar_while_loading(hf_checkpoint, capsys):
 def test_quantized_weights_are_stored_packed(hf_checkpoint):
     _, folder = hf_checkpoint("llama")
     model = load_model(folder, WeightPolicy.parse("i4", group_size=32, overrides={"lm_head": "f16"}))
-    q = model.weights.layers[0].linears["q_proj"]
-    assert q.dtype.name == "int4" and q.group_size == 32 and q.packed.shape == (64, 32)
+    qkv = model.weights.layers[0].linears["qkv_proj"]          # q, k, v stacked (fuse_linears)
+    rows = (model.config.num_heads + 2 * model.config.num_kv_heads) * model.config.head_dim
+    assert qkv.dtype.name == "int4" and qkv.group_size == 32 and qkv.packed.shape == (rows, 32)
     assert model.weights.lm_head.dtype == torch.float16
     dense = load_model(folder).weight_bytes()
     assert model.weight_bytes() < dense / 4
+
+
+def _rows(w, start, stop):
+    return QuantizedTensor(w.packed[start:stop], w.scales[start:stop], None if w.zeros is None else
+                           w.zeros[start:stop], w.dtype, w.group_size, (stop - start, w.shape[1]), w.format)
+
+
+def _unstacked(model):
+    """The model with each stacked weight given back to its parts (rows of the stack)."""
+    cfg = model.config
+    widths = {"qkv_proj": (cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim,
+                           cfg.num_kv_heads * cfg.head_dim),
+              "gate_up_proj": (cfg.intermediate_size, cfg.intermediate_size)}
+    layers = []
+    for layer in model.weights.layers:
+        linears, biases = dict(layer.linears), dict(layer.biases)
+        for fused, names in FUSED_LINEARS.items():
+            w, b = linears.pop(fused), biases.pop(fused)
+            start = 0
+            for name, width in zip(names, widths[fused]):
+                linears[name] = _rows(w, start, start + width)
+                biases[name] = None if b is None else b[start:start + width]
+                start += width
+        layers.append(dataclasses.replace(layer, linears=linears, biases=biases))
+    weights = dataclasses.replace(model.weights, layers=tuple(layers))
+    return Transformer(model.config, weights, activations=model.activations)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_stacked_projections_give_the_logits_of_separate_ones(hf_checkpoint, arch):
+    """q/k/v and gate/up load stacked (one matmul each); the same weights held apart give the same logits (up
+    to the summation order a matmul of other width may take) and tokens. A per-layer override that stores
+    one part differently keeps its group apart."""
+    _, folder = hf_checkpoint(arch)
+    model = load_model(folder, WeightPolicy.parse("u4", group_size=32), activations="bfloat16")
+    assert {"qkv_proj", "gate_up_proj"} <= set(model.weights.layers[0].linears)
+    apart = _unstacked(model)
+    assert "qkv_proj" not in apart.weights.layers[0].linears
+    torch.testing.assert_close(prefill_logits(model), prefill_logits(apart), rtol=1e-5, atol=1e-5)
+    tokenizer = load_tokenizer(folder, model.config)
+    fmt = KVCacheFormat("int8", num_kv_heads=model.config.num_kv_heads, head_dim=model.config.head_dim)
+    runs = [Engine(m, tokenizer, fmt).generate_ids([IDS], max_new_tokens=6, stop_tokens=[]) for m in (model, apart)]
+    assert runs[0].token_ids == runs[1].token_ids
+    mixed = load_model(folder, WeightPolicy.parse("u4", group_size=32, overrides={"*.k_proj": "u8"}))
+    assert {"q_proj", "k_proj", "v_proj", "gate_up_proj"} <= set(mixed.weights.layers[0].linears)
 
 
 # ---- broken inputs ---------------------------------------------------------------------------------
