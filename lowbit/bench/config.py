@@ -146,6 +146,20 @@ def parse_types(text: str, flag: str = "--types") -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def parse_kv(text: str, flag: str = "--decode-kv") -> str:
+    """A KV cache type: ``float16``, ``bfloat16``, ``float32`` or a 1-8 bit type (aliases accepted).
+
+    >>> parse_kv("u8"), parse_kv("f16")
+    ('uint8', 'float16')
+    """
+    from lowbit.dtypes import dtype
+
+    d = dtype(text.strip())  # DTypeError (a LowbitError) with suggestions for unknown names
+    if d.nbits > 8 and d.name not in ("float16", "bfloat16", "float32"):
+        raise LowbitError(f"{flag}: {d.name} cannot hold a KV cache", hint="e.g. --decode-kv f16, u8 or i4")
+    return d.name
+
+
 def parse_act_dtypes(text: str, flag: str = "--x-dtypes") -> tuple[str, ...]:
     """Activation dtypes (``float32``, ``bfloat16``, ``float16``; ``f32``, ``bf16``, ``f16`` accepted).
 

@@ -215,7 +215,7 @@ def _decode_title(results: BenchResults) -> str:
     size = f"{params / 1e9:.2f}B" if params and params >= 1e8 else f"{params / 1e6:.1f}M" if params else "?"
     return (f"decode: {m.get('preset', '?')} Llama ({size} parameters, random weights), prompt "
             f"{m.get('prompt_tokens', '?')} tokens, {m.get('new_tokens', '?')} decode steps, median of "
-            f"{m.get('repeats', '?')}")
+            f"{m.get('repeats', '?')}; lowbit's KV cache {m.get('kv', '?')}")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -58,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     dec.add_argument("--decode-tokens", type=int, help="decode steps per generation (default 32)")
     dec.add_argument("--prompt-tokens", type=int, default=16, help="prompt length (default 16)")
     dec.add_argument("--decode-repeats", type=int, help="generations per implementation (default 3)")
+    dec.add_argument("--decode-kv", metavar="TYPE",
+                     help="lowbit's KV cache: f16 (default), bf16, f32 or a 1-8 bit type (u8, i4, ...; zero points "
+                          "for uint types)")
     run_ = parser.add_argument_group("run")
     run_.add_argument("--repeats", type=int, help="timing samples per kernel, median reported (default 20)")
     run_.add_argument("--threads", type=int, default=2,
@@ -107,14 +110,14 @@ def _settings(args: argparse.Namespace) -> tuple[Any, Any]:
         prompt_tokens=_positive(args.prompt_tokens, "--prompt-tokens"),
         repeats=_positive(args.decode_repeats if args.decode_repeats is not None
                           else (c.QUICK.decode_repeats if quick else defaults.repeats), "--decode-repeats"),
-        seed=args.seed)
+        kv=c.parse_kv(args.decode_kv) if args.decode_kv else defaults.kv, seed=args.seed)
     return kernels, decode
 
 
 def _command_line(args: argparse.Namespace) -> str:
     parts = ["lowbit bench"] + ([args.suite] if args.suite != "all" else [])
     for flag in ("shapes", "m", "types", "x_dtypes", "backends", "decode_model", "decode_types", "decode_x_dtypes",
-                 "decode_tokens", "decode_repeats", "repeats", "json", "plot"):
+                 "decode_tokens", "decode_repeats", "decode_kv", "repeats", "json", "plot"):
         value = getattr(args, flag)
         if value is not None:
             parts.append(f"--{flag.replace('_', '-')} {value}")

@@ -60,6 +60,7 @@ def test_quick_and_overrides() -> None:
     kernels, decode = _settings(_parse())
     assert kernels.shapes == c.LLAMA_SHAPES and kernels.ms == (1, 4, 16) and kernels.types == c.DEFAULT_TYPES
     assert kernels.repeats == 20 and kernels.cold and kernels.backends == ("tvm",) and decode.model == "1b"
+    assert decode.kv == "float16" and _settings(_parse("--decode-kv", "u8"))[1].kv == "uint8"
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -68,6 +69,8 @@ def test_quick_and_overrides() -> None:
     (["--backends", "cuda"], "unknown backend"),
     (["--repeats", "0"], "--repeats must be an integer >= 1"),
     (["--threads", "0"], "--threads must be an integer >= 1"),
+    (["--decode-kv", "int32"], "int32 cannot hold a KV cache"),
+    (["--decode-kv", "i9"], "unknown dtype 'i9'"),
     (["kernels", "--shapes", "32x200", "--m", "1", "--types", "int4", "--bandwidth-mib", "8", "--no-progress"],
      "does not divide K"),
 ])
