@@ -18,6 +18,7 @@ always there) or ``None``: the best available for the tensors' device (Triton on
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,8 @@ from .quant import DENSE_ROWMAJOR, QuantizedTensor
 __all__ = ["matmul", "decode_attention", "kv_append"]
 
 _ACT_DTYPES = ("float16", "bfloat16", "float32")
+#: the types of scalar options that may key a checked call signature (hashable, checked by value)
+_PLAIN = (int, float, type(None))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -298,7 +301,8 @@ def decode_attention(q: Any, layer: Any, block_tables: Any, seq_lens: Any, *, sc
     torch = _torch()
     signature = None
     if (type(layer) is KVLayer and type(q) is torch.Tensor and type(block_tables) is torch.Tensor
-            and type(seq_lens) is torch.Tensor):
+            and type(seq_lens) is torch.Tensor and type(scale) in _PLAIN and type(window) in _PLAIN
+            and type(num_splits) in _PLAIN):
         signature = ("ops.decode_attention", q.dtype, q.shape, q.device, block_tables.dtype, block_tables.shape,
                      block_tables.device, seq_lens.dtype, seq_lens.shape, seq_lens.device, scale, window,
                      num_splits, backend)
@@ -328,6 +332,8 @@ def decode_attention(q: Any, layer: Any, block_tables: Any, seq_lens: Any, *, sc
                                    or num_splits < 1):
         raise KernelArgumentError(f"{op}: num_splits must be a positive int or None; got {num_splits!r}")
     name = resolve_backend(backend, device_of(q))
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, numbers.Real)):
+        raise KernelArgumentError(f"{op}: scale must be a real number or None; got {scale!r}")
     scale = 1.0 / math.sqrt(fmt.head_dim) if scale is None else float(scale)
     splits = num_splits or (choose_splits(b, fmt.num_kv_heads, max_pages, device, name) if b else 1)
     checked = _CheckedAttention(name, scale, window, splits)

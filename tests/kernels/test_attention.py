@@ -231,3 +231,11 @@ def test_value_checks_survive_a_checked_signature():
     for slots in ([0, 1, PAGES * PAGE], [-1, 1, 2]):
         with pytest.raises(LowbitError, match="slots must lie in"):
             ops.kv_append(layer, k, k, torch.tensor(slots), backend="interpret")
+
+
+def test_unhashable_options_get_the_usual_errors():
+    layer, table, lens, _ = build_cache("int8", None, None, lengths=[5, 20], garbage=False)
+    q = torch.randn(2, HQ, D)
+    for option in (dict(window=[3]), dict(num_splits=[2]), dict(scale=[0.5])):
+        with pytest.raises(LowbitError):
+            ops.decode_attention(q, layer, table, lens, backend="interpret", **option)
