@@ -111,7 +111,6 @@ True
 from __future__ import annotations
 
 import functools
-
 from dataclasses import dataclass, field, replace
 from typing import Any
 

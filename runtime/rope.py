@@ -55,6 +55,6 @@ class Rotary:
     def apply(self, x: torch.Tensor, positions: torch.Tensor,
               cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """``x * cos + rotate_half(x) * sin``, as ``x * cos + roll(x, D/2) * signed_sin``: the same products
-        and sum, bit for bit, in 4 torch ops instead of 7 (a decode step runs this 2 x layers times)."""
+        and sum, bit for bit, in 4 torch ops instead of 7 (once per layer and decode step)."""
         cos, signed_sin = cos_sin if cos_sin is not None else self.cos_sin(positions)
         return x * cos + x.roll(x.shape[-1] // 2, -1) * signed_sin
