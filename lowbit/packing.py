@@ -23,7 +23,7 @@ import numpy as np
 
 from .errors import PackingError
 
-__all__ = ["pack", "unpack", "packed_length"]
+__all__ = ["pack", "pack_trusted", "unpack", "packed_length"]
 
 
 def _is_torch(x: Any) -> bool:
@@ -142,6 +142,8 @@ def pack(codes: Any, nbits: int, axis: int = -1) -> Any:
                                "for signed integers): use the dtype's encode()")
     x = np.moveaxis(arr, ax, -1)
     lead, length = x.shape[:-1], x.shape[-1]
+    if length % _WORD_CODES == 0:
+        return np.ascontiguousarray(np.moveaxis(pack_trusted(x, int(nbits)), -1, ax))
     rows = math.prod(lead)
     per, nbytes = _chunk(int(nbits))
     chunks = -(-length // per)
@@ -156,6 +158,28 @@ def pack(codes: Any, nbits: int, axis: int = -1) -> Any:
     out = out.reshape(rows, chunks * nbytes)[:, : packed_length(length, nbits)]
     out = out.reshape(*lead, out.shape[-1])
     return np.ascontiguousarray(np.moveaxis(out, -1, ax))
+
+
+#: codes :func:`pack_trusted` joins into one little-endian uint64 (``8 * nbits`` bits: whole bytes)
+_WORD_CODES = 8
+
+
+def pack_trusted(codes: np.ndarray, nbits: int) -> np.ndarray:
+    """:func:`pack` along the last axis for integer codes known to lie in ``[0, 2**nbits)``, the axis a multiple
+    of 8 long, without pack's checks: 8 codes at a time in one little-endian uint64 (code ``j`` at bit
+    ``j * nbits``), whose low ``nbits`` bytes are theirs. For callers that pack a few rows many times (a KV
+    cache's tokens).
+
+    >>> pack_trusted(np.array([[1, 0, 3, 2, 2, 2, 0, 1]]), 2)     # the same bytes as pack(...)
+    array([[177,  74]], dtype=uint8)
+    """
+    lead, length = codes.shape[:-1], codes.shape[-1]
+    if nbits == 8:
+        return np.ascontiguousarray(codes, dtype=np.uint8)
+    shifts = np.arange(_WORD_CODES, dtype=np.uint64) * np.uint64(nbits)
+    words = (codes.reshape(-1, _WORD_CODES).astype(np.uint64) << shifts).sum(axis=-1, dtype=np.uint64)
+    out = words.astype("<u8", copy=False).view(np.uint8).reshape(-1, 8)[:, :nbits]
+    return np.ascontiguousarray(out).reshape(*lead, length * nbits // 8)
 
 
 def unpack(packed: Any, nbits: int, count: int, axis: int = -1) -> Any:

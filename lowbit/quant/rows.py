@@ -21,14 +21,11 @@ from typing import Any
 import numpy as np
 
 from ..dtypes import dtype as as_dtype
+from ..packing import pack_trusted
 from . import storage
 from .quantizer import quantize_arrays
 
 __all__ = ["RowQuantizer"]
-
-#: codes packed 8 at a time (``8 * nbits`` bits: whole bytes) into one little-endian uint64
-_CHUNK = 8
-
 
 class RowQuantizer:
     """``quantize_arrays(x, dtype, group_size, zero_point, scale_dtype)`` for float ``x [..., K]`` (numpy, or
@@ -54,7 +51,6 @@ class RowQuantizer:
             self._mode, self._levels = "symmetric-" + d.kind, float(2 ** (d.nbits - 1) - 1)
         self._scale_np = storage.numpy_type(sd)
         self._bits_np = {1: np.uint8, 2: np.uint16, 4: np.uint32}[np.dtype(self._scale_np).itemsize]
-        self._shifts = np.arange(_CHUNK, dtype=np.uint64) * np.uint64(d.nbits)
 
     def __call__(self, x: Any) -> tuple[Any, Any, Any]:
         on_torch = storage.is_torch(x)
@@ -73,7 +69,7 @@ class RowQuantizer:
             return self._general(x)
         k = arr.shape[-1]
         g = k if self.group_size is None or self.group_size == -1 else self.group_size
-        if k % g or k % _CHUNK:
+        if k % g or k % 8:
             return self._general(x)
         lead = arr.shape[:-1]
         w = arr.astype(np.float64).reshape(*lead, k // g, g)
@@ -102,11 +98,11 @@ class RowQuantizer:
             codes = d.encode(q)
         else:   # dtypes' integer encode for finite values: nearest (ties to even), clipped, two's complement
             codes = (_clip(np.rint(q, out=q), d.min, d.max).astype(np.int16) & (d.num_codes - 1)).astype(np.uint8)
-        packed = self._pack(codes.reshape(*lead, k))
+        packed = pack_trusted(codes.reshape(*lead, k), d.nbits)
         scales = s.astype(self._scale_np)
         if not on_torch:
             return packed, scales, zeros
-        return torch_of(packed), torch_of(scales), None if zeros is None else torch_of(zeros)
+        return tuple(None if a is None else storage.to_torch(a, share=True) for a in (packed, scales, zeros))
 
     def _general(self, x: Any) -> tuple[Any, Any, Any]:
         return quantize_arrays(x, self.dtype, self.group_size, self.zero_point, self.scale_dtype)[:3]
@@ -115,37 +111,12 @@ class RowQuantizer:
         """The smallest scale-type value >= ``target`` (> 0, <= the type's max), at least its smallest normal.
         The cast lands on one of the two values around ``target`` (ml_dtypes casts through float32, so not
         always the nearer one); one code up where it fell below (positive floats order like their bits)."""
-        sd = self.scale_dtype
         s = target.astype(self._scale_np)
         bits = s.view(self._bits_np)
         bits += (s.astype(np.float64) < target).astype(self._bits_np)
-        return np.maximum(s.astype(np.float64), sd.smallest_normal)
-
-    def _pack(self, codes: np.ndarray) -> np.ndarray:
-        """:func:`lowbit.packing.pack` along the last axis (code ``j`` at bits ``j * nbits`` of the stream)."""
-        n = self.dtype.nbits
-        if n == 8:
-            return np.ascontiguousarray(codes, dtype=np.uint8)
-        lead, k = codes.shape[:-1], codes.shape[-1]
-        words = (codes.reshape(-1, _CHUNK).astype(np.uint64) << self._shifts).sum(axis=-1, dtype=np.uint64)
-        out = words.view(np.uint8).reshape(-1, 8)[:, :n]
-        return np.ascontiguousarray(out).reshape(*lead, k * n // 8)
+        return np.maximum(s.astype(np.float64), self.scale_dtype.smallest_normal)
 
 
 def _clip(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """``np.clip(x, lo, hi)`` in place, without its Python wrapper."""
     return np.minimum(np.maximum(x, lo, out=x), hi, out=x)
-
-
-def torch_of(arr: np.ndarray) -> Any:
-    """A fresh numpy array as a CPU torch tensor sharing its memory (ml_dtypes' bfloat16 / float8 by their bits)."""
-    import torch
-
-    name = _ML_DTYPES.get(arr.dtype)
-    if name is None:
-        return torch.from_numpy(arr)
-    return torch.from_numpy(arr.view(np.int16 if arr.itemsize == 2 else np.uint8)).view(getattr(torch, name))
-
-
-_ML_DTYPES = {np.dtype(storage.numpy_type(as_dtype(name))): name
-              for name in ("bfloat16", "float8_e4m3fn", "float8_e5m2")}

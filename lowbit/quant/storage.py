@@ -55,17 +55,19 @@ def to_float64(x: Any) -> Any:
     return np.asarray(x).astype(np.float64)
 
 
-def to_torch(x: Any, device: Any = "cpu") -> Any:
-    """A numpy array (ml_dtypes included) as a torch tensor on ``device``, bit for bit."""
+def to_torch(x: Any, device: Any = "cpu", *, share: bool = False) -> Any:
+    """A numpy array (ml_dtypes included) as a torch tensor on ``device``, bit for bit. ``share``: on the CPU,
+    view the array's memory instead of copying it (for a fresh array no one else holds)."""
     import torch
 
     if is_torch(x):
         return x.to(device)
     arr = np.ascontiguousarray(x)
-    if arr.dtype.name in ("bfloat16", "float8_e4m3fn", "float8_e5m2"):  # ml_dtypes: move the bits, reinterpret
-        raw = {1: np.uint8, 2: np.int16}[arr.dtype.itemsize]
-        return torch.from_numpy(arr.view(raw).copy()).view(getattr(torch, arr.dtype.name)).to(device)
-    return torch.from_numpy(arr.copy()).to(device)
+    name = _ML_DTYPES.get(arr.dtype)
+    if name is not None:  # ml_dtypes: move the bits, reinterpret
+        arr = arr.view({1: np.uint8, 2: np.int16}[arr.dtype.itemsize])
+    t = torch.from_numpy(arr if share else arr.copy())
+    return (t if name is None else t.view(getattr(torch, name))).to(device)
 
 
 def to_numpy(x: Any) -> np.ndarray:
@@ -80,3 +82,7 @@ def to_numpy(x: Any) -> np.ndarray:
         raw = torch.int16 if t.element_size() == 2 else torch.uint8
         return t.view(raw).numpy().view(numpy_type(dtype(name))).copy()
     return t.numpy().copy()
+
+
+#: numpy dtypes of ml_dtypes' types -> their name (torch has the same names)
+_ML_DTYPES = {numpy_type(dtype(name)): name for name in ("bfloat16", "float8_e4m3fn", "float8_e5m2")}
