@@ -8,11 +8,11 @@ reinterprets with ``view``. Functions here trust their inputs (``lowbit.ops`` ch
   split-KV, one of ``attention_merge``. With keys per channel (v2) the kernel reads each sequence's sealed
   pages from codes with one scale row per page (``k_scales [P, H, D]`` passed as ``[P, H, 1, D]``) and its
   open last page from ``k_stage`` (row ``stage_map[page]``), choosing per page with a run-time ``if``;
-* :func:`run_kv_append`: quantizes the new tokens on the host with the format's own quantizer
-  (:func:`lowbit.kvcache.quantize_tokens`, and :func:`lowbit.kvcache.plan_key_append` for keys per channel:
-  float64 arithmetic, scales rounded up; the kernel-side equivalent would have to reproduce those
-  roundings bit for bit) and writes codes, scales, zeros and staged keys into their pages with the
-  ``kv_scatter`` kernel.
+* :func:`run_kv_append`: symmetric integer codes with float16 / bfloat16 scales (:func:`quantize_constants`)
+  are quantized into their pages by the ``kv_quantize`` kernel, whose float32 arithmetic gives the bits of
+  the format's float64 quantizer (the argument is in the kernel); other formats (zero points, float codes,
+  float32 scales, keys per channel) are quantized on the host (:func:`lowbit.kvcache.quantize_tokens`,
+  :func:`lowbit.kvcache.plan_key_append`) and written with the ``kv_scatter`` kernel.
 
 >>> import torch
 >>> from lowbit import kvcache
@@ -28,12 +28,13 @@ torch.Size([1, 2, 16])
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 from .library import compiled
 
-__all__ = ["attention_constants", "choose_splits", "run_decode_attention", "run_kv_append"]
+__all__ = ["attention_constants", "choose_splits", "quantize_constants", "run_decode_attention", "run_kv_append"]
 
 FILE = "attention.lbk"
 
@@ -173,6 +174,64 @@ class _AttentionPlan:
         return _AttentionPlan(main, merge.bind(dict(o=out, **parts), ("po", "pm", "pl", "o"), check=False))
 
 
+#: significant bits of the scale types the ``kv_quantize`` kernel rounds to (its argument that float32
+#: quotients round like exact ones needs short scales: float32 scales stay with the host's quantizer)
+_SCALE_BITS = {"float16": 11, "bfloat16": 8}
+
+
+@functools.lru_cache(maxsize=None)
+def quantize_constants(fmt: Any) -> dict[str, Any] | None:
+    """The ``kv_quantize`` constants for a cache format whose tokens that kernel quantizes, else None.
+
+    It takes symmetric integer codes (int2..int8, no zero points) with float16 / bfloat16 scales, a head
+    dimension of whole 32-code words; other formats are quantized on the host
+    (:func:`lowbit.kvcache.quantize_tokens`). Either way the bits are the same.
+
+    >>> from lowbit.kvcache import KVCacheFormat
+    >>> quantize_constants(KVCacheFormat("int4", num_kv_heads=2, head_dim=64))["WORDS"]
+    8
+    >>> quantize_constants(KVCacheFormat("uint4", num_kv_heads=2, head_dim=64)) is None   # zero points
+    True
+    """
+    from ..dtypes import dtype as as_dtype
+
+    if fmt.dense or fmt.zero_point or fmt.scale_dtype not in _SCALE_BITS or fmt.head_dim % 32:
+        return None
+    d = as_dtype(fmt.dtype)
+    if d.kind != "int" or d.nbits < 2:
+        return None
+    scale = as_dtype(fmt.scale_dtype)
+    return dict(SD=fmt.scale_dtype, BITS=d.nbits, D=fmt.head_dim, G=fmt.group_size,
+                WORDS=fmt.head_dim * d.nbits // 32, PAGE=fmt.page_size, LEVELS=2 ** (d.nbits - 1) - 1,
+                DROP=24 - _SCALE_BITS[fmt.scale_dtype], TINY=float(scale.smallest_normal))
+
+
+def _quantizable(fmt: Any, values: list[Any]) -> bool:
+    """Every value finite with a scale inside the scale type's range: what the kernel assumes (the host's
+    quantizer raises its usual error for the rest)."""
+    from ..dtypes import dtype as as_dtype
+
+    levels = 2 ** (as_dtype(fmt.dtype).nbits - 1) - 1
+    bound = max(float(x.abs().amax()) if x.numel() else 0.0 for x in values)
+    return bound / levels <= float(as_dtype(fmt.scale_dtype).max)      # False for NaN and inf
+
+
+def _quantize_into(layer: Any, side: str, x: Any, slots: Any, codes: Any, scales: Any,
+                   constants: dict[str, Any], backend: str) -> None:
+    """``kv_quantize``: tokens ``x [T, H, D]`` quantized into ``codes`` / ``scales`` at ``slots`` (bound
+    once per source shape and kept with the layer)."""
+    import torch
+
+    kind = "cuda" if x.device.type == "cuda" else "cpu"
+
+    def bind() -> Any:
+        kernel = compiled(FILE, "kv_quantize", backend, kind, T=str(x.dtype).removeprefix("torch."), **constants)
+        return kernel.bind(dict(src=x, slots=slots, codes=codes.view(torch.int32), scales=scales),
+                           ("src", "slots"))
+
+    layer.launch_plan(("kv_quantize", side, tuple(x.shape), x.dtype, backend), bind)(src=x, slots=slots)
+
+
 def run_kv_append(layer: Any, k: Any, v: Any, slots: Any, backend: str) -> None:
     """Quantize ``k``, ``v`` ``[T, Hkv, D]`` (host) and store token ``t`` at flat slot ``slots[t]`` (kernel).
 
@@ -217,6 +276,11 @@ def run_kv_append(layer: Any, k: Any, v: Any, slots: Any, backend: str) -> None:
                     scatter(src, plan.sealed, dst.view(dst.shape[0], h, 1, dst.shape[2]), 1, what)
     else:
         sides.insert(0, ("k", k, layer.k, layer.k_scales, layer.k_zeros))
+    fused = quantize_constants(fmt)
+    if fused is not None and _quantizable(fmt, [x for _, x, *_ in sides]):
+        for side, x, codes, scales, _ in sides:
+            _quantize_into(layer, side, x.to(device=device).contiguous(), slots32, codes, scales, fused, backend)
+        return
     values = [x.to(device=device, dtype=torch.float32) for _, x, *_ in sides]
     if fmt.dense:
         quantized = [quantize_tokens(fmt, x) for x in values]

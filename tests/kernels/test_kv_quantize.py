@@ -1,0 +1,130 @@
+"""The ``kv_quantize`` kernel (``attention.lbk``): a low-bit KV cache's new tokens quantized on the device.
+
+Reference: :func:`lowbit.quant.quantize_arrays` (float64 arithmetic, scales rounded up to the scale type with
+ml_dtypes), the rule the host path applies. The kernel computes in float32 and must give the same bits: codes,
+scales and the pages they land in, for every symmetric integer width, float16 / bfloat16 scales, one and
+several groups per head, and inputs built to sit on and next to the rounding boundaries (a quotient one
+float32 step from ``k + 1/2``, a target one step above a scale value, exact ties, zero and tiny groups).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lowbit import QuantizationError, kvcache, ops
+from lowbit.kernels.attention import quantize_constants, run_kv_append
+from lowbit.quant.quantizer import quantize_arrays
+
+from .conftest import require_backend
+
+torch = pytest.importorskip("torch")
+
+D, H, PAGE, PAGES = 64, 2, 4, 6
+
+
+def _boundary_tokens(nbits: int, group: int, scale_dtype: str, seed: int) -> torch.Tensor:
+    """``[T, H, D]`` float32 tokens whose groups hit the roundings: random magnitudes over many binades,
+    a zero group, subnormal-scale groups, and groups whose scale ``s`` is fixed by an element ``L s`` (so the
+    target is exactly a scale value) with the others at ``(k + 1/2) s`` and one float32 step either side."""
+    rng = np.random.default_rng(seed)
+    levels = 2 ** (nbits - 1) - 1
+    rows = []
+    for scale_exp in (-30, -12, -3, 0, 4, 9):
+        rows.append(rng.standard_normal(D) * 2.0 ** scale_exp)
+    rows.append(np.zeros(D))
+    rows.append(np.full(D, 2.0 ** -20) * np.sign(rng.standard_normal(D)))
+    sd = {"float16": np.float16, "bfloat16": None}[scale_dtype]
+    for trial in range(6):
+        row = np.empty(D)
+        for g0 in range(0, D, group):
+            s = float(np.float32(rng.uniform(0.01, 3.0)))
+            s = float(np.float16(s)) if sd is not None else float(torch.tensor(s).to(torch.bfloat16).float())
+            k = rng.integers(-levels, levels, size=group).astype(np.float64)
+            half = np.float32((k + 0.5) * s)
+            step = rng.integers(-1, 2, size=group)          # below, on, above the half point
+            vals = np.where(step < 0, np.nextafter(half, np.float32(-np.inf)),
+                            np.where(step > 0, np.nextafter(half, np.float32(np.inf)), half))
+            vals[0] = levels * s * (1 if trial % 2 else -1)  # the group's amax: target == s exactly
+            if trial >= 4:                                   # or one float32 step above it: s one code up
+                vals[0] = np.nextafter(np.float32(vals[0]), np.float32(np.sign(vals[0]) * np.inf))
+            row[g0:g0 + group] = vals
+        rows.append(row)
+    x = np.stack(rows).astype(np.float32)
+    return torch.from_numpy(x).reshape(-1, H, D)
+
+
+def _expected(x: torch.Tensor, fmt: kvcache.KVCacheFormat) -> tuple[torch.Tensor, torch.Tensor]:
+    packed, scales, _, _ = quantize_arrays(x.reshape(-1, D).double().numpy(), fmt.dtype, group_size=fmt.group_size,
+                                           zero_point=False, scale_dtype=fmt.scale_dtype)
+    codes = torch.from_numpy(np.asarray(packed)).reshape(x.shape[0], H, -1)
+    scales = torch.from_numpy(np.asarray(scales).view(np.uint16).astype(np.int32)).reshape(x.shape[0], H, -1)
+    return codes, scales
+
+
+def _check(backend: str, dtype: str, group: int | None, scale_dtype: str, x_dtype=torch.float32, seed=0) -> None:
+    fmt = kvcache.KVCacheFormat(dtype, num_kv_heads=H, head_dim=D, page_size=PAGE, group_size=group,
+                                scale_dtype=scale_dtype)
+    assert quantize_constants(fmt) is not None
+    x = _boundary_tokens(kvcache.KVCacheFormat(dtype, H, D).nbits, fmt.group_size, scale_dtype, seed).to(x_dtype)
+    n = x.shape[0] // 2
+    k, v = x[:n], x[n:2 * n]
+    layer = kvcache.allocate(fmt, PAGES)
+    slots = torch.randperm(PAGES * PAGE, generator=torch.Generator().manual_seed(seed))[:n]
+    run_kv_append(layer, k, v, slots, backend)
+    assert layer.known_launch_plan(("kv_quantize", "k", tuple(k.shape), k.dtype, backend)) is not None
+    for side, src in (("k", k), ("v", v)):
+        codes, scales = _expected(src.float(), fmt)
+        got_codes = getattr(layer, side)[slots // PAGE, :, slots % PAGE]
+        got_scales = getattr(layer, f"{side}_scales")[slots // PAGE, :, slots % PAGE]
+        assert torch.equal(got_codes, codes), f"{backend} {dtype} g{group} {scale_dtype}: {side} codes"
+        assert torch.equal(got_scales.view(torch.int16).to(torch.int32) & 0xFFFF, scales), \
+            f"{backend} {dtype} g{group} {scale_dtype}: {side} scales"
+
+
+@pytest.mark.parametrize("dtype", ["int2", "int3", "int4", "int5", "int6", "int7", "int8"])
+@pytest.mark.parametrize("scale_dtype", ["float16", "bfloat16"])
+def test_interpreter_matches_the_float64_quantizer(dtype, scale_dtype):
+    _check("interpret", dtype, 16, scale_dtype)
+    _check("interpret", dtype, None, scale_dtype, seed=1)
+
+
+@pytest.mark.parametrize("dtype,group,scale_dtype", [("int2", 32, "float16"), ("int3", None, "float16"),
+                                                     ("int4", 16, "float16"), ("int4", None, "bfloat16"),
+                                                     ("int8", 32, "bfloat16")])
+def test_tvm_matches_the_float64_quantizer(dtype, group, scale_dtype):
+    require_backend("tvm")
+    _check("tvm", dtype, group, scale_dtype)
+
+
+@pytest.mark.parametrize("dtype,group,scale_dtype", [("int3", 16, "bfloat16"), ("int4", None, "float16")])
+def test_triton_matches_the_float64_quantizer(dtype, group, scale_dtype):
+    require_backend("triton")
+    _check("triton", dtype, group, scale_dtype)
+
+
+@pytest.mark.parametrize("x_dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_tokens(x_dtype):
+    _check("interpret", "int4", 32, "float16", x_dtype=x_dtype, seed=2)
+
+
+def test_formats_the_kernel_does_not_take():
+    """Zero points, float codes, float32 scales and head dimensions of partial words stay on the host."""
+    for kwargs in (dict(dtype="uint4"), dict(dtype="int4", zero_point=True), dict(dtype="float4_e2m1"),
+                   dict(dtype="int4", scale_dtype="float32"), dict(dtype="int4", head_dim=48),
+                   dict(dtype="float16")):
+        fmt = kvcache.KVCacheFormat(**{"num_kv_heads": H, "head_dim": D, **kwargs})
+        assert quantize_constants(fmt) is None, kwargs
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 1e9])
+def test_input_the_kernel_cannot_take_gets_the_quantizers_error(bad):
+    """Non-finite values and scales past the scale type's range go to the host quantizer, which raises;
+    nothing is written."""
+    fmt = kvcache.KVCacheFormat("int4", num_kv_heads=H, head_dim=D, page_size=PAGE)
+    layer = kvcache.allocate(fmt, PAGES)
+    before = layer.k.clone(), layer.k_scales.clone()
+    k = torch.randn(2, H, D)
+    k[1, 0, 3] = bad
+    with pytest.raises(QuantizationError):
+        ops.kv_append(layer, k, torch.randn(2, H, D), torch.tensor([0, 1]), backend="interpret")
+    assert torch.equal(layer.k, before[0]) and torch.equal(layer.k_scales, before[1])
