@@ -233,7 +233,8 @@ def _quantize_into(layer: Any, side: str, x: Any, slots: Any, codes: Any, scales
 
 
 def run_kv_append(layer: Any, k: Any, v: Any, slots: Any, backend: str) -> None:
-    """Quantize ``k``, ``v`` ``[T, Hkv, D]`` (host) and store token ``t`` at flat slot ``slots[t]`` (kernel).
+    """Quantize ``k``, ``v`` ``[T, Hkv, D]`` and store token ``t`` at flat slot ``slots[t]`` (``kv_quantize``, or
+    the host's quantizer and ``kv_scatter``).
 
     Keys per channel (v2): the keys go to their pages' staging rows, and the pages this append seals get their
     codes and per-channel scales (:func:`lowbit.kvcache.plan_key_append`)."""
@@ -279,6 +280,8 @@ def run_kv_append(layer: Any, k: Any, v: Any, slots: Any, backend: str) -> None:
     fused = quantize_constants(fmt)
     if fused is not None and _quantizable(fmt, [x for _, x, *_ in sides]):
         for side, x, codes, scales, _ in sides:
+            if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+                x = x.to(torch.float32)           # what the host path quantizes too
             _quantize_into(layer, side, x.to(device=device).contiguous(), slots32, codes, scales, fused, backend)
         return
     values = [x.to(device=device, dtype=torch.float32) for _, x, *_ in sides]

@@ -71,7 +71,8 @@ def _check(backend: str, dtype: str, group: int | None, scale_dtype: str, x_dtyp
     layer = kvcache.allocate(fmt, PAGES)
     slots = torch.randperm(PAGES * PAGE, generator=torch.Generator().manual_seed(seed))[:n]
     run_kv_append(layer, k, v, slots, backend)
-    assert layer.known_launch_plan(("kv_quantize", "k", tuple(k.shape), k.dtype, backend)) is not None
+    launched = k.dtype if k.dtype != torch.float64 else torch.float32       # float64 is quantized from float32
+    assert layer.known_launch_plan(("kv_quantize", "k", tuple(k.shape), launched, backend)) is not None
     for side, src in (("k", k), ("v", v)):
         codes, scales = _expected(src.float(), fmt)
         got_codes = getattr(layer, side)[slots // PAGE, :, slots % PAGE]
@@ -102,7 +103,7 @@ def test_triton_matches_the_float64_quantizer(dtype, group, scale_dtype):
     _check("triton", dtype, group, scale_dtype)
 
 
-@pytest.mark.parametrize("x_dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("x_dtype", [torch.bfloat16, torch.float16, torch.float64])
 def test_half_precision_tokens(x_dtype):
     _check("interpret", "int4", 32, "float16", x_dtype=x_dtype, seed=2)
 
