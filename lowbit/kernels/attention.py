@@ -206,14 +206,18 @@ def quantize_constants(fmt: Any) -> dict[str, Any] | None:
                 DROP=24 - _SCALE_BITS[fmt.scale_dtype], TINY=float(scale.smallest_normal))
 
 
-def _quantizable(fmt: Any, values: list[Any]) -> bool:
-    """Every value finite with a scale inside the scale type's range: what the kernel assumes (the host's
-    quantizer raises its usual error for the rest)."""
+@functools.lru_cache(maxsize=None)
+def _scale_max(scale_dtype: str) -> float:
     from ..dtypes import dtype as as_dtype
 
-    levels = 2 ** (as_dtype(fmt.dtype).nbits - 1) - 1
+    return float(as_dtype(scale_dtype).max)
+
+
+def _quantizable(values: list[Any], constants: dict[str, Any]) -> bool:
+    """Every value finite with a scale inside the scale type's range: what the kernel assumes (the host's
+    quantizer raises its usual error for the rest)."""
     bound = max(float(x.abs().amax()) if x.numel() else 0.0 for x in values)
-    return bound / levels <= float(as_dtype(fmt.scale_dtype).max)      # False for NaN and inf
+    return bound / constants["LEVELS"] <= _scale_max(constants["SD"])     # False for NaN and inf
 
 
 def _quantize_into(layer: Any, side: str, x: Any, slots: Any, codes: Any, scales: Any,
@@ -278,7 +282,7 @@ def run_kv_append(layer: Any, k: Any, v: Any, slots: Any, backend: str) -> None:
     else:
         sides.insert(0, ("k", k, layer.k, layer.k_scales, layer.k_zeros))
     fused = quantize_constants(fmt)
-    if fused is not None and _quantizable(fmt, [x for _, x, *_ in sides]):
+    if fused is not None and _quantizable([x for _, x, *_ in sides], fused):
         for side, x, codes, scales, _ in sides:
             if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
                 x = x.to(torch.float32)           # what the host path quantizes too
