@@ -2,9 +2,9 @@
 
 ``compile_ir(kernel, target)`` runs the target's pass pipeline, builds the result with the target's backend
 and returns a :class:`CompiledKernel`. Builds are cached in memory (per process) and, for backends that can
-save what they build, on disk (:mod:`lowbit.cache`, keyed by the lowered IR's text, the target, the options and
-the toolchain versions). Lowering passes are cheap and always re-run, so host-side objects such as the packed
-weight formats (``param_formats``) never need to be serialized.
+save what they build, on disk (:mod:`lowbit.cache`, keyed by the lowered IR's text, the target, the options,
+the host CPU where native code depends on it, and the toolchain versions). Lowering passes are cheap and always
+re-run, so host-side objects such as the packed weight formats (``param_formats``) never need to be serialized.
 
 Backends register themselves in :data:`BACKENDS` (see :func:`register_backend`); ``interpret`` (the reference
 interpreter, :func:`lowbit.ir.interpret`) is always there.
@@ -46,8 +46,10 @@ class BackendSpec:
     """A backend: how to build a lowered kernel, and optionally how to save/load the build for the disk cache.
 
     ``build(lowered) -> Built``; ``save(built, folder) -> meta`` writes files into ``folder``;
-    ``load(folder, meta, lowered) -> Built`` rebuilds the launcher from them. ``device`` is ``"cpu"`` or
-    ``"cuda"``: the device arguments must live on.
+    ``load(folder, meta, lowered) -> Built`` rebuilds the launcher from them. ``host() -> JSON-able`` (optional):
+    what of this machine a build depends on beyond the target, e.g. the CPU whose instructions native code
+    uses; it joins the disk-cache key, so that a cache folder shared by machines of different CPUs never hands
+    one of them code for the other (an illegal instruction, not an error).
     """
 
     name: str
@@ -55,6 +57,7 @@ class BackendSpec:
     save: Callable[[Built, Path], Mapping[str, Any]] | None = None
     load: Callable[[Path, Mapping[str, Any], Any], Built] | None = None
     available: Callable[[], bool] = lambda: True
+    host: Callable[[], Any] | None = None
 
 
 #: (backend name, device kind) -> spec; the target's backend and kind select one. The built-in backends are
@@ -388,7 +391,10 @@ def _build(spec: BackendSpec, lowered: Any, target: Any, options: Mapping[str, A
         return spec.build(lowered), False
     from .cache import CompileCache, make_key
 
-    key = make_key({"ir": print_kernel(lowered.kernel), "target": repr(target), "options": options})
+    parts = {"ir": print_kernel(lowered.kernel), "target": repr(target), "options": options}
+    if spec.host is not None:
+        parts["host"] = spec.host()
+    key = make_key(parts)
     holder: dict[str, Built] = {}
 
     def build(folder: Path) -> Mapping[str, Any]:
@@ -451,6 +457,17 @@ def _load_tvm(folder: Path, meta: Mapping[str, Any], lowered: Any) -> Built:
     return load_tvm_kernel(folder / meta.get("library", "kernel.so"))
 
 
+def _tvm_cpu_host() -> dict[str, Any]:
+    """The CPU a TVM CPU build is for: LLVM's name and features (what the code may use) and the host flags the
+    lowering consults (what it chose; :func:`lowbit.lowering.target.host_cpu_flags`)."""
+    from .lowering.target import LOWERING_CPU_FLAGS, host_cpu_flags
+    from .lowering.tvm.target import host_cpu
+
+    cpu = host_cpu()
+    return {"mcpu": cpu.mcpu, "triple": cpu.triple, "llvm-features": sorted(cpu.features),
+            "flags": sorted(host_cpu_flags() & LOWERING_CPU_FLAGS)}
+
+
 @functools.cache
 def _tvm_usable() -> bool:
     try:
@@ -461,5 +478,6 @@ def _tvm_usable() -> bool:
         return False
 
 
-register_backend("tvm", "cpu", BackendSpec("tvm", _build_tvm, _save_tvm, _load_tvm, available=_tvm_usable))
+register_backend("tvm", "cpu", BackendSpec("tvm", _build_tvm, _save_tvm, _load_tvm, available=_tvm_usable,
+                                            host=_tvm_cpu_host))
 register_backend("tvm", "cuda", BackendSpec("tvm", _build_tvm, available=_tvm_usable))

@@ -98,6 +98,10 @@ def host_cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+#: the :func:`host_cpu_flags` that lowering decisions consult (the ``host_has_*`` predicates below)
+LOWERING_CPU_FLAGS = frozenset({"avx512f", "avx512bw", "avx512_bf16"})
+
+
 def host_has_avx512() -> bool:
     """True on an x86-64 host whose CPU has AVX-512F."""
     return "avx512f" in host_cpu_flags()
@@ -106,6 +110,18 @@ def host_has_avx512() -> bool:
 def host_has_avx512_bf16() -> bool:
     """True on an x86-64 host whose CPU has AVX-512 BF16 (``vdpbf16ps``: 32 bf16 products per instruction)."""
     return {"avx512f", "avx512bw", "avx512_bf16"} <= host_cpu_flags()
+
+
+def bf16_pair_dots(target: Target) -> bool:
+    """Whether ``target``'s code multiplies bf16 activations by weights two K rows per ``vdpbf16ps`` (the bf16
+    pair dot, ``lowering/tvm/pair_dot.py``): TVM's CPU target with 512-bit vectors on an AVX-512 BF16 host.
+    Elsewhere such products are widened to f32, and the storage choices made for the pair dot (two code
+    streams, no groups of rows) would only cost.
+
+    >>> bf16_pair_dots(parse_target("triton:cpu")), bf16_pair_dots(parse_target("tvm:cuda:sm_90"))
+    (False, False)
+    """
+    return target.backend == "tvm" and target.kind == "cpu" and target.vector_bytes >= 64 and host_has_avx512_bf16()
 
 
 def register_table_entries(target: Target, dtype: str, bf16_products: bool = False) -> int:
@@ -123,7 +139,7 @@ def register_table_entries(target: Target, dtype: str, bf16_products: bool = Fal
     """
     if target.backend == "tvm" and target.kind == "cpu" and dtype in ("float32", "int32", "uint32") \
             and target.vector_bytes >= 64 and host_has_avx512():
-        return 64 if bf16_products and dtype == "float32" and host_has_avx512_bf16() else 32
+        return 64 if bf16_products and dtype == "float32" and bf16_pair_dots(target) else 32
     return 0
 
 

@@ -43,7 +43,7 @@ from lowbit.ir.rules import describe
 from lowbit.ir.symbolic import Dim, Sym, SymOp, cdiv
 from lowbit.ir.types import TileType, is_code, kind_of, nbits_of
 
-from ..target import host_has_avx512
+from ..target import bf16_pair_dots, host_has_avx512
 from .manager import PassContext, register_pass
 from .packed_format import PackedFormat, derive_format
 from .lowbit_emit import Emitter, all_names
@@ -59,8 +59,9 @@ def worker_vector_bytes(target) -> int:
 
 def substreams_for(target, dtype: str, layout: Any, meets_bf16: bool = True) -> int:
     """2 (two uint16 streams per 32-bit word, see :mod:`.packed_format`) for 1-3-, 5- and 6-bit codes on TVM's
-    CPU target when the tile allows it and the codes meet bf16 activations in a product (``meets_bf16``, see
-    :func:`.products.meets_bf16_product`), else 1. Groups (:func:`groups_for`) take precedence: 1-bit codes are
+    CPU target when the tile allows it and the codes meet bf16 activations in a product that takes the bf16 pair
+    dot (``meets_bf16``: :func:`.products.meets_bf16_product` on a target where :func:`..target.bf16_pair_dots`
+    holds), else 1. Groups (:func:`groups_for`) take precedence: 1-bit codes are
     stored in streams only where the tile cannot hold groups.
 
     Why: the bf16 pair dot (``lowering/tvm/pair_dot.py``) looks codes of up to 6 bits up in a bf16 table and
@@ -215,7 +216,7 @@ class _Lowering:
                         f"{format_layout(lay)}, but {describe(first)} loads {list(first.result.shape)} tiles in "
                         f"{format_layout(layouts[0])}; one packed storage order needs one tile layout",
                         location=ins.loc, hint="load the tensor with one tile shape and layout everywhere")
-            bf16 = meets_bf16_product(self.kernel, name)
+            bf16 = meets_bf16_product(self.kernel, name) and bf16_pair_dots(self.ctx.target)
             groups = groups_for(self.ctx.target, p.value.dtype, layouts[0], bf16)
             planes = planes_for(self.ctx.target, p.value.dtype, layouts[0], bf16,
                                 single_row_products(self.kernel, name))

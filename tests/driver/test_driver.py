@@ -103,6 +103,39 @@ def test_tvm_backend_through_the_driver_and_its_disk_cache(tmp_path, monkeypatch
     clear_memory_cache()
 
 
+def test_a_disk_cache_shared_by_two_cpus_keeps_their_builds_apart(tmp_path, monkeypatch):
+    """A cache folder on a disk two machines share: a TVM CPU build is native code for one CPU, so another CPU
+    (here the same one as LLVM would name a different model, or with a flag the lowering consults missing)
+    must build its own instead of loading one that may not run there."""
+    import dataclasses
+
+    pytest.importorskip("tvm")
+    from lowbit.driver import clear_memory_cache
+    from lowbit.lowering import target
+    from lowbit.lowering.tvm import target as tvm_target
+
+    monkeypatch.setenv("LOWBIT_CACHE_DIR", str(tmp_path))
+    clear_memory_cache()
+    kernel, x = scale_kernel(), torch.randn(9)
+    assert not compile_ir(kernel, "tvm").from_disk_cache
+    clear_memory_cache()
+    assert compile_ir(kernel, "tvm").from_disk_cache
+    cpu, flags = tvm_target.host_cpu(), target.host_cpu_flags()
+    other_model = "x86-64-v3" if cpu.mcpu != "x86-64-v3" else "x86-64-v2"
+    others = [(lambda: dataclasses.replace(cpu, mcpu=other_model), target.host_cpu_flags),
+              (tvm_target.host_cpu, lambda: flags ^ {"avx512_bf16"})]
+    for host_cpu, host_cpu_flags in others:
+        monkeypatch.setattr(tvm_target, "host_cpu", host_cpu)
+        monkeypatch.setattr(target, "host_cpu_flags", host_cpu_flags)
+        clear_memory_cache()
+        build = compile_ir(kernel, "tvm")
+        assert not build.from_disk_cache
+        y = torch.zeros(9)
+        build.launch({"x": x, "y": y, "factor": 2.0})
+        assert torch.equal(y, 2 * x)
+    clear_memory_cache()
+
+
 def test_shape_bindings_are_checked_with_the_arguments():
     # y has N // 2 elements: N is bound only through shape_bindings
     kb = KernelBuilder("halve")

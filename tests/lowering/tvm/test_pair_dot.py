@@ -132,6 +132,37 @@ def test_selected_exactly_where_it_applies(x_dtype, dtype, zero_point, expected,
     assert (f'"{pair_dot.FUNNEL16}", ' in text) == (expected is True and crossing and bf16)
 
 
+def test_a_host_without_avx512_bf16_stores_codes_for_f32_products(monkeypatch, tmp_path, tvm_cpu):
+    """On a host without AVX-512 BF16 (an Ice Lake server) bf16 activations are widened to f32, and the codes
+    are stored as for f32 activations: no 16-bit substreams (which only the pair dot needs), 2-bit codes in
+    groups for the lookup of activation sums, 3-bit integer codes in bit planes. The host is simulated by
+    taking ``avx512_bf16`` out of its flags; the kernels go to private memory and disk caches (no key sees the
+    host's flags)."""
+    from lowbit import driver
+    from lowbit.kernels import library
+    from lowbit.kernels.matmul import choose_config
+    from lowbit.lowering import target
+
+    flags = target.host_cpu_flags()
+    monkeypatch.setattr(target, "host_cpu_flags", lambda: flags - {"avx512_bf16"})
+    monkeypatch.setattr(library, "_COMPILED", {})
+    monkeypatch.setattr(driver, "_MEMORY_CACHE", {})
+    monkeypatch.setenv("LOWBIT_CACHE_DIR", str(tmp_path))
+    avx512 = target.host_has_avx512()
+    gen = torch.Generator().manual_seed(11)
+    for dtype, n, k in (("int2", 72, 256), ("int3", 72, 256), ("int6", 40, 384), ("float6_e3m2", 33, 128)):
+        w = quantize(torch.randn(n, k, generator=gen), dtype, group_size=128)
+        x = torch.randn(1, k, generator=gen).to(torch.bfloat16)
+        cfg = choose_config(1, n, k, 128, "tvm", "cpu", workers=2, wtype=dtype, xtype="bfloat16")
+        kernel = compiled(FILE, "lowbit_matmul", "tvm", "cpu", **_constants(w, "bfloat16", cfg, False))
+        fmt = kernel.param_formats["q"]
+        assert fmt.substreams == 1, dtype
+        assert fmt.groups == {"int2": 2 if avx512 else 1, "int3": 4 if avx512 else 1}.get(dtype, 1), dtype
+        assert fmt.bit_planes == (dtype == "int3" and avx512), dtype
+        assert pair_dot.DPBF16 not in kernel.source and pair_dot.PERMW not in kernel.source, dtype
+        _check(run_matmul(x, w, None, "tvm", cfg), x, w, f"{dtype} x bf16 without AVX-512 BF16")
+
+
 @pytest.mark.parametrize("dtype,rows,staged,period", [
     ("int7", 8, True, 32),       # 7-bit codes 32 outputs wide: the period is 32 K rows, unrolled whole
     ("int7", 4, False, 32),      # 4 rows read x where they are
