@@ -838,14 +838,15 @@ class _Emitter:
                                    "converts between native dtypes",
                                    hint="run the lower-lowbit pass first: it turns code casts into bit arithmetic")
         repeats = (kind_of(src) == "float" and kind_of(dst) in ("int", "uint")) or (
-            dst == "bfloat16" and src in ("int32", "uint32"))
+            dst == "bfloat16" and src != "bool")           # rounded on the bits (tir_text.bf16_rounded)
         x = self.short(ins.x) if repeats else self.get(ins.x)
         self.define(ins, ins.result, elementwise(ins.result.type.shape, dst, [x],
                                                  lambda e: tt.cast(e[0], src, dst)))
 
     def op_Unary(self, ins: n.Unary) -> None:
         dtype = ins.x.dtype
-        repeats = ins.op == "abs" and kind_of(dtype) == "int"
+        repeats = (ins.op == "abs" and kind_of(dtype) == "int") or (
+            dtype == "bfloat16" and ins.op not in tt.EXACT_FLOAT_UNARY)
         x = self.short(ins.x) if repeats else self.get(ins.x)
         self.define(ins, ins.result, elementwise(ins.result.type.shape, dtype, [x],
                                                  lambda e: tt.unary(ins.op, e[0], dtype)))
@@ -860,8 +861,9 @@ class _Emitter:
             divisor = rdef.value
         elif isinstance(rdef, n.SymbolRef) and rdef.name in self.constants:
             divisor = self.constants[rdef.name]
-        repeats_a = kind == "float" and ins.op in ("maximum", "minimum", "mod")
-        repeats_b = (kind == "float" and ins.op in ("maximum", "minimum", "mod")) or (
+        rounded = ins.result.dtype == "bfloat16" and ins.op not in ("maximum", "minimum")   # tir_text.bf16_rounded
+        repeats_a = (kind == "float" and ins.op in ("maximum", "minimum", "mod")) or rounded
+        repeats_b = (kind == "float" and ins.op in ("maximum", "minimum", "mod")) or rounded or (
             kind in ("int", "uint") and ins.op in ("floordiv", "mod") and not (isinstance(divisor, int) and divisor > 0))
         a = self.short(ins.lhs) if repeats_a else self.get(ins.lhs)
         b = self.short(ins.rhs) if repeats_b else self.get(ins.rhs)

@@ -31,8 +31,8 @@ import numpy as np
 from lowbit.errors import CompileError
 from lowbit.ir.types import NATIVE, kind_of, nbits_of
 
-__all__ = ["NATIVE_TVM", "lit", "cast", "binary", "unary", "select", "to_f32", "from_f32", "reduce_combine",
-           "reduce_identity", "is_small", "UINT_OF", "reinterpret"]
+__all__ = ["NATIVE_TVM", "lit", "cast", "binary", "unary", "select", "to_f32", "from_f32", "bf16_rounded",
+           "reduce_combine", "reduce_identity", "is_small", "UINT_OF", "reinterpret", "EXACT_FLOAT_UNARY"]
 
 #: the TVM dtype string of every native IR dtype (identical names)
 NATIVE_TVM = {d: d for d in NATIVE}
@@ -93,9 +93,35 @@ def to_f32(x: str, dtype: str) -> str:
     return x if dtype == "float32" else f'T.Cast("float32", {x})'
 
 
-def from_f32(x: str, dtype: str) -> str:
-    """A float32 value rounded (RNE) to the float ``dtype``."""
-    return x if dtype == "float32" else f'T.Cast("{dtype}", {x})'
+def from_f32(x: str, dtype: str, exact: bool = False) -> str:
+    """A float32 value rounded (RNE) to the float ``dtype``; ``exact``: the value is one of ``dtype`` already.
+
+    To bfloat16 the rounding is done on the bits (:func:`bf16_rounded`) before the cast, because TVM's bf16
+    legalization computes bf16 values in float32 and drops a ``Cast`` to bf16 that does not reach memory:
+    ``Cast(f32, Cast(bf16, x))`` becomes ``x``, losing the rounding of every bf16 value kept in registers
+    (an operand of the next instruction), in a local buffer or in a scalar. ``x`` appears four times in the
+    result: callers pass a short expression (the code generator materializes long operands first).
+
+    >>> from_f32("y", "float16"), from_f32("y", "bfloat16", exact=True)
+    ('T.Cast("float16", y)', 'T.Cast("bfloat16", y)')
+    """
+    if dtype == "float32":
+        return x
+    if dtype == "bfloat16" and not exact:
+        x = bf16_rounded(x)
+    return f'T.Cast("{dtype}", {x})'
+
+
+def bf16_rounded(xf: str) -> str:
+    """The float32 ``xf`` rounded to the nearest bfloat16 value, ties to even, as a float32: on its bits,
+    ``(bits + 0x7FFF + lsb) & 0xFFFF0000`` with ``lsb`` bit 16 (a carry into the exponent is right: the
+    largest values round to infinity); a NaN becomes the quiet NaN of its sign, as in ml_dtypes."""
+    bits = f'T.reinterpret("uint32", {xf})'
+    lsb = f"T.bitwise_and(T.shift_right({bits}, T.uint32(16)), T.uint32(1))"
+    nearest = f"T.bitwise_and({bits} + (T.uint32(0x7FFF) + {lsb}), T.uint32(0xFFFF0000))"
+    nan = f"T.bitwise_or(T.bitwise_and({bits}, T.uint32(0x80000000)), T.uint32(0x7FC00000))"
+    is_nan = f"(T.bitwise_and({bits}, T.uint32(0x7FFFFFFF)) > T.uint32(0x7F800000))"
+    return f'T.reinterpret("float32", {select(is_nan, nan, nearest)})'
 
 
 def select(cond: str, a: str, b: str) -> str:
@@ -142,12 +168,14 @@ def cast(x: str, src: str, dst: str) -> str:
         return f"({x} != {lit(0, src)})"
     if sk == "bool":
         if dk == "float":
-            return from_f32(f'T.Cast("float32", {x})', dst)
+            return from_f32(f'T.Cast("float32", {x})', dst, exact=True)
         return f'T.Cast("{dst}", {x})'
     if sk == "float" and dk == "float":
         if src in _HALF and dst in _HALF:
-            return f'T.Cast("{dst}", T.Cast("float32", {x}))'   # exact widening, then one rounding
-        return f'T.Cast("{dst}", {x})'
+            return from_f32(f'T.Cast("float32", {x})', dst)   # exact widening, then one rounding
+        if dst == "float32":
+            return to_f32(x, src)
+        return from_f32(x, dst)
     if sk == "float":  # -> int: RNE, saturate, NaN -> 0
         return _float_to_int(to_f32(x, src), dst)
     if dk == "float":
@@ -157,7 +185,7 @@ def cast(x: str, src: str, dst: str) -> str:
             return f'T.Cast("float32", {x})'
         # int -> f16: ints below 2^24 are exact in f32 (one rounding), larger ones overflow f16 anyway;
         # int8/16 -> bf16 likewise exact in f32
-        return f'T.Cast("{dst}", T.Cast("float32", {x}))'
+        return from_f32(f'T.Cast("float32", {x})', dst)
     m = _LIT.match(x.strip())
     if m and m.group(1) == src:   # fold: TVM refuses Cast of a negative literal to an unsigned type
         return lit(int(np.array(int(m.group(2))).astype(np.int64).astype(np.dtype(dst))), dst)
@@ -194,7 +222,7 @@ def _wide_int_to_bf16(x: str, src: str) -> str:
     odd = select(f"(T.bitwise_and({bits}, T.uint32(1)) == T.uint32(1))", bits,
                  select(mag_up, f"({bits} - T.uint32(1))", f"({bits} + T.uint32(1))"))
     rto = select(f"({back} == {exact})", f, f'T.reinterpret("float32", {odd})')
-    return f'T.Cast("bfloat16", {rto})'
+    return from_f32(rto, "bfloat16")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -308,9 +336,9 @@ def binary(op: str, a: str, b: str, dtype: str, *, index: bool = False, divisor:
             r = select(f"T.And({q} != T.float32(0.0), T.Cast(\"int8\", {q} < T.float32(0.0)) != "
                        f"T.Cast(\"int8\", {fb} < T.float32(0.0)))", f"({q} + {fb})", q)
         elif op == "maximum":
-            r = select(f"T.Or(T.isnan({fa}), {fa} > {fb})", fa, fb)
+            return from_f32(select(f"T.Or(T.isnan({fa}), {fa} > {fb})", fa, fb), dtype, exact=True)
         elif op == "minimum":
-            r = select(f"T.Or(T.isnan({fa}), {fa} < {fb})", fa, fb)
+            return from_f32(select(f"T.Or(T.isnan({fa}), {fa} < {fb})", fa, fb), dtype, exact=True)
         else:
             raise CompileError(f"{op} is not defined on {dtype}")
         return from_f32(r, dtype)
@@ -354,6 +382,10 @@ _FLOAT_UNARY = {"exp": "T.exp({})", "exp2": "T.exp2({})", "log": "T.log({})", "l
                 "sigmoid": "(T.float32(1.0) / (T.float32(1.0) + T.exp({} * T.float32(-1.0))))"}
 
 
+#: float unary ops whose result is a value of the operand's type (no rounding)
+EXACT_FLOAT_UNARY = ("abs", "neg", "floor", "ceil")
+
+
 def _tanh(xf: str) -> str:
     """float32 tanh within an ulp or two. (TVM's own ``tanh`` loses all precision for small |x|.)
 
@@ -376,7 +408,7 @@ def unary(op: str, x: str, dtype: str) -> str:
             return from_f32(_tanh(to_f32(x, dtype)), dtype)
         if op not in _FLOAT_UNARY:
             raise CompileError(f"{op} is not defined on {dtype}")
-        return from_f32(_FLOAT_UNARY[op].format(to_f32(x, dtype)), dtype)
+        return from_f32(_FLOAT_UNARY[op].format(to_f32(x, dtype)), dtype, exact=op in EXACT_FLOAT_UNARY)
     if op == "not":
         return f"T.Not({x})" if kind == "bool" else f"T.bitwise_not({x})"
     if kind == "bool":

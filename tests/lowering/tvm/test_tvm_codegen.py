@@ -315,23 +315,58 @@ def test_casts_from_float32_round_and_saturate(K, built):
         np.testing.assert_array_equal(out["out_f16"].view(np.uint16), _CAST_F32.astype(np.float16).view(np.uint16))
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: TVM's bf16 legalization folds Cast(f32, Cast(bf16, x)) to x, "
-                                        "so a bf16 rounding kept in registers is lost (stores round correctly)")
-def test_bf16_rounding_survives_a_round_trip_in_registers(built):
-    """``cast(cast(x, bf16), f32)`` rounds x to bfloat16 (ml_dtypes: round half to even) even when the bf16
-    value never reaches memory. Kernels that need the rounding meanwhile do it on the bits (``kv_quantize``)."""
+def test_bf16_roundings_kept_in_registers(built):
+    """Every bf16 result rounds (ml_dtypes: to nearest, ties to even; NaN to the quiet NaN of its sign) even
+    when it never reaches memory: TVM's bf16 legalization computes bf16 values in f32 and drops the rounding
+    of a ``Cast`` to bf16 that feeds another expression, so the code generator rounds on the bits first.
+    Chains of bf16 arithmetic, a round trip through bf16, and int32 / float16 -> bf16 feeding an add, each
+    checked step by step against ml_dtypes, on values that round (ties, carries into the exponent, overflow
+    to infinity, subnormals, NaN)."""
+    bf16 = ml_dtypes.bfloat16
+
     def make():
-        kb = KernelBuilder("bf16_round_trip")
-        x = kb.tensor_param("x", "f32", [64])
-        out = kb.tensor_param("out", "f32", [64])
-        kb.store(out, kb.cast(kb.cast(kb.load(x, [0], [64], name="t"), "bf16"), "f32"), [0])
+        kb = KernelBuilder("bf16_registers")
+        x, y, z = (kb.tensor_param(name, "bf16", [64]) for name in "xyz")
+        w = kb.tensor_param("w", "f32", [64])
+        i = kb.tensor_param("i", "i32", [64])
+        h = kb.tensor_param("h", "f16", [64])
+        outs = {name: kb.tensor_param(name, "f32", [64]) for name in ("chain", "trip", "exp", "ints", "halves")}
+        tx, ty, tz = (kb.load(t, [0], [64]) for t in (x, y, z))
+        tw = kb.load(w, [0], [64], name="tw")
+        chain = kb.mul(kb.add(kb.add(tx, ty), tz), ty)
+        kb.store(outs["chain"], kb.cast(chain, "f32"), [0])
+        kb.store(outs["trip"], kb.cast(kb.cast(tw, "bf16"), "f32"), [0])
+        kb.store(outs["exp"], kb.cast(kb.add(kb.exp(tz), tx), "f32"), [0])
+        kb.store(outs["ints"], kb.cast(kb.add(kb.cast(kb.load(i, [0], [64]), "bf16"), tz), "f32"), [0])
+        kb.store(outs["halves"], kb.cast(kb.add(kb.cast(kb.load(h, [0], [64]), "bf16"), tz), "f32"), [0])
         return kb.build()
 
-    _, ck = built("bf16_round_trip", make)
-    x = (np.random.default_rng(0).standard_normal(64)).astype(np.float32)
-    out = {"x": x, "out": np.zeros(64, np.float32)}
-    ck.launch(out)
-    np.testing.assert_array_equal(out["out"], x.astype(ml_dtypes.bfloat16).astype(np.float32))
+    _, ck = built("bf16_registers", make)
+    rng = np.random.default_rng(3)
+    x = np.ones(64, np.float32)
+    x[:8] = [np.nan, np.inf, 3.3e38, -3.3e38, 2.0 ** -130, 1.0, -1.0, 256.0]
+    y = rng.standard_normal(64).astype(np.float32) * 2.0 ** -8     # below x's half ulp: the sums round
+    z = rng.standard_normal(64).astype(np.float32) * 2.0 ** -9
+    w = rng.standard_normal(64).astype(np.float32)
+    w[:6] = [1 + 2.0 ** -8, 1 + 3 * 2.0 ** -8, np.float32(3.3961776e38), -np.nan, 2.0 ** -133, 1 + 2.0 ** -8 + 2.0 ** -20]
+    ints = rng.integers(-2 ** 31, 2 ** 31, 64, dtype=np.int64).astype(np.int32)
+    ints[:3] = [2 ** 24 + 2 ** 16 + 1, 257, -(2 ** 31)]
+    halves = (rng.standard_normal(64) * 300).astype(np.float16)
+    args = {"x": x.astype(bf16), "y": y.astype(bf16), "z": z.astype(bf16), "w": w, "i": ints, "h": halves}
+    args.update({name: np.zeros(64, np.float32) for name in ("chain", "trip", "exp", "ints", "halves")})
+    ck.launch(args)
+
+    def r(v):      # one rounding to bf16 of float32 values, back to float32
+        return np.asarray(v, np.float32).astype(bf16).astype(np.float32)
+
+    m, e = np.frexp(ints.astype(np.float64))      # int32 -> bf16 rounds once, from the exact integer
+    int_bf16 = np.ldexp(np.rint(np.ldexp(m, 8)), e - 8).astype(np.float32)
+    bx, by, bz = (args[k].astype(np.float32) for k in "xyz")
+    with np.errstate(all="ignore"):
+        want = {"chain": r(r(r(bx + by) + bz) * by), "trip": r(w), "exp": r(r(np.exp(bz)) + bx),
+                "ints": r(int_bf16 + bz), "halves": r(r(halves.astype(np.float32)) + bz)}
+    for name, expect in want.items():
+        np.testing.assert_array_equal(args[name].view(np.uint32), expect.view(np.uint32), err_msg=name)
 
 
 @pytest.mark.parametrize("src", ["i32", "u32", "i8", "u16"])
