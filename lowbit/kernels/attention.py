@@ -288,10 +288,12 @@ def run_kv_append(layer: Any, k: Any, v: Any, slots: Any, backend: str) -> None:
                 x = x.to(torch.float32)           # what the host path quantizes too
             _quantize_into(layer, side, x.to(device=device).contiguous(), slots32, codes, scales, fused, backend)
         return
-    values = [x.to(device=device, dtype=torch.float32) for _, x, *_ in sides]
-    if fmt.dense:
-        quantized = [quantize_tokens(fmt, x) for x in values]
+    if fmt.dense:   # one conversion: from float16, bfloat16 or float32 it rounds as from their float32 values
+        floats = (torch.float32, torch.float16, torch.bfloat16)
+        quantized = [quantize_tokens(fmt, x.to(device=device, dtype=x.dtype if x.dtype in floats else torch.float32))
+                     for _, x, *_ in sides]
     else:   # one quantizer call for both sides: its fixed cost is most of a low-bit append's host time
+        values = [x.to(device=device, dtype=torch.float32) for _, x, *_ in sides]
         parts = [p.split(int(k.shape[0])) if p is not None else [None] * len(sides)
                  for p in quantize_tokens(fmt, torch.cat(values))]
         quantized = list(zip(*parts))

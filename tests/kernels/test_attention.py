@@ -161,6 +161,31 @@ def test_kv_append_tvm():
         assert torch.equal(getattr(mine, name), getattr(ref_layer, name)), name
 
 
+@pytest.mark.parametrize("backend", ["interpret", "tvm"])
+def test_kv_append_to_a_float_cache_rounds_each_token_once(backend):
+    """A float16 / bfloat16 cache stores each float32, float16 or bfloat16 token value rounded once to its
+    type (numpy / ml_dtypes from the exact value)."""
+    import ml_dtypes
+    import numpy as np
+
+    if backend == "tvm":
+        require_backend("tvm")
+    gen = torch.Generator().manual_seed(5)
+    slots = torch.tensor([3, 40, 17, 0, 33])
+    for cache in ("float16", "bfloat16"):
+        want_type = np.float16 if cache == "float16" else ml_dtypes.bfloat16
+        for token in (torch.float32, torch.float16, torch.bfloat16):
+            layer = kvcache.allocate(kvcache.KVCacheFormat(cache, num_kv_heads=HKV, head_dim=D, page_size=PAGE), 4)
+            k = (torch.randn(len(slots), HKV, D, generator=gen, dtype=torch.float64) * 100).to(token)
+            v = (torch.randn(len(slots), HKV, D, generator=gen, dtype=torch.float64) * 1e-6).to(token)
+            ops.kv_append(layer, k, v, slots, backend=backend)
+            for x, stored in ((k, layer.k), (v, layer.v)):
+                want = x.float().numpy().astype(want_type)                           # x.float() is exact
+                got = stored[slots // PAGE, :, slots % PAGE, :].numpy() if cache == "float16" else \
+                    stored[slots // PAGE, :, slots % PAGE, :].view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+                assert np.array_equal(got.view(np.uint16), want.view(np.uint16)), (cache, token)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # bad input
 # ---------------------------------------------------------------------------------------------------------
