@@ -61,8 +61,8 @@ def substreams_for(target, dtype: str, layout: Any, meets_bf16: bool = True) -> 
     """2 (two uint16 streams per 32-bit word, see :mod:`.packed_format`) for 1-3-, 5- and 6-bit codes on TVM's
     CPU target when the tile allows it and the codes meet bf16 activations in a product that takes the bf16 pair
     dot (``meets_bf16``: :func:`.products.meets_bf16_product` on a target where :func:`..target.bf16_pair_dots`
-    holds), else 1. Groups (:func:`groups_for`) take precedence: 1-bit codes are
-    stored in streams only where the tile cannot hold groups.
+    holds), else 1. Groups (:func:`groups_for`) take precedence: 1-bit codes are stored in streams only where
+    the tile cannot hold groups.
 
     Why: the bf16 pair dot (``lowering/tvm/pair_dot.py``) looks codes of up to 6 bits up in a bf16 table and
     needs the two 16-bit halves of a lane to hold codes at the same bit offset. One dense stream does that

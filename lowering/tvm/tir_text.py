@@ -4,7 +4,8 @@ Every function here returns the *text* of one TVMScript (``tvm.script.tirx``) ex
 generator pastes them into loop nests. They encode the interpreter's rules exactly, so the generated code
 matches ``lowbit.ir.interpret`` bit for bit wherever the README asks for it:
 
-* float16 / bfloat16 arithmetic is computed in float32 and rounded back after every instruction;
+* float16 / bfloat16 arithmetic is computed in float32 and rounded back after every instruction (to bfloat16
+  on the bits, :func:`from_f32`: TVM's bf16 legalization drops a rounding that stays in registers);
 * signed integer ``add sub mul neg abs shl`` wrap (computed on the same-width unsigned type: TVM emits
   LLVM ``nsw`` for signed arithmetic, i.e. assumes no overflow);
 * ``minimum`` / ``maximum`` propagate NaN; float -> int rounds to nearest even, saturates, NaN -> 0;
