@@ -89,28 +89,36 @@ def _need_contiguous(op: str, name: str, value: Any) -> None:
 # ---------------------------------------------------------------------------------------------------------
 # matmul
 # ---------------------------------------------------------------------------------------------------------
-def matmul(x: Any, qweight: Any, bias: Any = None, *, backend: str | None = None) -> Any:
-    """``x [..., K] @ W.T (+ bias)`` for a quantized weight ``W [N, K]``; ``[..., N]`` in ``x``'s dtype.
+def matmul(x: Any, qweight: Any, bias: Any = None, *, backend: str | None = None, out_dtype: Any = None) -> Any:
+    """``x [..., K] @ W.T (+ bias)`` for a quantized weight ``W [N, K]``; ``[..., N]`` in ``out_dtype``.
 
     ``qweight``: a :class:`lowbit.quant.QuantizedTensor` of shape ``[N, K]`` of any 1-8 bit type, any group
     size, with or without zero points (numpy storage is accepted with CPU tensors). Its codes are repacked
-    once into the kernel's storage and cached on it. Products and sums are f32; the result is rounded once.
-    ``bias``: ``[N]`` float or ``None``.
+    once into the kernel's storage and cached on it. Products and sums are f32; the result is rounded once,
+    to ``out_dtype``: ``torch.float16``, ``bfloat16`` or ``float32``; None (the default) is ``x``'s dtype.
+    A model that keeps its residual stream in f32 takes f32 straight from the kernel (no conversion, no
+    rounding to the activations' type in between). ``bias``: ``[N]`` float or ``None``.
 
     >>> import torch
     >>> from lowbit.quant import quantize
     >>> w = quantize(torch.randn(8, 64), "float4_e2m1", group_size=None)
     >>> matmul(torch.randn(2, 5, 64, dtype=torch.float16), w, backend="interpret").shape
     torch.Size([2, 5, 8])
+    >>> matmul(torch.randn(3, 64, dtype=torch.bfloat16), w, backend="interpret", out_dtype=torch.float32).dtype
+    torch.float32
     """
     op = "matmul"
     torch = _torch()
     if type(x) is torch.Tensor and type(qweight) is QuantizedTensor:
-        signature = _matmul_signature(x, bias, backend)
+        signature = _matmul_signature(x, bias, backend, out_dtype)
         checked = qweight.known_launch_plan(signature)
         if checked is not None:                 # this signature passed the checks below before
             return checked.run(x, bias)
     _need_float(op, "x", x)
+    if out_dtype is not None and not (isinstance(out_dtype, torch.dtype)
+                                      and str(out_dtype).removeprefix("torch.") in _ACT_DTYPES):
+        raise KernelArgumentError(f"{op}: out_dtype must be torch.float16, torch.bfloat16 or torch.float32 (or None "
+                                  f"for x's dtype); got {out_dtype!r}")
     if not isinstance(qweight, QuantizedTensor):
         raise KernelArgumentError(f"{op}: qweight must be a lowbit.quant.QuantizedTensor; got {type(qweight).__name__}",
                                   hint="quantize the weight with lowbit.quant.quantize(w, dtype, group_size)")
@@ -137,16 +145,17 @@ def matmul(x: Any, qweight: Any, bias: Any = None, *, backend: str | None = None
         bias = bias.to(torch.float32).contiguous()
     name = resolve_backend(backend, device_of(x))
     x2d = x.reshape(-1, k).contiguous()
-    plan = matmul_plan(x2d, qweight, bias, name)
+    plan = matmul_plan(x2d, qweight, bias, name, out_dtype=out_dtype)
     y = plan.run(x2d, bias).reshape(*x.shape[:-1], n)
     if type(x) is torch.Tensor and type(qweight) is QuantizedTensor:
         qweight.launch_plan(signature, lambda: _CheckedMatmul(plan, tuple(x2d.shape), tuple(y.shape)))
     return y
 
 
-def _matmul_signature(x: Any, bias: Any, backend: str | None) -> tuple:
-    """What :func:`matmul`'s checks of ``x``, ``bias`` and ``backend`` depend on, for a given weight."""
-    return ("ops.matmul", x.dtype, x.shape, x.device, backend,
+def _matmul_signature(x: Any, bias: Any, backend: str | None, out_dtype: Any = None) -> tuple:
+    """What :func:`matmul`'s checks of ``x``, ``bias``, ``backend`` and ``out_dtype`` depend on, for a given
+    weight."""
+    return ("ops.matmul", x.dtype, x.shape, x.device, backend, out_dtype,
             None if bias is None else (type(bias), bias.dtype, bias.shape, bias.device))
 
 

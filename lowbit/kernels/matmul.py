@@ -262,11 +262,13 @@ def _side_dtype(name: str, native: tuple[str, ...]) -> str:
     return name if name in native else "float32"
 
 
-def _constants(qweight: Any, x_dtype: str, cfg: MatmulConfig, has_bias: bool) -> dict[str, Any]:
+def _constants(qweight: Any, x_dtype: str, cfg: MatmulConfig, has_bias: bool,
+               out_dtype: str | None = None) -> dict[str, Any]:
     zeros = qweight.zeros is not None
     sdt = _side_dtype(str(qweight.scales.dtype).removeprefix("torch."), _NATIVE_SIDE)
     zdt = _side_dtype(str(qweight.zeros.dtype).removeprefix("torch."), _NATIVE_ZERO) if zeros else "float16"
-    return dict(W=qweight.dtype.name, XT=x_dtype, ST=sdt, ZT=zdt, G=qweight.group_size, MODE=cfg.mode,
+    return dict(W=qweight.dtype.name, XT=x_dtype, OT=out_dtype or x_dtype, ST=sdt, ZT=zdt, G=qweight.group_size,
+                MODE=cfg.mode,
                 ZERO=int(zeros), IZ=qweight.implicit_zero, BIAS=int(has_bias), DOT=cfg.dot, SPLIT=cfg.split,
                 BM=cfg.bm, BN=cfg.bn, BK=cfg.bk, CT=cfg.ct, WT=cfg.wt, GDOT=cfg.gdot, ZSUM=cfg.zsum)
 
@@ -375,8 +377,10 @@ def _workers(device: Any, backend: str) -> int:
     return 1
 
 
-def run_matmul(x2d: Any, qweight: Any, bias: Any, backend: str, config: MatmulConfig | None = None) -> Any:
-    """``x2d [M, K] @ dequant(qweight [N, K]).T + bias``, shape ``[M, N]`` in ``x2d``'s dtype.
+def run_matmul(x2d: Any, qweight: Any, bias: Any, backend: str, config: MatmulConfig | None = None,
+               out_dtype: Any = None) -> Any:
+    """``x2d [M, K] @ dequant(qweight [N, K]).T + bias``, shape ``[M, N]`` in ``out_dtype`` (a torch float dtype;
+    None: ``x2d``'s dtype).
 
     ``x2d`` must be contiguous; ``bias`` is ``None`` or an f32 tensor ``[N]`` on ``x2d``'s device.
     ``config`` overrides :func:`choose_config` (tests use it to force split-K or a path).
@@ -385,19 +389,22 @@ def run_matmul(x2d: Any, qweight: Any, bias: Any, backend: str, config: MatmulCo
     worked out on the first call for each row count (:class:`MatmulPlan`) and kept with the weight
     (:meth:`~lowbit.quant.QuantizedTensor.launch_plan`); later calls allocate the output and launch.
     """
-    return matmul_plan(x2d, qweight, bias, backend, config).run(x2d, bias)
+    return matmul_plan(x2d, qweight, bias, backend, config, out_dtype).run(x2d, bias)
 
 
-def matmul_plan(x2d: Any, qweight: Any, bias: Any, backend: str, config: MatmulConfig | None = None) -> "MatmulPlan":
-    """The :class:`MatmulPlan` of ``qweight`` for ``x2d``'s row count, dtype and device (built on first use)."""
-    key = ("lowbit_matmul", int(x2d.shape[0]), x2d.dtype, x2d.device, bias is not None, backend, config)
-    return qweight.launch_plan(key, lambda: MatmulPlan.build(x2d, qweight, bias, backend, config))
+def matmul_plan(x2d: Any, qweight: Any, bias: Any, backend: str, config: MatmulConfig | None = None,
+                out_dtype: Any = None) -> "MatmulPlan":
+    """The :class:`MatmulPlan` of ``qweight`` for ``x2d``'s row count, dtype and device and the output dtype
+    (``None``: ``x2d``'s), built on first use."""
+    out_dtype = x2d.dtype if out_dtype is None else out_dtype
+    key = ("lowbit_matmul", int(x2d.shape[0]), x2d.dtype, out_dtype, x2d.device, bias is not None, backend, config)
+    return qweight.launch_plan(key, lambda: MatmulPlan.build(x2d, qweight, bias, backend, config, out_dtype))
 
 
 @dataclass(frozen=True)
 class MatmulPlan:
-    """A weight's matmul for one row count, activation dtype and bias presence: the configuration and the
-    launches, bound once (:meth:`lowbit.driver.CompiledKernel.bind`) to the weight's storage and sizes.
+    """A weight's matmul for one row count, activation and output dtype and bias presence (``dtype``: the
+    output's): the configuration and the launches, bound once (:meth:`lowbit.driver.CompiledKernel.bind`) to the weight's storage and sizes.
     ``main`` takes ``x``, ``c`` (and ``bias``, and ``part`` with split-K); ``reduce`` (split-K only)
     takes ``part``, ``c`` (and ``bias``). :meth:`run` allocates the output and launches both."""
 
@@ -425,7 +432,8 @@ class MatmulPlan:
         return out
 
     @staticmethod
-    def build(x2d: Any, qweight: Any, bias: Any, backend: str, config: MatmulConfig | None) -> "MatmulPlan":
+    def build(x2d: Any, qweight: Any, bias: Any, backend: str, config: MatmulConfig | None,
+              out_dtype: Any = None) -> "MatmulPlan":
         import torch
 
         m, k = (int(v) for v in x2d.shape)
@@ -433,19 +441,21 @@ class MatmulPlan:
         device = x2d.device
         kind = "cuda" if device.type == "cuda" else "cpu"
         x_dtype = str(x2d.dtype).removeprefix("torch.")
+        out_dtype = x2d.dtype if out_dtype is None else out_dtype
+        o_dtype = str(out_dtype).removeprefix("torch.")
         g = qweight.group_size
         cfg = config or choose_config(m, n, k, g, backend, kind, _workers(device, backend),
                                       zeros=qweight.zeros is not None, wtype=qweight.dtype.name, xtype=x_dtype)
         if not cfg.fits(g, k):
             raise ValueError(f"{cfg} does not fit group size {g} and K = {k}")
-        consts = _constants(qweight, x_dtype, cfg, bias is not None)
+        consts = _constants(qweight, x_dtype, cfg, bias is not None, o_dtype)
         kernel = compiled(FILE, "lowbit_matmul", backend, kind, **consts)
         fmt = kernel.param_formats.get("q")
         w = prepare_weight(qweight, fmt, device, consts["ST"], consts["ZT"], _param_torch_dtype(kernel, "q"), cfg)
         if m == 0:
-            return MatmulPlan(cfg, (m, n), x2d.dtype, device, None)
+            return MatmulPlan(cfg, (m, n), out_dtype, device, None)
         # examples of the varying arguments (the bound launches keep their dtypes and shapes, not them)
-        out = torch.empty(m, n, dtype=x2d.dtype, device=device)
+        out = torch.empty(m, n, dtype=out_dtype, device=device)
         bias_arg = bias if bias is not None else torch.zeros(1, dtype=torch.float32, device=device)
         part = torch.empty(cfg.split, m, n, dtype=torch.float32, device=device) if cfg.split > 1 else \
             torch.empty(1, 1, 1, dtype=torch.float32, device=device)
@@ -457,8 +467,8 @@ class MatmulPlan:
                            shape_bindings={"QR": rows, "QC": cfg.bn if cfg.wt else n}, check=False)
         reduce = None
         if cfg.split > 1:
-            kred = compiled(FILE, "splitk_reduce", backend, kind, XT=x_dtype, BIAS=int(bias is not None),
+            kred = compiled(FILE, "splitk_reduce", backend, kind, OT=o_dtype, BIAS=int(bias is not None),
                             BM=min(_pow2_at_least(m), 16), BN=64)
             reduce = kred.bind(dict(part=part, bias=bias_arg, c=out), tuple(v for v in vary if v != "x"),
                                check=False)
-        return MatmulPlan(cfg, (m, n), x2d.dtype, device, main, reduce)
+        return MatmulPlan(cfg, (m, n), out_dtype, device, main, reduce)

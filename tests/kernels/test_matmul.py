@@ -157,6 +157,29 @@ def test_split_k_equals_unsplit(backend, cfg):
     assert_within(split, single.double(), 2 * matmul_tolerance(absdot, ref, 320, x.dtype, cfg.split), "split vs single")
 
 
+@pytest.mark.parametrize("backend", ["interpret", "tvm"])
+@pytest.mark.parametrize("x_dtype", [torch.bfloat16, torch.float16])
+def test_f32_output_from_half_activations(backend, x_dtype):
+    """``out_dtype=torch.float32``: the f32 sums come out unrounded (the bound has no output rounding: a
+    half-precision rounding of the result would exceed it), on the GEMV, GEMM and split-K paths, with a bias;
+    ``out_dtype=None`` keeps x's dtype."""
+    require_backend(backend)
+    gen = torch.Generator().manual_seed(21)
+    w = quantize(torch.randn(40, 256, generator=gen), "int4", group_size=64)
+    bias = torch.randn(40, generator=gen)
+    for m, cfg in ((1, None), (5, MatmulConfig(16, 32, 64, 1, 1)), (3, MatmulConfig(4, 32, 64, 2, 0, split=2))):
+        x = torch.randn(m, 256, generator=gen).to(x_dtype)
+        ref, absdot = matmul_reference(x, w, bias)
+        tol = matmul_tolerance(absdot, ref, 256, torch.float32, cfg.split if cfg else 1)
+        if cfg is None:
+            y = ops.matmul(x, w, bias, backend=backend, out_dtype=torch.float32)
+            assert ops.matmul(x, w, bias, backend=backend).dtype == x_dtype
+        else:
+            y = run_matmul(x, w, bias.float(), backend, cfg, out_dtype=torch.float32)
+        assert y.dtype == torch.float32 and y.shape == (m, 40)
+        assert_within(y, ref, tol, f"{backend} x {x_dtype} -> f32, M = {m}, {cfg}")
+
+
 def test_both_paths_and_all_modes_agree():
     """GEMV and GEMM paths, and the three ways groups meet K tiles, on one weight (interpreter)."""
     gen = torch.Generator().manual_seed(4)
@@ -290,6 +313,8 @@ def test_checked_signatures_skip_the_checks_and_stay_right(backend, monkeypatch)
     check(torch.randn(2, 3, 64, generator=gen, requires_grad=True), bias, "requires grad")
     with pytest.raises(AssertionError, match="checked again"):
         ops.matmul(torch.randn(2, 64), w, bias, backend=backend)                  # a new signature is checked
+    with pytest.raises(AssertionError, match="checked again"):                    # so is a new output dtype
+        ops.matmul(torch.randn(2, 3, 64), w, bias, backend=backend, out_dtype=torch.float16)
     monkeypatch.undo()
     check(torch.randn(2, 64, generator=gen), None, "2-D, no bias")
     check(torch.randn(64, 2, generator=gen).t(), None, "2-D, strided")
@@ -416,6 +441,8 @@ def test_bad_arguments_raise_lowbit_errors():
         (lambda: ops.matmul(x, w, backend="cuda"), "backend must be one of"),
         (lambda: ops.matmul(torch.randn(2, 64, device="meta"), w), "qweight is on cpu, but x is on meta"),
         (lambda: ops.matmul(x, w, torch.randn(16, device="meta")), "bias is on meta"),
+        (lambda: ops.matmul(x, w, out_dtype=torch.float64), "out_dtype must be torch.float16"),
+        (lambda: ops.matmul(x, w, out_dtype="float32"), "out_dtype must be torch.float16"),
     ]
     w3 = quantize(torch.randn(2, 16, 64, generator=gen), "int4", group_size=32)
     cases.append((lambda: ops.matmul(x, w3), r"qweight must be 2-D"))
