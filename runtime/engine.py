@@ -215,6 +215,7 @@ class Engine:
             self._sync()
             prefill_s = time.perf_counter() - start
             decode_s, decode_tokens, decode_bytes, steps = 0.0, 0, 0, 0
+            weight_bytes = self.model.weight_bytes()
             while True:
                 active = [s for s in seq_ids if reasons[s] is None]
                 if not active:
@@ -226,13 +227,13 @@ class Engine:
                 decode_s += time.perf_counter() - t0
                 decode_tokens += len(active)
                 steps += 1
-                decode_bytes += self.model.decode_bytes(len(active)) + cache.bytes_read(active)
+                decode_bytes += self.model.decode_bytes(len(active), weight_bytes) + cache.bytes_read(active)
         for s in seq_ids:
             cache.free(s)
         stats = GenerationStats(
             prefill_tokens=sum(map(len, prompts)), prefill_seconds=prefill_s, decode_tokens=decode_tokens,
             decode_steps=steps, decode_seconds=decode_s, decode_bytes=decode_bytes,
-            weight_bytes=self.model.weight_bytes(), kv_format=self.kv_format.describe(),
+            weight_bytes=weight_bytes, kv_format=self.kv_format.describe(),
             backends=self.ops.describe())
         outs = tuple(SequenceOutput(tuple(p), tuple(o), self.tokenizer.decode(o), r or "length")
                      for p, o, r in zip(prompts, outputs, reasons))
