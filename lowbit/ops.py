@@ -109,16 +109,15 @@ def matmul(x: Any, qweight: Any, bias: Any = None, *, backend: str | None = None
     """
     op = "matmul"
     torch = _torch()
+    if out_dtype is not None and out_dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise KernelArgumentError(f"{op}: out_dtype must be torch.float16, torch.bfloat16 or torch.float32 (or None "
+                                  f"for x's dtype); got {out_dtype!r}")
     if type(x) is torch.Tensor and type(qweight) is QuantizedTensor:
         signature = _matmul_signature(x, bias, backend, out_dtype)
         checked = qweight.known_launch_plan(signature)
         if checked is not None:                 # this signature passed the checks below before
             return checked.run(x, bias)
     _need_float(op, "x", x)
-    if out_dtype is not None and not (isinstance(out_dtype, torch.dtype)
-                                      and str(out_dtype).removeprefix("torch.") in _ACT_DTYPES):
-        raise KernelArgumentError(f"{op}: out_dtype must be torch.float16, torch.bfloat16 or torch.float32 (or None "
-                                  f"for x's dtype); got {out_dtype!r}")
     if not isinstance(qweight, QuantizedTensor):
         raise KernelArgumentError(f"{op}: qweight must be a lowbit.quant.QuantizedTensor; got {type(qweight).__name__}",
                                   hint="quantize the weight with lowbit.quant.quantize(w, dtype, group_size)")

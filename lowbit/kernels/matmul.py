@@ -268,9 +268,8 @@ def _constants(qweight: Any, x_dtype: str, cfg: MatmulConfig, has_bias: bool,
     sdt = _side_dtype(str(qweight.scales.dtype).removeprefix("torch."), _NATIVE_SIDE)
     zdt = _side_dtype(str(qweight.zeros.dtype).removeprefix("torch."), _NATIVE_ZERO) if zeros else "float16"
     return dict(W=qweight.dtype.name, XT=x_dtype, OT=out_dtype or x_dtype, ST=sdt, ZT=zdt, G=qweight.group_size,
-                MODE=cfg.mode,
-                ZERO=int(zeros), IZ=qweight.implicit_zero, BIAS=int(has_bias), DOT=cfg.dot, SPLIT=cfg.split,
-                BM=cfg.bm, BN=cfg.bn, BK=cfg.bk, CT=cfg.ct, WT=cfg.wt, GDOT=cfg.gdot, ZSUM=cfg.zsum)
+                MODE=cfg.mode, ZERO=int(zeros), IZ=qweight.implicit_zero, BIAS=int(has_bias), DOT=cfg.dot,
+                SPLIT=cfg.split, BM=cfg.bm, BN=cfg.bn, BK=cfg.bk, CT=cfg.ct, WT=cfg.wt, GDOT=cfg.gdot, ZSUM=cfg.zsum)
 
 
 def _as_torch(a: Any, device: Any) -> Any:
@@ -404,7 +403,8 @@ def matmul_plan(x2d: Any, qweight: Any, bias: Any, backend: str, config: MatmulC
 @dataclass(frozen=True)
 class MatmulPlan:
     """A weight's matmul for one row count, activation and output dtype and bias presence (``dtype``: the
-    output's): the configuration and the launches, bound once (:meth:`lowbit.driver.CompiledKernel.bind`) to the weight's storage and sizes.
+    output's): the configuration and the launches, bound once (:meth:`lowbit.driver.CompiledKernel.bind`) to
+    the weight's storage and sizes.
     ``main`` takes ``x``, ``c`` (and ``bias``, and ``part`` with split-K); ``reduce`` (split-K only)
     takes ``part``, ``c`` (and ``bias``). :meth:`run` allocates the output and launches both."""
 

@@ -443,6 +443,7 @@ def test_bad_arguments_raise_lowbit_errors():
         (lambda: ops.matmul(x, w, torch.randn(16, device="meta")), "bias is on meta"),
         (lambda: ops.matmul(x, w, out_dtype=torch.float64), "out_dtype must be torch.float16"),
         (lambda: ops.matmul(x, w, out_dtype="float32"), "out_dtype must be torch.float16"),
+        (lambda: ops.matmul(x, w, out_dtype=[torch.float32]), "out_dtype must be torch.float16"),   # unhashable
     ]
     w3 = quantize(torch.randn(2, 16, 64, generator=gen), "int4", group_size=32)
     cases.append((lambda: ops.matmul(x, w3), r"qweight must be 2-D"))

@@ -348,7 +348,8 @@ def test_bf16_roundings_kept_in_registers(built):
     y = rng.standard_normal(64).astype(np.float32) * 2.0 ** -8     # below x's half ulp: the sums round
     z = rng.standard_normal(64).astype(np.float32) * 2.0 ** -9
     w = rng.standard_normal(64).astype(np.float32)
-    w[:6] = [1 + 2.0 ** -8, 1 + 3 * 2.0 ** -8, np.float32(3.3961776e38), -np.nan, 2.0 ** -133, 1 + 2.0 ** -8 + 2.0 ** -20]
+    w[:6] = [1 + 2.0 ** -8, 1 + 3 * 2.0 ** -8, np.float32(3.3961776e38), -np.nan, 2.0 ** -133,
+             1 + 2.0 ** -8 + 2.0 ** -20]
     ints = rng.integers(-2 ** 31, 2 ** 31, 64, dtype=np.int64).astype(np.int32)
     ints[:3] = [2 ** 24 + 2 ** 16 + 1, 257, -(2 ** 31)]
     halves = (rng.standard_normal(64) * 300).astype(np.float16)
