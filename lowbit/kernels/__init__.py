@@ -9,7 +9,7 @@ Kernel files (``lowbit check lowbit/kernels/<file> -k <kernel>`` prints any of t
 ``attention.lbk``             ``decode_attention``: one query per sequence over the paged ``paged-kv/v1`` or ``/v2``
                               cache (any cache type, GQA, sliding window, split-KV);
                               ``attention_merge``: the exact log-sum-exp merge of split-KV parts;
-                              ``kv_quantize``: quantizes new tokens into their pages (symmetric int codes);
+                              ``kv_quantize``: quantizes new tokens into their pages (int/uint codes);
                               ``kv_scatter``: writes tokens quantized on the host into their pages
 ============================  ===========================================================================
 

@@ -8,10 +8,10 @@ reinterprets with ``view``. Functions here trust their inputs (``lowbit.ops`` ch
   split-KV, one of ``attention_merge``. With keys per channel (v2) the kernel reads each sequence's sealed
   pages from codes with one scale row per page (``k_scales [P, H, D]`` passed as ``[P, H, 1, D]``) and its
   open last page from ``k_stage`` (row ``stage_map[page]``), choosing per page with a run-time ``if``;
-* :func:`run_kv_append`: symmetric integer codes with float16 / bfloat16 scales (:func:`quantize_constants`)
-  are quantized into their pages by the ``kv_quantize`` kernel, whose float32 arithmetic gives the bits of
-  the format's float64 quantizer (the argument is in the kernel); other formats (zero points, float codes,
-  float32 scales, keys per channel) are quantized on the host (:func:`lowbit.kvcache.quantize_tokens`,
+* :func:`run_kv_append`: integer codes, symmetric or with zero points, with float16 / bfloat16 scales
+  (:func:`quantize_constants`) are quantized into their pages by the ``kv_quantize`` kernel, whose float32
+  arithmetic gives the bits of the format's float64 quantizer (the argument is in the kernel); other formats
+  (float codes, float32 scales, keys per channel) are quantized on the host (:func:`lowbit.kvcache.quantize_tokens`,
   :func:`lowbit.kvcache.plan_key_append`) and written with the ``kv_scatter`` kernel.
 
 >>> import torch
@@ -183,27 +183,34 @@ _SCALE_BITS = {"float16": 11, "bfloat16": 8}
 def quantize_constants(fmt: Any) -> dict[str, Any] | None:
     """The ``kv_quantize`` constants for a cache format whose tokens that kernel quantizes, else None.
 
-    It takes symmetric integer codes (int2..int8, no zero points) with float16 / bfloat16 scales, a head
-    dimension of whole 32-code words; other formats are quantized on the host
-    (:func:`lowbit.kvcache.quantize_tokens`). Either way the bits are the same.
+    It takes integer codes, symmetric (int2..int8) or with zero points (int1..int8, uint1..uint8), with
+    float16 / bfloat16 scales, a head dimension of whole 32-code words; other formats are quantized on the
+    host (:func:`lowbit.kvcache.quantize_tokens`). Either way the bits are the same.
 
     >>> from lowbit.kvcache import KVCacheFormat
     >>> quantize_constants(KVCacheFormat("int4", num_kv_heads=2, head_dim=64))["WORDS"]
     8
-    >>> quantize_constants(KVCacheFormat("uint4", num_kv_heads=2, head_dim=64)) is None   # zero points
+    >>> quantize_constants(KVCacheFormat("uint4", num_kv_heads=2, head_dim=64))["QMAX"]   # zero points
+    15
+    >>> quantize_constants(KVCacheFormat("float4_e2m1", num_kv_heads=2, head_dim=64)) is None
     True
     """
     from ..dtypes import dtype as as_dtype
 
-    if fmt.dense or fmt.zero_point or fmt.scale_dtype not in _SCALE_BITS or fmt.head_dim % 32:
+    if fmt.dense or fmt.scale_dtype not in _SCALE_BITS or fmt.head_dim % 32:
         return None
     d = as_dtype(fmt.dtype)
-    if d.kind != "int" or d.nbits < 2:
+    if d.kind not in ("int", "uint") or (not fmt.zero_point and (d.kind != "int" or d.nbits < 2)):
         return None
+    if fmt.zero_point:
+        levels, qmin, qmax = 2 ** d.nbits - 1, int(d.min), int(d.max)
+    else:
+        levels = 2 ** (d.nbits - 1) - 1
+        qmin, qmax = -levels, levels
     scale = as_dtype(fmt.scale_dtype)
     return dict(SD=fmt.scale_dtype, BITS=d.nbits, D=fmt.head_dim, G=fmt.group_size,
-                WORDS=fmt.head_dim * d.nbits // 32, PAGE=fmt.page_size, LEVELS=2 ** (d.nbits - 1) - 1,
-                DROP=24 - _SCALE_BITS[fmt.scale_dtype], TINY=float(scale.smallest_normal))
+                WORDS=fmt.head_dim * d.nbits // 32, PAGE=fmt.page_size, ZP=int(fmt.zero_point), LEVELS=levels,
+                QMIN=qmin, QMAX=qmax, DROP=24 - _SCALE_BITS[fmt.scale_dtype], TINY=float(scale.smallest_normal))
 
 
 @functools.lru_cache(maxsize=None)
@@ -213,24 +220,34 @@ def _scale_max(scale_dtype: str) -> float:
     return float(as_dtype(scale_dtype).max)
 
 
+#: with zero points the kernel adds and multiplies magnitudes up to 2 * LEVELS * max |x| in float32: inputs
+#: beyond this bound (far beyond any activation) keep the host's quantizer
+_ZP_INPUT_BOUND = 2.0 ** 100
+
+
 def _quantizable(values: list[Any], constants: dict[str, Any]) -> bool:
     """Every value finite with a scale inside the scale type's range: what the kernel assumes (the host's
-    quantizer raises its usual error for the rest)."""
+    quantizer raises its usual error for the rest). With zero points the range ``hi - lo`` is at most twice
+    the largest magnitude (a conservative test: a scale near the top of the range may take the host path)."""
     bound = max(float(x.abs().amax()) if x.numel() else 0.0 for x in values)
+    if constants["ZP"]:
+        return bound <= _ZP_INPUT_BOUND and 2 * bound / constants["LEVELS"] <= _scale_max(constants["SD"])
     return bound / constants["LEVELS"] <= _scale_max(constants["SD"])     # False for NaN and inf
 
 
-def _quantize_into(layer: Any, side: str, x: Any, slots: Any, codes: Any, scales: Any,
+def _quantize_into(layer: Any, side: str, x: Any, slots: Any, codes: Any, scales: Any, zeros: Any,
                    constants: dict[str, Any], backend: str) -> None:
-    """``kv_quantize``: tokens ``x [T, H, D]`` quantized into ``codes`` / ``scales`` at ``slots`` (bound
-    once per source shape and kept with the layer)."""
+    """``kv_quantize``: tokens ``x [T, H, D]`` quantized into ``codes`` / ``scales`` (/ ``zeros``) at ``slots``
+    (bound once per source shape and kept with the layer)."""
     import torch
 
     kind = "cuda" if x.device.type == "cuda" else "cpu"
 
     def bind() -> Any:
         kernel = compiled(FILE, "kv_quantize", backend, kind, T=str(x.dtype).removeprefix("torch."), **constants)
-        return kernel.bind(dict(src=x, slots=slots, codes=codes.view(torch.int32), scales=scales),
+        held = zeros if zeros is not None else torch.zeros(1, scales.shape[1], 1, scales.shape[-1],
+                                                          dtype=scales.dtype, device=scales.device)
+        return kernel.bind(dict(src=x, slots=slots, codes=codes.view(torch.int32), scales=scales, zeros=held),
                            ("src", "slots"))
 
     layer.launch_plan(("kv_quantize", side, tuple(x.shape), x.dtype, backend), bind)(src=x, slots=slots)
@@ -283,10 +300,11 @@ def run_kv_append(layer: Any, k: Any, v: Any, slots: Any, backend: str) -> None:
         sides.insert(0, ("k", k, layer.k, layer.k_scales, layer.k_zeros))
     fused = quantize_constants(fmt)
     if fused is not None and _quantizable([x for _, x, *_ in sides], fused):
-        for side, x, codes, scales, _ in sides:
+        for side, x, codes, scales, zeros in sides:
             if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
                 x = x.to(torch.float32)           # what the host path quantizes too
-            _quantize_into(layer, side, x.to(device=device).contiguous(), slots32, codes, scales, fused, backend)
+            _quantize_into(layer, side, x.to(device=device).contiguous(), slots32, codes, scales, zeros, fused,
+                           backend)
         return
     if fmt.dense:   # one conversion: from float16, bfloat16 or float32 it rounds as from their float32 values
         floats = (torch.float32, torch.float16, torch.bfloat16)

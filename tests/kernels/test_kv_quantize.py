@@ -108,10 +108,106 @@ def test_half_precision_tokens(x_dtype):
     _check("interpret", "int4", 32, "float16", x_dtype=x_dtype, seed=2)
 
 
+def _sd_step(h: float, scale_dtype: str, up: int) -> float:
+    """The scale-type value ``up`` steps above (below, negative) the scale-type value ``h``."""
+    if scale_dtype == "float16":
+        bits = np.array([h], np.float16).view(np.uint16).astype(np.int64) + up
+        return float(bits.astype(np.uint16).view(np.float16)[0])
+    bits = torch.tensor([h]).to(torch.bfloat16).view(torch.int16).to(torch.int64) + up
+    return float(bits.to(torch.int16).view(torch.bfloat16).float()[0])
+
+
+def _zero_point_tokens(nbits: int, group: int, scale_dtype: str, seed: int) -> torch.Tensor:
+    """``[T, H, D]`` float32 tokens for codes with zero points: random rows over many binades, one-signed,
+    zero and tiny rows, and groups whose range ``hi - lo`` is a float32 sum that rounds to ``L h`` (``L`` the
+    levels, ``h`` a scale value) from above (so the scale is the next value up), from below and exactly, or
+    puts ``-lo / s`` on a tie; their other elements sit on and one float32 step either side of ``(k + 1/2) s``."""
+    rng = np.random.default_rng(seed)
+    levels = 2 ** nbits - 1
+    rows = [rng.standard_normal(D) * 2.0 ** e for e in (-30, -12, -3, 0, 4, 9)]
+    rows += [np.abs(rng.standard_normal(D)) + 0.5, -np.abs(rng.standard_normal(D)) * 3, np.zeros(D),
+             np.full(D, 2.0 ** -20) * np.sign(rng.standard_normal(D))]
+    f32 = np.float32
+    for trial in range(8):
+        row = np.empty(D)
+        for g0 in range(0, D, group):
+            h = _sd_step(float(rng.uniform(0.01, 3.0)), scale_dtype, 0)
+            top = f32(levels * h)                                  # exact: h has at most 11 significant bits
+            case = (trial + g0 // group) % 4
+            if case == 0:      # hi - lo = L h + tiny, rounds down to L h: the scale is one value above h
+                hi, lo, s = top, -f32(np.spacing(top) / 4), _sd_step(h, scale_dtype, 1)
+            elif case == 1:    # hi - lo = L h - tiny, rounds up to L h: the scale is h
+                below = np.nextafter(top, f32(0))
+                gap = f32(top - below)
+                hi, lo, s = below, -np.nextafter(gap, f32(0)), h
+            elif case == 2:    # hi - lo = L h exactly
+                hi, lo, s = f32(top - 3 * h), -f32(3 * h), h
+            else:              # -lo / s = j + 1/2 exactly: the zero point's tie
+                j = int(rng.integers(1, max(2, levels - 1)))
+                lo = -f32((j + 0.5) * h)
+                hi, s = f32(levels * h + lo), h
+            k = rng.integers(int(np.ceil(lo / s)), max(int(np.ceil(lo / s)) + 1, int(np.floor(hi / s))), size=group)
+            half = f32((k + 0.5) * s)
+            step = rng.integers(-1, 2, size=group)
+            vals = np.where(step < 0, np.nextafter(half, f32(-np.inf)),
+                            np.where(step > 0, np.nextafter(half, f32(np.inf)), half))
+            vals = np.clip(vals, lo, hi)
+            vals[0], vals[1] = hi, lo
+            row[g0:g0 + group] = vals
+        rows.append(row)
+    return torch.from_numpy(np.stack(rows).astype(np.float32)).reshape(-1, H, D)
+
+
+def _check_zero_points(backend: str, dtype: str, group: int | None, scale_dtype: str, seed: int = 0) -> None:
+    fmt = kvcache.KVCacheFormat(dtype, num_kv_heads=H, head_dim=D, page_size=PAGE, group_size=group,
+                                scale_dtype=scale_dtype, zero_point=True)
+    assert quantize_constants(fmt) is not None
+    x = _zero_point_tokens(fmt.nbits, fmt.group_size, scale_dtype, seed)
+    n = x.shape[0] // 2
+    k, v = x[:n], x[n:2 * n]
+    layer = kvcache.allocate(fmt, PAGES)
+    slots = torch.randperm(PAGES * PAGE, generator=torch.Generator().manual_seed(seed))[:n]
+    run_kv_append(layer, k, v, slots, backend)
+    assert layer.known_launch_plan(("kv_quantize", "k", tuple(k.shape), k.dtype, backend)) is not None
+    what = f"{backend} {dtype} g{group} {scale_dtype}"
+    for side, src in (("k", k), ("v", v)):
+        packed, scales, zeros, _ = quantize_arrays(src.reshape(-1, D).double().numpy(), fmt.dtype,
+                                                   group_size=fmt.group_size, zero_point=True,
+                                                   scale_dtype=scale_dtype)
+        at = (slots // PAGE, slice(None), slots % PAGE)
+        assert torch.equal(getattr(layer, side)[at], torch.from_numpy(np.asarray(packed)).reshape(n, H, -1)), \
+            f"{what}: {side} codes"
+        for name, want in (("scales", scales), ("zeros", zeros)):
+            got = getattr(layer, f"{side}_{name}")[at].view(torch.int16).to(torch.int32) & 0xFFFF
+            want = torch.from_numpy(np.asarray(want).view(np.uint16).astype(np.int32)).reshape(n, H, -1)
+            assert torch.equal(got, want), f"{what}: {side} {name}"
+
+
+@pytest.mark.parametrize("dtype", ["uint1", "uint2", "uint3", "uint4", "uint8", "int4", "int5"])
+@pytest.mark.parametrize("scale_dtype", ["float16", "bfloat16"])
+def test_zero_points_interpreter_matches_the_float64_quantizer(dtype, scale_dtype):
+    _check_zero_points("interpret", dtype, 16, scale_dtype)
+    _check_zero_points("interpret", dtype, None, scale_dtype, seed=1)
+
+
+@pytest.mark.parametrize("dtype,group,scale_dtype", [("uint2", 32, "float16"), ("uint4", 16, "float16"),
+                                                     ("uint4", None, "bfloat16"), ("int3", 32, "bfloat16"),
+                                                     ("uint8", 16, "float16")])
+def test_zero_points_tvm_matches_the_float64_quantizer(dtype, group, scale_dtype):
+    require_backend("tvm")
+    _check_zero_points("tvm", dtype, group, scale_dtype)
+
+
+@pytest.mark.parametrize("dtype,group,scale_dtype", [("uint4", 16, "bfloat16"), ("uint3", None, "float16")])
+def test_zero_points_triton_matches_the_float64_quantizer(dtype, group, scale_dtype):
+    require_backend("triton")
+    _check_zero_points("triton", dtype, group, scale_dtype)
+
+
 def test_formats_the_kernel_does_not_take():
-    """Zero points, float codes, float32 scales and head dimensions of partial words stay on the host."""
-    for kwargs in (dict(dtype="uint4"), dict(dtype="int4", zero_point=True), dict(dtype="float4_e2m1"),
-                   dict(dtype="int4", scale_dtype="float32"), dict(dtype="int4", head_dim=48),
+    """Float codes, float32 scales and head dimensions of partial words stay on the host."""
+    for kwargs in (dict(dtype="float4_e2m1"), dict(dtype="int4", scale_dtype="float32"),
+                   dict(dtype="int4", head_dim=48), dict(dtype="uint4", zero_point=True, head_dim=48),
                    dict(dtype="float16")):
         fmt = kvcache.KVCacheFormat(**{"num_kv_heads": H, "head_dim": D, **kwargs})
         assert quantize_constants(fmt) is None, kwargs
