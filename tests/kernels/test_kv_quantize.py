@@ -89,20 +89,6 @@ def test_interpreter_matches_the_float64_quantizer(dtype, scale_dtype):
     _check("interpret", dtype, None, scale_dtype, seed=1)
 
 
-@pytest.mark.parametrize("dtype,group,scale_dtype", [("int2", 32, "float16"), ("int3", None, "float16"),
-                                                     ("int4", 16, "float16"), ("int4", None, "bfloat16"),
-                                                     ("int8", 32, "bfloat16")])
-def test_tvm_matches_the_float64_quantizer(dtype, group, scale_dtype):
-    require_backend("tvm")
-    _check("tvm", dtype, group, scale_dtype)
-
-
-@pytest.mark.parametrize("dtype,group,scale_dtype", [("int3", 16, "bfloat16"), ("int4", None, "float16")])
-def test_triton_matches_the_float64_quantizer(dtype, group, scale_dtype):
-    require_backend("triton")
-    _check("triton", dtype, group, scale_dtype)
-
-
 @pytest.mark.parametrize("x_dtype", [torch.bfloat16, torch.float16, torch.float64])
 def test_half_precision_tokens(x_dtype):
     _check("interpret", "int4", 32, "float16", x_dtype=x_dtype, seed=2)
@@ -190,18 +176,22 @@ def test_zero_points_interpreter_matches_the_float64_quantizer(dtype, scale_dtyp
     _check_zero_points("interpret", dtype, None, scale_dtype, seed=1)
 
 
-@pytest.mark.parametrize("dtype,group,scale_dtype", [("uint2", 32, "float16"), ("uint4", 16, "float16"),
-                                                     ("uint4", None, "bfloat16"), ("int3", 32, "bfloat16"),
-                                                     ("uint8", 16, "float16")])
-def test_zero_points_tvm_matches_the_float64_quantizer(dtype, group, scale_dtype):
-    require_backend("tvm")
-    _check_zero_points("tvm", dtype, group, scale_dtype)
+COMPILED_CASES = [  # backend, zero points, code type, group, scale type
+    ("tvm", False, "int2", 32, "float16"), ("tvm", False, "int3", None, "float16"),
+    ("tvm", False, "int4", 16, "float16"), ("tvm", False, "int4", None, "bfloat16"),
+    ("tvm", False, "int8", 32, "bfloat16"), ("triton", False, "int3", 16, "bfloat16"),
+    ("triton", False, "int4", None, "float16"),
+    ("tvm", True, "uint2", 32, "float16"), ("tvm", True, "uint4", 16, "float16"),
+    ("tvm", True, "uint4", None, "bfloat16"), ("tvm", True, "int3", 32, "bfloat16"),
+    ("tvm", True, "uint8", 16, "float16"), ("triton", True, "uint4", 16, "bfloat16"),
+    ("triton", True, "uint3", None, "float16"),
+]
 
 
-@pytest.mark.parametrize("dtype,group,scale_dtype", [("uint4", 16, "bfloat16"), ("uint3", None, "float16")])
-def test_zero_points_triton_matches_the_float64_quantizer(dtype, group, scale_dtype):
-    require_backend("triton")
-    _check_zero_points("triton", dtype, group, scale_dtype)
+@pytest.mark.parametrize("backend,zero_point,dtype,group,scale_dtype", COMPILED_CASES)
+def test_compiled_kernels_match_the_float64_quantizer(backend, zero_point, dtype, group, scale_dtype):
+    require_backend(backend)
+    (_check_zero_points if zero_point else _check)(backend, dtype, group, scale_dtype)
 
 
 def test_formats_the_kernel_does_not_take():
