@@ -253,6 +253,16 @@ def _quantize_into(layer: Any, side: str, x: Any, slots: Any, codes: Any, scales
     layer.launch_plan(("kv_quantize", side, tuple(x.shape), x.dtype, backend), bind)(src=x, slots=slots)
 
 
+def _kernel_float(x: Any, device: Any) -> Any:
+    """Tokens ``x`` on ``device`` as float16, bfloat16 or float32 (their own type when it is one of those; else
+    float32, as the host quantizer reads them)."""
+    import torch
+
+    if x.dtype in (torch.float32, torch.float16, torch.bfloat16):
+        return x.to(device=device)
+    return x.to(device=device, dtype=torch.float32)
+
+
 def run_kv_append(layer: Any, k: Any, v: Any, slots: Any, backend: str) -> None:
     """Quantize ``k``, ``v`` ``[T, Hkv, D]`` and store token ``t`` at flat slot ``slots[t]`` (``kv_quantize``, or
     the host's quantizer and ``kv_scatter``).
@@ -301,15 +311,11 @@ def run_kv_append(layer: Any, k: Any, v: Any, slots: Any, backend: str) -> None:
     fused = quantize_constants(fmt)
     if fused is not None and _quantizable([x for _, x, *_ in sides], fused):
         for side, x, codes, scales, zeros in sides:
-            if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-                x = x.to(torch.float32)           # what the host path quantizes too
-            _quantize_into(layer, side, x.to(device=device).contiguous(), slots32, codes, scales, zeros, fused,
+            _quantize_into(layer, side, _kernel_float(x, device).contiguous(), slots32, codes, scales, zeros, fused,
                            backend)
         return
     if fmt.dense:   # one conversion: from float16, bfloat16 or float32 it rounds as from their float32 values
-        floats = (torch.float32, torch.float16, torch.bfloat16)
-        quantized = [quantize_tokens(fmt, x.to(device=device, dtype=x.dtype if x.dtype in floats else torch.float32))
-                     for _, x, *_ in sides]
+        quantized = [quantize_tokens(fmt, _kernel_float(x, device)) for _, x, *_ in sides]
     else:   # one quantizer call for both sides: its fixed cost is most of a low-bit append's host time
         values = [x.to(device=device, dtype=torch.float32) for _, x, *_ in sides]
         parts = [p.split(int(k.shape[0])) if p is not None else [None] * len(sides)
