@@ -845,11 +845,12 @@ class _Emitter:
 
     def op_Unary(self, ins: n.Unary) -> None:
         dtype = ins.x.dtype
-        repeats = (ins.op == "abs" and kind_of(dtype) == "int") or (
+        vector_exp = not self.t.cuda and ins.op in tt.VECTOR_EXP_UNARY
+        repeats = (ins.op == "abs" and kind_of(dtype) == "int") or vector_exp or (
             dtype == "bfloat16" and ins.op not in tt.EXACT_FLOAT_UNARY)
         x = self.short(ins.x) if repeats else self.get(ins.x)
         self.define(ins, ins.result, elementwise(ins.result.type.shape, dtype, [x],
-                                                 lambda e: tt.unary(ins.op, e[0], dtype)))
+                                                 lambda e: tt.unary(ins.op, e[0], dtype, vector_exp)))
 
     def op_Binary(self, ins: n.Binary) -> None:
         dtype = ins.lhs.dtype
