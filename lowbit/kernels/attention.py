@@ -8,7 +8,8 @@ reinterprets with ``view``. Functions here trust their inputs (``lowbit.ops`` ch
   split-KV, one of ``attention_merge``. With keys per channel (v2) the kernel reads each sequence's sealed
   pages from codes with one scale row per page (``k_scales [P, H, D]`` passed as ``[P, H, 1, D]``) and its
   open last page from ``k_stage`` (row ``stage_map[page]``), choosing per page with a run-time ``if``;
-* :func:`run_kv_append`: integer codes, symmetric or with zero points, with float16 / bfloat16 scales
+* :func:`run_kv_append`: a dense (float16 / bfloat16 / float32) cache takes keys and values in one ``kv_store``
+  launch; integer codes, symmetric or with zero points, with float16 / bfloat16 scales
   (:func:`quantize_constants`) are quantized into their pages by the ``kv_quantize`` kernel, whose float32
   arithmetic gives the bits of the format's float64 quantizer (the argument is in the kernel); other formats
   (float codes, float32 scales, keys per channel) are quantized on the host (:func:`lowbit.kvcache.quantize_tokens`,
@@ -106,12 +107,13 @@ def run_decode_attention(q: Any, layer: Any, block_tables: Any, seq_lens: Any, s
     plan = layer.launch_plan(key, lambda: _AttentionPlan.build(q, layer, block_tables, seq_lens, scale,
                                                                 window, splits, backend))
     out = torch.empty(b, hq, d, dtype=q.dtype, device=q.device)
+    # (the key fixes every dtype, shape and device: the launches check only the memory layout)
     if plan.merge is None:
-        plan.main(q=q, block_table=block_tables, seq_lens=seq_lens, o=out)
+        plan.main.trusted(q, block_tables, seq_lens, out)
         return out
     parts = _split_parts(splits, b, hq, d, q.device)
-    plan.main(q=q, block_table=block_tables, seq_lens=seq_lens, o=out, **parts)
-    plan.merge(o=out, **parts)
+    plan.main.trusted(q, block_tables, seq_lens, out, parts["po"], parts["pm"], parts["pl"])
+    plan.merge.trusted(parts["po"], parts["pm"], parts["pl"], out)
     return out
 
 
@@ -250,7 +252,7 @@ def _quantize_into(layer: Any, side: str, x: Any, slots: Any, codes: Any, scales
         return kernel.bind(dict(src=x, slots=slots, codes=codes.view(torch.int32), scales=scales, zeros=held),
                            ("src", "slots"))
 
-    layer.launch_plan(("kv_quantize", side, tuple(x.shape), x.dtype, backend), bind)(src=x, slots=slots)
+    layer.launch_plan(("kv_quantize", side, tuple(x.shape), x.dtype, backend), bind).trusted(x, slots)
 
 
 def _kernel_float(x: Any, device: Any) -> Any:
@@ -263,22 +265,42 @@ def _kernel_float(x: Any, device: Any) -> Any:
     return x.to(device=device, dtype=torch.float32)
 
 
+def _store_dense(layer: Any, k: Any, v: Any, slots: Any, backend: str) -> None:
+    """``kv_store``: tokens ``k``, ``v [T, H, D]`` (float16, bfloat16 or float32) rounded into a dense
+    cache at ``slots`` in one launch (bound once per source shape, kept with the layer)."""
+    if k.dtype != v.dtype:      # both exactly as float32 (one side converted to the other's type would round)
+        k, v = k.float(), v.float()
+    fmt = layer.format
+
+    def bind() -> Any:
+        kernel = compiled(FILE, "kv_store", backend, "cuda" if k.device.type == "cuda" else "cpu",
+                          T=str(k.dtype).removeprefix("torch."), DT=fmt.dtype, HH=fmt.num_kv_heads, D=fmt.head_dim,
+                          PAGE=fmt.page_size)
+        return kernel.bind(dict(k=k, v=v, slots=slots, kc=layer.k, vc=layer.v), ("k", "v", "slots"))
+
+    layer.launch_plan(("kv_store", tuple(k.shape), k.dtype, backend), bind).trusted(k, v, slots)
+
+
 def run_kv_append(layer: Any, k: Any, v: Any, slots: Any, backend: str) -> None:
-    """Quantize ``k``, ``v`` ``[T, Hkv, D]`` and store token ``t`` at flat slot ``slots[t]`` (``kv_quantize``, or
-    the host's quantizer and ``kv_scatter``).
+    """Quantize ``k``, ``v`` ``[T, Hkv, D]`` and store token ``t`` at flat slot ``slots[t]`` (``kv_store``,
+    ``kv_quantize``, or the host's quantizer and ``kv_scatter``).
 
     Keys per channel (v2): the keys go to their pages' staging rows, and the pages this append seals get their
     codes and per-channel scales (:func:`lowbit.kvcache.plan_key_append`)."""
     import torch
 
-    from ..kvcache import plan_key_append, quantize_tokens
-
     fmt = layer.format
     device = layer.k.device
-    kind = "cuda" if device.type == "cuda" else "cpu"
     slots32 = slots.to(device=device, dtype=torch.int32).contiguous()
     if int(slots32.shape[0]) == 0:
         return
+    if fmt.dense:       # (never with keys per channel)
+        _store_dense(layer, _kernel_float(k, device).contiguous(), _kernel_float(v, device).contiguous(), slots32,
+                     backend)
+        return
+    from ..kvcache import plan_key_append, quantize_tokens
+
+    kind = "cuda" if device.type == "cuda" else "cpu"
 
     def scatter(src: Any, rows: Any, dst: Any, page: int, what: str) -> None:
         """``dst [*, H, page, W]`` (the layer's ``what``) row ``rows[t]`` (flat ``index * page + offset``)
@@ -314,13 +336,11 @@ def run_kv_append(layer: Any, k: Any, v: Any, slots: Any, backend: str) -> None:
             _quantize_into(layer, side, _kernel_float(x, device).contiguous(), slots32, codes, scales, zeros, fused,
                            backend)
         return
-    if fmt.dense:   # one conversion: from float16, bfloat16 or float32 it rounds as from their float32 values
-        quantized = [quantize_tokens(fmt, _kernel_float(x, device)) for _, x, *_ in sides]
-    else:   # one quantizer call for both sides: its fixed cost is most of a low-bit append's host time
-        values = [x.to(device=device, dtype=torch.float32) for _, x, *_ in sides]
-        parts = [p.split(int(k.shape[0])) if p is not None else [None] * len(sides)
-                 for p in quantize_tokens(fmt, torch.cat(values))]
-        quantized = list(zip(*parts))
+    # one quantizer call for both sides: its fixed cost is most of a low-bit append's host time
+    values = [x.to(device=device, dtype=torch.float32) for _, x, *_ in sides]
+    parts = [p.split(int(k.shape[0])) if p is not None else [None] * len(sides)
+             for p in quantize_tokens(fmt, torch.cat(values))]
+    quantized = list(zip(*parts))
     for (side, _, codes, scales, zeros), (qc, qs, qz) in zip(sides, quantized):
         for src, dst, what in ((qc, codes, side), (qs, scales, f"{side}_scales"), (qz, zeros, f"{side}_zeros")):
             scatter(src, slots32, dst, fmt.page_size, what)

@@ -161,29 +161,39 @@ def test_kv_append_tvm():
         assert torch.equal(getattr(mine, name), getattr(ref_layer, name)), name
 
 
-@pytest.mark.parametrize("backend", ["interpret", "tvm"])
+@pytest.mark.parametrize("backend", ["interpret", "tvm", pytest.param("triton", marks=pytest.mark.xfail(
+    strict=True, reason="Triton's CPU interpreter stores bfloat16 subnormals as zero (so did the host-converted path "
+                        "before kv_store); float16 and float32 caches are exact"))])
 def test_kv_append_to_a_float_cache_rounds_each_token_once(backend):
-    """A float16 / bfloat16 cache stores each float32, float16 or bfloat16 token value rounded once to its
-    type (numpy / ml_dtypes from the exact value)."""
+    """A float16 / bfloat16 / float32 cache stores each float32, float16 or bfloat16 token value rounded once to its
+    type (numpy / ml_dtypes from the exact value), keys and values of the same or of different types; ties,
+    overflow, subnormals, infinities and NaN included."""
     import ml_dtypes
     import numpy as np
 
-    if backend == "tvm":
-        require_backend("tvm")
+    require_backend(backend)
     gen = torch.Generator().manual_seed(5)
     slots = torch.tensor([3, 40, 17, 0, 33])
-    for cache in ("float16", "bfloat16"):
-        want_type = np.float16 if cache == "float16" else ml_dtypes.bfloat16
-        for token in (torch.float32, torch.float16, torch.bfloat16):
+    special = torch.tensor([1 + 2 ** -8, 1 + 3 * 2 ** -8, 1 + 2 ** -11, 65520.0, 2.0 ** -20, -(2.0 ** -133),
+                            float("inf"), float("-inf"), float("nan"), -0.0, 3.0e38], dtype=torch.float64)
+    pairs = [(torch.float32, torch.float32), (torch.float16, torch.float16), (torch.bfloat16, torch.bfloat16),
+             (torch.float16, torch.bfloat16), (torch.float32, torch.bfloat16)]
+    for cache in ("float16", "bfloat16", "float32"):
+        want_type = {"float16": np.float16, "bfloat16": ml_dtypes.bfloat16, "float32": np.float32}[cache]
+        for k_type, v_type in pairs:
             layer = kvcache.allocate(kvcache.KVCacheFormat(cache, num_kv_heads=HKV, head_dim=D, page_size=PAGE), 4)
-            k = (torch.randn(len(slots), HKV, D, generator=gen, dtype=torch.float64) * 100).to(token)
-            v = (torch.randn(len(slots), HKV, D, generator=gen, dtype=torch.float64) * 1e-6).to(token)
+            k = torch.randn(len(slots), HKV, D, generator=gen, dtype=torch.float64) * 100
+            k.view(-1)[:len(special)] = special
+            k = k.to(k_type)
+            v = (torch.randn(len(slots), HKV, D, generator=gen, dtype=torch.float64) * 1e-6).to(v_type)
             ops.kv_append(layer, k, v, slots, backend=backend)
             for x, stored in ((k, layer.k), (v, layer.v)):
                 want = x.float().numpy().astype(want_type)                           # x.float() is exact
-                got = stored[slots // PAGE, :, slots % PAGE, :].numpy() if cache == "float16" else \
-                    stored[slots // PAGE, :, slots % PAGE, :].view(torch.int16).numpy().view(ml_dtypes.bfloat16)
-                assert np.array_equal(got.view(np.uint16), want.view(np.uint16)), (cache, token)
+                got = stored[slots // PAGE, :, slots % PAGE, :]
+                got = got.view(torch.int16).numpy().view(ml_dtypes.bfloat16) if cache == "bfloat16" else got.numpy()
+                nan = np.isnan(want.astype(np.float32))
+                assert np.array_equal(np.isnan(got.astype(np.float32)), nan), (cache, k_type, v_type)
+                assert np.array_equal(got[~nan].view(np.uint8), want[~nan].view(np.uint8)), (cache, k_type, v_type)
 
 
 # ---------------------------------------------------------------------------------------------------------
