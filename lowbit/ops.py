@@ -1,4 +1,5 @@
-"""lowbit's kernels as torch-facing operations: low-bit matmul, paged KV append and decode attention.
+"""lowbit's kernels as torch-facing operations: low-bit matmul, paged KV append and decode attention, and the
+decoder layer's RMSNorm, rotary embeddings and gated SiLU.
 
 Every op checks its arguments (raising :class:`lowbit.KernelArgumentError` / :class:`lowbit.FormatError`
 with what was expected), picks a backend and runs kernels from :mod:`lowbit.kernels`, which are written
@@ -24,12 +25,14 @@ from typing import Any
 
 from .errors import FormatError, KernelArgumentError
 from .kernels.attention import choose_splits, run_decode_attention, run_kv_append
+from .kernels.decoder import RowsLaunch, rms_norm_launch, rope_launch, silu_mul_launch
 from .kernels.library import device_of, resolve_backend
 from .kernels.matmul import MatmulPlan, matmul_plan
 from .kvcache import KVLayer
+from .plans import cached_plan
 from .quant import DENSE_ROWMAJOR, QuantizedTensor
 
-__all__ = ["matmul", "decode_attention", "kv_append"]
+__all__ = ["matmul", "decode_attention", "kv_append", "rms_norm", "rope", "silu_mul"]
 
 _ACT_DTYPES = ("float16", "bfloat16", "float32")
 #: the types of scalar options that may key a checked call signature (hashable, checked by value)
@@ -395,3 +398,152 @@ def _check_pages(op: str, layer: Any, block_tables: Any, seq_lens: Any) -> None:
         open_pages = [row[(n - 1) // page] for row, n in zip(rows, lens) if n % page]
         torch = _torch()
         _check_staging_rows(op, layer, torch.tensor(open_pages, dtype=torch.int64), "open")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the decoder layer's small ops
+# ---------------------------------------------------------------------------------------------------------
+#: call signatures of :func:`rms_norm` / :func:`rope` / :func:`silu_mul` that passed their checks -> their launch (checks depend on
+#: dtypes, shapes, devices and options only, never on values)
+_CHECKED_ROWS: dict[tuple, "_CheckedRows"] = {}
+
+
+@dataclass(frozen=True)
+class _CheckedRows:
+    """A ``decoder.lbk`` launch for a checked call signature, with the inputs' reshape to rows (None when they
+    are contiguous rows already) and the output's view back (None likewise)."""
+
+    launch: RowsLaunch
+    rows: tuple[int, int] | None
+    out_view: tuple[int, ...] | None
+
+    def run(self, x: Any, *rest: Any) -> Any:
+        x = x.contiguous() if self.rows is None else x.reshape(self.rows).contiguous()
+        out = self.launch.run(x, *(t.contiguous() for t in rest))
+        return out if self.out_view is None else out.view(self.out_view)
+
+
+def _checked_rows(signature: tuple | None, x: Any, out_width: int, launch: RowsLaunch) -> _CheckedRows:
+    """The checked call for ``x [..., W]`` (remembered under ``signature``) with output ``[..., out_width]``."""
+    flat = x.dim() == 2
+    checked = _CheckedRows(launch, None if flat else (-1, int(x.shape[-1])),
+                           None if flat else (*x.shape[:-1], out_width))
+    if signature is not None:
+        cached_plan(_CHECKED_ROWS, signature, lambda: checked)
+    return checked
+
+
+def _out_dtype(op: str, x: Any, out_dtype: Any) -> Any:
+    torch = _torch()
+    if out_dtype is None:
+        return x.dtype
+    if out_dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise KernelArgumentError(f"{op}: out_dtype must be torch.float16, torch.bfloat16 or torch.float32 (or None "
+                                  f"for the input's dtype); got {out_dtype!r}")
+    return out_dtype
+
+
+def rms_norm(x: Any, weight: Any, *, eps: float = 1e-6, out_dtype: Any = None, backend: str | None = None) -> Any:
+    """RMSNorm over the last axis: ``weight * (x * rsqrt(mean(x^2) + eps))``, computed in f32 and rounded once to
+    ``out_dtype`` (None: ``x``'s dtype). ``x [..., H]`` and ``weight [H]`` float16, bfloat16 or float32.
+
+    Llama's RMSNorm in one launch; with ``out_dtype`` the result comes in the type the next matmul reads.
+
+    >>> import torch
+    >>> x = torch.tensor([[3.0, 4.0]])
+    >>> rms_norm(x, torch.tensor([1.0, 2.0]), eps=0.0, backend="interpret")    # rms = sqrt(12.5)
+    tensor([[0.8485, 2.2627]])
+    """
+    op = "rms_norm"
+    torch = _torch()
+    signature = None
+    if type(x) is torch.Tensor and type(weight) is torch.Tensor and type(eps) in _PLAIN:
+        signature = (op, x.dtype, x.shape, x.device, weight.dtype, weight.shape, weight.device, eps, out_dtype,
+                     backend)
+        checked = _CHECKED_ROWS.get(signature)
+        if checked is not None:                 # this signature passed the checks below before
+            return checked.run(x, weight)
+    _need_float(op, "x", x)
+    _need_float(op, "weight", weight)
+    if x.dim() < 1 or int(x.shape[-1]) < 1:
+        raise KernelArgumentError(f"{op}: x must have shape [..., H] with H >= 1; got {list(x.shape)}")
+    _need_shape(op, "weight", weight, (int(x.shape[-1]),), "H, x's last axis")
+    _need_device(op, "weight", weight, x.device)
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 <= eps < math.inf:
+        raise KernelArgumentError(f"{op}: eps must be a finite real number >= 0; got {eps!r}")
+    target = _out_dtype(op, x, out_dtype)
+    name = resolve_backend(backend, device_of(x))
+    h = int(x.shape[-1])
+    launch = rms_norm_launch(x.numel() // h, h, x.dtype, weight.dtype, target, float(eps), x.device, name)
+    return _checked_rows(signature, x, h, launch).run(x, weight)
+
+
+def silu_mul(gate_up: Any, *, out_dtype: Any = None, backend: str | None = None) -> Any:
+    """The gated SiLU of a Llama MLP: ``silu(gate) * up`` where ``gate_up [..., 2 I]`` holds ``gate`` in its
+    first ``I`` columns and ``up`` in the last ``I`` (one stacked matmul makes both); ``[..., I]`` computed in
+    f32, rounded once to ``out_dtype`` (None: ``gate_up``'s dtype). Gates below about -88 give 0 (``e^-gate``
+    overflows), as torch's ``silu`` does.
+
+    >>> import torch
+    >>> silu_mul(torch.tensor([[0.0, 2.0, 5.0, 3.0]]), backend="interpret")   # silu(0) * 5, silu(2) * 3
+    tensor([[0.0000, 5.2848]])
+    """
+    op = "silu_mul"
+    torch = _torch()
+    signature = None
+    if type(gate_up) is torch.Tensor:
+        signature = (op, gate_up.dtype, gate_up.shape, gate_up.device, out_dtype, backend)
+        checked = _CHECKED_ROWS.get(signature)
+        if checked is not None:                 # this signature passed the checks below before
+            return checked.run(gate_up)
+    _need_float(op, "gate_up", gate_up)
+    if gate_up.dim() < 1 or int(gate_up.shape[-1]) < 2 or int(gate_up.shape[-1]) % 2:
+        raise KernelArgumentError(f"{op}: gate_up must have shape [..., 2 * I] (gate, then up) with I >= 1; got "
+                                  f"{list(gate_up.shape)}", hint="concatenate gate and up on the last axis")
+    target = _out_dtype(op, gate_up, out_dtype)
+    name = resolve_backend(backend, device_of(gate_up))
+    width = int(gate_up.shape[-1])
+    launch = silu_mul_launch(gate_up.numel() // width, width, gate_up.dtype, target, gate_up.device, name)
+    return _checked_rows(signature, gate_up, width // 2, launch).run(gate_up)
+
+
+def rope(x: Any, cos: Any, sin: Any, *, out_dtype: Any = None, backend: str | None = None) -> Any:
+    """Rotary position embeddings, Hugging Face's "rotate half" convention: ``x * cos + rotate_half(x) * sin``
+    for every head, ``rotate_half(x) = cat(-x[..., D/2:], x[..., :D/2])``; computed in f32, rounded once to
+    ``out_dtype`` (None: ``x``'s dtype).
+
+    ``x [T, H, D]`` (D even), float16, bfloat16 or float32; ``cos``, ``sin`` ``[T, D]`` float32: token ``t``'s
+    angles, pair ``(i, i + D/2)``'s in both columns (as transformers builds them).
+
+    >>> import torch
+    >>> x = torch.tensor([[[1.0, 2.0]]])                                   # one token, one head, D = 2
+    >>> rope(x, torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 1.0]]), backend="interpret")  # a quarter turn
+    tensor([[[-2.,  1.]]])
+    """
+    op = "rope"
+    torch = _torch()
+    signature = None
+    if type(x) is torch.Tensor and type(cos) is torch.Tensor and type(sin) is torch.Tensor:
+        signature = (op, x.dtype, x.shape, x.device, cos.dtype, cos.shape, cos.device, sin.dtype, sin.shape,
+                     sin.device, out_dtype, backend)
+        checked = _CHECKED_ROWS.get(signature)
+        if checked is not None:                 # this signature passed the checks below before
+            return checked.run(x, cos, sin)
+    _need_float(op, "x", x)
+    if x.dim() != 3 or int(x.shape[2]) % 2 or int(x.shape[2]) < 2:
+        raise KernelArgumentError(f"{op}: x must be [T, H, D] with D even; got {list(x.shape)}")
+    t, d = int(x.shape[0]), int(x.shape[2])
+    for name, value in (("cos", cos), ("sin", sin)):
+        _need_tensor(op, name, value)
+        if value.dtype != torch.float32:
+            raise KernelArgumentError(f"{op}: {name} must be float32; got {_dtype_name(value)}",
+                                      hint=f"convert it with {name}.float()")
+        _need_shape(op, name, value, (t, d), "one row of angles per token")
+        _need_device(op, name, value, x.device)
+    target = _out_dtype(op, x, out_dtype)
+    name = resolve_backend(backend, device_of(x))
+    launch = rope_launch(t, int(x.shape[1]), d, x.dtype, target, x.device, name)
+    checked = _CheckedRows(launch, None, None)
+    if signature is not None:
+        cached_plan(_CHECKED_ROWS, signature, lambda: checked)
+    return checked.run(x, cos, sin)

@@ -117,7 +117,7 @@ class Transformer:
         device = cache.device
         flat = torch.tensor([t for seq in tokens for t in seq], dtype=torch.int64, device=device)
         positions = torch.cat([torch.arange(s, s + n, dtype=torch.int64) for s, n in zip(starts, lens)]).to(device)
-        slot_vec = torch.cat([slots[s] for s in seq_ids]).to(device)
+        slot_vec = torch.cat([slots[s] for s in seq_ids]).to(device=device, dtype=torch.int32)   # (once, not per layer)
         tables = cache.block_tables(seq_ids)
         starts_t = torch.tensor(starts, dtype=torch.int32, device=device)
         lens_t = torch.tensor(lens, dtype=torch.int32, device=device)
@@ -141,7 +141,7 @@ class Transformer:
         device = cache.device
         flat = torch.as_tensor(list(tokens), dtype=torch.int64).to(device)
         positions = torch.tensor(starts, dtype=torch.int64, device=device)
-        slot_vec = torch.cat([slots[s] for s in seq_ids]).to(device)
+        slot_vec = torch.cat([slots[s] for s in seq_ids]).to(device=device, dtype=torch.int32)   # (once, not per layer)
         tables = cache.block_tables(seq_ids)
         lengths = cache.lengths(seq_ids)
 
@@ -187,31 +187,29 @@ class Transformer:
         cos_sin = self.rotary.cos_sin(positions)
         for idx, layer in enumerate(self.weights.layers):
             lin, bias = layer.linears, layer.biases
-            h = _rms_norm(x, layer.input_norm, cfg.rms_norm_eps).to(self._act_dtype)    # once for 3 linears
+            h = ops.rms_norm(x, layer.input_norm, cfg.rms_norm_eps, self._act_dtype)    # once for 3 linears
             if "qkv_proj" in lin:
                 qkv = self._linear(ops, h, lin["qkv_proj"], bias["qkv_proj"])
                 heads = cfg.num_heads + cfg.num_kv_heads
-                qk = self.rotary.apply(qkv[:, :heads * cfg.head_dim].view(n, heads, cfg.head_dim), positions,
-                                       cos_sin)
+                qk = ops.rope(qkv[:, :heads * cfg.head_dim].view(n, heads, cfg.head_dim), *cos_sin)
                 q, k = qk[:, :cfg.num_heads], qk[:, cfg.num_heads:]
                 v = qkv[:, heads * cfg.head_dim:].view(n, cfg.num_kv_heads, cfg.head_dim)
             else:
                 q, k, v = (self._linear(ops, h, lin[p], bias[p]) for p in ("q_proj", "k_proj", "v_proj"))
-                q = self.rotary.apply(q.view(n, cfg.num_heads, cfg.head_dim), positions, cos_sin)
-                k = self.rotary.apply(k.view(n, cfg.num_kv_heads, cfg.head_dim), positions, cos_sin)
+                q = ops.rope(q.view(n, cfg.num_heads, cfg.head_dim), *cos_sin)
+                k = ops.rope(k.view(n, cfg.num_kv_heads, cfg.head_dim), *cos_sin)
                 v = v.view(n, cfg.num_kv_heads, cfg.head_dim)
             ops.kv_append(cache.layers[idx], k, v, slots)
             attn = attend(idx, q).reshape(n, cfg.num_heads * cfg.head_dim)
             x = x + self._linear(ops, attn, lin["o_proj"], bias["o_proj"])
-            h = _rms_norm(x, layer.post_attention_norm, cfg.rms_norm_eps).to(self._act_dtype)
+            h = ops.rms_norm(x, layer.post_attention_norm, cfg.rms_norm_eps, self._act_dtype)
             if "gate_up_proj" in lin:
                 gate_up = self._linear(ops, h, lin["gate_up_proj"], bias["gate_up_proj"])
-                gate, up = gate_up[:, :cfg.intermediate_size], gate_up[:, cfg.intermediate_size:]
             else:
-                gate = self._linear(ops, h, lin["gate_proj"], bias["gate_proj"])
-                up = self._linear(ops, h, lin["up_proj"], bias["up_proj"])
-            x = x + self._linear(ops, torch.nn.functional.silu(gate) * up, lin["down_proj"], bias["down_proj"])
-        return _rms_norm(x, self.weights.norm, cfg.rms_norm_eps)
+                gate_up = torch.cat([self._linear(ops, h, lin[p], bias[p]) for p in ("gate_proj", "up_proj")], dim=-1)
+            act = ops.silu_mul(gate_up, self._act_dtype)
+            x = x + self._linear(ops, act, lin["down_proj"], bias["down_proj"])
+        return ops.rms_norm(x, self.weights.norm, cfg.rms_norm_eps, torch.float32)
 
     def _linear(self, ops: OpSet, x: torch.Tensor, weight: Any, bias: torch.Tensor | None) -> torch.Tensor:
         """A decoder layer's linear: input in the model's activation dtype (converted unless it is), output fp32."""
@@ -220,6 +218,3 @@ class Transformer:
     def _logits(self, ops: OpSet, hidden: torch.Tensor) -> torch.Tensor:
         return ops.linear(hidden, self.weights.lm_head)
 
-
-def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))

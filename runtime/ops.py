@@ -1,6 +1,6 @@
-"""The runtime's op boundary: the four operations the model calls, chosen per backend by a registry.
+"""The runtime's op boundary: the operations the model calls, chosen per backend by a registry.
 
-The model code (``lowbit.runtime.model``) never computes a matmul or an attention itself: it calls the
+The model code (``lowbit.runtime.model``) never computes a matmul, an attention or a norm itself: it calls the
 ops of an :class:`OpSet`. Today every op has the torch reference implementation (backend ``"torch"``,
 in ``lowbit.runtime.reference_ops``: dequantize, then fp32 matmul; attention over the dequantized
 cache). lowbit's generated kernels plug in later by registering under their backend name, without any
@@ -25,7 +25,7 @@ The contract of each op (all tensors on one device; activations are fp32):
 
 ``kv_append(layer, k, v, slots) -> None``
     Writes ``k``, ``v`` ``[T, Hkv, D]`` (fp32, after RoPE) into a :class:`lowbit.kvcache.KVLayer` at the
-    flat slots ``[T]`` (int64; slot = page * page_size + offset), quantizing to the cache's format.
+    flat slots ``[T]`` (int32 or int64; slot = page * page_size + offset), quantizing to the cache's format.
 
 ``decode_attention(q, layer, block_tables, lengths, *, scale, window) -> out``
     One query per sequence: ``q`` ``[B, Hq, D]``; ``block_tables`` ``[B, P]`` int32 page ids (entries past
@@ -33,6 +33,18 @@ The contract of each op (all tensors on one device; activations are fp32):
     the query's own (already appended). The query of sequence b sits at position ``lengths[b] - 1`` and
     attends to keys ``j`` with ``j < lengths[b]`` and, when ``window`` is an int, ``j > pos - window``.
     Grouped-query: query head h reads kv head ``h // (Hq // Hkv)``. Returns fp32 ``[B, Hq, D]``.
+
+``rms_norm(x, weight, eps, out_dtype) -> y``
+    ``x`` fp32 ``[T, H]``, ``weight`` ``[H]``: ``weight * (x * rsqrt(mean(x^2, -1) + eps))`` (Llama's RMSNorm) in
+    fp32, rounded once to ``out_dtype`` (the dtype of the matmul that reads it).
+
+``rope(x, cos, sin) -> y``
+    ``x`` fp32 ``[T, H, D]``, ``cos``, ``sin`` fp32 ``[T, D]`` (:meth:`lowbit.runtime.rope.Rotary.cos_sin`):
+    ``x * cos + rotate_half(x) * sin`` per head (Hugging Face's "rotate half" convention), fp32.
+
+``silu_mul(gate_up, out_dtype) -> y``
+    ``gate_up`` fp32 ``[T, 2 I]``, gate then up: ``silu(gate) * up`` ``[T, I]`` in fp32, rounded once to
+    ``out_dtype``.
 
 ``prefill_attention(q, layer, block_tables, starts, query_lens, *, scale, window) -> out``
     Varlen causal attention for a batch of prompts (or prompt chunks): ``q`` ``[sum(query_lens), Hq, D]``
@@ -54,7 +66,7 @@ from typing import Callable
 
 from lowbit.errors import BackendError
 
-OP_NAMES = ("linear", "kv_append", "decode_attention", "prefill_attention")
+OP_NAMES = ("linear", "kv_append", "decode_attention", "prefill_attention", "rms_norm", "rope", "silu_mul")
 REFERENCE = "torch"
 #: "auto" takes, per op, the first backend in this order that has it
 AUTO_PREFERENCE = {"cpu": ("tvm", REFERENCE), "cuda": ("triton", "tvm", REFERENCE)}
@@ -90,6 +102,9 @@ class OpSet:
     kv_append: Callable
     decode_attention: Callable
     prefill_attention: Callable
+    rms_norm: Callable
+    rope: Callable
+    silu_mul: Callable
     backends: tuple[tuple[str, str], ...]  # (op, backend) pairs
 
     def describe(self) -> str:
@@ -120,8 +135,9 @@ def resolve(backend: str | None = "auto", device: str = "cpu") -> OpSet:
     An explicitly named backend must implement every op; otherwise :class:`BackendError` lists what is
     missing (it never falls back silently).
 
-    >>> resolve("torch").describe()
-    'linear=torch, kv_append=torch, decode_attention=torch, prefill_attention=torch'
+    >>> resolve("torch").describe()       # doctest: +NORMALIZE_WHITESPACE
+    'linear=torch, kv_append=torch, decode_attention=torch, prefill_attention=torch, rms_norm=torch, rope=torch,
+     silu_mul=torch'
     """
     _load_builtin()
     name = "auto" if backend is None else backend

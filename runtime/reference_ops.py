@@ -16,6 +16,7 @@ import torch
 from lowbit import kvcache
 
 from .ops import register
+from .rope import apply_rotary
 from .weights import dense_weight
 
 
@@ -59,6 +60,23 @@ def prefill_attention(q: torch.Tensor, layer: "kvcache.KVLayer", block_tables: t
     cached = starts.to(torch.int64) + lens  # tokens in the cache per sequence (this chunk included)
     out = _attend(padded, layer, block_tables, cached, positions, scale=scale, window=window)
     return out[seq_of, offset]
+
+
+@register("rms_norm", "torch")
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, out_dtype: torch.dtype) -> torch.Tensor:
+    x = x.to(torch.float32)
+    return (weight.to(torch.float32) * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))).to(out_dtype)
+
+
+@register("rope", "torch")
+def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    return apply_rotary(x, cos, sin)
+
+
+@register("silu_mul", "torch")
+def silu_mul(gate_up: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+    gate, up = gate_up.to(torch.float32).chunk(2, dim=-1)
+    return (torch.nn.functional.silu(gate) * up).to(out_dtype)
 
 
 def _attend(q: torch.Tensor, layer: "kvcache.KVLayer", block_tables: torch.Tensor, lengths: torch.Tensor,

@@ -4,10 +4,10 @@ Dimension pair (i, i + D/2) of a head is rotated by the angle ``position * inv_f
 
 >>> import torch
 >>> from lowbit.runtime.config import RopeConfig
->>> rope = Rotary(RopeConfig(), head_dim=4)
->>> x = torch.tensor([[[1.0, 0.0, 0.0, 0.0]]])        # [tokens, heads, head_dim]
->>> rope.apply(x, torch.tensor([0]))                  # position 0: unchanged
-tensor([[[1., 0., 0., 0.]]])
+>>> cos, sin = Rotary(RopeConfig(), head_dim=4).cos_sin(torch.tensor([0]))
+>>> x = torch.tensor([[[1.0, 2.0, 3.0, 4.0]]])        # [tokens, heads, head_dim]
+>>> apply_rotary(x, cos, sin)                         # position 0: unchanged
+tensor([[[1., 2., 3., 4.]]])
 """
 from __future__ import annotations
 
@@ -38,23 +38,26 @@ def inverse_frequencies(rope: RopeConfig, head_dim: int) -> torch.Tensor:
 
 
 class Rotary:
-    """Applies RoPE to ``[tokens, heads, head_dim]`` tensors at given integer positions."""
+    """A model's rotary angles: :meth:`cos_sin` for the positions of a step (the runtime's ``rope`` op applies
+    them, once per layer)."""
 
     def __init__(self, rope: RopeConfig, head_dim: int):
         self.inv_freq = inverse_frequencies(rope, head_dim)
 
     def cos_sin(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``cos`` and the signed ``sin`` that :meth:`apply` multiplies, each ``[tokens, 1, head_dim]`` (fp32):
-        ``sin`` with its first half negated (rotate-half's ``-x2``)."""
+        """``cos`` and ``sin`` ``[tokens, head_dim]`` (fp32) of each position's angles, pair ``(i, i + D/2)``'s in
+        both columns (as transformers builds them)."""
         if self.inv_freq.device != positions.device:
             self.inv_freq = self.inv_freq.to(positions.device)
         freqs = positions.to(torch.float32)[:, None] * self.inv_freq[None, :]
-        sin = freqs.sin()
-        return torch.cat((freqs, freqs), dim=-1)[:, None, :].cos(), torch.cat((-sin, sin), dim=-1)[:, None, :]
+        angles = torch.cat((freqs, freqs), dim=-1)
+        return angles.cos(), angles.sin()
 
-    def apply(self, x: torch.Tensor, positions: torch.Tensor,
-              cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        """``x * cos + rotate_half(x) * sin``, as ``x * cos + roll(x, D/2) * signed_sin``: the same products
-        and sum, bit for bit, in 4 torch ops instead of 7 (once per layer and decode step)."""
-        cos, signed_sin = cos_sin if cos_sin is not None else self.cos_sin(positions)
-        return x * cos + x.roll(x.shape[-1] // 2, -1) * signed_sin
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """``x * cos + rotate_half(x) * sin`` for ``x [tokens, heads, D]`` and ``cos``, ``sin`` ``[tokens, D]``, as
+    ``x * cos + roll(x, D/2) * signed_sin`` (``sin`` with its first half negated: rotate-half's ``-x2``): the same
+    products and sum, bit for bit, in fewer torch ops."""
+    half = x.shape[-1] // 2
+    signed_sin = torch.cat((-sin[:, :half], sin[:, half:]), dim=-1)
+    return x * cos[:, None, :] + x.roll(half, -1) * signed_sin[:, None, :]

@@ -10,10 +10,15 @@ Kernel files (``lowbit check lowbit/kernels/<file> -k <kernel>`` prints any of t
                               cache (any cache type, GQA, sliding window, split-KV);
                               ``attention_merge``: the exact log-sum-exp merge of split-KV parts;
                               ``kv_quantize``: quantizes new tokens into their pages (int/uint codes);
+                              ``kv_store``: rounds new tokens into a dense cache (keys and values at once);
                               ``kv_scatter``: writes tokens quantized on the host into their pages
+``decoder.lbk``               the decoder layer's small kernels: ``rms_norm``, ``rope`` (rotary embeddings),
+                              ``silu_mul`` (the MLP's gated SiLU), each one launch rounding to the next
+                              kernel's input type
 ============================  ===========================================================================
 
 Host modules: :mod:`.library` (load, specialize, compile through :func:`lowbit.driver.compile_ir`),
-:mod:`.matmul` and :mod:`.attention` (configurations, weight preparation, launches). The public entry
-points are :mod:`lowbit.ops`: ``matmul``, ``decode_attention``, ``kv_append``.
+:mod:`.matmul`, :mod:`.attention` and :mod:`.decoder` (configurations, weight preparation, launches). The public
+entry points are :mod:`lowbit.ops`: ``matmul``, ``decode_attention``, ``kv_append``, ``rms_norm``, ``rope``,
+``silu_mul``.
 """

@@ -1,0 +1,89 @@
+"""Host side of the decoder layer's small kernels (``decoder.lbk``): RMSNorm, rotary embeddings, gated SiLU.
+
+Functions here trust their inputs (``lowbit.ops`` checks them): contiguous 2-D rows on one device. Every
+argument of these kernels varies from call to call (the norm's weight differs per layer), so a launch is bound
+once per call shape (:class:`RowsLaunch`, cached here; it holds no tensors) and serves every layer.
+
+>>> import torch
+>>> x = torch.randn(2, 64)
+>>> norm = rms_norm_launch(2, 64, torch.float32, torch.float32, torch.bfloat16, 1e-6, x.device, "interpret")
+>>> y = norm.run(x, torch.ones(64))
+>>> y.dtype, bool(torch.allclose(y.float(), x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6), rtol=1e-2))
+(torch.bfloat16, True)
+>>> silu_mul_launch(2, 2 * 64, torch.float32, torch.float32, x.device, "interpret").run(torch.randn(2, 128)).shape
+torch.Size([2, 64])
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+from .library import compiled
+
+__all__ = ["RowsLaunch", "rms_norm_launch", "rope_launch", "silu_mul_launch"]
+
+FILE = "decoder.lbk"
+
+
+@dataclass(frozen=True)
+class RowsLaunch:
+    """A kernel of ``decoder.lbk`` bound for one call shape: ``run(*inputs)`` allocates the output and launches
+    (the inputs contiguous, of the dtypes and shapes it was bound for)."""
+
+    bound: Any
+    out_shape: tuple[int, ...]
+    out_dtype: Any
+    device: Any
+
+    def run(self, *inputs: Any) -> Any:
+        import torch
+
+        out = torch.empty(self.out_shape, dtype=self.out_dtype, device=self.device)
+        self.bound.trusted(*inputs, out)
+        return out
+
+
+def _name(dtype: Any) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _bind(kernel: str, backend: str, device: Any, constants: dict[str, Any], inputs: dict[str, tuple],
+          out_shape: tuple[int, ...], out_dtype: Any) -> RowsLaunch:
+    """``kernel`` compiled for ``constants`` and bound to example tensors ``{name: (shape, dtype)}`` + ``o``."""
+    import torch
+
+    built = compiled(FILE, kernel, backend, "cuda" if device.type == "cuda" else "cpu", **constants)
+    examples = {name: torch.empty(shape, dtype=dtype, device=device) for name, (shape, dtype) in inputs.items()}
+    examples["o"] = torch.empty(out_shape, dtype=out_dtype, device=device)
+    return RowsLaunch(built.bind(examples, tuple(examples), check=False), out_shape, out_dtype, device)
+
+
+@functools.lru_cache(maxsize=64)
+def rms_norm_launch(m: int, h: int, x_dtype: Any, w_dtype: Any, out_dtype: Any, eps: float, device: Any,
+                    backend: str) -> RowsLaunch:
+    """``rms_norm`` for ``x [m, h]``, ``w [h]``: ``w * (x * rsqrt(mean(x^2) + eps))`` per row in f32, rounded
+    once to ``out_dtype``; ``run(x, w)``."""
+    constants = dict(XT=_name(x_dtype), WT=_name(w_dtype), OT=_name(out_dtype), H=h, EPS=float(eps))
+    return _bind("rms_norm", backend, device, constants, {"x": ((m, h), x_dtype), "w": ((h,), w_dtype)}, (m, h),
+                 out_dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def silu_mul_launch(m: int, width: int, in_dtype: Any, out_dtype: Any, device: Any, backend: str) -> RowsLaunch:
+    """``silu_mul`` for ``gate_up [m, width]`` (gate in the first half): ``silu(gate) * up`` in f32, rounded once
+    to ``out_dtype``, ``[m, width / 2]``; ``run(gate_up)``."""
+    half = width // 2
+    constants = dict(XT=_name(in_dtype), OT=_name(out_dtype), I=half, BI=min(512, 1 << max(0, (half - 1).bit_length())))
+    return _bind("silu_mul", backend, device, constants, {"gu": ((m, width), in_dtype)}, (m, half), out_dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def rope_launch(t: int, h: int, d: int, x_dtype: Any, out_dtype: Any, device: Any, backend: str) -> RowsLaunch:
+    """``rope`` for ``x [t, h, d]`` and float32 ``cos``, ``sin [t, d]``: ``x * cos + rotate_half(x) * sin`` per head
+    in f32, rounded once to ``out_dtype``; ``run(x, cos, sin)``."""
+    import torch
+
+    constants = dict(XT=_name(x_dtype), OT=_name(out_dtype), D=d, HB=min(8, 1 << max(0, (h - 1).bit_length())))
+    return _bind("rope", backend, device, constants, {"x": ((t, h, d), x_dtype), "cos": ((t, d), torch.float32),
+                                                      "sin": ((t, d), torch.float32)}, (t, h, d), out_dtype)
