@@ -403,8 +403,8 @@ def _check_pages(op: str, layer: Any, block_tables: Any, seq_lens: Any) -> None:
 # ---------------------------------------------------------------------------------------------------------
 # the decoder layer's small ops
 # ---------------------------------------------------------------------------------------------------------
-#: call signatures of :func:`rms_norm` / :func:`rope` / :func:`silu_mul` that passed their checks -> their launch (checks depend on
-#: dtypes, shapes, devices and options only, never on values)
+#: call signatures of :func:`rms_norm` / :func:`rope` / :func:`silu_mul` that passed their checks -> their launch
+#: (checks depend on dtypes, shapes, devices and options only, never on values)
 _CHECKED_ROWS: dict[tuple, "_CheckedRows"] = {}
 
 

@@ -2,9 +2,10 @@
 
 ``linear`` on a quantized weight is :func:`lowbit.ops.matmul`; dense weights (layers kept in f16/f32 by a
 per-layer override) use torch's matmul, as any serving stack does for unquantized layers. The KV cache is written
-by :func:`lowbit.ops.kv_append` and read by :func:`lowbit.ops.decode_attention`; the norms, the rotary embeddings and
-the MLP's gated SiLU are :func:`lowbit.ops.rms_norm`, :func:`lowbit.ops.rope` and :func:`lowbit.ops.silu_mul`. Prefill attention has no
-generated kernel yet: ``"auto"`` takes the torch reference for it (an explicit backend name reports it missing).
+by :func:`lowbit.ops.kv_append` and read by :func:`lowbit.ops.decode_attention`; the norms, the rotary embeddings
+and the MLP's gated SiLU are :func:`lowbit.ops.rms_norm`, :func:`lowbit.ops.rope` and :func:`lowbit.ops.silu_mul`.
+Prefill attention has no generated kernel yet: ``"auto"`` takes the torch reference for it (an explicit backend
+name reports it missing).
 """
 from __future__ import annotations
 

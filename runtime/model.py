@@ -2,8 +2,9 @@
 
 :class:`Transformer` holds the stored weights (dense tensors or ``QuantizedTensor`` s) and runs batched
 prefill and decode steps on a :class:`~lowbit.runtime.paged_cache.PagedKVCache`. Every matmul goes
-through ``ops.linear`` and every cache access through ``ops.kv_append`` / ``ops.*_attention``, so swapping
-the backend never touches this file. The residual stream, norms, attention and logits are fp32; the inputs of
+through ``ops.linear``, every cache access through ``ops.kv_append`` / ``ops.*_attention`` and the norms, rotary
+embeddings and gated SiLU through ``ops.rms_norm`` / ``ops.rope`` / ``ops.silu_mul``, so swapping the backend never
+touches this file. The residual stream, norms, attention and logits are fp32; the inputs of
 the decoder layers' linears are ``activations`` (fp32 by default; bf16 as LLM serving stacks run them, which
 lets lowbit's CPU kernels multiply bf16 pairs exactly with ``vdpbf16ps``), their outputs come back as fp32.
 

@@ -33,18 +33,11 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-from .library import compiled
+from .library import compiled, pow2_at_least
 
 __all__ = ["attention_constants", "choose_splits", "quantize_constants", "run_decode_attention", "run_kv_append"]
 
 FILE = "attention.lbk"
-
-
-def _pow2_at_least(v: int) -> int:
-    p = 1
-    while p < v:
-        p *= 2
-    return p
 
 
 def _side(fmt: Any, prefix: str) -> dict[str, Any]:
@@ -172,7 +165,7 @@ class _AttentionPlan:
         if splits == 1:
             return _AttentionPlan(main)
         merge = compiled(FILE, "attention_merge", backend, kind, QT=q_dtype, SPLIT=splits, D=d,
-                         BH=min(_pow2_at_least(hq), 16))
+                         BH=min(pow2_at_least(hq), 16))
         return _AttentionPlan(main, merge.bind(dict(o=out, **parts), ("po", "pm", "pl", "o"), check=False))
 
 

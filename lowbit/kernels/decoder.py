@@ -19,7 +19,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-from .library import compiled
+from .library import compiled, pow2_at_least
 
 __all__ = ["RowsLaunch", "rms_norm_launch", "rope_launch", "silu_mul_launch"]
 
@@ -74,7 +74,7 @@ def silu_mul_launch(m: int, width: int, in_dtype: Any, out_dtype: Any, device: A
     """``silu_mul`` for ``gate_up [m, width]`` (gate in the first half): ``silu(gate) * up`` in f32, rounded once
     to ``out_dtype``, ``[m, width / 2]``; ``run(gate_up)``."""
     half = width // 2
-    constants = dict(XT=_name(in_dtype), OT=_name(out_dtype), I=half, BI=min(512, 1 << max(0, (half - 1).bit_length())))
+    constants = dict(XT=_name(in_dtype), OT=_name(out_dtype), I=half, BI=min(512, pow2_at_least(half)))
     return _bind("silu_mul", backend, device, constants, {"gu": ((m, width), in_dtype)}, (m, half), out_dtype)
 
 
@@ -84,6 +84,6 @@ def rope_launch(t: int, h: int, d: int, x_dtype: Any, out_dtype: Any, device: An
     in f32, rounded once to ``out_dtype``; ``run(x, cos, sin)``."""
     import torch
 
-    constants = dict(XT=_name(x_dtype), OT=_name(out_dtype), D=d, HB=min(8, 1 << max(0, (h - 1).bit_length())))
+    constants = dict(XT=_name(x_dtype), OT=_name(out_dtype), D=d, HB=min(8, pow2_at_least(h)))
     return _bind("rope", backend, device, constants, {"x": ((t, h, d), x_dtype), "cos": ((t, d), torch.float32),
                                                       "sin": ((t, d), torch.float32)}, (t, h, d), out_dtype)

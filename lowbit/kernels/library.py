@@ -18,7 +18,8 @@ from typing import Any
 
 from ..errors import BackendError, KernelArgumentError
 
-__all__ = ["KERNEL_DIR", "BACKEND_NAMES", "kernel_ir", "compiled", "resolve_backend", "device_of"]
+__all__ = ["KERNEL_DIR", "BACKEND_NAMES", "kernel_ir", "compiled", "resolve_backend", "device_of",
+           "pow2_at_least"]
 
 #: the folder holding the library's kernel files
 KERNEL_DIR = Path(__file__).resolve().parent
@@ -45,6 +46,15 @@ def _kernel_ir_cached(file: str, kernel: str, constants: tuple[tuple[str, Any], 
 def kernel_ir(file: str, kernel: str, **constants: Any) -> Any:
     """The verified IR of ``kernel`` in the library file ``file``, specialized on ``constants``."""
     return _kernel_ir_cached(file, kernel, tuple(sorted(constants.items())))
+
+
+def pow2_at_least(v: int) -> int:
+    """The smallest power of two >= ``v`` (1 for ``v <= 1``): a tile extent covering ``v``.
+
+    >>> pow2_at_least(5632), pow2_at_least(8), pow2_at_least(0)
+    (8192, 8, 1)
+    """
+    return 1 << max(0, int(v) - 1).bit_length()
 
 
 def device_of(tensor: Any) -> str:

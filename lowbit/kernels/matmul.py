@@ -33,7 +33,7 @@ from typing import Any
 
 from ..dtypes import dtype
 from ..quant import FormatId
-from .library import compiled
+from .library import compiled, pow2_at_least
 
 __all__ = ["MatmulConfig", "MatmulPlan", "PreparedWeight", "cheap_unpack", "choose_config", "prepare_weight",
            "matmul_plan", "run_matmul", "takes_zeros_out", "bf16_pairs", "decoded_pairs", "tile_codes", "tile_groups",
@@ -106,17 +106,10 @@ class PreparedWeight:
     z: Any
 
 
-def _pow2_at_least(v: int) -> int:
-    p = 1
-    while p < v:
-        p *= 2
-    return p
-
-
 def _k_tiling(k: int, g: int, target: int) -> tuple[int, int]:
     """``(mode, bk)`` for K = ``k``, group size ``g`` and a preferred K tile ``target`` (a power of two)."""
     if g == k:
-        return 0, min(target, _pow2_at_least(k))
+        return 0, min(target, pow2_at_least(k))
     if g <= target:                            # several groups per tile
         if target % g == 0:
             return 1, target
@@ -204,11 +197,11 @@ def choose_config(m: int, n: int, k: int, group_size: int, backend: str, device:
     gemv = m <= GEMV_MAX_M or streaming
     big_tiles = backend == "interpret" or (backend == "triton" and device == "cpu")
     if big_tiles:  # the interpreters pay per program and loop step, hardly per element
-        bn = min(_pow2_at_least(n), 128)
+        bn = min(pow2_at_least(n), 128)
         target_k = 128 if gemv else 64
-        bm = _pow2_at_least(m) if gemv else min(_pow2_at_least(m), 64)
+        bm = pow2_at_least(m) if gemv else min(pow2_at_least(m), 64)
     elif gemv:
-        bm, bn, target_k = min(_pow2_at_least(m), GEMV_MAX_M), 64, 128
+        bm, bn, target_k = min(pow2_at_least(m), GEMV_MAX_M), 64, 128
     else:
         bm = 16 if m <= 16 else 32 if device == "cpu" or m <= 64 else 64
         bn, target_k = 64, 64
@@ -468,7 +461,7 @@ class MatmulPlan:
         reduce = None
         if cfg.split > 1:
             kred = compiled(FILE, "splitk_reduce", backend, kind, OT=o_dtype, BIAS=int(bias is not None),
-                            BM=min(_pow2_at_least(m), 16), BN=64)
+                            BM=min(pow2_at_least(m), 16), BN=64)
             reduce = kred.bind(dict(part=part, bias=bias_arg, c=out), tuple(v for v in vary if v != "x"),
                                check=False)
         return MatmulPlan(cfg, (m, n), out_dtype, device, main, reduce)
