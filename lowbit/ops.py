@@ -82,6 +82,15 @@ def _need_device(op: str, name: str, value: Any, device: Any) -> None:
                                   hint=f"move it with .to('{device}')")
 
 
+def _check_out_dtype(op: str, out_dtype: Any) -> None:
+    """``out_dtype`` is None (the input's dtype) or a float type a kernel writes (checked before it keys a call
+    signature: an unhashable value is this error, not a TypeError from the lookup)."""
+    torch = _torch()
+    if out_dtype is not None and out_dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise KernelArgumentError(f"{op}: out_dtype must be torch.float16, torch.bfloat16 or torch.float32 (or None "
+                                  f"for the input's dtype); got {out_dtype!r}")
+
+
 def _need_contiguous(op: str, name: str, value: Any) -> None:
     if not value.is_contiguous():
         raise KernelArgumentError(f"{op}: {name} must be contiguous (the kernel updates or reads it in place as "
@@ -112,9 +121,7 @@ def matmul(x: Any, qweight: Any, bias: Any = None, *, backend: str | None = None
     """
     op = "matmul"
     torch = _torch()
-    if out_dtype is not None and out_dtype not in (torch.float16, torch.bfloat16, torch.float32):
-        raise KernelArgumentError(f"{op}: out_dtype must be torch.float16, torch.bfloat16 or torch.float32 (or None "
-                                  f"for x's dtype); got {out_dtype!r}")
+    _check_out_dtype(op, out_dtype)
     if type(x) is torch.Tensor and type(qweight) is QuantizedTensor:
         signature = _matmul_signature(x, bias, backend, out_dtype)
         checked = qweight.known_launch_plan(signature)
@@ -423,24 +430,18 @@ class _CheckedRows:
         return out if self.out_view is None else out.view(self.out_view)
 
 
-def _checked_rows(signature: tuple | None, x: Any, out_width: int, launch: RowsLaunch) -> _CheckedRows:
-    """The checked call for ``x [..., W]`` (remembered under ``signature``) with output ``[..., out_width]``."""
-    flat = x.dim() == 2
-    checked = _CheckedRows(launch, None if flat else (-1, int(x.shape[-1])),
-                           None if flat else (*x.shape[:-1], out_width))
+def _remember(signature: tuple | None, checked: _CheckedRows) -> _CheckedRows:
+    """``checked``, kept under ``signature`` (None: a call that cannot be keyed) for the next calls."""
     if signature is not None:
         cached_plan(_CHECKED_ROWS, signature, lambda: checked)
     return checked
 
 
-def _out_dtype(op: str, x: Any, out_dtype: Any) -> Any:
-    torch = _torch()
-    if out_dtype is None:
-        return x.dtype
-    if out_dtype not in (torch.float16, torch.bfloat16, torch.float32):
-        raise KernelArgumentError(f"{op}: out_dtype must be torch.float16, torch.bfloat16 or torch.float32 (or None "
-                                  f"for the input's dtype); got {out_dtype!r}")
-    return out_dtype
+def _rows_of(x: Any, out_width: int, launch: RowsLaunch) -> _CheckedRows:
+    """The call of a launch over rows for ``x [..., W]``, whose output is ``[..., out_width]``."""
+    if x.dim() == 2:
+        return _CheckedRows(launch, None, None)
+    return _CheckedRows(launch, (-1, int(x.shape[-1])), (*x.shape[:-1], out_width))
 
 
 def rms_norm(x: Any, weight: Any, *, eps: float = 1e-6, out_dtype: Any = None, backend: str | None = None) -> Any:
@@ -456,6 +457,7 @@ def rms_norm(x: Any, weight: Any, *, eps: float = 1e-6, out_dtype: Any = None, b
     """
     op = "rms_norm"
     torch = _torch()
+    _check_out_dtype(op, out_dtype)
     signature = None
     if type(x) is torch.Tensor and type(weight) is torch.Tensor and type(eps) in _PLAIN:
         signature = (op, x.dtype, x.shape, x.device, weight.dtype, weight.shape, weight.device, eps, out_dtype,
@@ -471,11 +473,11 @@ def rms_norm(x: Any, weight: Any, *, eps: float = 1e-6, out_dtype: Any = None, b
     _need_device(op, "weight", weight, x.device)
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 <= eps < math.inf:
         raise KernelArgumentError(f"{op}: eps must be a finite real number >= 0; got {eps!r}")
-    target = _out_dtype(op, x, out_dtype)
     name = resolve_backend(backend, device_of(x))
     h = int(x.shape[-1])
-    launch = rms_norm_launch(x.numel() // h, h, x.dtype, weight.dtype, target, float(eps), x.device, name)
-    return _checked_rows(signature, x, h, launch).run(x, weight)
+    launch = rms_norm_launch(x.numel() // h, h, x.dtype, weight.dtype, x.dtype if out_dtype is None else out_dtype,
+                             float(eps), x.device, name)
+    return _remember(signature, _rows_of(x, h, launch)).run(x, weight)
 
 
 def silu_mul(gate_up: Any, *, out_dtype: Any = None, backend: str | None = None) -> Any:
@@ -490,6 +492,7 @@ def silu_mul(gate_up: Any, *, out_dtype: Any = None, backend: str | None = None)
     """
     op = "silu_mul"
     torch = _torch()
+    _check_out_dtype(op, out_dtype)
     signature = None
     if type(gate_up) is torch.Tensor:
         signature = (op, gate_up.dtype, gate_up.shape, gate_up.device, out_dtype, backend)
@@ -500,11 +503,11 @@ def silu_mul(gate_up: Any, *, out_dtype: Any = None, backend: str | None = None)
     if gate_up.dim() < 1 or int(gate_up.shape[-1]) < 2 or int(gate_up.shape[-1]) % 2:
         raise KernelArgumentError(f"{op}: gate_up must have shape [..., 2 * I] (gate, then up) with I >= 1; got "
                                   f"{list(gate_up.shape)}", hint="concatenate gate and up on the last axis")
-    target = _out_dtype(op, gate_up, out_dtype)
     name = resolve_backend(backend, device_of(gate_up))
     width = int(gate_up.shape[-1])
+    target = gate_up.dtype if out_dtype is None else out_dtype
     launch = silu_mul_launch(gate_up.numel() // width, width, gate_up.dtype, target, gate_up.device, name)
-    return _checked_rows(signature, gate_up, width // 2, launch).run(gate_up)
+    return _remember(signature, _rows_of(gate_up, width // 2, launch)).run(gate_up)
 
 
 def rope(x: Any, cos: Any, sin: Any, *, out_dtype: Any = None, backend: str | None = None) -> Any:
@@ -522,6 +525,7 @@ def rope(x: Any, cos: Any, sin: Any, *, out_dtype: Any = None, backend: str | No
     """
     op = "rope"
     torch = _torch()
+    _check_out_dtype(op, out_dtype)
     signature = None
     if type(x) is torch.Tensor and type(cos) is torch.Tensor and type(sin) is torch.Tensor:
         signature = (op, x.dtype, x.shape, x.device, cos.dtype, cos.shape, cos.device, sin.dtype, sin.shape,
@@ -540,10 +544,7 @@ def rope(x: Any, cos: Any, sin: Any, *, out_dtype: Any = None, backend: str | No
                                       hint=f"convert it with {name}.float()")
         _need_shape(op, name, value, (t, d), "one row of angles per token")
         _need_device(op, name, value, x.device)
-    target = _out_dtype(op, x, out_dtype)
     name = resolve_backend(backend, device_of(x))
-    launch = rope_launch(t, int(x.shape[1]), d, x.dtype, target, x.device, name)
-    checked = _CheckedRows(launch, None, None)
-    if signature is not None:
-        cached_plan(_CHECKED_ROWS, signature, lambda: checked)
-    return checked.run(x, cos, sin)
+    launch = rope_launch(t, int(x.shape[1]), d, x.dtype, x.dtype if out_dtype is None else out_dtype, x.device,
+                         name)
+    return _remember(signature, _CheckedRows(launch, None, None)).run(x, cos, sin)

@@ -426,7 +426,7 @@ class MatmulPlan:
 
     @staticmethod
     def build(x2d: Any, qweight: Any, bias: Any, backend: str, config: MatmulConfig | None,
-              out_dtype: Any = None) -> "MatmulPlan":
+              out_dtype: Any) -> "MatmulPlan":
         import torch
 
         m, k = (int(v) for v in x2d.shape)
@@ -434,7 +434,6 @@ class MatmulPlan:
         device = x2d.device
         kind = "cuda" if device.type == "cuda" else "cpu"
         x_dtype = str(x2d.dtype).removeprefix("torch.")
-        out_dtype = x2d.dtype if out_dtype is None else out_dtype
         o_dtype = str(out_dtype).removeprefix("torch.")
         g = qweight.group_size
         cfg = config or choose_config(m, n, k, g, backend, kind, _workers(device, backend),

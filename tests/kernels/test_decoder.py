@@ -140,6 +140,9 @@ def test_the_checked_signature_fast_path_gives_the_same_results():
     (lambda: ops.rope(torch.ones(2, 3, 4), torch.ones(2, 4), torch.ones(1, 4)), r"sin must have shape \[2, 4\]"),
     (lambda: ops.silu_mul(torch.ones(2, 5)), r"gate_up must have shape \[\.\.\., 2 \* I\]"),
     (lambda: ops.silu_mul(torch.ones(2, 4), out_dtype="float32"), "out_dtype must be"),
+    (lambda: ops.rms_norm(torch.ones(2, 4), torch.ones(4), out_dtype=[torch.float32]), "out_dtype must be"),
+    (lambda: ops.rope(torch.ones(2, 3, 4), torch.ones(2, 4), torch.ones(2, 4), out_dtype=[torch.float32]),
+     "out_dtype must be"),
     (lambda: ops.silu_mul([1.0, 2.0]), "gate_up must be a torch tensor"),
 ])
 def test_bad_arguments_are_clear_errors(call, match):
