@@ -53,8 +53,8 @@ def _make_rms_norm(backend: str) -> Callable:
 
 
 def _make_rope(backend: str) -> Callable:
-    def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        return ops.rope(x, cos, sin, backend=backend)
+    def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+        return ops.rope(x, cos, sin, out_dtype=out_dtype, backend=backend)
 
     return rope
 

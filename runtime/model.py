@@ -6,7 +6,8 @@ through ``ops.linear``, every cache access through ``ops.kv_append`` / ``ops.*_a
 embeddings and gated SiLU through ``ops.rms_norm`` / ``ops.rope`` / ``ops.silu_mul``, so swapping the backend never
 touches this file. The residual stream, norms, attention and logits are fp32; the inputs of
 the decoder layers' linears are ``activations`` (fp32 by default; bf16 as LLM serving stacks run them, which
-lets lowbit's CPU kernels multiply bf16 pairs exactly with ``vdpbf16ps``), their outputs come back as fp32.
+lets lowbit's CPU kernels multiply bf16 pairs exactly with ``vdpbf16ps``), their outputs are rounded to the same
+type (as a bf16 serving stack's are) and widened exactly where fp32 reads them.
 
 Prefill packs the new tokens of all sequences into one ``[T_total, hidden]`` batch (no padding) for the
 linears; attention then runs per sequence (varlen) over the cache.
@@ -192,13 +193,13 @@ class Transformer:
             if "qkv_proj" in lin:
                 qkv = self._linear(ops, h, lin["qkv_proj"], bias["qkv_proj"])
                 heads = cfg.num_heads + cfg.num_kv_heads
-                qk = ops.rope(qkv[:, :heads * cfg.head_dim].view(n, heads, cfg.head_dim), *cos_sin)
+                qk = ops.rope(qkv[:, :heads * cfg.head_dim].view(n, heads, cfg.head_dim), *cos_sin, torch.float32)
                 q, k = qk[:, :cfg.num_heads], qk[:, cfg.num_heads:]
                 v = qkv[:, heads * cfg.head_dim:].view(n, cfg.num_kv_heads, cfg.head_dim)
             else:
                 q, k, v = (self._linear(ops, h, lin[p], bias[p]) for p in ("q_proj", "k_proj", "v_proj"))
-                q = ops.rope(q.view(n, cfg.num_heads, cfg.head_dim), *cos_sin)
-                k = ops.rope(k.view(n, cfg.num_kv_heads, cfg.head_dim), *cos_sin)
+                q = ops.rope(q.view(n, cfg.num_heads, cfg.head_dim), *cos_sin, torch.float32)
+                k = ops.rope(k.view(n, cfg.num_kv_heads, cfg.head_dim), *cos_sin, torch.float32)
                 v = v.view(n, cfg.num_kv_heads, cfg.head_dim)
             ops.kv_append(cache.layers[idx], k, v, slots)
             attn = attend(idx, q).reshape(n, cfg.num_heads * cfg.head_dim)
@@ -213,8 +214,9 @@ class Transformer:
         return ops.rms_norm(x, self.weights.norm, cfg.rms_norm_eps, torch.float32)
 
     def _linear(self, ops: OpSet, x: torch.Tensor, weight: Any, bias: torch.Tensor | None) -> torch.Tensor:
-        """A decoder layer's linear: input in the model's activation dtype (converted unless it is), output fp32."""
-        return ops.linear(x.to(self._act_dtype), weight, bias).to(torch.float32)
+        """A decoder layer's linear: input and output in the model's activation dtype (the input converted unless
+        it is). The output feeds ops that read any float type, or an fp32 add that widens it exactly."""
+        return ops.linear(x.to(self._act_dtype), weight, bias)
 
     def _logits(self, ops: OpSet, hidden: torch.Tensor) -> torch.Tensor:
         return ops.linear(hidden, self.weights.lm_head)

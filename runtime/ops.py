@@ -16,16 +16,19 @@ When an OpSet is resolved for a backend other than ``torch``, ``lowbit.runtime.l
 as ops, backends ``tvm`` and ``triton``) is imported first. ``"auto"`` prefers TVM on a CPU and Triton on a GPU
 (Triton on a CPU is its interpreter: correct, far too slow to serve), then the torch reference.
 
-The contract of each op (all tensors on one device; activations are fp32):
+The contract of each op (all tensors on one device; the residual stream is fp32, a linear's input and output
+are in the model's activation dtype):
 
 ``linear(x, weight, bias=None) -> y``
-    ``x`` ``[..., K]``; ``weight`` a dense ``[N, K]`` tensor (any float dtype) or a
-    ``lowbit.quant.QuantizedTensor`` of logical shape ``[N, K]``; ``bias`` ``[N]`` or None.
-    Returns ``x @ W.T + bias`` as fp32 ``[..., N]``.
+    ``x`` ``[..., K]`` (fp32, or the model's activation dtype); ``weight`` a dense ``[N, K]`` tensor (any float
+    dtype) or a ``lowbit.quant.QuantizedTensor`` of logical shape ``[N, K]``; ``bias`` ``[N]`` or None.
+    Returns ``x @ W.T + bias`` ``[..., N]``: fp32 products and sums, rounded once to ``x``'s dtype (the model
+    adds a bf16 result to its fp32 residual exactly: torch promotes in the add, no conversion op).
 
 ``kv_append(layer, k, v, slots) -> None``
-    Writes ``k``, ``v`` ``[T, Hkv, D]`` (fp32, after RoPE) into a :class:`lowbit.kvcache.KVLayer` at the
-    flat slots ``[T]`` (int32 or int64; slot = page * page_size + offset), quantizing to the cache's format.
+    Writes ``k``, ``v`` ``[T, Hkv, D]`` (fp32, bf16 or fp16; ``k`` after RoPE) into a
+    :class:`lowbit.kvcache.KVLayer` at the flat slots ``[T]`` (int32 or int64; slot = page * page_size +
+    offset), quantizing to the cache's format.
 
 ``decode_attention(q, layer, block_tables, lengths, *, scale, window) -> out``
     One query per sequence: ``q`` ``[B, Hq, D]``; ``block_tables`` ``[B, P]`` int32 page ids (entries past
@@ -38,12 +41,13 @@ The contract of each op (all tensors on one device; activations are fp32):
     ``x`` fp32 ``[T, H]``, ``weight`` ``[H]``: ``weight * (x * rsqrt(mean(x^2, -1) + eps))`` (Llama's RMSNorm) in
     fp32, rounded once to ``out_dtype`` (the dtype of the matmul that reads it).
 
-``rope(x, cos, sin) -> y``
-    ``x`` fp32 ``[T, H, D]``, ``cos``, ``sin`` fp32 ``[T, D]`` (:meth:`lowbit.runtime.rope.Rotary.cos_sin`):
-    ``x * cos + rotate_half(x) * sin`` per head (Hugging Face's "rotate half" convention), fp32.
+``rope(x, cos, sin, out_dtype) -> y``
+    ``x`` ``[T, H, D]`` (float; a strided view of a fused projection's output), ``cos``, ``sin`` fp32 ``[T, D]``
+    (:meth:`lowbit.runtime.rope.Rotary.cos_sin`): ``x * cos + rotate_half(x) * sin`` per head (Hugging Face's
+    "rotate half" convention) in fp32, rounded once to ``out_dtype``.
 
 ``silu_mul(gate_up, out_dtype) -> y``
-    ``gate_up`` fp32 ``[T, 2 I]``, gate then up: ``silu(gate) * up`` ``[T, I]`` in fp32, rounded once to
+    ``gate_up`` float ``[T, 2 I]``, gate then up: ``silu(gate) * up`` ``[T, I]`` in fp32, rounded once to
     ``out_dtype``.
 
 ``prefill_attention(q, layer, block_tables, starts, query_lens, *, scale, window) -> out``

@@ -69,8 +69,8 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, out_dtype: torch
 
 
 @register("rope", "torch")
-def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    return apply_rotary(x, cos, sin)
+def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+    return apply_rotary(x.to(torch.float32), cos, sin).to(out_dtype)
 
 
 @register("silu_mul", "torch")
