@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import FormatError, KernelArgumentError
-from .kernels.attention import choose_splits, run_decode_attention, run_kv_append
+from .kernels.attention import AttentionPlan, attention_plan, choose_splits, run_kv_append
 from .kernels.decoder import RowsLaunch, rms_norm_launch, rope_launch, silu_mul_launch
 from .kernels.library import device_of, resolve_backend
 from .kernels.matmul import MatmulPlan, matmul_plan
@@ -302,9 +302,10 @@ class _CheckedAppend:
 
 
 def decode_attention(q: Any, layer: Any, block_tables: Any, seq_lens: Any, *, scale: float | None = None,
-                     window: int | None = None, num_splits: int | None = None,
+                     window: int | None = None, num_splits: int | None = None, out_dtype: Any = None,
                      backend: str | None = None) -> Any:
-    """One decode step of attention over the paged cache: ``[B, Hq, D]`` in ``q``'s dtype.
+    """One decode step of attention over the paged cache: ``[B, Hq, D]`` in ``out_dtype`` (None: ``q``'s dtype;
+    the f32 result is rounded once, so a model gets the input type of the matmul that reads it).
 
     ``q [B, Hq, D]``: one query per sequence; ``Hq`` a multiple of the cache's kv heads (GQA: query head
     ``h`` reads kv head ``h // (Hq // Hkv)``). ``block_tables [B, MP]`` integer page ids (entries past a
@@ -319,13 +320,14 @@ def decode_attention(q: Any, layer: Any, block_tables: Any, seq_lens: Any, *, sc
     """
     op = "decode_attention"
     torch = _torch()
+    _check_out_dtype(op, out_dtype)
     signature = None
     if (type(layer) is KVLayer and type(q) is torch.Tensor and type(block_tables) is torch.Tensor
             and type(seq_lens) is torch.Tensor and type(scale) in _PLAIN and type(window) in _PLAIN
             and type(num_splits) in _PLAIN):
         signature = ("ops.decode_attention", q.dtype, q.shape, q.device, block_tables.dtype, block_tables.shape,
                      block_tables.device, seq_lens.dtype, seq_lens.shape, seq_lens.device, scale, window,
-                     num_splits, backend)
+                     num_splits, out_dtype, backend)
         checked = layer.known_launch_plan(signature)
         if checked is not None:                 # this signature passed the checks below before
             return checked.run(q, layer, block_tables, seq_lens)
@@ -356,7 +358,9 @@ def decode_attention(q: Any, layer: Any, block_tables: Any, seq_lens: Any, *, sc
         raise KernelArgumentError(f"{op}: scale must be a real number or None; got {scale!r}")
     scale = 1.0 / math.sqrt(fmt.head_dim) if scale is None else float(scale)
     splits = num_splits or (choose_splits(b, fmt.num_kv_heads, max_pages, device, name) if b else 1)
-    checked = _CheckedAttention(name, scale, window, splits)
+    out_dtype = q.dtype if out_dtype is None else out_dtype
+    plan = attention_plan(q, layer, block_tables, scale, window, splits, name, out_dtype) if b else None
+    checked = _CheckedAttention(plan, out_dtype)
     out = checked.run(q, layer, block_tables, seq_lens)
     if signature is not None:
         layer.launch_plan(signature, lambda: checked)
@@ -365,23 +369,19 @@ def decode_attention(q: Any, layer: Any, block_tables: Any, seq_lens: Any, *, sc
 
 @dataclass(frozen=True)
 class _CheckedAttention:
-    """:func:`decode_attention` for a call signature that passed its checks once with this layer, with the
-    backend, scale and split count worked out then; the lengths and page ids are still checked on every call."""
+    """:func:`decode_attention` for a call signature that passed its checks once with this layer: its launches
+    (None for an empty batch) and output dtype; the lengths and page ids are still checked on every call."""
 
-    backend: str
-    scale: float
-    window: int | None
-    splits: int
+    plan: AttentionPlan | None
+    out_dtype: Any
 
     def run(self, q: Any, layer: Any, block_tables: Any, seq_lens: Any) -> Any:
-        torch = _torch()
-        if int(q.shape[0]) == 0:
-            return torch.empty_like(q)
+        if self.plan is None:
+            return _torch().empty(q.shape, dtype=self.out_dtype, device=q.device)
         if layer.k.device.type == "cpu":
             _check_pages("decode_attention", layer, block_tables, seq_lens)
-        return run_decode_attention(q.contiguous(), layer, block_tables.to(torch.int32).contiguous(),
-                                    seq_lens.to(torch.int32).contiguous(), self.scale, self.window, self.splits,
-                                    self.backend)
+        int32 = _torch().int32
+        return self.plan.run(q, block_tables.to(int32), seq_lens.to(int32))
 
 
 def _check_pages(op: str, layer: Any, block_tables: Any, seq_lens: Any) -> None:
@@ -426,7 +426,7 @@ class _CheckedRows:
 
     def run(self, x: Any, *rest: Any) -> Any:
         x = x.contiguous() if self.rows is None else x.reshape(self.rows).contiguous()
-        out = self.launch.run(x, *(t.contiguous() for t in rest))
+        out = self.launch.run(x, *[t.contiguous() for t in rest]) if rest else self.launch.run(x)
         return out if self.out_view is None else out.view(self.out_view)
 
 

@@ -38,9 +38,9 @@ def _make_kv_append(backend: str) -> Callable:
 
 def _make_decode_attention(backend: str) -> Callable:
     def decode_attention(q: torch.Tensor, layer: Any, block_tables: torch.Tensor, lengths: torch.Tensor, *,
-                         scale: float, window: int | None) -> torch.Tensor:
-        out = ops.decode_attention(q, layer, block_tables, lengths, scale=scale, window=window, backend=backend)
-        return out.float()
+                         scale: float, window: int | None, out_dtype: torch.dtype) -> torch.Tensor:
+        return ops.decode_attention(q, layer, block_tables, lengths, scale=scale, window=window, out_dtype=out_dtype,
+                                    backend=backend)
 
     return decode_attention
 

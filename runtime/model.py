@@ -149,7 +149,7 @@ class Transformer:
 
         def attend(layer_idx: int, q: torch.Tensor) -> torch.Tensor:
             return ops.decode_attention(q, cache.layers[layer_idx], tables, lengths, scale=self.scale,
-                                        window=self.config.sliding_windows[layer_idx])
+                                        window=self.config.sliding_windows[layer_idx], out_dtype=self._act_dtype)
 
         return self._logits(ops, self._forward(ops, cache, flat, positions, slot_vec, attend))
 

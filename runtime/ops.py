@@ -30,12 +30,13 @@ are in the model's activation dtype):
     :class:`lowbit.kvcache.KVLayer` at the flat slots ``[T]`` (int32 or int64; slot = page * page_size +
     offset), quantizing to the cache's format.
 
-``decode_attention(q, layer, block_tables, lengths, *, scale, window) -> out``
+``decode_attention(q, layer, block_tables, lengths, *, scale, window, out_dtype) -> out``
     One query per sequence: ``q`` ``[B, Hq, D]``; ``block_tables`` ``[B, P]`` int32 page ids (entries past
     a sequence's pages are 0 and must be ignored); ``lengths`` ``[B]`` int32 tokens in the cache including
     the query's own (already appended). The query of sequence b sits at position ``lengths[b] - 1`` and
     attends to keys ``j`` with ``j < lengths[b]`` and, when ``window`` is an int, ``j > pos - window``.
-    Grouped-query: query head h reads kv head ``h // (Hq // Hkv)``. Returns fp32 ``[B, Hq, D]``.
+    Grouped-query: query head h reads kv head ``h // (Hq // Hkv)``. Returns ``[B, Hq, D]``: fp32 softmax and
+    sums, rounded once to ``out_dtype`` (the input type of the matmul that reads it).
 
 ``rms_norm(x, weight, eps, out_dtype) -> y``
     ``x`` fp32 ``[T, H]``, ``weight`` ``[H]``: ``weight * (x * rsqrt(mean(x^2, -1) + eps))`` (Llama's RMSNorm) in

@@ -38,10 +38,11 @@ def kv_append(layer: "kvcache.KVLayer", k: torch.Tensor, v: torch.Tensor, slots:
 
 @register("decode_attention", "torch")
 def decode_attention(q: torch.Tensor, layer: "kvcache.KVLayer", block_tables: torch.Tensor,
-                     lengths: torch.Tensor, *, scale: float, window: int | None = None) -> torch.Tensor:
+                     lengths: torch.Tensor, *, scale: float, window: int | None = None,
+                     out_dtype: torch.dtype) -> torch.Tensor:
     positions = (lengths.to(torch.int64) - 1)[:, None]  # [B, 1]: each sequence's single query
     out = _attend(q[:, None], layer, block_tables, lengths, positions, scale=scale, window=window)
-    return out[:, 0]
+    return out[:, 0].to(out_dtype)
 
 
 @register("prefill_attention", "torch")

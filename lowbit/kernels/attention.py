@@ -31,11 +31,12 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from .library import compiled, pow2_at_least
 
-__all__ = ["attention_constants", "choose_splits", "quantize_constants", "run_decode_attention", "run_kv_append"]
+__all__ = ["AttentionPlan", "attention_constants", "attention_plan", "choose_splits", "quantize_constants",
+           "run_decode_attention", "run_kv_append"]
 
 FILE = "attention.lbk"
 
@@ -48,9 +49,11 @@ def _side(fmt: Any, prefix: str) -> dict[str, Any]:
             f"{prefix}G": fmt.head_dim if dense else fmt.group_size, f"{prefix}Z": int(bool(fmt.zero_point))}
 
 
-def attention_constants(fmt: Any, q_dtype: str, num_q_heads: int, window: int | None, splits: int) -> dict[str, Any]:
-    """The constants of ``decode_attention`` for a cache format, query dtype, head count and split count."""
-    consts = dict(QT=q_dtype, D=fmt.head_dim, QG=num_q_heads // fmt.num_kv_heads, PAGE=fmt.page_size,
+def attention_constants(fmt: Any, q_dtype: str, num_q_heads: int, window: int | None, splits: int,
+                        out_dtype: str | None = None) -> dict[str, Any]:
+    """The constants of ``decode_attention`` for a cache format, query dtype, head count, split count and output
+    dtype (None: the query's)."""
+    consts = dict(QT=q_dtype, OT=out_dtype or q_dtype, D=fmt.head_dim, QG=num_q_heads // fmt.num_kv_heads, PAGE=fmt.page_size,
                   KSD=fmt.scale_dtype if not fmt.dense else "float16",
                   VSD=fmt.scale_dtype if not fmt.dense else "float16",
                   KCHAN=int(fmt.channel_keys), KSG=fmt.staging_dtype, WINDOW=int(window or 0), SPLIT=splits)
@@ -85,29 +88,28 @@ def _placeholder(dtype: str, device: Any) -> Any:
 
 
 def run_decode_attention(q: Any, layer: Any, block_tables: Any, seq_lens: Any, scale: float,
-                         window: int | None, splits: int, backend: str) -> Any:
-    """``softmax(q k^T * scale) v`` per sequence over its cached tokens, ``[B, Hq, D]`` in ``q``'s dtype.
+                         window: int | None, splits: int, backend: str, out_dtype: Any = None) -> Any:
+    """``softmax(q k^T * scale) v`` per sequence over its cached tokens, ``[B, Hq, D]`` in ``out_dtype`` (None:
+    ``q``'s dtype).
 
     ``q`` contiguous ``[B, Hq, D]``; ``block_tables`` contiguous int32 ``[B, MP]``; ``seq_lens`` int32
     ``[B]`` (each at least 1); ``splits`` parts of split-KV (1: no split). The launches are bound to the
-    layer's pages once per call shape (:class:`_AttentionPlan`, kept with the layer).
+    layer's pages once per call shape (:func:`attention_plan`, kept with the layer).
     """
-    import torch
+    return attention_plan(q, layer, block_tables, scale, window, splits, backend, out_dtype).run(q, block_tables,
+                                                                                                  seq_lens)
 
-    b, hq, d = (int(v) for v in q.shape)
-    key = ("decode_attention", b, hq, q.dtype, q.device, int(block_tables.shape[1]), float(scale), window,
-           splits, backend)
-    plan = layer.launch_plan(key, lambda: _AttentionPlan.build(q, layer, block_tables, seq_lens, scale,
-                                                                window, splits, backend))
-    out = torch.empty(b, hq, d, dtype=q.dtype, device=q.device)
-    # (the key fixes every dtype, shape and device: the launches check only the memory layout)
-    if plan.merge is None:
-        plan.main.trusted(q, block_tables, seq_lens, out)
-        return out
-    parts = _split_parts(splits, b, hq, d, q.device)
-    plan.main.trusted(q, block_tables, seq_lens, out, parts["po"], parts["pm"], parts["pl"])
-    plan.merge.trusted(parts["po"], parts["pm"], parts["pl"], out)
-    return out
+
+def attention_plan(q: Any, layer: Any, block_tables: Any, scale: float, window: int | None, splits: int,
+                   backend: str, out_dtype: Any = None) -> "AttentionPlan":
+    """The launches of :func:`run_decode_attention` for ``q``'s and ``block_tables``' dtypes, shapes and device,
+    bound to ``layer``'s pages: built on first use, then kept with the layer."""
+    b, hq, _ = q.shape
+    out_dtype = q.dtype if out_dtype is None else out_dtype
+    key = ("decode_attention", int(b), int(hq), q.dtype, out_dtype, q.device, int(block_tables.shape[1]),
+           float(scale), window, splits, backend)
+    return layer.launch_plan(key, lambda: AttentionPlan.build(q, layer, block_tables, scale, window, splits,
+                                                               backend, out_dtype))
 
 
 def _split_parts(splits: int, b: int, hq: int, d: int, device: Any) -> dict[str, Any]:
@@ -124,29 +126,45 @@ def _split_parts(splits: int, b: int, hq: int, d: int, device: Any) -> dict[str,
 
 
 @dataclass(frozen=True)
-class _AttentionPlan:
+class AttentionPlan:
     """``decode_attention`` (and with split-KV ``attention_merge``) bound to one layer's pages for one call
     shape: ``main`` takes ``q``, ``block_table``, ``seq_lens``, ``o`` (and ``po``, ``pm``, ``pl`` with
-    split-KV), ``merge`` takes ``po``, ``pm``, ``pl``, ``o``."""
+    split-KV), ``merge`` takes ``po``, ``pm``, ``pl``, ``o``; ``new_output`` and ``new_parts`` allocate the
+    output and split-KV's partial results."""
 
     main: Any
+    new_output: Callable[[], Any]
     merge: Any = None
+    new_parts: Callable[[], dict[str, Any]] | None = None
+
+    def run(self, q: Any, block_tables: Any, seq_lens: Any) -> Any:
+        """The attention of ``q`` (of the dtype, shape and device the plan was built for, like ``block_tables``
+        and ``seq_lens``: only their memory layout is checked here) into a new output."""
+        out = self.new_output()
+        if self.merge is None:
+            self.main.trusted(q, block_tables, seq_lens, out)
+            return out
+        parts = self.new_parts()
+        self.main.trusted(q, block_tables, seq_lens, out, parts["po"], parts["pm"], parts["pl"])
+        self.merge.trusted(parts["po"], parts["pm"], parts["pl"], out)
+        return out
 
     @staticmethod
-    def build(q: Any, layer: Any, block_tables: Any, seq_lens: Any, scale: float, window: int | None,
-              splits: int, backend: str) -> "_AttentionPlan":
+    def build(q: Any, layer: Any, block_tables: Any, scale: float, window: int | None, splits: int, backend: str,
+              out_dtype: Any) -> "AttentionPlan":
         import torch
 
         fmt = layer.format
         device = q.device
         kind = "cuda" if device.type == "cuda" else "cpu"
         b, hq, d = (int(v) for v in q.shape)
-        q_dtype = str(q.dtype).removeprefix("torch.")
-        consts = attention_constants(fmt, q_dtype, hq, window, splits)
+        q_dtype, o_dtype = (str(t).removeprefix("torch.") for t in (q.dtype, out_dtype))
+        consts = attention_constants(fmt, q_dtype, hq, window, splits, o_dtype)
         kernel = compiled(FILE, "decode_attention", backend, kind, **consts)
         ksd, vsd = consts["KSD"], consts["VSD"]
-        out = torch.empty(b, hq, d, dtype=q.dtype, device=device)
-        parts = _split_parts(splits, b, hq, d, device)
+        new_output = functools.partial(torch.empty, (b, hq, d), dtype=out_dtype, device=device)
+        new_parts = functools.partial(_split_parts, splits, b, hq, d, device)
+        parts = new_parts()
         ks, kz = layer.k_scales, layer.k_zeros
         if fmt.channel_keys:  # one scale row per page: the kernel reads [page, head, 0, :]
             ks = ks.view(ks.shape[0], ks.shape[1], 1, ks.shape[2])
@@ -154,19 +172,22 @@ class _AttentionPlan:
             stage, stage_map = layer.k_stage, layer.stage_map
         else:
             stage, stage_map = _placeholder(fmt.staging_dtype, device), torch.zeros(1, dtype=torch.int32, device=device)
+        out = new_output()
         args = dict(q=q, kc=layer.k, vc=layer.v, kstage=stage, stage_map=stage_map,
                     ks=ks if ks is not None else _placeholder(ksd, device),
                     kz=kz if kz is not None else _placeholder(ksd, device),
                     vs=layer.v_scales if layer.v_scales is not None else _placeholder(vsd, device),
                     vz=layer.v_zeros if layer.v_zeros is not None else _placeholder(vsd, device),
-                    block_table=block_tables, seq_lens=seq_lens, o=out, sm_scale=float(scale), **parts)
+                    block_table=block_tables, seq_lens=torch.ones(b, dtype=torch.int32, device=device), o=out,
+                    sm_scale=float(scale), **parts)
         vary = ("q", "block_table", "seq_lens", "o") + (("po", "pm", "pl") if splits > 1 else ())
         main = kernel.bind(args, vary, check=False)     # every argument is built here to the signature
         if splits == 1:
-            return _AttentionPlan(main)
-        merge = compiled(FILE, "attention_merge", backend, kind, QT=q_dtype, SPLIT=splits, D=d,
+            return AttentionPlan(main, new_output)
+        merge = compiled(FILE, "attention_merge", backend, kind, OT=o_dtype, SPLIT=splits, D=d,
                          BH=min(pow2_at_least(hq), 16))
-        return _AttentionPlan(main, merge.bind(dict(o=out, **parts), ("po", "pm", "pl", "o"), check=False))
+        return AttentionPlan(main, new_output, merge.bind(dict(o=out, **parts), ("po", "pm", "pl", "o"), check=False),
+                             new_parts)
 
 
 #: significant bits of the scale types the ``kv_quantize`` kernel rounds to (its argument that float32

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from .library import compiled, pow2_at_least
 
@@ -32,14 +32,10 @@ class RowsLaunch:
     (the inputs contiguous, of the dtypes and shapes it was bound for)."""
 
     bound: Any
-    out_shape: tuple[int, ...]
-    out_dtype: Any
-    device: Any
+    new_output: Callable[[], Any]       # allocates the output: torch.empty with the shape, dtype and device bound
 
     def run(self, *inputs: Any) -> Any:
-        import torch
-
-        out = torch.empty(self.out_shape, dtype=self.out_dtype, device=self.device)
+        out = self.new_output()
         self.bound.trusted(*inputs, out)
         return out
 
@@ -56,7 +52,8 @@ def _bind(kernel: str, backend: str, device: Any, constants: dict[str, Any], inp
     built = compiled(FILE, kernel, backend, "cuda" if device.type == "cuda" else "cpu", **constants)
     examples = {name: torch.empty(shape, dtype=dtype, device=device) for name, (shape, dtype) in inputs.items()}
     examples["o"] = torch.empty(out_shape, dtype=out_dtype, device=device)
-    return RowsLaunch(built.bind(examples, tuple(examples), check=False), out_shape, out_dtype, device)
+    return RowsLaunch(built.bind(examples, tuple(examples), check=False),
+                      functools.partial(torch.empty, out_shape, dtype=out_dtype, device=device))
 
 
 @functools.lru_cache(maxsize=64)

@@ -407,10 +407,13 @@ class BoundCall:
             return self._full(dict(zip(self._vary, tensors)))
         call = self._template.copy()
         for i, t, read_only in zip(self._slots, tensors, self._inputs):
-            usable = aligned(t)
-            if t.requires_grad or (usable is not t and not read_only):
+            if t.requires_grad:
                 return self._full(dict(zip(self._vary, tensors)))
-            call[i] = usable
+            if not t.is_contiguous() or t.data_ptr() % ALIGNMENT:     # aligned()'s test, inline: every launch
+                if not read_only:
+                    return self._full(dict(zip(self._vary, tensors)))
+                t = aligned(t)
+            call[i] = t
         self._kernel._run(call)
 
     def _full(self, tensors: Mapping[str, Any]) -> None:

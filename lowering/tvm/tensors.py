@@ -32,10 +32,10 @@ def aligned(t: Any) -> Any:
     >>> aligned(t) is t, aligned(t[1:]).data_ptr() % ALIGNMENT
     (True, 0)
     """
-    import torch
-
     if t.is_contiguous() and t.data_ptr() % ALIGNMENT == 0:
         return t
+    import torch
+
     copy = t.clone(memory_format=torch.contiguous_format)
     if copy.data_ptr() % ALIGNMENT:
         copy = torch.empty_like(copy).copy_(t)

@@ -128,6 +128,35 @@ def test_half_precision_query_and_sliding_window():
     _check("interpret", "float16", None, None, window=1)
 
 
+@pytest.mark.parametrize("backend", ["interpret", "tvm", "triton"])
+@pytest.mark.parametrize("splits", [1, 3])
+def test_out_dtype_rounds_the_float32_result_once(backend, splits):
+    """``out_dtype`` gives the f32 result (which meets the fp64 bound) rounded once, by torch's conversion: bf16
+    and f16 outputs from f32 queries, f32 from bf16 queries; with split-KV the merge writes it. An empty batch
+    gets an empty result of that dtype."""
+    require_backend(backend)
+    splits = splits if backend != "triton" else 1                       # (the interpreter: one pass)
+    layer, table, lens, _ = build_cache("uint4", 16, True)
+    q = torch.randn(len(LENGTHS), HQ, D, generator=torch.Generator().manual_seed(3))
+    exact = ops.decode_attention(q, layer, table, lens, num_splits=splits, backend=backend)
+    ref, tol = attention_reference(q, layer, table, lens, D ** -0.5)
+    assert exact.dtype == torch.float32
+    assert_within(exact, ref, tol, f"{backend} f32")
+    for out_dtype in (torch.bfloat16, torch.float16):
+        got = ops.decode_attention(q, layer, table, lens, num_splits=splits, out_dtype=out_dtype, backend=backend)
+        assert got.dtype == out_dtype and torch.equal(got, exact.to(out_dtype)), (backend, out_dtype)
+    half = q.to(torch.bfloat16)
+    wide = ops.decode_attention(half, layer, table, lens, num_splits=splits, out_dtype=torch.float32,
+                                backend=backend)
+    narrow = ops.decode_attention(half, layer, table, lens, num_splits=splits, backend=backend)
+    assert wide.dtype == torch.float32 and narrow.dtype == torch.bfloat16
+    assert torch.equal(wide.to(torch.bfloat16), narrow)
+    ref, tol = attention_reference(half, layer, table, lens, D ** -0.5)
+    assert_within(wide, ref, tol, f"{backend} bf16 q -> f32")
+    empty = ops.decode_attention(q[:0], layer, table[:0], lens[:0], out_dtype=torch.bfloat16, backend=backend)
+    assert empty.shape == (0, HQ, D) and empty.dtype == torch.bfloat16
+
+
 def test_kv_append_matches_reference_writer_then_decode():
     """kv_append (host quantization + kv_scatter kernel) writes exactly the bytes lowbit.kvcache.append
     writes, in shuffled pages, in two steps (a prompt, then one decode token per sequence); decode
@@ -215,6 +244,8 @@ def test_bad_arguments_raise_lowbit_errors():
         (dict(window=0), "window"),
         (dict(num_splits=0), "num_splits"),
         (dict(backend="cuda"), "backend must be"),
+        (dict(out_dtype=torch.int8), "out_dtype must be"),
+        (dict(out_dtype=[torch.float32]), "out_dtype must be"),
     ]
     for change, message in cases:
         args = dict(q=q, block_tables=table, seq_lens=lens, window=None, num_splits=None, backend="interpret")
