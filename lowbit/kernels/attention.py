@@ -280,19 +280,17 @@ def _kernel_float(x: Any, device: Any) -> Any:
 
 
 def _store_dense(layer: Any, k: Any, v: Any, slots: Any, backend: str) -> None:
-    """``kv_store``: tokens ``k``, ``v [T, H, D]`` (float16, bfloat16 or float32) rounded into a dense
-    cache at ``slots`` in one launch (bound once per source shape, kept with the layer)."""
-    if k.dtype != v.dtype:      # both exactly as float32 (one side converted to the other's type would round)
-        k, v = k.float(), v.float()
+    """``kv_store``: tokens ``k``, ``v [T, H, D]`` (float16, bfloat16 or float32, each its own) rounded once into
+    a dense cache at ``slots`` in one launch (bound once per source shape and dtypes, kept with the layer)."""
     fmt = layer.format
 
     def bind() -> Any:
         kernel = compiled(FILE, "kv_store", backend, "cuda" if k.device.type == "cuda" else "cpu",
-                          T=str(k.dtype).removeprefix("torch."), DT=fmt.dtype, HH=fmt.num_kv_heads, D=fmt.head_dim,
-                          PAGE=fmt.page_size)
+                          KT=str(k.dtype).removeprefix("torch."), VT=str(v.dtype).removeprefix("torch."),
+                          DT=fmt.dtype, HH=fmt.num_kv_heads, D=fmt.head_dim, PAGE=fmt.page_size)
         return kernel.bind(dict(k=k, v=v, slots=slots, kc=layer.k, vc=layer.v), ("k", "v", "slots"))
 
-    layer.launch_plan(("kv_store", tuple(k.shape), k.dtype, backend), bind).trusted(k, v, slots)
+    layer.launch_plan(("kv_store", tuple(k.shape), k.dtype, v.dtype, backend), bind).trusted(k, v, slots)
 
 
 def run_kv_append(layer: Any, k: Any, v: Any, slots: Any, backend: str) -> None:

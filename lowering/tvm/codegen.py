@@ -1066,7 +1066,7 @@ class _Emitter:
             return tt.from_f32(e, r.dtype) if acc_dtype != r.dtype else e
 
         lanes = choose_vector(K, self.t.lanes(acc_dtype))
-        if not self.t.cuda and axis == len(xshape) - 1 and lanes > 1 and K >= 2 * lanes:
+        if not self.t.cuda and axis == len(xshape) - 1 and lanes > 1 and K >= lanes:
             self._reduce_last_axis_vectorized(ins, x, out, lanes)
         elif self.t.cuda or axis == len(xshape) - 1:
             acc = self.local_scalar(r.name + "_acc", acc_dtype)
@@ -1331,34 +1331,56 @@ class _Emitter:
         return ExprTile(tuple(r.type.shape), r.dtype, guards=x.guards, buffers=x.buffers, memory=x.memory, fn=fn)
 
     def _reduce_last_axis_vectorized(self, ins: n.Reduce, x: Tile, out: BufferTile, v: int) -> None:
-        """Reduce the contiguous last axis with ``v`` partial accumulators per output (one SIMD vector),
-        then combine the lanes: vectorizes row sums / maxima (float sums are reassociated, which the
-        tolerance of a float sum allows; max, min and wrapping integer sums are exact in any order)."""
+        """Reduce the contiguous last axis with ``v`` partial accumulators per output (one SIMD vector; the row
+        itself when it is one vector long), then combine the lanes pairwise, halving a vector at a time
+        (``log2 v`` vector steps, where a lane-by-lane loop was a chain of ``v`` dependent scalar steps: the
+        score rows of decode attention spent most of their time there). Float sums are reassociated, which the
+        tolerance of a float sum allows; max, min and wrapping integer sums are exact in any order."""
         r, dtype = ins.result, ins.x.dtype
         acc_dtype = tt.reduce_acc_dtype(ins.op, dtype)
         xshape = tuple(ins.x.type.shape)
         pre, K = xshape[:-1], xshape[-1]
-        part = self.tile_buffer(r.name + "_lanes", pre + (v,), acc_dtype)
         ident = tt.reduce_identity(ins.op, dtype)
-        self.emit_nest(pre + (v,), lambda idx, fast: [f"{part.write(idx)} = {ident}"], vector=v)
+        if K == v:
+            def lane(idx: list[str], j: str, fast: bool) -> str:
+                value = x.read(list(idx) + [j], fast)
+                return value if acc_dtype == dtype else tt.to_f32(value, dtype)
+        else:
+            part = self.tile_buffer(r.name + "_lanes", pre + (v,), acc_dtype)
+            self.emit_nest(pre + (v,), lambda idx, fast: [f"{part.write(idx)} = {ident}"], vector=v)
 
-        def body(idx: list[str], fast: bool) -> list[Item]:
-            pidx = idx[:-2] + [idx[-1]]
-            xv = x.read(idx[:-2] + [f"({idx[-2]}) * {v} + {idx[-1]}"], fast)
-            return [f"{part.write(pidx)} = {tt.reduce_combine(ins.op, part.read(pidx, fast), xv, dtype)}"]
+            def body(idx: list[str], fast: bool) -> list[Item]:
+                pidx = idx[:-2] + [idx[-1]]
+                xv = x.read(idx[:-2] + [f"({idx[-2]}) * {v} + {idx[-1]}"], fast)
+                return [f"{part.write(pidx)} = {tt.reduce_combine(ins.op, part.read(pidx, fast), xv, dtype)}"]
 
-        self.emit_nest(pre + (K // v, v), body, tiles=[x], vector=v)
-        acc = self.local_scalar(r.name + "_acc", acc_dtype)
-        lane = self.names.fresh("k")
+            self.emit_nest(pre + (K // v, v), body, tiles=[x], vector=v)
+
+            def lane(idx: list[str], j: str, fast: bool) -> str:
+                return part.read(list(idx) + [j], fast)
+
+        combine = 'add' if ins.op == 'sum' else 'maximum' if ins.op == 'max' else 'minimum'
+        halves = []
+        width = v
+        while width > 2:
+            width //= 2
+            halves.append(self.tile_buffer(r.name + f"_half{width}", (width,), acc_dtype))
         keep = ins.keepdims
 
         def finish(idx: list[str], fast: bool) -> list[Item]:
-            loop = _Scope(f"for {lane} in range({v}):")
-            cur = part.read(list(idx) + [lane], fast)
-            loop.body.append(f"{acc}[0] = {tt.binary('add' if ins.op == 'sum' else 'maximum' if ins.op == 'max' else 'minimum', f'{acc}[0]', cur, acc_dtype)}")
+            items: list[Item] = []
+            read = lambda j: lane(idx, j, fast)  # noqa: E731
+            for half in halves:
+                w = self.names.fresh("w")
+                loop = _Scope(f"for {w} in T.vectorized({half.shape[0]}):")
+                pair = tt.binary(combine, read(w), read(f"{w} + {half.shape[0]}"), acc_dtype)
+                loop.body.append(f"{half.write([w])} = {pair}")
+                items.append(loop)
+                read = lambda j, half=half: half.read([j], True)  # noqa: E731
+            total = tt.binary(combine, read("0"), read("1"), acc_dtype)
             ridx = list(idx) + (["0"] if keep else [])
-            res = tt.from_f32(f"{acc}[0]", r.dtype) if acc_dtype != r.dtype else f"{acc}[0]"
-            return [f"{acc}[0] = {ident}", loop, f"{out.write(ridx)} = {res}"]
+            res = tt.from_f32(total, r.dtype) if acc_dtype != r.dtype else total
+            return items + [f"{out.write(ridx)} = {res}"]
 
         self.emit_nest(pre, finish)
 
