@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import FormatError, KernelArgumentError
-from .kernels.attention import AttentionPlan, attention_plan, choose_splits, run_kv_append
+from .kernels.attention import AttentionPlan, attention_plan, choose_splits, run_kv_append, store_launch
 from .kernels.decoder import RowsLaunch, rms_norm_launch, rope_launch, silu_mul_launch
 from .kernels.library import device_of, resolve_backend
 from .kernels.matmul import MatmulPlan, matmul_plan
@@ -273,7 +273,8 @@ def kv_append(layer: Any, k: Any, v: Any, slots: Any, *, backend: str | None = N
         _need_device(op, name, value, device)
     _need_shape(op, "slots", slots, (t,), "one flat slot per token")
     _need_device(op, "slots", slots, device)
-    checked = _CheckedAppend(resolve_backend(backend, device_of(layer.k)))
+    name = resolve_backend(backend, device_of(layer.k))
+    checked = _CheckedAppend(name, store_launch(layer, k, v, name) if fmt.dense and t else None)
     checked.run(layer, k, v, slots)
     if signature is not None:
         layer.launch_plan(signature, lambda: checked)
@@ -281,10 +282,12 @@ def kv_append(layer: Any, k: Any, v: Any, slots: Any, *, backend: str | None = N
 
 @dataclass(frozen=True)
 class _CheckedAppend:
-    """:func:`kv_append` for a call signature that passed its checks once with this layer: what depends on
-    the values (the slots, and with keys per channel their staging rows) is still checked on every call."""
+    """:func:`kv_append` for a call signature that passed its checks once with this layer (a dense cache: with
+    its ``kv_store`` launch): what depends on the values (the slots, and with keys per channel their staging
+    rows) is still checked on every call."""
 
     backend: str
+    store: Any = None
 
     def run(self, layer: Any, k: Any, v: Any, slots: Any) -> None:
         op = "kv_append"
@@ -298,7 +301,10 @@ class _CheckedAppend:
                                           f"{fmt.page_size}); got values in [{lo}, {hi}]")
             if fmt.channel_keys:
                 _check_staging_rows(op, layer, _torch().unique(slots.long() // fmt.page_size), "written")
-        run_kv_append(layer, k, v, slots, self.backend)
+        if self.store is None:
+            run_kv_append(layer, k, v, slots, self.backend)
+        elif int(slots.shape[0]):
+            self.store.trusted(k, v, slots.to(_torch().int32))
 
 
 def decode_attention(q: Any, layer: Any, block_tables: Any, seq_lens: Any, *, scale: float | None = None,

@@ -36,7 +36,7 @@ from typing import Any, Callable
 from .library import compiled, pow2_at_least
 
 __all__ = ["AttentionPlan", "attention_constants", "attention_plan", "choose_splits", "quantize_constants",
-           "run_decode_attention", "run_kv_append"]
+           "run_decode_attention", "run_kv_append", "store_launch"]
 
 FILE = "attention.lbk"
 
@@ -53,7 +53,8 @@ def attention_constants(fmt: Any, q_dtype: str, num_q_heads: int, window: int | 
                         out_dtype: str | None = None) -> dict[str, Any]:
     """The constants of ``decode_attention`` for a cache format, query dtype, head count, split count and output
     dtype (None: the query's)."""
-    consts = dict(QT=q_dtype, OT=out_dtype or q_dtype, D=fmt.head_dim, QG=num_q_heads // fmt.num_kv_heads, PAGE=fmt.page_size,
+    consts = dict(QT=q_dtype, OT=out_dtype or q_dtype, D=fmt.head_dim, QG=num_q_heads // fmt.num_kv_heads,
+                  PAGE=fmt.page_size,
                   KSD=fmt.scale_dtype if not fmt.dense else "float16",
                   VSD=fmt.scale_dtype if not fmt.dense else "float16",
                   KCHAN=int(fmt.channel_keys), KSG=fmt.staging_dtype, WINDOW=int(window or 0), SPLIT=splits)
@@ -279,18 +280,24 @@ def _kernel_float(x: Any, device: Any) -> Any:
     return x.to(device=device, dtype=torch.float32)
 
 
-def _store_dense(layer: Any, k: Any, v: Any, slots: Any, backend: str) -> None:
-    """``kv_store``: tokens ``k``, ``v [T, H, D]`` (float16, bfloat16 or float32, each its own) rounded once into
-    a dense cache at ``slots`` in one launch (bound once per source shape and dtypes, kept with the layer)."""
+def store_launch(layer: Any, k: Any, v: Any, backend: str) -> Any:
+    """``kv_store`` bound to ``layer``'s dense pages for tokens shaped and typed like ``k``, ``v [T, H, D]``
+    (float16, bfloat16 or float32, each its own; bound once, kept with the layer): ``.trusted(k, v, slots)``
+    rounds each token once into the cache at its int32 slot."""
+    import torch
+
     fmt = layer.format
 
     def bind() -> Any:
         kernel = compiled(FILE, "kv_store", backend, "cuda" if k.device.type == "cuda" else "cpu",
                           KT=str(k.dtype).removeprefix("torch."), VT=str(v.dtype).removeprefix("torch."),
                           DT=fmt.dtype, HH=fmt.num_kv_heads, D=fmt.head_dim, PAGE=fmt.page_size)
-        return kernel.bind(dict(k=k, v=v, slots=slots, kc=layer.k, vc=layer.v), ("k", "v", "slots"))
+        examples = dict(k=torch.empty(k.shape, dtype=k.dtype, device=k.device),     # (shapes and dtypes: the
+                        v=torch.empty(v.shape, dtype=v.dtype, device=v.device),     # tensors vary per call)
+                        slots=torch.zeros(int(k.shape[0]), dtype=torch.int32, device=k.device))
+        return kernel.bind(dict(examples, kc=layer.k, vc=layer.v), ("k", "v", "slots"))
 
-    layer.launch_plan(("kv_store", tuple(k.shape), k.dtype, v.dtype, backend), bind).trusted(k, v, slots)
+    return layer.launch_plan(("kv_store", tuple(k.shape), k.dtype, v.dtype, backend), bind)
 
 
 def run_kv_append(layer: Any, k: Any, v: Any, slots: Any, backend: str) -> None:
@@ -307,8 +314,8 @@ def run_kv_append(layer: Any, k: Any, v: Any, slots: Any, backend: str) -> None:
     if int(slots32.shape[0]) == 0:
         return
     if fmt.dense:       # (never with keys per channel)
-        _store_dense(layer, _kernel_float(k, device).contiguous(), _kernel_float(v, device).contiguous(), slots32,
-                     backend)
+        k, v = _kernel_float(k, device).contiguous(), _kernel_float(v, device).contiguous()
+        store_launch(layer, k, v, backend).trusted(k, v, slots32)
         return
     from ..kvcache import plan_key_append, quantize_tokens
 

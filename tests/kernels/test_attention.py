@@ -196,7 +196,7 @@ def test_kv_append_tvm():
 def test_kv_append_to_a_float_cache_rounds_each_token_once(backend):
     """A float16 / bfloat16 / float32 cache stores each float32, float16 or bfloat16 token value rounded once to its
     type (numpy / ml_dtypes from the exact value), keys and values of the same or of different types; ties,
-    overflow, subnormals, infinities and NaN included."""
+    overflow, subnormals, infinities and NaN included; contiguous and strided tokens."""
     import ml_dtypes
     import numpy as np
 
@@ -215,14 +215,17 @@ def test_kv_append_to_a_float_cache_rounds_each_token_once(backend):
             k.view(-1)[:len(special)] = special
             k = k.to(k_type)
             v = (torch.randn(len(slots), HKV, D, generator=gen, dtype=torch.float64) * 1e-6).to(v_type)
-            ops.kv_append(layer, k, v, slots, backend=backend)
-            for x, stored in ((k, layer.k), (v, layer.v)):
-                want = x.float().numpy().astype(want_type)                           # x.float() is exact
-                got = stored[slots // PAGE, :, slots % PAGE, :]
-                got = got.view(torch.int16).numpy().view(ml_dtypes.bfloat16) if cache == "bfloat16" else got.numpy()
-                nan = np.isnan(want.astype(np.float32))
-                assert np.array_equal(np.isnan(got.astype(np.float32)), nan), (cache, k_type, v_type)
-                assert np.array_equal(got[~nan].view(np.uint8), want[~nan].view(np.uint8)), (cache, k_type, v_type)
+            # the second call has the first one's signature (the checked path), with strided views of the tokens
+            for where, kk, vv in ((slots, k, v), (slots + 1, torch.cat([v.to(k_type), k], -1)[..., D:],
+                                                  torch.cat([v, k.to(v_type)], 1)[:, :HKV])):
+                ops.kv_append(layer, kk, vv, where, backend=backend)
+                for x, stored in ((kk, layer.k), (vv, layer.v)):
+                    want = x.float().numpy().astype(want_type)                           # x.float() is exact
+                    got = stored[where // PAGE, :, where % PAGE, :]
+                    got = got.view(torch.int16).numpy().view(ml_dtypes.bfloat16) if cache == "bfloat16" else got.numpy()
+                    nan = np.isnan(want.astype(np.float32))
+                    assert np.array_equal(np.isnan(got.astype(np.float32)), nan), (cache, k_type, v_type)
+                    assert np.array_equal(got[~nan].view(np.uint8), want[~nan].view(np.uint8)), (cache, k_type, v_type)
 
 
 # ---------------------------------------------------------------------------------------------------------
