@@ -103,8 +103,8 @@ def run_decode_attention(q: Any, layer: Any, block_tables: Any, seq_lens: Any, s
 
 def attention_plan(q: Any, layer: Any, block_tables: Any, scale: float, window: int | None, splits: int,
                    backend: str, out_dtype: Any = None) -> "AttentionPlan":
-    """The launches of :func:`run_decode_attention` for ``q``'s and ``block_tables``' dtypes, shapes and device,
-    bound to ``layer``'s pages: built on first use, then kept with the layer."""
+    """The launches of :func:`run_decode_attention` for ``q``'s dtype, shape and device and ``block_tables``'
+    shape (int32 when run), bound to ``layer``'s pages: built on first use, then kept with the layer."""
     b, hq, _ = q.shape
     out_dtype = q.dtype if out_dtype is None else out_dtype
     key = ("decode_attention", int(b), int(hq), q.dtype, out_dtype, q.device, int(block_tables.shape[1]),
@@ -174,6 +174,9 @@ class AttentionPlan:
         else:
             stage, stage_map = _placeholder(fmt.staging_dtype, device), torch.zeros(1, dtype=torch.int32, device=device)
         out = new_output()
+        # the varying tensors are examples of the dtypes and shapes (any layout: the caller's may be strided)
+        q = torch.empty((b, hq, d), dtype=q.dtype, device=device)
+        block_tables = torch.zeros(tuple(block_tables.shape), dtype=torch.int32, device=device)
         args = dict(q=q, kc=layer.k, vc=layer.v, kstage=stage, stage_map=stage_map,
                     ks=ks if ks is not None else _placeholder(ksd, device),
                     kz=kz if kz is not None else _placeholder(ksd, device),

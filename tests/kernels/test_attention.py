@@ -155,6 +155,11 @@ def test_out_dtype_rounds_the_float32_result_once(backend, splits):
     assert_within(wide, ref, tol, f"{backend} bf16 q -> f32")
     empty = ops.decode_attention(q[:0], layer, table[:0], lens[:0], out_dtype=torch.bfloat16, backend=backend)
     assert empty.shape == (0, HQ, D) and empty.dtype == torch.bfloat16
+    # int64 page ids and lengths, a strided query: bound on the first call, the checked path on the second
+    strided = torch.cat([q, q], -1)[..., :D]
+    for _ in range(2):
+        again = ops.decode_attention(strided, layer, table.long(), lens.long(), num_splits=splits, backend=backend)
+        assert torch.equal(again, exact), backend
 
 
 def test_kv_append_matches_reference_writer_then_decode():
