@@ -4,10 +4,11 @@
 prefill and decode steps on a :class:`~lowbit.runtime.paged_cache.PagedKVCache`. Every matmul goes
 through ``ops.linear``, every cache access through ``ops.kv_append`` / ``ops.*_attention`` and the norms, rotary
 embeddings and gated SiLU through ``ops.rms_norm`` / ``ops.rope`` / ``ops.silu_mul``, so swapping the backend never
-touches this file. The residual stream, norms, attention and logits are fp32; the inputs of
-the decoder layers' linears are ``activations`` (fp32 by default; bf16 as LLM serving stacks run them, which
-lets lowbit's CPU kernels multiply bf16 pairs exactly with ``vdpbf16ps``), their outputs are rounded to the same
-type (as a bf16 serving stack's are) and widened exactly where fp32 reads them.
+touches this file. The residual stream, norms, attention and logits are computed in fp32; the inputs of the
+decoder layers' linears are ``activations`` (fp32 by default; bf16 as LLM serving stacks run them, which lets
+lowbit's CPU kernels multiply bf16 pairs exactly with ``vdpbf16ps``): the norms and attention round their
+results once to that type, the linears' outputs are rounded to it too (as a bf16 serving stack's are) and
+widened exactly where fp32 reads them.
 
 Prefill packs the new tokens of all sequences into one ``[T_total, hidden]`` batch (no padding) for the
 linears; attention then runs per sequence (varlen) over the cache.

@@ -1372,7 +1372,7 @@ class _Emitter:
             read = lambda j: lane(idx, j, fast)  # noqa: E731
             for half in halves:
                 w = self.names.fresh("w")
-                loop = _Scope(f"for {w} in T.vectorized({half.shape[0]}):")
+                loop = _Scope(f"for {w} in {'T.vectorized' if fast else 'range'}({half.shape[0]}):")
                 pair = tt.binary(combine, read(w), read(f"{w} + {half.shape[0]}"), acc_dtype)
                 loop.body.append(f"{half.write([w])} = {pair}")
                 items.append(loop)
@@ -1382,7 +1382,7 @@ class _Emitter:
             res = tt.from_f32(total, r.dtype) if acc_dtype != r.dtype else total
             return items + [f"{out.write(ridx)} = {res}"]
 
-        self.emit_nest(pre, finish)
+        self.emit_nest(pre, finish, tiles=[x] if K == v else ())     # (a row read straight from x: its guards)
 
     def _bind_result(self, r: n.Value, buf: BufferTile) -> None:
         if r.type.shape == ():

@@ -465,6 +465,31 @@ def test_reductions(K, built, rng, dtype, n):
         assert ok.all(), p.name
 
 
+def test_one_vector_rows_reduced_straight_from_a_checked_load(built, rng):
+    """Rows of 16 f32 (one vector) summed and maximized straight from a load whose tile runs past the tensor
+    (rows 5-7 of 8: the checked path reads its zeros), and from one that fits (the fast path): equal to the
+    interpreter (max exactly, sums within the f32 bound)."""
+    from lowbit.ir import KernelBuilder
+
+    def make():
+        kb = KernelBuilder("row_reduce16")
+        x = kb.tensor_param("x", "f32", ["M", 16])
+        row = kb.scalar_param("row", "i32")
+        outs = [kb.tensor_param(name, "f32", [8]) for name in ("sums", "maxima")]
+        for out, op in zip(outs, ("sum", "max")):       # a load per reduction: each read lazily, in the reduction
+            kb.store(out, kb.reduce(op, kb.load(x, [row, 0], [8, 16]), 1), [0])
+        return kb.build()
+
+    kernel, ck = built("row_reduce16", make)
+    for m, row in ((5, 0), (12, 3)):
+        x = (rng.standard_normal((m, 16)) * 10).astype(np.float32)
+        args = {"x": x, "row": np.int32(row), "sums": np.zeros(8, np.float32), "maxima": np.zeros(8, np.float32)}
+        ref, out = _run_both(kernel, ck, args, shape_bindings={"M": m})
+        _assert_bits_equal(out["maxima"], ref["maxima"], f"max, M={m}")
+        bound = 2 * 16 * U32 * np.abs(np.pad(x, ((0, 8), (0, 0)))[row:row + 8]).sum(1)
+        assert (np.abs(out["sums"].astype(np.float64) - ref["sums"]) <= bound).all(), m
+
+
 def test_int8_dot_accumulates_in_int32_with_wraparound(K, built, rng):
     kernel, ck = built("int8_dot", K.build_int8_dot)
     args = {"a": _random((8, 32), "int8", rng), "b": _random((32, 16), "int8", rng), "c": np.zeros((8, 16), np.int32)}
