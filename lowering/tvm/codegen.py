@@ -1340,13 +1340,13 @@ class _Emitter:
         acc_dtype = tt.reduce_acc_dtype(ins.op, dtype)
         xshape = tuple(ins.x.type.shape)
         pre, K = xshape[:-1], xshape[-1]
-        ident = tt.reduce_identity(ins.op, dtype)
         if K == v:
             def lane(idx: list[str], j: str, fast: bool) -> str:
                 value = x.read(list(idx) + [j], fast)
                 return value if acc_dtype == dtype else tt.to_f32(value, dtype)
         else:
             part = self.tile_buffer(r.name + "_lanes", pre + (v,), acc_dtype)
+            ident = tt.reduce_identity(ins.op, dtype)
             self.emit_nest(pre + (v,), lambda idx, fast: [f"{part.write(idx)} = {ident}"], vector=v)
 
             def body(idx: list[str], fast: bool) -> list[Item]:
@@ -1359,7 +1359,6 @@ class _Emitter:
             def lane(idx: list[str], j: str, fast: bool) -> str:
                 return part.read(list(idx) + [j], fast)
 
-        combine = 'add' if ins.op == 'sum' else 'maximum' if ins.op == 'max' else 'minimum'
         halves = []
         width = v
         while width > 2:
@@ -1373,11 +1372,11 @@ class _Emitter:
             for half in halves:
                 w = self.names.fresh("w")
                 loop = _Scope(f"for {w} in {'T.vectorized' if fast else 'range'}({half.shape[0]}):")
-                pair = tt.binary(combine, read(w), read(f"{w} + {half.shape[0]}"), acc_dtype)
+                pair = tt.reduce_combine(ins.op, read(w), read(f"{w} + {half.shape[0]}"), acc_dtype)
                 loop.body.append(f"{half.write([w])} = {pair}")
                 items.append(loop)
                 read = lambda j, half=half: half.read([j], True)  # noqa: E731
-            total = tt.binary(combine, read("0"), read("1"), acc_dtype)
+            total = tt.reduce_combine(ins.op, read("0"), read("1"), acc_dtype)
             ridx = list(idx) + (["0"] if keep else [])
             res = tt.from_f32(total, r.dtype) if acc_dtype != r.dtype else total
             return items + [f"{out.write(ridx)} = {res}"]
