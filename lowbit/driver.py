@@ -284,7 +284,7 @@ class CompiledKernel:
         """A launcher for repeated calls that change only the tensors named in ``vary``: ``args`` are checked
         (with ``check``) and bound once; ``run(**{name: tensor for name in vary})`` launches. Tensors passed
         later must match the examples in ``args`` (dtype, shape, device); backends with a fast path (TVM on
-        the CPU) then skip all per-call checks, and take the full way for anything else.
+        the CPU, native Triton on CUDA) then skip all per-call checks, and take the full way for anything else.
         ``run.trusted(*tensors)`` (in ``vary``'s order) is for callers that guarantee dtype, shape and device
         themselves: the fast path then checks only the memory layout.
 
@@ -294,8 +294,9 @@ class CompiledKernel:
         if check:
             self.check_args(args, shape_bindings)
         fast = getattr(self.built, "bind", None)
-        if fast is not None:
-            return fast(args, tuple(vary), shape_bindings=shape_bindings)
+        bound = fast(args, tuple(vary), shape_bindings=shape_bindings) if fast is not None else None
+        if bound is not None:
+            return bound
         return _BoundLaunch(self.built, {k: v for k, v in args.items() if k not in vary}, tuple(vary),
                             dict(shape_bindings) if shape_bindings else None)
 

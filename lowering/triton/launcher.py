@@ -13,7 +13,10 @@ binds shape symbols from the tensors' shapes, passes strides, evaluates the grid
 from __future__ import annotations
 
 import contextlib
+import copy
+import functools
 import os
+import sys
 import warnings
 from typing import Any, Iterator, Mapping
 
@@ -29,7 +32,7 @@ from . import runner
 from .codegen import TritonSource, emit_triton
 from .dtypes import torch_dtype
 
-__all__ = ["ArgumentError", "TritonKernel", "build_triton", "bind_sizes", "scalar_value"]
+__all__ = ["ArgumentError", "TritonKernel", "TritonBoundCall", "build_triton", "bind_sizes", "scalar_value"]
 
 _INT32_SPAN = 1 << 31
 
@@ -192,12 +195,31 @@ class TritonKernel:
         """Run the kernel over its grid. ``args`` maps every parameter name to a torch tensor (outputs are
         written in place) or a number; ``constants`` gives unspecialized constants, ``shape_bindings`` size
         symbols no tensor shape determines (as for :func:`lowbit.ir.interpret`)."""
+        call = self._prepare(args, constants, shape_bindings)
+        if call is None:
+            return
+        fn, grid, positional, keywords, _ = call
+        with (_quiet_numpy() if self.interpreted else contextlib.nullcontext()):
+            runner.launch(fn, grid, *positional, **keywords)
+
+    def bind(self, args: Mapping[str, Any], vary: tuple[str, ...], *,
+             shape_bindings: Mapping[str, int] | None = None) -> "TritonBoundCall | None":
+        """A launch checked and worked out once for calls that change only the tensors named in ``vary`` (see
+        :class:`TritonBoundCall`); ``None`` under the interpreter, whose launches cost far more than the checks."""
+        if self.interpreted:
+            return None
+        return TritonBoundCall(self, args, tuple(vary), shape_bindings)
+
+    def _prepare(self, args: Mapping[str, Any], constants: Mapping[str, Any] | None,
+                 shape_bindings: Mapping[str, int] | None) -> tuple | None:
+        """Check ``args`` and work out the launch: (kernel object, grid, positional arguments, keyword arguments,
+        source), or None for an empty grid."""
         self._check_tensors(args)
         consts = self._constants(constants)
         sizes = bind_sizes(self.kernel, args, consts, shape_bindings)
         grid = tuple(dim_eval(d, sizes) for d in self.kernel.grid)
         if min(grid) <= 0:
-            return
+            return None
         source = self._source_for(self._needs_wide(args))
         module = self.module if source is self.source else runner.load(
             source.text, mode=self.mode, name=self.kernel.name, cache_dir=self.cache_dir)
@@ -218,9 +240,134 @@ class TritonKernel:
                 keywords[a.name] = not self.interpreted
         keywords["num_warps"] = self.target.num_warps
         keywords["enable_fp_fusion"] = self.fp_fusion
-        fn = module.kernel(source.kernel_name)
-        with (_quiet_numpy() if self.interpreted else contextlib.nullcontext()):
-            runner.launch(fn, grid, *positional, **keywords)
+        return module.kernel(source.kernel_name), grid, positional, keywords, source
+
+
+class TritonBoundCall:
+    """A native Triton launch whose arguments were checked and worked out once (:meth:`TritonKernel.bind`):
+    calling it with the tensors named in ``vary`` fills their pointers (and strides) into the bound argument
+    list and launches, skipping the per-call checks, constant conversions, size binding and grid evaluation of
+    a full :meth:`TritonKernel.launch` (~100-200 us of Python on the H200 host measured: most of a decode step).
+
+    When the varying tensors have the bound strides and 16-byte aligned data (what Triton specialized the
+    compiled kernel on), the launch goes straight to the compiled kernel's launcher, as ``JITFunction.run`` does
+    after its argument binding and cache lookup; otherwise through ``JITFunction.run`` (which specializes anew).
+    A tensor of another dtype, shape or device, or one spanning 2^31 elements or more, takes the full launch
+    (its checks, its errors). Only the fixed arguments are kept, not the varying examples. Launch hooks
+    (``triton.knobs.runtime.launch_enter_hook``) see only the launches that go through ``JITFunction.run``.
+
+    >>> run = kernel.bind(dict(x=x, w=w, y=y), vary=("x", "y"))      # doctest: +SKIP
+    >>> run(x=x2, y=y2); run.trusted(x2, y2)                          # doctest: +SKIP
+    """
+
+    __slots__ = ("_kernel", "_fixed", "_vary", "_shape_bindings", "_like", "_slots", "_strides", "_launch",
+                 "_direct")
+
+    def __init__(self, kernel: TritonKernel, args: Mapping[str, Any], vary: tuple[str, ...],
+                 shape_bindings: Mapping[str, int] | None) -> None:
+        unknown = [name for name in vary if name not in {p.name for p in kernel.kernel.tensor_params}]
+        if unknown:
+            raise BackendError(f"kernel {kernel.kernel.name}: cannot vary {', '.join(unknown)}: not a tensor "
+                               "parameter")
+        self._kernel = kernel
+        self._fixed = {k: v for k, v in args.items() if k not in vary}
+        self._vary = vary
+        self._shape_bindings = dict(shape_bindings) if shape_bindings else None
+        self._like = tuple((args[v].dtype, tuple(args[v].shape), tuple(args[v].stride()), args[v].device)
+                           for v in vary)
+        self._launch = self._direct = None
+        self._slots: tuple[int, ...] = ()
+        self._strides: tuple[tuple[tuple[int, int], ...], ...] = ()
+        call = kernel._prepare(args, None, shape_bindings)
+        if call is None:                         # an empty grid: nothing to launch
+            return
+        fn, grid, positional, keywords, source = call
+        pointer = {a.source: i for i, a in enumerate(source.args) if a.kind == "pointer"}
+        self._slots = tuple(pointer[v] for v in vary)
+        self._strides = tuple(tuple((i, a.axis) for i, a in enumerate(source.args)
+                                    if a.kind == "stride" and a.source == v) for v in vary)
+        names = [a.name for a in source.args if a.kind in ("pointer", "stride", "symbol", "scalar")]
+        self._direct = _direct_launch(fn, grid, positional, names, keywords,
+                                      args[vary[0]].device if vary else None)
+        for i in self._slots:
+            positional[i] = None                 # hold no reference to the example tensors
+        self._launch = (fn, grid, positional, keywords)
+
+    def __call__(self, **tensors: Any) -> None:
+        if len(tensors) != len(self._vary):
+            return self._full(tensors)
+        torch = sys.modules["torch"]
+        ordered = []
+        for name, (dtype, shape, _, device) in zip(self._vary, self._like):
+            t = tensors.get(name)
+            if type(t) is not torch.Tensor or t.dtype != dtype or t.shape != shape or t.device != device:
+                return self._full(tensors)
+            ordered.append(t)
+        self.trusted(*ordered)
+
+    def trusted(self, *tensors: Any) -> None:
+        """Launch with the tensors of ``vary``, in its order, which the caller guarantees have the bound dtypes,
+        shapes and device; only their memory layout is looked at here."""
+        if self._launch is None:                 # an empty grid
+            return
+        fn, grid, positional, keywords = self._launch
+        args = positional.copy()
+        as_bound = True
+        for i, t, like, strides in zip(self._slots, tensors, self._like, self._strides):
+            args[i] = t
+            stride = t.stride()
+            if stride != like[2]:
+                if sum((s - 1) * abs(st) for s, st in zip(t.shape, stride)) >= _INT32_SPAN:
+                    return self._full(dict(zip(self._vary, tensors)))
+                for position, axis in strides:
+                    args[position] = stride[axis]
+                as_bound = False
+            elif t.data_ptr() % 16:
+                as_bound = False
+        if as_bound and self._direct is not None:
+            launcher, function, metadata, tail, grid3, stream_of = self._direct
+            launcher(*grid3, stream_of(), function, metadata, None, None, None, *args, *tail)
+        else:
+            runner.run_checked(fn, grid, args, keywords)
+
+    def _full(self, tensors: Mapping[str, Any]) -> None:
+        self._kernel.launch({**self._fixed, **tensors}, shape_bindings=self._shape_bindings)
+
+    def __deepcopy__(self, memo: dict) -> "TritonBoundCall":
+        """The same launch bound to deep copies of the fixed tensors (a copied weight's plan runs on the copy);
+        the compiled kernel is shared."""
+        torch = sys.modules["torch"]
+        fixed = copy.deepcopy(self._fixed, memo)
+        examples = {name: torch.empty_strided(shape, stride, dtype=dtype, device=device)
+                    for name, (dtype, shape, stride, device) in zip(self._vary, self._like)}
+        return TritonBoundCall(self._kernel, {**fixed, **examples}, self._vary, self._shape_bindings)
+
+
+def _direct_launch(fn: Any, grid: tuple[int, ...], positional: list[Any], names: list[str],
+                   keywords: Mapping[str, Any], device: Any) -> tuple | None:
+    """What ``JITFunction.run`` calls once it has bound and specialized the arguments: the compiled kernel's
+    launcher, function handle and metadata, the constexpr values after the positional arguments (in the
+    kernel's parameter order; ``names``: the positional ones'), the 3-D grid and a function giving the current
+    CUDA stream. Compiles the kernel for the example arguments (``warmup``: nothing runs). None where this
+    Triton's internals differ from those of the versions it was written against (3.6-3.9): the bound call then
+    launches through ``JITFunction.run``."""
+    try:
+        import torch
+
+        params = list(fn.arg_names)
+        if params[:len(positional)] != names:     # the positional arguments must lead, in this order
+            return None
+        tail = [keywords[name] for name in params[len(positional):]]
+        compiled = fn.run(*positional, grid=grid, warmup=True, **keywords)
+        launcher = compiled.run                  # loads the module (a property in Triton 3.x)
+        index = torch.device(device).index
+        index = torch.cuda.current_device() if index is None else index
+        get_stream = torch._C._cuda_getCurrentRawStream
+        grid3 = tuple(grid) + (1,) * (3 - len(grid))
+        return launcher, compiled.function, compiled.packed_metadata, tail, grid3, functools.partial(get_stream,
+                                                                                                      index)
+    except Exception:  # noqa: BLE001 - any mismatch: the bound call keeps the public launch path
+        return None
 
 
 def _default_target(mode: str) -> Target:

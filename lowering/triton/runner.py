@@ -44,14 +44,14 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Iterator, Literal, Sequence
+from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
 
 from lowbit.errors import BackendError
 
 from .source import import_source, source_hash
 
 __all__ = ["Mode", "cuda_available", "resolve_mode", "interpreted", "is_interpreted", "TritonModule", "load",
-           "launch", "clear_loaded"]
+           "launch", "run_checked", "clear_loaded"]
 
 Mode = Literal["auto", "native", "interpret"]
 _MODES = ("auto", "native", "interpret")
@@ -284,8 +284,16 @@ def launch(kernel: Any, grid: Sequence[int] | Callable[..., Sequence[int]], *arg
         raise BackendError(f"cannot launch Triton kernel {getattr(kernel, '__name__', kernel)!r} natively: "
                            "no CUDA device is available",
                            hint="load the source with mode='interpret' (or 'auto') to run it on the CPU")
+    run_checked(kernel, tuple(grid) if not callable(grid) else grid, args, kwargs)
+
+
+def run_checked(kernel: Any, grid: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+    """``kernel.run(*args, grid=grid, **kwargs)`` (what ``kernel[grid](*args, **kwargs)`` does, without building
+    a launcher per call) with Triton's compile failures reported as :class:`BackendError`. No checks: callers
+    that launch the same kernel many times (:class:`~lowbit.lowering.triton.launcher.TritonBoundCall`) made
+    them once."""
     try:
-        kernel[tuple(grid) if not callable(grid) else grid](*args, **kwargs)
+        kernel.run(*args, grid=grid, warmup=False, **kwargs)
     except BackendError:
         raise
     except Exception as exc:
