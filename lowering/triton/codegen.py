@@ -39,7 +39,7 @@ from lowbit.ir.types import short_name
 from ..target import Target
 from .dtypes import check_native, register_tl
 from .emit_compute import ComputeMixin
-from .emit_memory import MemoryMixin, Region
+from .emit_memory import LoadView, MemoryMixin, Region
 from .helpers import helper_name, helper_source
 from .names import Names, dim_expr, padded, py_literal
 
@@ -185,6 +185,10 @@ class _Emitter(MemoryMixin, ComputeMixin):
         self.uses_inf = False
         self.uses_flag = False
         self.regions: dict[str, Region] = {}
+        #: tiles that rearrange one global load (see emit_memory.LoadView), and the tensors the kernel stores to
+        #: (a load of those cannot be repeated later)
+        self.load_views: dict[str, LoadView] = {}
+        self.stored = {ins.tensor.name for ins in kernel.walk() if isinstance(ins, n.Store)}
         self.known: dict[str, str] = {}          # shared value name -> Python name of its current contents
         self.args: list[KernelArg] = []
         self.kernel_ident = ""

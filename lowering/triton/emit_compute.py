@@ -283,7 +283,14 @@ class ComputeMixin:
         src = tuple(int(s) for s in ins.x.shape)
         dst = tuple(int(s) for s in ins.result.shape)
         same_dims = [d for d in src if d != 1] == [d for d in dst if d != 1]   # only unit axes change
-        if same_dims or (_padding_commutes(src) and _padding_commutes(dst)):
+        cheap = same_dims or (_padding_commutes(src) and _padding_commutes(dst))
+        view = self.load_views.get(ins.x.name)
+        if view is not None:
+            view = self.load_views[ins.result.name] = view.reshaped(dst)
+            if not cheap:           # loaded again in the new arrangement, not gathered (see emit_memory)
+                self.alias(ins.result, self._view_load(view, ins.result.name))
+                return
+        if cheap:
             self.alias(ins.result, f"tl.reshape({x}, {list(padded(dst))})")
             return
         # General case: each physical output lane gathers its logical element from the flat input.
@@ -321,6 +328,9 @@ class ComputeMixin:
 
     def op_Permute(self, ins: n.Permute) -> None:
         x = self.use(ins.x)
+        view = self.load_views.get(ins.x.name)
+        if view is not None:
+            self.load_views[ins.result.name] = view.permuted(tuple(ins.perm))
         if ins.x.type.rank < 2 or list(ins.perm) == list(range(ins.x.type.rank)):
             self.alias(ins.result, x)
         else:
