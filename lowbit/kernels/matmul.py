@@ -36,8 +36,8 @@ from ..quant import FormatId
 from .library import compiled, pow2_at_least
 
 __all__ = ["MatmulConfig", "MatmulPlan", "PreparedWeight", "cheap_unpack", "choose_config", "prepare_weight",
-           "matmul_plan", "run_matmul", "takes_zeros_out", "bf16_pairs", "decoded_pairs", "tile_codes", "tile_groups",
-           "GEMV_MAX_M", "DECODED_PAIR_ROWS"]
+           "matmul_plan", "run_matmul", "takes_zeros_out", "product_rounding", "bf16_pairs", "decoded_pairs", "tile_codes",
+           "tile_groups", "GEMV_MAX_M", "DECODED_PAIR_ROWS"]
 
 FILE = "matmul.lbk"
 
@@ -175,7 +175,9 @@ def choose_config(m: int, n: int, k: int, group_size: int, backend: str, device:
     multiple of :data:`DECODED_PAIR_ROWS`, that tile is 8 rows by 32 outputs.
 
     >>> choose_config(1, 4096, 4096, 128, "triton", "cuda", workers=132)
-    MatmulConfig(bm=1, bn=64, bk=128, mode=1, dot=0, split=3, ct='float32', wt=0, gdot=0, zsum=0)
+    MatmulConfig(bm=1, bn=64, bk=128, mode=1, dot=0, split=6, ct='float32', wt=0, gdot=0, zsum=0)
+    >>> choose_config(16, 4096, 4096, 128, "triton", "cuda", workers=132, xtype="float16")
+    MatmulConfig(bm=16, bn=64, bk=128, mode=1, dot=1, split=4, ct='float16', wt=0, gdot=0, zsum=0)
     >>> choose_config(1, 4096, 4096, 128, "tvm", "cpu", workers=2)
     MatmulConfig(bm=1, bn=128, bk=128, mode=1, dot=1, split=1, ct='float32', wt=1, gdot=1, zsum=0)
     >>> choose_config(64, 72, 200, 40, "tvm", "cpu", workers=2).mode
@@ -204,7 +206,9 @@ def choose_config(m: int, n: int, k: int, group_size: int, backend: str, device:
         bm, bn, target_k = min(pow2_at_least(m), GEMV_MAX_M), 64, 128
     else:
         bm = 16 if m <= 16 else 32 if device == "cpu" or m <= 64 else 64
-        bn, target_k = 64, 64
+        # K tiles of 128 on a GPU: 16 x 4096 x 4096 int4 x f16 (f16 tensor-core dots, split 4, H200, weights from
+        # HBM) 15.5 -> 14.5 us, 14336 x 4096 30.9 -> 30.2 us
+        bn, target_k = 64, 128 if device == "cuda" else 64
     cpu_gemv = gemv and backend == "tvm" and device == "cpu"
     if cpu_gemv and m >= DECODED_PAIR_ROWS and m % DECODED_PAIR_ROWS == 0 and decoded_pairs(wtype, xtype):
         # each decode (a join of two K rows of f32 weights) feeds 8 rows instead of 4, in 2 vectors instead of 4:
@@ -225,7 +229,16 @@ def choose_config(m: int, n: int, k: int, group_size: int, backend: str, device:
     if workers and not big_tiles:
         tiles = -(-m // bm) * -(-n // bn)
         k_tiles = -(-k // bk)
-        if tiles < workers and k_tiles >= 8:
+        if device == "cuda" and m <= 16:
+            # a GPU wants several programs per multiprocessor in flight to cover HBM latency: split K until the
+            # grid has ~4 per multiprocessor, each split keeping 5 (GEMV) or 8 (GEMM) K tiles. H200 (132 SMs),
+            # g = 128, x f16, weights from HBM, CUDA graphs; against 3 / 1 splits before: 4096 x 4096 int4 GEMV
+            # 18.2 -> 14.0 us (split 6), int3 18.8 -> 14.0; 14336 x 4096 int4 50.1 -> 28.8, int3 47.2 -> 33.7;
+            # 16-row GEMM (split 4) 4096 x 4096 int4 15.5 (split 1: 32.6 for int3) -> 14.5, 14336 x 4096 35.0 -> 30.2.
+            # (More rows: the partial sums' traffic grows with M; those keep the rule below.)
+            if tiles < 4 * workers:
+                split = max(1, min(k_tiles // (5 if gemv else 8), 16))
+        elif tiles < workers and k_tiles >= 8:
             split = max(1, min(k_tiles // 4, -(-workers // tiles), 16))
     # TVM's CPU code for a small dot (an i, k, j loop nest) beats the broadcast-and-reduce form (measured
     # 7.8 vs 8.9 ms at M = 1, 9.4 vs 14.5 ms at M = 4 for a 4096 x 4096 uint4 weight, 2 threads)
@@ -239,7 +252,34 @@ def choose_config(m: int, n: int, k: int, group_size: int, backend: str, device:
     # table lookup (and bf16 pairs of it, vdpbf16ps) as for weights without zeros. 4096 x 4096, g = 128,
     # 2 threads, weights from DRAM, x bf16: uint4 0.445 -> 0.266 ms, uint2 0.419 -> 0.210; M = 4 ~1.8 -> 0.55
     zsum = int(gdot and zeros)
-    return MatmulConfig(bm=bm, bn=bn, bk=bk, mode=mode, dot=dot, split=split, wt=wt, gdot=gdot, zsum=zsum)
+    # a GPU's GEMM tile multiplies half-precision activations on the tensor cores, the dequantized weights rounded
+    # to the activations' type (what `ct` says: the error bound gains that rounding, see product_rounding); f32
+    # dots run on the CUDA cores at a fraction of the speed: 16 x 4096 x 4096 int4 x f16 133 -> 14.5 us on an H200
+    ct = xtype if device == "cuda" and dot and xtype in ("float16", "bfloat16") else "float32"
+    return MatmulConfig(bm=bm, bn=bn, bk=bk, mode=mode, dot=dot, split=split, ct=ct, wt=wt, gdot=gdot, zsum=zsum)
+
+
+#: unit roundoff of the ``dot`` operand types (``MatmulConfig.ct``)
+_CT_ROUNDING = {"float32": 0.0, "float16": 2.0 ** -11, "bfloat16": 2.0 ** -8}
+
+
+def product_rounding(m: int, qweight: Any, backend: str, device: str = "cpu", xtype: str | None = None) -> float:
+    """The unit roundoff of the weights as :func:`run_matmul` (its default configuration) multiplies them with
+    ``m`` rows of ``xtype`` activations: 0 where they meet x as exact f32 values, 2^-11 / 2^-8 where a GPU's
+    GEMM tile rounds them to f16 / bf16 for the tensor cores (each product then errs by up to that much of
+    ``|x w|``, on top of the f32 sums).
+
+    >>> from lowbit.quant import quantize
+    >>> import torch
+    >>> w = quantize(torch.randn(256, 512), "int4", group_size=128)
+    >>> product_rounding(1, w, "triton", "cuda", "float16"), product_rounding(16, w, "triton", "cuda", "float16")
+    (0.0, 0.00048828125)
+    """
+    n, k = (int(v) for v in qweight.shape)
+    workers = 132 if device == "cuda" else 2           # the tile's operand type does not depend on the count
+    cfg = choose_config(m, n, k, qweight.group_size, backend, device, workers, zeros=qweight.zeros is not None,
+                        wtype=qweight.dtype.name, xtype=xtype)
+    return _CT_ROUNDING[cfg.ct]
 
 
 def takes_zeros_out(m: int, qweight: Any, backend: str, device: str = "cpu", xtype: str | None = None) -> bool:
