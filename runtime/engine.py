@@ -114,6 +114,7 @@ class Engine:
     num_pages: int | None = None  # fixed cache size; None sizes the cache for each generate call
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     policy: WeightPolicy | None = None  # how the weights were stored (for reports)
+    cuda_graphs: bool = True  # on a GPU, replay each decode step as a CUDA graph (lowbit.runtime.cuda_graphs)
 
     def __post_init__(self) -> None:
         self.ops = ops_registry.resolve(self.backend, str(self.device))
@@ -125,13 +126,16 @@ class Engine:
                         zero_point: bool | None = None, kv: str = "float16", kv_group_size: int | None = None,
                         kv_key_grouping: str = "token", page_size: int = 16, num_pages: int | None = None,
                         backend: str = "auto", activations: str = "float32",
-                        device: str | torch.device = "cpu", progress: bool = False) -> "Engine":
+                        device: str | torch.device = "cpu", progress: bool = False,
+                        cuda_graphs: bool = True) -> "Engine":
         """Load ``model_dir`` (default: the shipped tiny model) with weights stored as ``weights``
         (``"float32"``, ``"f16"``, ``"bf16"`` or a 1-8 bit type like ``"u4"``, ``"i3"``, ``"f4e2m1"``) in
         groups of ``group_size``, per-layer ``overrides`` (glob -> spec, e.g. ``{"lm_head": "f16"}``) and a
         KV cache of type ``kv`` in pages of ``page_size`` tokens; ``kv_key_grouping="channel"`` quantizes
         the keys per channel over each page (KIVI-style, :mod:`lowbit.kvcache` format ``paged-kv/v2``).
-        ``activations``: the dtype of the linears' inputs (``"float32"``, ``"bfloat16"``, ``"float16"``)."""
+        ``activations``: the dtype of the linears' inputs (``"float32"``, ``"bfloat16"``, ``"float16"``).
+        ``cuda_graphs``: on a CUDA ``device``, decode steps replay CUDA graphs (the same kernels on the same
+        inputs: the same logits, without the launches' Python costs)."""
         model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
         policy = WeightPolicy.parse(weights, group_size=group_size, overrides=overrides, zero_point=zero_point)
         model = load_model(model_dir, policy, device=device, progress=progress, activations=activations)
@@ -140,7 +144,7 @@ class Engine:
         fmt = KVCacheFormat(canonical_dtype(kv), num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim,
                             page_size=page_size, group_size=kv_group_size, key_grouping=kv_key_grouping)
         return cls(model, tokenizer, fmt, backend=backend, num_pages=num_pages, device=torch.device(device),
-                   policy=policy)
+                   policy=policy, cuda_graphs=cuda_graphs)
 
     def describe_weights(self) -> str:
         """``"uint4 g128 zero-point (lm_head: float16)"``, or ``"custom"`` for an engine built by hand."""
@@ -156,11 +160,14 @@ class Engine:
         return PagedKVCache(self.kv_format, self.model.config.num_layers, num_pages, self.device)
 
     def _cache_for(self, token_counts: Sequence[int]) -> PagedKVCache:
-        if self.num_pages is None:
-            need = sum(-(-n // self.kv_format.page_size) for n in token_counts)
-            return self.new_cache(max(1, need))
-        if self._cache is None:
-            self._cache = self.new_cache(self.num_pages)
+        """The cache for a generation: the engine's own, emptied, when it has the pages (a fixed ``num_pages``, or
+        the last one sized for a call at least as big: its captured decode graphs stay valid), else a new one."""
+        need = self.num_pages
+        if need is None:
+            need = max(1, sum(-(-n // self.kv_format.page_size) for n in token_counts))
+        if self._cache is None or self._cache.num_pages < need:
+            self._cache = None                  # (its pages are freed before the new ones are allocated)
+            self._cache = self.new_cache(need)
         self._cache.reset()
         return self._cache
 
@@ -221,7 +228,8 @@ class Engine:
                 if not active:
                     break
                 t0 = time.perf_counter()
-                logits = self.model.decode(self.ops, cache, active, [outputs[s][-1] for s in active])
+                logits = self.model.decode(self.ops, cache, active, [outputs[s][-1] for s in active],
+                                           cuda_graphs=self.cuda_graphs)
                 take(active, logits)
                 self._sync()
                 decode_s += time.perf_counter() - t0

@@ -136,8 +136,10 @@ class Transformer:
         last = torch.cumsum(torch.tensor(lens), 0) - 1
         return list(self._logits(ops, hidden[last.to(device)]))
 
-    def decode(self, ops: OpSet, cache: PagedKVCache, seq_ids: Sequence[int], tokens: Sequence[int]) -> torch.Tensor:
-        """Append one token per sequence and return the next-token logits ``[B, vocab]``."""
+    def decode(self, ops: OpSet, cache: PagedKVCache, seq_ids: Sequence[int], tokens: Sequence[int], *,
+               cuda_graphs: bool = False) -> torch.Tensor:
+        """Append one token per sequence and return the next-token logits ``[B, vocab]``. ``cuda_graphs`` (a CUDA
+        cache): replay the step as a CUDA graph captured per batch size (:mod:`lowbit.runtime.cuda_graphs`)."""
         starts = [cache.length(s) for s in seq_ids]
         self._check_context(seq_ids, starts, [1] * len(seq_ids))
         slots = cache.reserve({s: 1 for s in seq_ids})
@@ -148,11 +150,20 @@ class Transformer:
         tables = cache.block_tables(seq_ids)
         lengths = cache.lengths(seq_ids)
 
-        def attend(layer_idx: int, q: torch.Tensor) -> torch.Tensor:
-            return ops.decode_attention(q, cache.layers[layer_idx], tables, lengths, scale=self.scale,
-                                        window=self.config.sliding_windows[layer_idx], out_dtype=self._act_dtype)
+        def step(flat: torch.Tensor, positions: torch.Tensor, slot_vec: torch.Tensor, tables: torch.Tensor,
+                 lengths: torch.Tensor) -> torch.Tensor:
+            def attend(layer_idx: int, q: torch.Tensor) -> torch.Tensor:
+                return ops.decode_attention(q, cache.layers[layer_idx], tables, lengths, scale=self.scale,
+                                            window=self.config.sliding_windows[layer_idx], out_dtype=self._act_dtype)
 
-        return self._logits(ops, self._forward(ops, cache, flat, positions, slot_vec, attend))
+            return self._logits(ops, self._forward(ops, cache, flat, positions, slot_vec, attend))
+
+        if cuda_graphs and device.type == "cuda":
+            from .cuda_graphs import graphed_decode
+
+            return graphed_decode(step, cache.decode_graphs, (id(self), id(ops)), flat, positions, slot_vec, tables,
+                                  lengths)
+        return step(flat, positions, slot_vec, tables, lengths)
 
     # ---- accounting ------------------------------------------------------------------------------
     def weight_bytes(self) -> int:
