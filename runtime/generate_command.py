@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fixed number of KV pages (default: as many as the batch needs)")
     parser.add_argument("--backend", choices=("auto", "torch", "tvm", "triton"), default="auto",
                         help="kernel backend (auto: lowbit's kernels where available, torch reference elsewhere)")
+    parser.add_argument("--device", default="cpu", metavar="DEV",
+                        help="cpu (default) or cuda[:N]: where the weights, the KV cache and the kernels live (on a "
+                             "GPU the auto backend runs lowbit's Triton kernels)")
     parser.add_argument("--activations", choices=("float32", "bfloat16", "float16"), default="float32",
                         help="dtype of the decoder linears' inputs (default float32; bfloat16 as serving stacks run, "
                              "faster on CPUs with AVX-512 BF16)")
@@ -53,9 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lowbit.device import parse_device
     from lowbit.errors import RuntimeModelError
 
     from .engine import Engine
+
+    device = parse_device(args.device)
 
     overrides = {}
     for item in args.override:
@@ -69,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
                                     kv_group_size=args.kv_group_size, kv_key_grouping=args.kv_key_grouping,
                                     page_size=args.page_size,
                                     num_pages=args.kv_pages, backend=args.backend, activations=args.activations,
-                                    progress=not args.quiet)
+                                    device=device, progress=not args.quiet)
     result = engine.generate(args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                              top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                              stop_tokens=() if args.no_stop else None)

@@ -1,9 +1,10 @@
 """Memory read bandwidth of this machine: the roofline a memory-bound kernel (GEMV, decode) is judged by.
 
 A large array (default 256 MiB, far beyond any cache) is read in full by a reduction, ``repeats`` times;
-the median time gives GB/s (1 GB = 1e9 bytes). Two independent instruments:
+the median time gives GB/s (1 GB = 1e9 bytes). Three instruments:
 - ``"torch"``: ``x.sum()`` on float32, with torch's intra-op threads set to ``threads`` for the call;
-- ``"numpy"``: ``np.add.reduce`` over ``threads`` equal slices on a thread pool (numpy releases the GIL).
+- ``"numpy"``: ``np.add.reduce`` over ``threads`` equal slices on a thread pool (numpy releases the GIL);
+- ``"cuda"``: ``x.sum()`` on a CUDA device, timed with CUDA events (the GPU's memory: HBM on an H200).
 
 Measure in the same run as the kernel you compare with: the machines are shared and the number moves.
 
@@ -25,7 +26,7 @@ from lowbit.lowering.target import torch_threads
 
 __all__ = ["BandwidthResult", "BandwidthProbe", "read_bandwidth", "measure_bandwidth", "usable_cores", "METHODS"]
 
-METHODS = ("torch", "numpy")
+METHODS = ("torch", "numpy", "cuda")
 
 
 def usable_cores() -> int:
@@ -52,6 +53,8 @@ class BandwidthResult:
         return self.nbytes / (self.gbps * 1e9)
 
     def __str__(self) -> str:
+        if self.method == "cuda":
+            return f"{self.gbps:.1f} GB/s read (cuda, {self.nbytes / 2**20:.0f} MiB, median of {self.repeats})"
         return (f"{self.gbps:.1f} GB/s read ({self.method}, {self.threads} thread{'s' if self.threads > 1 else ''}, "
                 f"{self.nbytes / 2**20:.0f} MiB, median of {self.repeats})")
 
@@ -66,7 +69,8 @@ class BandwidthProbe:
     ...     gbps = probe.sample()
     """
 
-    def __init__(self, nbytes: int = 256 << 20, threads: int = 1, method: str = "torch", warmup: int = 1):
+    def __init__(self, nbytes: int = 256 << 20, threads: int = 1, method: str = "torch", warmup: int = 1,
+                 device: str = "cuda"):
         if method not in METHODS:
             raise LowbitError(f"unknown bandwidth method {method!r}; expected one of {', '.join(METHODS)}")
         if not isinstance(nbytes, int) or nbytes < 4096:
@@ -79,10 +83,14 @@ class BandwidthProbe:
         self.nbytes = self.count * 4
         self.threads, self.method = threads, method
         self._pool: ThreadPoolExecutor | None = None
-        if method == "torch":
+        if method in ("torch", "cuda"):
             import torch
 
-            self._data = torch.ones(self.count, dtype=torch.float32)
+            if method == "cuda" and not torch.cuda.is_available():
+                raise LowbitError("the cuda bandwidth probe needs a CUDA device, and torch sees none",
+                                  hint="use method='torch' (this CPU's memory) or run on a GPU machine")
+
+            self._data = torch.ones(self.count, dtype=torch.float32, device=device if method == "cuda" else "cpu")
         else:
             array = np.ones(self.count, dtype=np.float32)
             bounds = np.linspace(0, self.count, threads + 1).astype(np.int64)
@@ -94,7 +102,9 @@ class BandwidthProbe:
     def _read(self) -> float:
         import numpy as np
 
-        if self.method == "torch":
+        if self.method == "cuda":
+            total = float(self._data.sum())
+        elif self.method == "torch":
             with torch_threads(self.threads):
                 total = float(self._data.sum())
         elif self._pool is None:
@@ -110,6 +120,15 @@ class BandwidthProbe:
         of other work stop spinning before the timed read)."""
         for _ in range(warmup):
             self._read()
+        if self.method == "cuda":
+            import torch
+
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            begin.record()
+            self._data.sum()
+            end.record()
+            end.synchronize()
+            return self.nbytes / (begin.elapsed_time(end) * 1e-3) / 1e9
         start = time.perf_counter()
         self._read()
         return self.nbytes / (time.perf_counter() - start) / 1e9
@@ -127,11 +146,12 @@ class BandwidthProbe:
 
 
 def read_bandwidth(nbytes: int = 256 << 20, threads: int = 1, repeats: int = 5, method: str = "torch",
-                   warmup: int = 1) -> BandwidthResult:
-    """Measure the read bandwidth of ``threads`` threads streaming an ``nbytes`` float32 array."""
+                   warmup: int = 1, device: str = "cuda") -> BandwidthResult:
+    """Measure the read bandwidth of ``threads`` threads streaming an ``nbytes`` float32 array (``method="cuda"``:
+    of ``device``'s memory)."""
     if not isinstance(repeats, int) or repeats < 1:
         raise LowbitError(f"repeats must be an int >= 1, got {repeats!r}")
-    with BandwidthProbe(nbytes, threads, method, warmup) as probe:
+    with BandwidthProbe(nbytes, threads, method, warmup, device) as probe:
         samples = [probe.sample() for _ in range(repeats)]
     return BandwidthResult(gbps=statistics.median(samples), threads=threads, nbytes=probe.nbytes, repeats=repeats,
                            method=method, samples_gbps=tuple(samples))

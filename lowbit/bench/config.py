@@ -15,11 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lowbit.device import DEVICES, parse_device
 from lowbit.errors import LowbitError
 
-__all__ = ["LLAMA_SHAPES", "DEFAULT_M", "DEFAULT_TYPES", "DEFAULT_ACT_DTYPES", "ACT_DTYPES", "KERNEL_BACKENDS",
-           "TARGET_SHAPE", "TARGET_THREADS", "KernelSettings", "DecodeSettings", "QUICK", "parse_shapes", "parse_ints",
-           "parse_types", "parse_act_dtypes", "parse_backends", "default_backends"]
+__all__ = ["LLAMA_SHAPES", "DEFAULT_M", "DEFAULT_TYPES", "DEFAULT_ACT_DTYPES", "CUDA_ACT_DTYPES", "ACT_DTYPES",
+           "KERNEL_BACKENDS", "DEVICES", "TARGET_SHAPE", "TARGET_THREADS", "KernelSettings", "DecodeSettings", "QUICK",
+           "parse_shapes", "parse_ints", "parse_types", "parse_act_dtypes", "parse_backends", "parse_device",
+           "default_backends", "default_act_dtypes"]
 
 #: (N, K) of the linear layers of Llama-family models: attention / MLP of Llama-2-7B, Llama-3-8B's MLP
 LLAMA_SHAPES: tuple[tuple[int, int], ...] = ((4096, 4096), (11008, 4096), (4096, 11008), (14336, 4096))
@@ -33,14 +35,26 @@ DEFAULT_ACT_DTYPES: tuple[str, ...] = ("float32", "bfloat16")
 ACT_DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
 #: backends ``lowbit.ops.matmul`` takes by name
 KERNEL_BACKENDS: tuple[str, ...] = ("tvm", "triton", "interpret")
+#: activation dtypes on a CUDA device, where LLM serving runs in half precision
+CUDA_ACT_DTYPES: tuple[str, ...] = ("float16", "bfloat16")
 #: the configuration the project's performance targets are stated for
 TARGET_SHAPE = (4096, 4096)
 TARGET_THREADS = 2
 
 
-def default_backends() -> tuple[str, ...]:
-    """lowbit's performance backend for this machine's CPU: TVM (Triton on a CPU is only an interpreter)."""
-    return ("tvm",)
+def default_backends(device: str = "cpu") -> tuple[str, ...]:
+    """lowbit's performance backend for ``device``: TVM on a CPU (Triton there is only an interpreter), Triton on
+    a CUDA GPU.
+
+    >>> default_backends(), default_backends("cuda")
+    (('tvm',), ('triton',))
+    """
+    return ("triton",) if device == "cuda" else ("tvm",)
+
+
+def default_act_dtypes(device: str = "cpu") -> tuple[str, ...]:
+    """Activation dtypes timed by default: float32 and bfloat16 on a CPU, float16 and bfloat16 on a GPU."""
+    return CUDA_ACT_DTYPES if device == "cuda" else DEFAULT_ACT_DTYPES
 
 
 @dataclass(frozen=True)
@@ -58,6 +72,7 @@ class KernelSettings:
     flush_bytes: int | None = None  # bytes the rotation spans (None: 3x the last-level cache, >= 64 MiB)
     seed: int = 0
     check_rows: int = 256         # output rows checked against the fp64 reference before timing
+    device: str = "cpu"           # "cpu" or "cuda[:N]" (weights, activations and kernels all live there)
 
 
 @dataclass(frozen=True)
@@ -74,6 +89,7 @@ class DecodeSettings:
     repeats: int = 3
     kv: str = "float16"
     seed: int = 0
+    device: str = "cpu"
 
 
 @dataclass(frozen=True)

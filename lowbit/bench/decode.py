@@ -82,8 +82,9 @@ PRESETS: dict[str, LlamaPreset] = {
 
 
 def count_decode_steps(settings: DecodeSettings) -> int:
-    """Progress steps of :func:`run_decode`: build, two transformers runs, one per (type, backend)."""
-    return 3 + len(settings.types) * len(settings.backends) * len(settings.activations)
+    """Progress steps of :func:`run_decode`: build, the transformers runs, one per (type, backend)."""
+    baselines = 3 if settings.device.startswith("cuda") else 2
+    return 1 + baselines + len(settings.types) * len(settings.backends) * len(settings.activations)
 
 
 def _preset(name: str) -> LlamaPreset:
@@ -132,11 +133,14 @@ def _hf_decode_seconds(model: Any, prompt: Any, steps: int) -> float:
         out = model(input_ids=prompt, use_cache=True)
         cache = out.past_key_values
         token = out.logits[:, -1].argmax(-1, keepdim=True)
+        sync = torch.cuda.synchronize if prompt.device.type == "cuda" else (lambda: None)
+        sync()
         start = time.perf_counter()
         for _ in range(steps):
             out = model(input_ids=token, past_key_values=cache, use_cache=True)
             cache = out.past_key_values
             token = out.logits[:, -1].argmax(-1, keepdim=True)
+        sync()
         return time.perf_counter() - start
 
 
@@ -174,7 +178,7 @@ def _lowbit_row(model_dir: str, wtype: str, backend: str, activations: str, prom
                      status="n/a", new_tokens=settings.new_tokens, prompt_tokens=settings.prompt_tokens)
     from .kernels import backend_status
 
-    reason = backend_status(backend)
+    reason = backend_status(backend, settings.device)
     if reason is not None:
         return replace(base, detail=f"not available: {reason}")
     try:
@@ -190,7 +194,7 @@ def _lowbit_row(model_dir: str, wtype: str, backend: str, activations: str, prom
         try:
             engine = Engine.from_pretrained(model_dir, weights=wtype, group_size=settings.group_size,
                                             zero_point=zero_point, kv=settings.kv, backend=runtime_backend,
-                                            activations=activations)
+                                            activations=activations, device=settings.device)
             break
         except BackendError as err:
             unavailable = unavailable or _describe_error(err)
@@ -213,6 +217,14 @@ def _lowbit_row(model_dir: str, wtype: str, backend: str, activations: str, prom
     mid = sorted(stats, key=lambda s: s.decode_tokens_per_s)[len(stats) // 2]
     return replace(base, status="ok", tokens_per_s=statistics.median(samples), samples_tokens_per_s=tuple(samples),
                    weight_bytes=mid.weight_bytes, bytes_per_token=mid.bytes_per_decode_step, gbps=mid.bandwidth_gb_s)
+
+
+def _hf_dtypes(device: str) -> list[tuple[str, Any]]:
+    """The transformers baselines: fp32 and bf16, and fp16 on a CUDA device."""
+    import torch
+
+    half = [("transformers-fp16", torch.float16)] if device.startswith("cuda") else []
+    return [("transformers-fp32", torch.float32)] + half + [("transformers-bf16", torch.bfloat16)]
 
 
 def run_decode(settings: DecodeSettings, tick: Tick | None = None) -> tuple[dict[str, Any], list[DecodeRow]]:
@@ -247,14 +259,14 @@ def run_decode(settings: DecodeSettings, tick: Tick | None = None) -> tuple[dict
 
         torch.manual_seed(settings.seed)
         model = LlamaForCausalLM(preset.hf_config()).eval()
-        prompt = torch.tensor([prompt_ids])
+        model.to(torch.bfloat16).save_pretrained(tmp)     # (to() converts in place: saved, then back)
+        model = model.float().to(settings.device)
+        prompt = torch.tensor([prompt_ids], device=settings.device)
         tick(f"decode: built {settings.model} model")
-        rows.append(_hf_row(model, "transformers-fp32", preset, prompt, settings))
-        tick("decode: transformers fp32")
-        model = model.to(torch.bfloat16)
-        rows.append(_hf_row(model, "transformers-bf16", preset, prompt, settings))
-        tick("decode: transformers bf16")
-        model.save_pretrained(tmp)
+        for impl, dtype in _hf_dtypes(settings.device):
+            model = model.to(dtype)
+            rows.append(_hf_row(model, impl, preset, prompt, settings))
+            tick(f"decode: {impl}")
         del model
         gc.collect()
         for wtype in settings.types:

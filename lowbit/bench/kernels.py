@@ -4,7 +4,12 @@ For every weight shape ``[N, K]`` a random Gaussian weight is drawn; for every w
 group-wise (``uint`` types with zero points, the others symmetric) and ``lowbit.ops.matmul(x, qweight,
 backend=b)`` is timed for every M and backend. The baselines get the same problem, on the dequantized
 int4 weight: ``torch-fp32`` and ``torch-bf16`` (``F.linear`` on the dense weight) and ``torch-int4``
-(torch's int4 CPU kernel on the very same int4 codes). See :mod:`lowbit.bench.baselines`.
+(torch's int4 CPU kernel on the very same int4 codes); on a CUDA device (``settings.device``) ``torch-fp32``,
+``torch-fp16`` and ``torch-bf16`` (cuBLAS). See :mod:`lowbit.bench.baselines`.
+
+On a CUDA device every implementation is timed as a CUDA graph of many calls, replayed between two CUDA
+events: the GPU's time for the kernels, without Python's launch gaps between them (a serving loop that
+replays its decode step as a graph sees that time). The host time of an eager call is in each row's detail.
 
 Before any implementation is timed its result is checked against the float64 reference
 (:mod:`lowbit.bench.reference`); a wrong result is reported as such and not timed. The implementations of
@@ -57,8 +62,14 @@ SETTLE_S = 0.01
 Tick = Callable[[str], None]
 
 
-def default_flush_bytes() -> int:
-    """Bytes the cold rotation spans: 3x the last-level cache, at least 64 MiB (128 MiB when unknown)."""
+def default_flush_bytes(device: str = "cpu") -> int:
+    """Bytes the cold rotation spans: 3x the last-level cache, at least 64 MiB (128 MiB when unknown); on a CUDA
+    device 3x its L2 cache, at least 256 MiB."""
+    if device.startswith("cuda"):
+        import torch
+
+        l2 = int(getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0) or 0)
+        return max(3 * l2, 256 << 20)
     from .machine import last_level_cache_bytes
 
     llc = last_level_cache_bytes()
@@ -77,15 +88,15 @@ def rotation_copies(nbytes: int, flush_bytes: int, cold: bool) -> int:
 
 
 @functools.lru_cache(maxsize=None)
-def backend_status(backend: str) -> str | None:
-    """None when ``lowbit.ops.matmul(..., backend=backend)`` can run on CPU tensors here, else why not."""
+def backend_status(backend: str, device: str = "cpu") -> str | None:
+    """None when ``lowbit.ops.matmul(..., backend=backend)`` can run on ``device``'s tensors here, else why not."""
     try:
         import lowbit.ops  # noqa: F401
         from lowbit.kernels.library import resolve_backend
     except ImportError as err:
         return f"lowbit's kernels cannot be imported ({err})"
     try:
-        resolve_backend(backend, "cpu")
+        resolve_backend(backend, "cuda" if device.startswith("cuda") else "cpu")
     except LowbitError as err:
         return err.message
     return None
@@ -95,7 +106,8 @@ def count_steps(settings: KernelSettings) -> int:
     """Progress-bar steps of :func:`run_kernels`: per shape one per quantization, one per checked
     implementation and one per timing round."""
     lowbit_runs = len(settings.ms) * len(settings.backends) * len(settings.act_dtypes)
-    per_shape = len(settings.ms) * 3 + 1 + len(settings.types) * (1 + lowbit_runs) + settings.repeats
+    baselines = 4 if settings.device.startswith("cuda") else 3     # dense ones and torch-int4, per M
+    per_shape = len(settings.ms) * baselines + 1 + len(settings.types) * (1 + lowbit_runs) + settings.repeats
     return len(settings.shapes) * per_shape
 
 
@@ -125,10 +137,10 @@ class _Shape:
 
         from .reference import check_rows
 
-        gen = torch.Generator().manual_seed(_seed_for(settings, n, k))
+        gen = torch.Generator().manual_seed(_seed_for(settings, n, k))     # the same data on every device
         self.n, self.k = n, k
-        self.weight = torch.randn(n, k, generator=gen)
-        self.x = {m: torch.randn(m, k, generator=gen) for m in settings.ms}
+        self.weight = torch.randn(n, k, generator=gen).to(settings.device)
+        self.x = {m: torch.randn(m, k, generator=gen).to(settings.device) for m in settings.ms}
         self.rows = check_rows(n, settings.check_rows)
 
 
@@ -206,6 +218,85 @@ class _Candidate:
                                    round_gbps=tuple(self.round_gbps) if paired else ())
 
 
+class _CudaCandidate(_Candidate):
+    """A :class:`_Candidate` on a CUDA device: ``number`` calls (over the rotating copies) are captured once in a
+    CUDA graph and each sample is one replay timed with CUDA events. Without a graph (an implementation that
+    cannot be captured) the ``number`` calls are launched eagerly between the events."""
+
+    def __init__(self, row: KernelRow, call: Callable[[Any], Any], rotation: _Rotation):
+        super().__init__(row, call, rotation)
+        self.graph: Any = None
+        self.host_s: float | None = None     # host time of one eager call (launch included), synchronized
+
+    def calibrate(self, min_sample_s: float) -> None:
+        import time
+
+        import torch
+
+        for _ in range(len(self.rotation)):
+            self()
+        torch.cuda.synchronize()
+        calls = max(len(self.rotation), 8)
+        start = time.perf_counter()
+        for _ in range(calls):
+            self()
+        torch.cuda.synchronize()
+        self.host_s = (time.perf_counter() - start) / calls
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+        for _ in range(calls):
+            self()
+        end.record()
+        end.synchronize()
+        one = begin.elapsed_time(end) * 1e-3 / calls          # an upper bound: launch gaps included
+        self.number = int(min(1000, max(len(self.rotation), math.ceil(min_sample_s / one) if one > 0 else 1000)))
+        try:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                self()
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                for _ in range(self.number):
+                    self()
+            graph.replay()
+            torch.cuda.synchronize()
+            self.graph = graph
+        except Exception:  # noqa: BLE001 - timed eagerly instead
+            torch.cuda.synchronize()
+            self.graph = None
+
+    def sample(self) -> None:
+        import torch
+
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            for _ in range(self.number):
+                self()
+        end.record()
+        end.synchronize()
+        self.samples.append(begin.elapsed_time(end) * 1e-3 / self.number)
+
+    def result(self) -> KernelRow:
+        row = super().result()
+        if row.status != "ok":
+            return row
+        how = (f"CUDA graph of {self.number} calls" if self.graph is not None
+               else f"{self.number} eager calls (not capturable in a CUDA graph)")
+        host = f"; an eager call takes {self.host_s * 1e6:.1f} us of host time" if self.host_s else ""
+        return dataclasses.replace(row, detail=f"{row.detail}; timed as a {how}{host}".lstrip("; "))
+
+
+def _candidate(settings: KernelSettings, row: KernelRow, call: Callable[[Any], Any],
+               rotation: _Rotation) -> _Candidate:
+    cls = _CudaCandidate if settings.device.startswith("cuda") else _Candidate
+    return cls(row, call, rotation)
+
+
 def _checked(base: KernelRow, first: Callable[[], Any], check: Callable[[Any], Any]) -> KernelRow:
     """``base`` after one run checked against float64: status ``ok`` (to be timed), ``wrong`` or ``error``."""
     try:
@@ -231,14 +322,16 @@ def _baselines(settings: KernelSettings, data: _Shape, flush: int,
     from lowbit.quant import quantize
 
     from .baselines import int4_unsupported_reason, int4pack_linear, to_int4pack
-    from .reference import BF16_TOLERANCE, check_matmul, f32_tolerance
+    from .reference import BF16_TOLERANCE, FP16_TOLERANCE, check_matmul, f32_tolerance
 
     n, k, g = data.n, data.k, settings.group_size
+    on_gpu = settings.device.startswith("cuda")
     qt = quantize(data.weight, BASELINE_TYPE, group_size=g)
     dense = qt.dequantize()                     # float32 [N, K]
     dense_rows = dense[data.rows]
     tick(f"{n}x{k} baselines")
-    int4_reason = int4_unsupported_reason(n, k, g)
+    int4_reason = "torch's int4 kernel for CPUs (the GPU baselines are cuBLAS fp16 / bf16)" if on_gpu else \
+        int4_unsupported_reason(n, k, g)
     packed = None
     if int4_reason is None:
         try:
@@ -246,8 +339,10 @@ def _baselines(settings: KernelSettings, data: _Shape, flush: int,
         except Exception as err:  # noqa: BLE001
             int4_reason = _describe_error(err)
     clone = lambda t: t.clone()  # noqa: E731
+    dense_types = (("torch-fp32", torch.float32),) + ((("torch-fp16", torch.float16),) if on_gpu else ()) + \
+        (("torch-bf16", torch.bfloat16),)
     dense_lists: dict[str, _Rotation] = {}
-    for impl, wdtype in (("torch-fp32", torch.float32), ("torch-bf16", torch.bfloat16)):
+    for impl, wdtype in dense_types:
         w = dense.to(wdtype)
         dense_lists[impl] = _copies(w, w.numel() * w.element_size(), flush, settings.cold, clone)
     int4_list = None
@@ -256,12 +351,15 @@ def _baselines(settings: KernelSettings, data: _Shape, flush: int,
         int4_list = _copies(pw, int4pack_weight_bytes(n, k, g, 2), flush, settings.cold, clone)
     done: list[KernelRow] = []
     ready: list[_Candidate] = []
-    detail = f"F.linear on the dequantized {BASELINE_TYPE} g{g} weight"
+    detail = f"F.linear on the dequantized {BASELINE_TYPE} g{g} weight" + (" (cuBLAS)" if on_gpu else "")
     for m in settings.ms:
         x = data.x[m]
         xb = x.to(torch.bfloat16)
         common = dict(n=n, k=k, m=m, group_size=g)
-        for impl, act, tol in (("torch-fp32", x, f32_tolerance(k)), ("torch-bf16", xb, BF16_TOLERANCE)):
+        dense_runs = [("torch-fp32", x, f32_tolerance(k)), ("torch-bf16", xb, BF16_TOLERANCE)]
+        if on_gpu:
+            dense_runs.insert(1, ("torch-fp16", x.to(torch.float16), FP16_TOLERANCE))
+        for impl, act, tol in dense_runs:
             ws = dense_lists[impl]
             w0 = ws.copies[0]
             nbytes = MatmulBytes(m, n, k, dense_weight_bytes(n, k, w0.element_size()), act.element_size(),
@@ -272,7 +370,7 @@ def _baselines(settings: KernelSettings, data: _Shape, flush: int,
             row = _checked(base, lambda w=w0, act=act: F.linear(act, w),
                            lambda y, act=act, w=w0: check_matmul(y, act, w[data.rows], data.rows, tol))
             if row.status == "ok":
-                ready.append(_Candidate(row, lambda w, act=act: F.linear(act, w), ws))
+                ready.append(_candidate(settings, row, lambda w, act=act: F.linear(act, w), ws))
             else:
                 done.append(row)
             tick(f"{n}x{k} M={m} {impl}")
@@ -286,7 +384,7 @@ def _baselines(settings: KernelSettings, data: _Shape, flush: int,
             row = _checked(base, lambda xb=xb: int4pack_linear(xb, int4_list.copies[0], sz, g),
                            lambda y, xb=xb: check_matmul(y, xb, dense_rows, data.rows, BF16_TOLERANCE))
             if row.status == "ok":
-                ready.append(_Candidate(row, lambda p, xb=xb: int4pack_linear(xb, p, sz, g), int4_list))
+                ready.append(_candidate(settings, row, lambda p, xb=xb: int4pack_linear(xb, p, sz, g), int4_list))
             else:
                 done.append(row)
         tick(f"{n}x{k} M={m} torch-int4")
@@ -300,7 +398,7 @@ def _lowbit(settings: KernelSettings, data: _Shape, wtype: str, flush: int,
     from lowbit.dtypes import dtype
     from lowbit.quant import quantize
 
-    from lowbit.kernels.matmul import takes_zeros_out
+    from lowbit.kernels.matmul import product_rounding, takes_zeros_out
 
     from .reference import OUTPUT_ROUNDING, check_matmul, f32_tolerance, zero_out_magnitudes
     from .roofline import quantized_weight_bytes
@@ -315,7 +413,7 @@ def _lowbit(settings: KernelSettings, data: _Shape, wtype: str, flush: int,
     done: list[KernelRow] = []
     passed: list[tuple[KernelRow, Any, str]] = []
     for backend in settings.backends:
-        reason = backend_status(backend)
+        reason = backend_status(backend, settings.device)
         for m in settings.ms:
             for act in settings.act_dtypes:
                 x = data.x[m].to(getattr(torch, act))
@@ -328,11 +426,13 @@ def _lowbit(settings: KernelSettings, data: _Shape, wtype: str, flush: int,
                 else:
                     from lowbit.ops import matmul
 
-                    mags = zero_out if zero_point and takes_zeros_out(m, qt, backend) else None
+                    kind = "cuda" if settings.device.startswith("cuda") else "cpu"
+                    mags = zero_out if zero_point and takes_zeros_out(m, qt, backend, kind, act) else None
+                    # f32 sums, plus the weights' rounding where a GPU's tensor cores take them in half precision
+                    tol = f32_tolerance(k) + product_rounding(m, qt, backend, kind, act)
                     row = _checked(base, lambda x=x, backend=backend: matmul(x, qt, backend=backend),
-                                   lambda y, x=x, u=OUTPUT_ROUNDING[act], mags=mags: check_matmul(
-                                       y, x, w_rows, data.rows, f32_tolerance(k), output_rounding=u,
-                                       magnitudes=mags))
+                                   lambda y, x=x, u=OUTPUT_ROUNDING[act], mags=mags, tol=tol: check_matmul(
+                                       y, x, w_rows, data.rows, tol, output_rounding=u, magnitudes=mags))
                     if row.status == "ok":
                         passed.append((row, x, backend))
                     else:
@@ -345,7 +445,7 @@ def _lowbit(settings: KernelSettings, data: _Shape, wtype: str, flush: int,
     weights = _copies(qt, quantized_weight_bytes(qt), flush, settings.cold, copy.deepcopy)
     from lowbit.ops import matmul
 
-    ready = [_Candidate(row, lambda q, x=x, backend=backend: matmul(x, q, backend=backend), weights)
+    ready = [_candidate(settings, row, lambda q, x=x, backend=backend: matmul(x, q, backend=backend), weights)
              for row, x, backend in passed]
     return done, ready
 
@@ -394,7 +494,7 @@ def run_kernels(settings: KernelSettings, tick: Tick | None = None,
             raise LowbitError(f"group size {settings.group_size} does not divide K = {k} of shape {n}x{k}",
                               hint="pick a group size that divides every K, e.g. --group-size 128 for Llama shapes")
     tick = tick or (lambda _text: None)
-    flush = settings.flush_bytes if settings.flush_bytes is not None else default_flush_bytes()
+    flush = settings.flush_bytes if settings.flush_bytes is not None else default_flush_bytes(settings.device)
     rows: list[KernelRow] = []
     for n, k in settings.shapes:
         data = _Shape(settings, n, k)
@@ -410,7 +510,7 @@ def run_kernels(settings: KernelSettings, tick: Tick | None = None,
 
 
 def _order_key(settings: KernelSettings) -> Callable[[KernelRow], tuple]:
-    baselines = ("torch-fp32", "torch-bf16", "torch-int4")
+    baselines = ("torch-fp32", "torch-fp16", "torch-bf16", "torch-int4")
     types = {t: i for i, t in enumerate(settings.types)}
     backends = {f"lowbit-{b}": i for i, b in enumerate(settings.backends)}
     acts = {a: i for i, a in enumerate(settings.act_dtypes)}
@@ -447,7 +547,7 @@ def annotate(rows: Sequence[KernelRow], gbps: float | None) -> list[KernelRow]:
             fraction = roofline_fraction(r.bytes, r.median_s, gbps)
         speedup = {}
         if r.is_lowbit:
-            for name in ("torch-fp32", "torch-bf16", "torch-int4"):
+            for name in ("torch-fp32", "torch-fp16", "torch-bf16", "torch-int4"):
                 b = baselines.get((r.n, r.k, r.m, name))
                 if b is None or (name == "torch-int4" and r.nbits != 4):
                     continue

@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["describe_machine", "last_level_cache_bytes", "machine_summary"]
+__all__ = ["describe_machine", "describe_gpu", "last_level_cache_bytes", "machine_summary"]
 
 _FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
 _PACKAGES = ("torch", "numpy", "triton", "apache-tvm", "transformers", "ml_dtypes")
@@ -75,15 +75,26 @@ def _version(package: str) -> str | None:
         return None
 
 
-def describe_machine() -> dict[str, Any]:
-    """CPU model, usable cores, cache, memory, OS, Python and package versions, as a JSON-ready dict."""
+def describe_gpu(device: str = "cuda") -> dict[str, Any]:
+    """The CUDA device a benchmark ran on: name, compute capability, multiprocessors, memory, L2, CUDA version."""
+    import torch
+
+    props = torch.cuda.get_device_properties(device)
+    return {"name": props.name, "capability": f"sm_{props.major}{props.minor}",
+            "multiprocessors": props.multi_processor_count, "memory_bytes": props.total_memory,
+            "l2_bytes": int(getattr(props, "L2_cache_size", 0) or 0) or None, "cuda": torch.version.cuda}
+
+
+def describe_machine(device: str = "cpu") -> dict[str, Any]:
+    """CPU model, usable cores, cache, memory, OS, Python and package versions, as a JSON-ready dict; with a
+    CUDA ``device`` also the GPU (:func:`describe_gpu`) under ``"gpu"``."""
     info = _cpuinfo()
     flags = set(info.get("flags", "").split())
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         cores = os.cpu_count() or 1
-    return {
+    out = {
         "cpu": info.get("model name") or platform.processor() or platform.machine(),
         "cpu_flags": [f for f in _FLAGS_OF_INTEREST if f in flags],
         "cores": max(1, cores),
@@ -94,11 +105,18 @@ def describe_machine() -> dict[str, Any]:
         "packages": {p: _version(p) for p in _PACKAGES},
         "lowbit": _version("lowbit"),
     }
+    if device.startswith("cuda"):
+        out["gpu"] = describe_gpu(device)
+    return out
 
 
 def machine_summary(machine: dict[str, Any]) -> str:
     """One line: ``"AMD EPYC, 2 cores, avx512f/amx_tile, 32 MiB LLC, 24 GiB RAM; torch 2.13.0+cpu, ..."``."""
     parts = [str(machine.get("cpu") or "unknown CPU"), f"{machine.get('cores', '?')} cores"]
+    gpu = machine.get("gpu")
+    if gpu:
+        parts.insert(0, f"{gpu['name']} ({gpu['capability']}, {gpu['multiprocessors']} SMs, "
+                        f"{gpu['memory_bytes'] / 2**30:.0f} GiB, CUDA {gpu['cuda']})")
     if machine.get("cpu_flags"):
         parts.append("/".join(machine["cpu_flags"]))
     if machine.get("llc_bytes"):

@@ -31,9 +31,12 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["CheckResult", "check_rows", "check_matmul", "f32_tolerance", "zero_out_magnitudes", "OUTPUT_ROUNDING",
-           "BF16_TOLERANCE"]
+           "BF16_TOLERANCE", "FP16_TOLERANCE"]
 
 BF16_TOLERANCE = 2.0 ** -6
+#: a float16 product of float16 operands, accumulated in float32 and rounded to float16 (cuBLAS): the operands'
+#: roundings (2 x 2^-11) and the output's (2^-11) with a margin
+FP16_TOLERANCE = 2.0 ** -9
 
 
 def f32_tolerance(k: int) -> float:

@@ -35,7 +35,23 @@ DECODE_HEADERS = ("implementation", "weights", "x", "tok/s", "GB/s", "roofline",
 TARGET_HEADERS = ("target", "subject", "requirement", "measured", "status")
 _DASH = "-"
 _ACT_SHORT = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
-_BASELINE_ORDER = {"torch-fp32": 0, "torch-bf16": 1, "torch-int4": 2}
+_BASELINE_ORDER = {"torch-fp32": 0, "torch-fp16": 1, "torch-bf16": 2, "torch-int4": 3}
+#: a GPU run compares with cuBLAS fp16 where a CPU run has torch's int4 kernel (the third ratio column)
+_GPU_HEADERS = {"x int4": "x fp16", "x tf bf16": "x tf fp16"}
+
+
+def _on_gpu(results: BenchResults) -> bool:
+    return str(results.settings.get("device", "cpu")).startswith("cuda")
+
+
+def kernel_headers(results: BenchResults) -> tuple[str, ...]:
+    """:data:`KERNEL_HEADERS`, with ``x fp16`` (cuBLAS) for ``x int4`` in a GPU run."""
+    return tuple(_GPU_HEADERS.get(h, h) for h in KERNEL_HEADERS) if _on_gpu(results) else KERNEL_HEADERS
+
+
+def decode_headers(results: BenchResults) -> tuple[str, ...]:
+    """:data:`DECODE_HEADERS`, with ``x tf fp16`` for ``x tf bf16`` in a GPU run (fp16 is what GPUs serve in)."""
+    return tuple(_GPU_HEADERS.get(h, h) for h in DECODE_HEADERS) if _on_gpu(results) else DECODE_HEADERS
 _MEASURED_WIDTH = 100  # the terminal's targets table cuts longer explanations (the JSON keeps them)
 
 
@@ -94,6 +110,7 @@ def kernel_table_rows(results: BenchResults, rows: Sequence[KernelRow]) -> list[
     """Cells of :data:`KERNEL_HEADERS` for each row (target markers only on the target problem's rows)."""
     from .targets import is_target_row
 
+    third = "torch-fp16" if _on_gpu(results) else "torch-int4"
     out = []
     for r in rows:
         subject = kernel_subject(r.impl, r.weight_type, r.act_dtype)
@@ -101,7 +118,7 @@ def kernel_table_rows(results: BenchResults, rows: Sequence[KernelRow]) -> list[
         if r.ok:
             best = r.min_s * 1e3 if r.min_s is not None else None
             cells = (_num(r.median_s * 1e3, ".3f"), _num(best, ".3f"), _num(r.gbps, ".1f"), _pct(r.roofline),
-                     _ratio(r, "torch-fp32"), _ratio(r, "torch-bf16"), _ratio(r, "torch-int4"))
+                     _ratio(r, "torch-fp32"), _ratio(r, "torch-bf16"), _ratio(r, third))
         else:
             cells = (_status(r), _DASH, _DASH, _DASH, _DASH, _DASH, _DASH)
         out.append((str(r.m), r.impl, r.weight_type, _ACT_SHORT.get(r.act_dtype, r.act_dtype),
@@ -110,13 +127,14 @@ def kernel_table_rows(results: BenchResults, rows: Sequence[KernelRow]) -> list[
 
 
 def _decode_rows(results: BenchResults) -> list[tuple[str, ...]]:
+    second = "transformers-fp16" if _on_gpu(results) else "transformers-bf16"
     out = []
     for r in results.decode:
         subject = decode_subject(r.impl, r.weight_type or "", r.activations)
         marker = _target_marker(_checks_for(results, subject)) if r.impl.startswith("lowbit-") else ""
         if r.ok:
             cells = (_num(r.tokens_per_s, ".2f"), _num(r.gbps, ".1f"), _pct(r.roofline),
-                     _ratio(r, "transformers-fp32"), _ratio(r, "transformers-bf16"))
+                     _ratio(r, "transformers-fp32"), _ratio(r, second))
         else:
             cells = (_status(r), _DASH, _DASH, _DASH, _DASH)
         out.append((r.impl, r.weights, _ACT_SHORT.get(r.activations, r.activations), *cells, marker))
@@ -165,7 +183,8 @@ def _md_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right_from:
 
 def _settings_line(results: BenchResults) -> str:
     s = results.settings
-    parts = [f"{s.get('threads', '?')} threads"]
+    gpu = _on_gpu(results)
+    parts = [f"on {s['device']} (kernels timed as CUDA graphs)" if gpu else f"{s.get('threads', '?')} threads"]
     if s.get("group_size"):
         parts.append(f"group {s['group_size']}")
     kernels = s.get("suite", "all") != "decode"
@@ -175,7 +194,7 @@ def _settings_line(results: BenchResults) -> str:
         if s["cold"]:
             flush = s.get("flush_bytes")
             span = f" through {flush / 2**20:.0f} MiB" if flush else ""
-            parts.append(f"weights cold (rotating copies{span}, read from DRAM)")
+            parts.append(f"weights cold (rotating copies{span}, read from {'HBM' if gpu else 'DRAM'})")
         else:
             parts.append("weights hot (one copy, cache-resident)")
     if s.get("quick"):
@@ -195,6 +214,8 @@ def _bandwidth_line(results: BenchResults) -> str:
     use = ("kernel rooflines use the sample of their own timing round, decode the highest" if paired
            else "the roofline uses the highest")
     detail = f" (medians: {', '.join(extra)} GB/s; {use})" if extra else ""
+    if _on_gpu(results):
+        return f"GPU memory read bandwidth: {bw['gbps']:.1f} GB/s{detail}"
     threads = (bw.get("before") or bw.get("after") or {}).get("threads", results.settings.get("threads", "?"))
     return f"memory read bandwidth: {bw['gbps']:.1f} GB/s with {threads} threads{detail}"
 
@@ -227,9 +248,9 @@ def terminal_report(results: BenchResults) -> str:
            _bandwidth_line(results)]
     for (n, k), rows in _group_kernels(results.kernels).items():
         out += ["", f"GEMV/GEMM  W [N x K] = {n} x {k}  (x: [M x K])",
-                _text_table(KERNEL_HEADERS, kernel_table_rows(results, rows), left=4)]
+                _text_table(kernel_headers(results), kernel_table_rows(results, rows), left=4)]
     if results.decode:
-        out += ["", _decode_title(results), _text_table(DECODE_HEADERS, _decode_rows(results), left=3)]
+        out += ["", _decode_title(results), _text_table(decode_headers(results), _decode_rows(results), left=3)]
     if results.targets:
         out += ["", "targets (N = K = 4096, M = 1, group 128, 2 threads; decode: 1b model)",
                 _text_table(TARGET_HEADERS, [(t.name, t.subject, t.requirement, _cut(t.measured), t.marker)
@@ -238,6 +259,19 @@ def terminal_report(results: BenchResults) -> str:
     if notes:
         out += ["", "notes:"] + [f"  {line}" for line in notes]
     return "\n".join(out)
+
+
+def _speedups_line(results: BenchResults) -> str:
+    if _on_gpu(results):
+        return ("- Speed-ups (x fp32, x bf16, x fp16) are baseline time / lowbit time on the same problem, timed "
+                "in the same run: torch `F.linear` (cuBLAS) on the dequantized int4 weight in float32, bfloat16 and "
+                "float16; every kernel is timed as a CUDA graph of many calls (no launch gaps). Column x: the "
+                "activation dtype (x and the output); lowbit's GEMV multiplies and sums in float32, its GEMM tile "
+                "(M > 4) multiplies half-precision operands on the tensor cores with float32 sums.")
+    return ("- Speed-ups (x fp32, x bf16, x int4) are baseline time / lowbit time on the same problem, timed in "
+            "the same run: torch `F.linear` on the dequantized int4 weight in float32 and bfloat16, and torch's "
+            "int4 CPU kernel (`aten._weight_int4pack_mm_for_cpu`, bfloat16 activations) on the same codes. Column x: "
+            "the activation dtype (x and the output); lowbit computes every product and sum in float32 either way.")
 
 
 def markdown(results: BenchResults, *, all_shapes: bool = False, title: str = "Performance") -> str:
@@ -249,14 +283,12 @@ def markdown(results: BenchResults, *, all_shapes: bool = False, title: str = "P
             f"- Settings: {_settings_line(results)}",
             f"- {_upper_first(_bandwidth_line(results))}. The roofline fraction is bytes moved (weight as "
             f"stored, with scales and zeros, + activations + outputs) / time / bandwidth; for a kernel, the "
-            f"median over the timing rounds against the bandwidth sampled in the same round (this shared VM's "
-            f"bandwidth moves between states as the host places its vCPUs, and the kernels' times move with it).",
+            f"median over the timing rounds against the bandwidth sampled in the same round"
+            + (" (a GPU's memory, read by a 1 GiB reduction timed with CUDA events)." if _on_gpu(results) else
+               " (this shared VM's bandwidth moves between states as the host places its vCPUs, and the kernels' "
+               "times move with it)."),
             "- Times are medians (\"best\": the fastest sample); GB/s, roofline and speed-ups use the medians.",
-            "- Speed-ups (x fp32, x bf16, x int4) are baseline time / lowbit time on the same problem, timed in "
-            "the same run: torch `F.linear` on the dequantized int4 weight in float32 and bfloat16, and torch's "
-            "int4 CPU kernel (`aten._weight_int4pack_mm_for_cpu`, bfloat16 activations) on the same codes. Column x: "
-            "the activation dtype (x and the output); lowbit computes every product and sum in float32 either way.",
-            ""]
+            _speedups_line(results), ""]
     if results.targets:
         out += ["### Targets", "", "N = K = 4096, M = 1 (GEMV), group 128, 2 threads; decode on the ~1B model.", "",
                 _md_table(TARGET_HEADERS, [(t.name, t.subject, t.requirement, t.measured, f"**{t.marker}**")
@@ -264,13 +296,14 @@ def markdown(results: BenchResults, *, all_shapes: bool = False, title: str = "P
     groups = _group_kernels(results.kernels)
     shown = groups if all_shapes else {s: r for s, r in groups.items() if s == TARGET_SHAPE} or groups
     for (n, k), rows in shown.items():
-        out += [f"### Kernels: W = {n} x {k}", "", _md_table(KERNEL_HEADERS, kernel_table_rows(results, rows), right_from=4), ""]
+        table = _md_table(kernel_headers(results), kernel_table_rows(results, rows), right_from=4)
+        out += [f"### Kernels: W = {n} x {k}", "", table, ""]
     if not all_shapes and len(shown) < len(groups):
         rest = ", ".join(f"{n}x{k}" for n, k in groups if (n, k) not in shown)
         out += [f"Other shapes measured ({rest}): see the JSON results or `--all`.", ""]
     if results.decode:
         out += ["### Decode", "", _upper_first(_decode_title(results)) + ".", "",
-                _md_table(DECODE_HEADERS, _decode_rows(results), right_from=3), ""]
+                _md_table(decode_headers(results), _decode_rows(results), right_from=3), ""]
     notes = _notes([*results.kernels, *results.decode])
     if notes:
         out += ["Notes:", ""] + [f"- {line}" for line in notes] + [""]

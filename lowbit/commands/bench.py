@@ -21,6 +21,12 @@ types (int2..int8, uint2..uint8, float4_e2m1, float6_e3m2, float8_e4m3fn), group
 int8,int4,int3,int2 (a full run takes tens of minutes: quantizing and compiling dominate).
 --quick: 4096x4096, M = 1, int2,int3,int4,float4_e2m1, 10 repeats, decode on a 44M model with int4.
 Options given explicitly override --quick.
+
+--device cuda: everything on the GPU (backend triton, activations float16,bfloat16): kernels timed as CUDA
+graphs of many calls between CUDA events, against cuBLAS fp32 / fp16 / bf16 on the dequantized weight; weights
+rotated through 3x the L2 cache; the roofline is the GPU memory's read bandwidth (a 1 GiB read, measured in
+the same run); decode against transformers fp32 / fp16 / bf16 on the GPU.
+  lowbit bench --device cuda --shapes 4096x4096,14336x4096 --types int4,int3,int2 --json gpu.json
 """
 from __future__ import annotations
 
@@ -41,10 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sel.add_argument("--m", metavar="M,...", help="rows of x (default 1,4,16)")
     sel.add_argument("--types", metavar="TYPE,...",
                      help="weight types, aliases allowed (i4, u3, f4e2m1), or 'all' (default: all 17)")
-    sel.add_argument("--backends", metavar="NAME,...", help="lowbit backends: tvm, triton, interpret (default tvm)")
+    sel.add_argument("--backends", metavar="NAME,...",
+                     help="lowbit backends: tvm, triton, interpret (default tvm; triton with --device cuda)")
     sel.add_argument("--x-dtypes", metavar="DTYPE,...",
                      help="activation dtypes of lowbit's kernels: float32, bfloat16, float16 (default "
-                          "float32,bfloat16; products and sums are float32 either way)")
+                          "float32,bfloat16; float16,bfloat16 with --device cuda; products and sums are float32 "
+                          "either way)")
     sel.add_argument("--group-size", type=int, default=128, help="quantization group size along K (default 128)")
     sel.add_argument("--hot", action="store_true",
                      help="time one weight copy again and again (cache-resident) instead of rotating copies "
@@ -67,8 +75,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="threads for everything timed: torch, lowbit (LOWBIT_NUM_THREADS), TVM (default 2)")
     run_.add_argument("--quick", action="store_true", help="a small subset (see below)")
     run_.add_argument("--seed", type=int, default=0, help="random seed of weights, activations, prompts")
-    run_.add_argument("--bandwidth-mib", type=int, default=256,
-                      help="size of the bandwidth probe array in MiB (default 256)")
+    run_.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]: where weights, activations and "
+                                                       "kernels live (see below)")
+    run_.add_argument("--bandwidth-mib", type=int, default=None,
+                      help="size of the bandwidth probe array in MiB (default 256; 1024 on a GPU)")
     run_.add_argument("--no-progress", action="store_true", help="no progress bar")
     out = parser.add_argument_group("output")
     out.add_argument("--json", metavar="PATH", help="write the results as JSON")
@@ -88,7 +98,8 @@ def _settings(args: argparse.Namespace) -> tuple[Any, Any]:
     from lowbit.bench import config as c
 
     quick = args.quick
-    backends = c.parse_backends(args.backends) if args.backends else c.default_backends()
+    device = c.parse_device(args.device)
+    backends = c.parse_backends(args.backends) if args.backends else c.default_backends(device)
     group = _positive(args.group_size, "--group-size")
     repeats = _positive(args.repeats if args.repeats is not None else (c.QUICK.repeats if quick else 20), "--repeats")
     kernels = c.KernelSettings(
@@ -96,7 +107,8 @@ def _settings(args: argparse.Namespace) -> tuple[Any, Any]:
         ms=c.parse_ints(args.m, "--m") if args.m else (c.QUICK.ms if quick else c.DEFAULT_M),
         types=c.parse_types(args.types) if args.types else (c.QUICK.types if quick else c.DEFAULT_TYPES),
         backends=backends, group_size=group, repeats=repeats, cold=not args.hot, seed=args.seed,
-        act_dtypes=c.parse_act_dtypes(args.x_dtypes) if args.x_dtypes else c.DEFAULT_ACT_DTYPES)
+        act_dtypes=c.parse_act_dtypes(args.x_dtypes) if args.x_dtypes else c.default_act_dtypes(device),
+        device=device)
     defaults = c.DecodeSettings()
     decode = c.DecodeSettings(
         model=args.decode_model or (c.QUICK.decode_model if quick else defaults.model),
@@ -104,7 +116,7 @@ def _settings(args: argparse.Namespace) -> tuple[Any, Any]:
                else (c.QUICK.decode_types if quick else defaults.types)),
         backends=backends, group_size=group,
         activations=(c.parse_act_dtypes(args.decode_x_dtypes, "--decode-x-dtypes") if args.decode_x_dtypes
-                     else defaults.activations),
+                     else c.default_act_dtypes(device)), device=device,
         new_tokens=_positive(args.decode_tokens if args.decode_tokens is not None
                              else (c.QUICK.decode_tokens if quick else defaults.new_tokens), "--decode-tokens"),
         prompt_tokens=_positive(args.prompt_tokens, "--prompt-tokens"),
@@ -122,7 +134,7 @@ def _command_line(args: argparse.Namespace) -> str:
         if value is not None:
             parts.append(f"--{flag.replace('_', '-')} {value}")
     for flag, default in (("group_size", 128), ("threads", 2), ("seed", 0), ("prompt_tokens", 16),
-                          ("bandwidth_mib", 256)):
+                          ("bandwidth_mib", None), ("device", "cpu")):
         if getattr(args, flag) != default:
             parts.append(f"--{flag.replace('_', '-')} {getattr(args, flag)}")
     parts += [f"--{f}" for f in ("quick", "hot") if getattr(args, f)]
@@ -142,13 +154,20 @@ def run(args: argparse.Namespace) -> int:
     from lowbit.bench.threads import use_threads
 
     threads = _positive(args.threads, "--threads")
-    nbytes = _positive(args.bandwidth_mib, "--bandwidth-mib") << 20
     kernel_settings, decode_settings = _settings(args)
+    device = kernel_settings.device
+    on_gpu = device.startswith("cuda")
+    mib = args.bandwidth_mib if args.bandwidth_mib is not None else (1024 if on_gpu else 256)
+    nbytes = _positive(mib, "--bandwidth-mib") << 20
+    method = "cuda" if on_gpu else "torch"
     do_kernels, do_decode = args.suite in ("all", "kernels"), args.suite in ("all", "decode")
     if threads > usable_cores():
         _warn(f"--threads {threads} is more than the {usable_cores()} cores this process may use")
-    if "triton" in kernel_settings.backends:
+    if "triton" in kernel_settings.backends and not on_gpu:
         _warn("on a CPU the triton backend runs under Triton's interpreter: expect seconds per call")
+    if on_gpu and "tvm" in kernel_settings.backends:
+        _warn("lowbit runs no TVM kernels on a GPU (TVM's CUDA target is for ahead-of-time source): "
+              "its rows will be n/a; use --backends triton")
     if "interpret" in kernel_settings.backends:
         _warn("'interpret' is lowbit's reference interpreter: expect seconds to minutes per call on big shapes")
 
@@ -161,12 +180,12 @@ def run(args: argparse.Namespace) -> int:
              + (count_decode_steps(decode_settings) if do_decode else 0))
     settings = {"suite": args.suite, "threads": threads, "group_size": kernel_settings.group_size,
                 "repeats": kernel_settings.repeats, "cold": kernel_settings.cold,
-                "flush_bytes": default_flush_bytes() if kernel_settings.cold else None,
+                "flush_bytes": default_flush_bytes(device) if kernel_settings.cold else None, "device": device,
                 "shapes": [list(s) for s in kernel_settings.shapes], "m": list(kernel_settings.ms),
                 "types": list(kernel_settings.types), "backends": list(kernel_settings.backends),
-                "activations": "float32 (lowbit, torch-fp32), bfloat16 (torch-bf16, torch-int4)",
+                "activations": ", ".join(kernel_settings.act_dtypes) + " (lowbit); the baselines' own dtypes",
                 "quick": bool(args.quick), "seed": args.seed}
-    results = BenchResults(machine=describe_machine(), settings=settings,
+    results = BenchResults(machine=describe_machine(device), settings=settings,
                            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                            command=_command_line(args))
     with use_threads(threads), tqdm(total=total + 2, desc="bench", unit="step", file=sys.stderr,
@@ -175,10 +194,10 @@ def run(args: argparse.Namespace) -> int:
             bar.set_postfix_str(text, refresh=False)
             bar.update(1)
 
-        before = read_bandwidth(nbytes=nbytes, threads=threads, repeats=5)
+        before = read_bandwidth(nbytes=nbytes, threads=threads, repeats=5, method=method, device=device)
         tick("bandwidth")
         during: list[float] = []
-        with BandwidthProbe(nbytes=nbytes, threads=threads) as probe:   # one array for the whole run
+        with BandwidthProbe(nbytes=nbytes, threads=threads, method=method, device=device) as probe:   # one array
             def sample_bandwidth() -> float:
                 gbps = probe.sample(warmup=1)   # the untimed read lets the kernels' thread pools go quiet
                 during.append(gbps)
@@ -186,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
 
             kernel_rows = run_kernels(kernel_settings, tick, sample_bandwidth) if do_kernels else []
         decode_info, decode_rows = run_decode(decode_settings, tick) if do_decode else (None, [])
-        after = read_bandwidth(nbytes=nbytes, threads=threads, repeats=5)
+        after = read_bandwidth(nbytes=nbytes, threads=threads, repeats=5, method=method, device=device)
         tick("bandwidth")
     gbps = max(before.gbps, after.gbps, statistics.median(during) if during else 0.0)
     results.bandwidth = {"gbps": gbps, "method": before.method, "nbytes": before.nbytes,
@@ -198,9 +217,10 @@ def run(args: argparse.Namespace) -> int:
     results.kernels = annotate(kernel_rows, gbps)
     results.decode_model = decode_info
     results.decode = annotate_decode(decode_rows, gbps)
-    results.targets = evaluate_targets(results.kernels, results.decode, threads=threads,
-                                       group_size=kernel_settings.group_size,
-                                       decode_model=decode_settings.model if do_decode else None)
+    # the targets are stated for the 2-thread CPU (issue #11); a GPU run is reported without them
+    results.targets = [] if on_gpu else evaluate_targets(results.kernels, results.decode, threads=threads,
+                                                         group_size=kernel_settings.group_size,
+                                                         decode_model=decode_settings.model if do_decode else None)
     from lowbit.bench.report import terminal_report
 
     print(terminal_report(results))

@@ -61,6 +61,7 @@ def test_quick_and_overrides() -> None:
     assert kernels.shapes == c.LLAMA_SHAPES and kernels.ms == (1, 4, 16) and kernels.types == c.DEFAULT_TYPES
     assert kernels.repeats == 20 and kernels.cold and kernels.backends == ("tvm",) and decode.model == "1b"
     assert decode.kv == "float16" and _settings(_parse("--decode-kv", "u8"))[1].kv == "uint8"
+    assert kernels.device == decode.device == "cpu" and kernels.act_dtypes == c.DEFAULT_ACT_DTYPES
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -73,6 +74,9 @@ def test_quick_and_overrides() -> None:
     (["--decode-kv", "i9"], "unknown dtype 'i9'"),
     (["kernels", "--shapes", "32x200", "--m", "1", "--types", "int4", "--bandwidth-mib", "8", "--no-progress"],
      "does not divide K"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
+    pytest.param(["--device", "cuda"], "no CUDA device", marks=pytest.mark.skipif(
+        __import__("torch").cuda.is_available(), reason="checks the no-GPU error")),
 ])
 def test_user_errors(argv, message, capsys) -> None:
     assert main(["bench", *argv]) == 1

@@ -50,7 +50,7 @@ def test_lowbit_rows_when_the_runtime_has_the_ops(monkeypatch) -> None:
     ops.registered()  # load the built-in reference ops
     for op in ops.OP_NAMES:
         monkeypatch.setitem(ops._IMPLS, (op, "interpret"), ops._IMPLS[(op, "torch")])
-    monkeypatch.setattr(kernels, "backend_status", lambda name: None)
+    monkeypatch.setattr(kernels, "backend_status", lambda name, device="cpu": None)
     _, rows = D.run_decode(SETTINGS)
     lowbit = rows[2:]
     assert [(r.weights, r.activations) for r in lowbit] == [

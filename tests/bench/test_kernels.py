@@ -76,7 +76,7 @@ def test_annotate_adds_bandwidth_and_speedups(rows) -> None:
 
 
 def test_unavailable_backend_gives_na_rows_without_numbers(monkeypatch) -> None:
-    monkeypatch.setattr(K, "backend_status", lambda name: "backend xyz is not installed")
+    monkeypatch.setattr(K, "backend_status", lambda name, device="cpu": "backend xyz is not installed")
     out = K.annotate(K.run_kernels(tiny_settings(ms=(1,), types=("int4",))), gbps=10.0)
     lowbit = [r for r in out if r.is_lowbit]
     assert [r.act_dtype for r in lowbit] == ["float32", "bfloat16"]

@@ -21,6 +21,16 @@ def test_defaults():
     assert args.backend == "auto" and args.temperature == 0.0 and args.prompt == ["hi"]
 
 
+def test_device_is_checked_before_loading():
+    from lowbit.errors import LowbitError
+
+    with pytest.raises(LowbitError, match="unknown device 'tpu'"):
+        generate_command.run(parse("--prompt", "hi", "--device", "tpu"))
+    if not __import__("torch").cuda.is_available():
+        with pytest.raises(LowbitError, match="no CUDA device"):
+            generate_command.run(parse("--prompt", "hi", "--device", "cuda"))
+
+
 def test_generate_prints_the_continuation_and_statistics(capsys):
     code = generate_command.run(parse("--prompt", "Beautiful is better than", "--weights", "u8", "--kv", "i8",
                                       "--max-new-tokens", "7", "--page-size", "4"))

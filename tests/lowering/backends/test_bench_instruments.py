@@ -52,7 +52,11 @@ def test_time_cuda_events():
     assert stats.clock == "cuda-event" and stats.median_s > 0
 
 
-@pytest.mark.parametrize("method", METHODS)
+_NO_CUDA = not torch.cuda.is_available()
+
+
+@pytest.mark.parametrize("method", [m if m != "cuda" else pytest.param(m, marks=[
+    pytest.mark.gpu, pytest.mark.skipif(_NO_CUDA, reason="needs CUDA")]) for m in METHODS])
 def test_read_bandwidth_sane(method):
     result = read_bandwidth(nbytes=(8 << 20) + 3, threads=2, repeats=2, method=method)
     assert isinstance(result, BandwidthResult) and result.method == method and result.threads == 2
@@ -85,3 +89,11 @@ def test_bandwidth_args_are_checked():
         read_bandwidth(method="magic")
     with pytest.raises(LowbitError, match="threads"):
         read_bandwidth(nbytes=1 << 20, threads=0)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU error")
+def test_cuda_bandwidth_without_gpu_explains():
+    from lowbit.errors import LowbitError
+
+    with pytest.raises(LowbitError, match="CUDA device"):
+        read_bandwidth(nbytes=1 << 20, method="cuda")
