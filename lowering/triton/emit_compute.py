@@ -133,7 +133,9 @@ class ComputeMixin:
         if op == "not":
             expr = f"~{x}"
         elif op == "neg":
-            expr = f"-{x}"
+            # Triton lowers a float's unary minus to 0 - x natively, which makes -(+0.0) +0.0; a product with -1
+            # flips the sign of zeros too (and is exact)
+            expr = f"{x} * -1.0" if kind == "float" else f"-{x}"
         elif op == "abs":
             expr = f"tl.abs({x})"
         elif op in ("floor", "ceil"):
