@@ -11,10 +11,7 @@ from __future__ import annotations
 
 from lowbit.errors import LowbitError
 
-__all__ = ["DEVICES", "parse_device"]
-
-#: the device kinds lowbit runs on
-DEVICES: tuple[str, ...] = ("cpu", "cuda")
+__all__ = ["parse_device"]
 
 
 def parse_device(text: str, flag: str = "--device") -> str:

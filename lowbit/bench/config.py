@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lowbit.device import DEVICES, parse_device
+from lowbit.device import parse_device
 from lowbit.errors import LowbitError
 
 __all__ = ["LLAMA_SHAPES", "DEFAULT_M", "DEFAULT_TYPES", "DEFAULT_ACT_DTYPES", "CUDA_ACT_DTYPES", "ACT_DTYPES",
-           "KERNEL_BACKENDS", "DEVICES", "TARGET_SHAPE", "TARGET_THREADS", "KernelSettings", "DecodeSettings", "QUICK",
+           "KERNEL_BACKENDS", "TARGET_SHAPE", "TARGET_THREADS", "KernelSettings", "DecodeSettings", "QUICK",
            "parse_shapes", "parse_ints", "parse_types", "parse_act_dtypes", "parse_backends", "parse_device",
            "default_backends", "default_act_dtypes"]
 

@@ -237,17 +237,14 @@ class _CudaCandidate(_Candidate):
             self()
         torch.cuda.synchronize()
         calls = max(len(self.rotation), 8)
-        start = time.perf_counter()
-        for _ in range(calls):
-            self()
-        torch.cuda.synchronize()
-        self.host_s = (time.perf_counter() - start) / calls
         begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start = time.perf_counter()
         begin.record()
         for _ in range(calls):
             self()
         end.record()
         end.synchronize()
+        self.host_s = (time.perf_counter() - start) / calls
         one = begin.elapsed_time(end) * 1e-3 / calls          # an upper bound: launch gaps included
         self.number = int(min(1000, max(len(self.rotation), math.ceil(min_sample_s / one) if one > 0 else 1000)))
         try:

@@ -276,9 +276,8 @@ def product_rounding(m: int, qweight: Any, backend: str, device: str = "cpu", xt
     (0.0, 0.00048828125)
     """
     n, k = (int(v) for v in qweight.shape)
-    workers = 132 if device == "cuda" else 2           # the tile's operand type does not depend on the count
-    cfg = choose_config(m, n, k, qweight.group_size, backend, device, workers, zeros=qweight.zeros is not None,
-                        wtype=qweight.dtype.name, xtype=xtype)
+    cfg = choose_config(m, n, k, qweight.group_size, backend, device, zeros=qweight.zeros is not None,
+                        wtype=qweight.dtype.name, xtype=xtype)   # (the operand type does not depend on workers)
     return _CT_ROUNDING[cfg.ct]
 
 

@@ -166,6 +166,10 @@ class MemoryMixin:
 
     def _load_expr(self, prefix: str, ins: n.Load | n.CopyToShared, shape: tuple[int, ...]) -> str:
         ptr, mask = self._access(prefix, ins.tensor, ins.offsets, shape, ins.checked, ins.mask)
+        return self._tl_load(ptr, mask, ins)
+
+    def _tl_load(self, ptr: str, mask: str | None, ins: n.Load | n.CopyToShared) -> str:
+        """``tl.load`` of ``ptr`` for ``ins``: masked-off lanes read its ``other`` (default 0), bf16 widened to f32."""
         dtype = ins.tensor.dtype
         args = [ptr]
         if mask is not None:
@@ -219,16 +223,11 @@ class MemoryMixin:
                 masks.append(f"({pos} < {self.dim(ins.tensor.type.shape[d])})")
             terms.append(f"{pos}{'.to(tl.int64)' if self.wide_index else ''} * {strides[d]}")
         self.line(f"{offset} = {' + '.join(terms)}")
-        args = [f"{self.use(ins.tensor)} + {offset}"]
-        dtype = ins.tensor.dtype
+        mask = None
         if masks:
             mask = self.fresh(f"{prefix}_mask")
             self.line(f"{mask} = {' & '.join(masks)}")
-            other = self.use(ins.other) if ins.other is not None else \
-                ("False" if dtype == "bool" else ("0.0" if dtype.startswith(("float", "bfloat")) else "0"))
-            args += [f"mask={mask}", f"other={other}"]
-        expr = f"tl.load({', '.join(args)})"
-        return expr + ".to(tl.float32)" if dtype == "bfloat16" else expr
+        return self._tl_load(f"{self.use(ins.tensor)} + {offset}", mask, ins)
 
     def op_Store(self, ins: n.Store) -> None:
         value = self.use(ins.value)
