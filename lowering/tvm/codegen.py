@@ -64,7 +64,7 @@ from lowbit.ir.verifier import verify
 from lowbit.lowering.target import host_has_avx512, host_has_avx512_bf16
 
 from . import tir_text as tt
-from . import lookup_sum, nan_guard, pair_dot
+from . import lookup_sum, nan_guard, pair_dot, transpose
 from .operands import LANES, Affine, view_index
 from .analysis import KernelInfo, plan_inlining
 from .schedule import choose_vector, cpu_loops, cuda_loops, dot_row_block, layout_vector_width
@@ -1042,7 +1042,58 @@ class _Emitter:
                 out[p] = idx[d]
             return out
 
-        self.define(ins, ins.result, remap(x, ins.result.type.shape, fn, identity=list(perm) == sorted(perm)))
+        tile = remap(x, ins.result.type.shape, fn, identity=list(perm) == sorted(perm))
+        lanes = self._transpose_lanes(ins)
+        if lanes:
+            buf = self._inplace_buffer(ins.result) or self.tile_buffer(ins.result.name, tile.shape, tile.dtype)
+            self._transpose_into(buf, x, tile, lanes)
+            self.tiles[ins.result.name] = buf
+            return
+        self.define(ins, ins.result, tile)
+
+    def _transpose_lanes(self, ins: n.Permute) -> int:
+        """The block width of a register transpose for ``ins`` on the CPU (0: read it through its index map).
+
+        A permute that swaps the last two axes (others in place) of 32-bit elements, both extents multiples of
+        the SIMD lanes: read through its index map, its rows would be gathers down the source's columns."""
+        rank = len(ins.perm)
+        swaps_last = rank >= 2 and tuple(ins.perm) == (*range(rank - 2), rank - 1, rank - 2)
+        if self.t.cuda or not swaps_last or nbits_of(ins.x.dtype) != 32:
+            return 0
+        v = self.t.lanes(ins.x.dtype)
+        rows, cols = (int(s) for s in ins.x.type.shape[-2:])
+        return v if v >= 2 and rows % v == 0 and cols % v == 0 else 0
+
+    def _transpose_into(self, buf: BufferTile, x: Tile, lazy: Tile, v: int) -> None:
+        """``buf = x`` with its last two axes swapped, by ``v x v`` blocks: ``v`` rows of ``x`` as vectors into
+        small buffers, :func:`.transpose.shuffle_stages` between them (LLVM keeps them in registers), the
+        block's ``v`` rows of the result stored as vectors. Versioned on ``x``'s guards; the checked path
+        reads ``lazy`` (the index map) element by element."""
+        *lead, rows, cols = (int(s) for s in x.shape)
+        stages = transpose.stage_distances(v)
+        names = [[self.tile_buffer(f"{buf.name}_t{s}", (v,), x.dtype).name for _ in range(v)]
+                 for s in range(len(stages) + 1)]
+        full = f"T.ramp(0, 1, {v})"
+        lead_h, lead_idx = cpu_loops(tuple(lead), 1, prefix="tx") if lead else ([], [])
+        br, bc = self.names.fresh("tr"), self.names.fresh("tc")
+        lane = self.names.fresh("tv")
+        header = f"for {lane} in T.vectorized({v}):"
+        items: list[Item] = []
+        for r in range(v):
+            with self.vector_lane([header]):
+                src = x.read(lead_idx + [f"{br} * {v} + {r}", f"{bc} * {v} + {lane}"], True)
+            items += _nest_items([header], [f"{names[0][r]}[{lane}] = {src}"])
+
+        def shuffle(lo: str, hi: str, idx: tuple[int, ...]) -> str:
+            return f"T.Shuffle([{lo}[{full}], {hi}[{full}]], [{', '.join(map(str, idx))}])"
+
+        items += [f"{dst}[{full}] = {expr}" for dst, expr in transpose.shuffle_stages(v, names, shuffle)]
+        items += [f"{buf.write(lead_idx + [f'{bc} * {v} + {r}', f'T.ramp({br} * {v}, 1, {v})'])} = "
+                  f"{names[-1][r]}[{full}]" for r in range(v)]
+        fast = _nest_items(lead_h + [f"for {br} in range({rows // v}):", f"for {bc} in range({cols // v}):"], items)
+        self.emit_versioned(list(x.guards), fast,
+                            lambda: self._loops(lazy.shape, lambda idx, f: [f"{buf.write(idx)} = {lazy.read(idx, f)}"],
+                                                None, False, 1, None))
 
     # ------------------------------------------------------------------ reductions and dot
     def op_Reduce(self, ins: n.Reduce) -> None:
