@@ -64,7 +64,7 @@ from lowbit.ir.verifier import verify
 from lowbit.lowering.target import host_has_avx512, host_has_avx512_bf16
 
 from . import tir_text as tt
-from . import lookup_sum, nan_guard, pair_dot, transpose
+from . import lane_reads, lookup_sum, nan_guard, pair_dot, transpose
 from .operands import LANES, Affine, view_index
 from .analysis import KernelInfo, plan_inlining
 from .schedule import choose_vector, cpu_loops, cuda_loops, dot_row_block, layout_vector_width
@@ -237,6 +237,13 @@ def _nest_items(headers: Sequence[str], inner: list[Item]) -> list[Item]:
     return items
 
 
+def _vector_nest(headers: Sequence[str], hoisted: Sequence[str], inner: list[Item]) -> list[Item]:
+    """Wrap ``inner`` in the loop headers, the ``hoisted`` whole-vector statements just outside the vectorized
+    loop (the innermost; without one there are none)."""
+    split = len(headers) - 1 if hoisted else len(headers)
+    return _nest_items(headers[:split], [*hoisted, *_nest_items(headers[split:], inner)])
+
+
 # ----------------------------------------------------------------------------------------------------
 # names
 # ----------------------------------------------------------------------------------------------------
@@ -317,6 +324,8 @@ class _Emitter:
         self.access_widths = _access_widths(kernel, facts)
         #: the vectorized loop variable and its width while a vectorized nest's body is generated (else None)
         self.lane: tuple[str, int] | None = None
+        #: where a vectorized nest being generated takes statements to run before its vectorized loop
+        self.hoisted: list[str] | None = None
         self.tables: dict[tuple[str, tuple], str] = {}     # (dtype, entries) -> the buffer holding them
         self.llvm_imports: list[str] = []      # LLVM IR modules the kernel calls into (always inlined)
 
@@ -435,16 +444,34 @@ class _Emitter:
     _VECTORIZED = re.compile(r"for (\w+) in T\.vectorized\((\d+)\):")
 
     @contextlib.contextmanager
-    def vector_lane(self, headers: Sequence[str]):
+    def vector_lane(self, headers: Sequence[str], hoisted: list[str] | None = None):
         """While the body of the nest ``headers`` is generated, ``self.lane`` names its vectorized loop
-        variable and width (None when it has none): a ``lookup`` reads its table at the lane there."""
+        variable and width (None when it has none): a ``lookup`` reads its table at the lane there.
+        ``hoisted``: where whole-vector statements go that the caller places before the vectorized loop
+        (:meth:`vector_value`); without it, none are made."""
         found = [m for m in map(self._VECTORIZED.match, headers) if m]
-        saved = self.lane
+        saved = self.lane, self.hoisted
         self.lane = (found[-1].group(1), int(found[-1].group(2))) if found else None
+        self.hoisted = hoisted if self.lane is not None else None
         try:
             yield
         finally:
-            self.lane = saved
+            self.lane, self.hoisted = saved
+
+    def vector_value(self, hint: str, dtype: str, vector: str) -> str | None:
+        """A whole-vector expression (one value per lane of the current vectorized loop) computed before the
+        loop into a small buffer, LLVM keeps in a register; its read at the lane. None outside a loop that
+        places such statements. The same expression is computed once per loop."""
+        if self.hoisted is None or self.lane is None:
+            return None
+        lane, width = self.lane
+        line = f"= {vector}"
+        for done in self.hoisted:
+            if done.endswith(line):
+                return f"{done.split('[', 1)[0]}[{lane}]"
+        buf = self.tile_buffer(hint, (width,), dtype)
+        self.hoisted.append(f"{buf.name}[T.ramp(0, 1, {width})] {line}")
+        return f"{buf.name}[{lane}]"
 
     def emit_nest(self, shape: Sequence[int], body: Callable[[list[str], bool], list[Item]], *,
                   tiles: Sequence[Tile] = (), guards: Sequence[str] = (),
@@ -497,13 +524,14 @@ class _Emitter:
         v = vector if (fast and probe is None) else 1
         headers, idx = cpu_loops(shape, v, unroll=unroll if fast else None)
         c = cond(idx, fast) if cond else None
-        with self.vector_lane(headers):
+        hoisted: list[str] = []
+        with self.vector_lane(headers, hoisted):
             inner = body(idx, fast)
         if c:
             s = _Scope(f"if {c}:")
             s.body.extend(inner)
             inner = [s]
-        return _nest_items(headers, inner)
+        return _vector_nest(headers, hoisted, inner)
 
     def materialize(self, v: n.Value, tile: Tile, *, into: BufferTile | None = None,
                     hint: str | None = None) -> BufferTile:
@@ -743,7 +771,12 @@ class _Emitter:
         unchecked = checked is not None and not all(checked)
 
         def fn(idx: Sequence[str], fast: bool) -> str:
-            val = f"{buf}[{', '.join(index(idx))}]"
+            at = index(idx)
+            val = f"{buf}[{', '.join(at)}]"
+            if fast and mtile is None and self.lane is not None and self.hoisted is not None:
+                repeated = lane_reads.repeated_read(at, *self.lane)
+                if repeated is not None:
+                    val = self.vector_value(f"{buf}_lanes", dtype, repeated.shuffle(buf)) or val
             conds = []
             if not fast:
                 c = inb(idx)
@@ -1080,9 +1113,10 @@ class _Emitter:
         header = f"for {lane} in T.vectorized({v}):"
         items: list[Item] = []
         for r in range(v):
-            with self.vector_lane([header]):
+            hoisted: list[str] = []
+            with self.vector_lane([header], hoisted):
                 src = x.read(lead_idx + [f"{br} * {v} + {r}", f"{bc} * {v} + {lane}"], True)
-            items += _nest_items([header], [f"{names[0][r]}[{lane}] = {src}"])
+            items += _vector_nest([header], hoisted, [f"{names[0][r]}[{lane}] = {src}"])
 
         def shuffle(lo: str, hi: str, idx: tuple[int, ...]) -> str:
             return f"T.Shuffle([{lo}[{full}], {hi}[{full}]], [{', '.join(map(str, idx))}])"
