@@ -1087,44 +1087,45 @@ class _Emitter:
     def _transpose_lanes(self, ins: n.Permute) -> int:
         """The block width of a register transpose for ``ins`` on the CPU (0: read it through its index map).
 
-        A permute that swaps the last two axes (others in place) of 32-bit elements, both extents multiples of
-        the SIMD lanes: read through its index map, its rows would be gathers down the source's columns."""
-        rank = len(ins.perm)
-        swaps_last = rank >= 2 and tuple(ins.perm) == (*range(rank - 2), rank - 1, rank - 2)
-        if self.t.cuda or not swaps_last or nbits_of(ins.x.dtype) != 32:
+        A transpose of a 2-D tile of 32-bit elements, both extents multiples of the SIMD lanes, whose every use
+        is the ``b`` operand of a dot that is not one of the fused patterns (those read a permuted tile of
+        packed words through its index map, by design): through the index map, the dot's rows of ``b`` (a
+        vector per K step) would be gathers down the source's columns."""
+        if self.t.cuda or tuple(ins.perm) != (1, 0) or nbits_of(ins.x.dtype) != 32:
+            return 0
+        uses = self.info.uses.get(ins.result.name, [])
+        if not uses or any(not isinstance(u.user, n.Dot) or u.operand != "b"
+                           or self._fused_dot_of(u.user, self.info.defs) is not None for u in uses):
             return 0
         v = self.t.lanes(ins.x.dtype)
-        rows, cols = (int(s) for s in ins.x.type.shape[-2:])
+        rows, cols = (int(s) for s in ins.x.type.shape)
         return v if v >= 2 and rows % v == 0 and cols % v == 0 else 0
 
     def _transpose_into(self, buf: BufferTile, x: Tile, lazy: Tile, v: int) -> None:
-        """``buf = x`` with its last two axes swapped, by ``v x v`` blocks: ``v`` rows of ``x`` as vectors into
-        small buffers, :func:`.transpose.shuffle_stages` between them (LLVM keeps them in registers), the
-        block's ``v`` rows of the result stored as vectors. Versioned on ``x``'s guards; the checked path
-        reads ``lazy`` (the index map) element by element."""
-        *lead, rows, cols = (int(s) for s in x.shape)
-        stages = transpose.stage_distances(v)
+        """``buf = x`` transposed, by ``v x v`` blocks: ``v`` rows of ``x`` as vectors into small buffers,
+        :func:`.transpose.shuffle_stages` between them (LLVM keeps them in registers), the block's ``v`` rows
+        of the result stored as vectors. Versioned on ``x``'s guards; the checked path reads ``lazy`` (the index
+        map) element by element."""
+        rows, cols = (int(s) for s in x.shape)
         names = [[self.tile_buffer(f"{buf.name}_t{s}", (v,), x.dtype).name for _ in range(v)]
-                 for s in range(len(stages) + 1)]
+                 for s in range(len(transpose.stage_distances(v)) + 1)]
         full = f"T.ramp(0, 1, {v})"
-        lead_h, lead_idx = cpu_loops(tuple(lead), 1, prefix="tx") if lead else ([], [])
-        br, bc = self.names.fresh("tr"), self.names.fresh("tc")
-        lane = self.names.fresh("tv")
+        br, bc, lane = self.names.fresh("tr"), self.names.fresh("tc"), self.names.fresh("tv")
         header = f"for {lane} in T.vectorized({v}):"
         items: list[Item] = []
         for r in range(v):
             hoisted: list[str] = []
             with self.vector_lane([header], hoisted):
-                src = x.read(lead_idx + [f"{br} * {v} + {r}", f"{bc} * {v} + {lane}"], True)
+                src = x.read([f"{br} * {v} + {r}", f"{bc} * {v} + {lane}"], True)
             items += _vector_nest([header], hoisted, [f"{names[0][r]}[{lane}] = {src}"])
 
         def shuffle(lo: str, hi: str, idx: tuple[int, ...]) -> str:
             return f"T.Shuffle([{lo}[{full}], {hi}[{full}]], [{', '.join(map(str, idx))}])"
 
         items += [f"{dst}[{full}] = {expr}" for dst, expr in transpose.shuffle_stages(v, names, shuffle)]
-        items += [f"{buf.write(lead_idx + [f'{bc} * {v} + {r}', f'T.ramp({br} * {v}, 1, {v})'])} = "
-                  f"{names[-1][r]}[{full}]" for r in range(v)]
-        fast = _nest_items(lead_h + [f"for {br} in range({rows // v}):", f"for {bc} in range({cols // v}):"], items)
+        items += [f"{buf.write([f'{bc} * {v} + {r}', f'T.ramp({br} * {v}, 1, {v})'])} = {names[-1][r]}[{full}]"
+                  for r in range(v)]
+        fast = _nest_items([f"for {br} in range({rows // v}):", f"for {bc} in range({cols // v}):"], items)
         self.emit_versioned(list(x.guards), fast,
                             lambda: self._loops(lazy.shape, lambda idx, f: [f"{buf.write(idx)} = {lazy.read(idx, f)}"],
                                                 None, False, 1, None))

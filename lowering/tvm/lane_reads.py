@@ -1,15 +1,17 @@
 """Vector reads of repeated elements on the CPU.
 
-In a vectorized loop, a read ``buf[..., f(lane)]`` whose last index steps by 0 or 1 from lane to lane reads a
-few contiguous elements, each in several lanes: the bytes of 4-bit codes seen as codes (``floordiv(16 c +
-lane, 2)``: each byte in two lanes). TVM loads every lane's element on its own (a scalar load and an insert per
-lane, ~35 instructions for 16 lanes of bytes); loaded once as a vector of the distinct elements and repeated
-by a shuffle, the same lanes cost a load and a shuffle (LLVM: ``vmovq`` and ``vpunpcklbw``).
+In a vectorized loop, a read ``buf[..., f(lane)]`` whose last index stays within a few elements of lane 0's
+reads each of them in several lanes: the bytes of 4-bit codes seen as codes (``floordiv(16 c + lane, 2)``:
+each byte in two lanes), the 3-byte groups of 3-bit codes (``floordiv(16 c + lane, 8) * 3 + t``). TVM loads
+every lane's element on its own (a scalar load and an insert per lane, ~35 instructions for 16 lanes of
+bytes); the span the lanes read, loaded once as a vector and shuffled into the lanes, costs a load and a
+shuffle (LLVM: ``vmovq`` and ``vpunpcklbw`` for 4-bit codes). The span lies between elements the lanes read,
+on the same row, so it is in bounds wherever they are.
 
 :func:`repeated_read` proves the pattern from the index's TIR text: the other axes must not mention the lane,
 and the last one's offset from lane 0 must be the same integer for every value of the other variables, which
 sympy decides exactly (TIR's ``floordiv`` / ``floormod`` are floor division and its modulo; integer casts of
-indices keep their values).
+indices keep their values), none below lane 0's and all within ``width`` elements of it.
 
 >>> r = repeated_read(["p", "T.floordiv(c * 16 + tv, 2)"], "tv", 16)
 >>> r.base, r.count, r.lanes[:6]
@@ -28,7 +30,8 @@ __all__ = ["RepeatedRead", "repeated_read"]
 
 @dataclass(frozen=True)
 class RepeatedRead:
-    """``buf[base[:-1], base[-1] + lanes[i]]`` in lane ``i``: ``count`` contiguous elements from ``base``."""
+    """``buf[base[:-1], base[-1] + lanes[i]]`` in lane ``i``, the ``count`` contiguous elements from ``base``
+holding every lane's."""
 
     base: tuple[str, ...]
     count: int
@@ -92,7 +95,7 @@ def _mentions(text: str, name: str) -> bool:
 
 def repeated_read(index: Sequence[str], lane: str, width: int) -> RepeatedRead | None:
     """The read ``buf[index]`` (TIR texts in the vectorized loop variable ``lane`` of ``width`` lanes) as a
-    :class:`RepeatedRead` when it is one (2 to ``width - 1`` distinct elements), else None."""
+    :class:`RepeatedRead` when it is one (a span of 2 to ``width`` elements, not lane by lane), else None."""
     *outer, last = index
     if any(_mentions(t, lane) for t in outer) or not _mentions(last, lane) or "floordiv" not in last:
         return None
@@ -110,9 +113,8 @@ def repeated_read(index: Sequence[str], lane: str, width: int) -> RepeatedRead |
         if not step.is_Integer:
             return None
         lanes.append(int(step))
-    steps = {b - a for a, b in zip(lanes, lanes[1:])}
-    count = lanes[-1] + 1
-    if lanes[0] != 0 or not steps <= {0, 1} or not 1 < count < width:
+    count = max(lanes) + 1
+    if min(lanes) != 0 or lanes[0] != 0 or not 1 < count <= width or lanes == list(range(width)):
         return None
     base = tuple(re.sub(rf"\b{re.escape(lane)}\b", "0", t) for t in index)
     return RepeatedRead(base, count, tuple(lanes))

@@ -14,10 +14,11 @@ from lowbit.lowering.tvm.lane_reads import repeated_read
     ("T.floordiv((c * 16 + tv) * 3, 8)", [3 * i // 8 for i in range(16)]),      # 3-bit codes cross bytes
     ("w0 + T.floordiv(T.Cast(\"int64\", c * 16 + tv), 4)", [i // 4 for i in range(16)]),
     ("T.floormod(c, 3) * 8 + T.floordiv(tv, 8)", [i // 8 for i in range(16)]),
+    ("(T.floordiv((c * 16 + tv), 8)) * 3 + 2", [i // 8 * 3 for i in range(16)]),  # 3-bit codes: 3-byte groups
 ])
 def test_repeated_reads_are_proved(last, lanes):
     r = repeated_read(["p", last], "tv", 16)
-    assert r is not None and list(r.lanes) == lanes and r.count == lanes[-1] + 1
+    assert r is not None and list(r.lanes) == lanes and r.count == max(lanes) + 1
     assert r.base == ("p", last.replace("tv", "0"))
 
 
@@ -26,7 +27,7 @@ def test_repeated_reads_are_proved(last, lanes):
     ["p + tv", "T.floordiv(c * 16 + tv, 2)"],  # another axis moves with the lane
     ["p", "c * 16 + tv"],                    # contiguous: a plain vector load already
     ["p", "T.floordiv(c * 16 + tv, 32)"],    # one element in every lane: a broadcast already
-    ["p", "T.floordiv(c * 16 + tv * 3, 2)"],  # steps of 2: not contiguous
+    ["p", "T.floordiv(c * 16 + tv * 3, 2)"],  # a span of 23 elements for 16 lanes
     ["p", "T.floordiv(c * 16 + tv, 2) + T.shift_right(c, 1)"],   # a function the proof does not know
 ])
 def test_other_reads_are_left_alone(index):
@@ -34,11 +35,11 @@ def test_other_reads_are_left_alone(index):
 
 
 UNPACK = """
-def unpack(x: u8[R, W], out: Out[f32[D, R]], C: dtype = int4, W: const = 32, D: const = 64):
+def unpack(x: u8[R, W], a: f32[8, D], out: Out[f32[8, R]], C: dtype = int4, W: const = 32, D: const = 64):
     grid(cdiv(R, 16))
     r = block(0) * 16
-    codes = view(load(x, [r, 0], [16, W]), C, [16, D])
-    store(out, transpose(cast(codes, f32)), [0, r])
+    codes = cast(view(load(x, [r, 0], [16, W]), C, [16, D]), f32)
+    store(out, dot(load(a, [0, 0], [8, D]), transpose(codes)), [0, r])     # as attention reads its keys
 """
 
 
@@ -63,9 +64,12 @@ def test_codes_read_from_byte_rows(code, bits, signed):
 
     d = 64
     w = d * bits // 8
-    x = np.random.default_rng(bits).integers(0, 256, (40, w), dtype=np.uint8)      # 2 blocks of 16 rows and 8
+    gen = np.random.default_rng(bits)
+    x = gen.integers(0, 256, (40, w), dtype=np.uint8)      # 2 blocks of 16 rows and 8
+    pick = gen.integers(0, d, 8)
+    a = np.eye(d, dtype=np.float32)[pick]                  # one-hot rows: out = codes[:, pick].T exactly
     compiled = compile_ir(compile_source(UNPACK, "t.lbk", constants=dict(C=code, W=w, D=d)).ir, "tvm")
-    out = torch.zeros(d, 40)
-    compiled.launch(dict(x=torch.from_numpy(x), out=out))
-    assert np.array_equal(out.numpy(), _bitstream_codes(x, bits, signed, d).T)
-    assert "T.Shuffle" in str(compiled.source)
+    out = torch.zeros(8, 40)
+    compiled.launch(dict(x=torch.from_numpy(x), a=torch.from_numpy(a), out=out))
+    assert np.array_equal(out.numpy(), _bitstream_codes(x, bits, signed, d)[:, pick].T)
+    assert "T.Shuffle([x[" in str(compiled.source)          # the bytes loaded once and repeated
