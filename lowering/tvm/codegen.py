@@ -237,10 +237,13 @@ def _nest_items(headers: Sequence[str], inner: list[Item]) -> list[Item]:
     return items
 
 
+_VECTORIZED = re.compile(r"for (\w+) in T\.vectorized\((\d+)\):")
+
+
 def _vector_nest(headers: Sequence[str], hoisted: Sequence[str], inner: list[Item]) -> list[Item]:
     """Wrap ``inner`` in the loop headers, the ``hoisted`` whole-vector statements just outside the vectorized
-    loop (the innermost; without one there are none)."""
-    split = len(headers) - 1 if hoisted else len(headers)
+    loop (without one there are none)."""
+    split = max((i for i, h in enumerate(headers) if _VECTORIZED.match(h)), default=len(headers))
     return _nest_items(headers[:split], [*hoisted, *_nest_items(headers[split:], inner)])
 
 
@@ -441,15 +444,13 @@ class _Emitter:
         return lanes
 
     # ------------------------------------------------------------------ loop nests
-    _VECTORIZED = re.compile(r"for (\w+) in T\.vectorized\((\d+)\):")
-
     @contextlib.contextmanager
     def vector_lane(self, headers: Sequence[str], hoisted: list[str] | None = None):
         """While the body of the nest ``headers`` is generated, ``self.lane`` names its vectorized loop
         variable and width (None when it has none): a ``lookup`` reads its table at the lane there.
         ``hoisted``: where whole-vector statements go that the caller places before the vectorized loop
         (:meth:`vector_value`); without it, none are made."""
-        found = [m for m in map(self._VECTORIZED.match, headers) if m]
+        found = [m for m in map(_VECTORIZED.match, headers) if m]
         saved = self.lane, self.hoisted
         self.lane = (found[-1].group(1), int(found[-1].group(2))) if found else None
         self.hoisted = hoisted if self.lane is not None else None

@@ -31,7 +31,7 @@ __all__ = ["RepeatedRead", "repeated_read"]
 @dataclass(frozen=True)
 class RepeatedRead:
     """``buf[base[:-1], base[-1] + lanes[i]]`` in lane ``i``, the ``count`` contiguous elements from ``base``
-holding every lane's."""
+    holding every lane's."""
 
     base: tuple[str, ...]
     count: int
