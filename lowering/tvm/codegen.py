@@ -240,11 +240,15 @@ def _nest_items(headers: Sequence[str], inner: list[Item]) -> list[Item]:
 _VECTORIZED = re.compile(r"for (\w+) in T\.vectorized\((\d+)\):")
 
 
-def _vector_nest(headers: Sequence[str], hoisted: Sequence[str], inner: list[Item]) -> list[Item]:
-    """Wrap ``inner`` in the loop headers, the ``hoisted`` whole-vector statements just outside the vectorized
-    loop (without one there are none)."""
-    split = max((i for i, h in enumerate(headers) if _VECTORIZED.match(h)), default=len(headers))
-    return _nest_items(headers[:split], [*hoisted, *_nest_items(headers[split:], inner)])
+def _vector_nest(headers: Sequence[str], hoisted: Mapping[str, str], inner: list[Item]) -> list[Item]:
+    """Wrap ``inner`` in the loop headers, each ``hoisted`` whole-vector expression computed into its buffer
+    (``{expression: buffer}``) just outside the vectorized loop (without one there are none)."""
+    at = [(i, m) for i, m in enumerate(map(_VECTORIZED.match, headers)) if m]
+    if not at:
+        return _nest_items(headers, inner)
+    split, width = at[-1][0], at[-1][1].group(2)
+    computed = [f"{buf}[T.ramp(0, 1, {width})] = {expr}" for expr, buf in hoisted.items()]
+    return _nest_items(headers[:split], [*computed, *_nest_items(headers[split:], inner)])
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -328,7 +332,7 @@ class _Emitter:
         #: the vectorized loop variable and its width while a vectorized nest's body is generated (else None)
         self.lane: tuple[str, int] | None = None
         #: where a vectorized nest being generated takes statements to run before its vectorized loop
-        self.hoisted: list[str] | None = None
+        self.hoisted: dict[str, str] | None = None
         self.tables: dict[tuple[str, tuple], str] = {}     # (dtype, entries) -> the buffer holding them
         self.llvm_imports: list[str] = []      # LLVM IR modules the kernel calls into (always inlined)
 
@@ -445,11 +449,11 @@ class _Emitter:
 
     # ------------------------------------------------------------------ loop nests
     @contextlib.contextmanager
-    def vector_lane(self, headers: Sequence[str], hoisted: list[str] | None = None):
+    def vector_lane(self, headers: Sequence[str], hoisted: dict[str, str] | None = None):
         """While the body of the nest ``headers`` is generated, ``self.lane`` names its vectorized loop
         variable and width (None when it has none): a ``lookup`` reads its table at the lane there.
-        ``hoisted``: where whole-vector statements go that the caller places before the vectorized loop
-        (:meth:`vector_value`); without it, none are made."""
+        ``hoisted``: where whole-vector expressions go (``{expression: buffer}``, :meth:`vector_value`) that the
+        caller computes before the vectorized loop (:func:`_vector_nest`); without it, none are made."""
         found = [m for m in map(_VECTORIZED.match, headers) if m]
         saved = self.lane, self.hoisted
         self.lane = (found[-1].group(1), int(found[-1].group(2))) if found else None
@@ -466,13 +470,9 @@ class _Emitter:
         if self.hoisted is None or self.lane is None:
             return None
         lane, width = self.lane
-        line = f"= {vector}"
-        for done in self.hoisted:
-            if done.endswith(line):
-                return f"{done.split('[', 1)[0]}[{lane}]"
-        buf = self.tile_buffer(hint, (width,), dtype)
-        self.hoisted.append(f"{buf.name}[T.ramp(0, 1, {width})] {line}")
-        return f"{buf.name}[{lane}]"
+        if vector not in self.hoisted:
+            self.hoisted[vector] = self.tile_buffer(hint, (width,), dtype).name
+        return f"{self.hoisted[vector]}[{lane}]"
 
     def emit_nest(self, shape: Sequence[int], body: Callable[[list[str], bool], list[Item]], *,
                   tiles: Sequence[Tile] = (), guards: Sequence[str] = (),
@@ -525,7 +525,7 @@ class _Emitter:
         v = vector if (fast and probe is None) else 1
         headers, idx = cpu_loops(shape, v, unroll=unroll if fast else None)
         c = cond(idx, fast) if cond else None
-        hoisted: list[str] = []
+        hoisted: dict[str, str] = {}
         with self.vector_lane(headers, hoisted):
             inner = body(idx, fast)
         if c:
@@ -1115,7 +1115,7 @@ class _Emitter:
         header = f"for {lane} in T.vectorized({v}):"
         items: list[Item] = []
         for r in range(v):
-            hoisted: list[str] = []
+            hoisted: dict[str, str] = {}
             with self.vector_lane([header], hoisted):
                 src = x.read([f"{br} * {v} + {r}", f"{bc} * {v} + {lane}"], True)
             items += _vector_nest([header], hoisted, [f"{names[0][r]}[{lane}] = {src}"])
