@@ -13,7 +13,7 @@ so a growing context is captured again only at widths 1, 2, 4, 8, ... pages. A s
 on. The graphs bind the cache's pages and the weights' storage: they live in the cache's ``decode_graphs`` and
 go with it.
 
->>> _padded_width(3), _padded_width(4), _padded_width(1)
+>>> padded_width(3), padded_width(4), padded_width(1)
 (4, 4, 1)
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["graphed_decode"]
+__all__ = ["graphed_decode", "padded_width"]
 
 #: a shape whose step could not be captured (it decodes eagerly)
 _EAGER = "eager"
@@ -36,7 +36,8 @@ class _Captured:
     logits: torch.Tensor               # the static tensor it writes
 
 
-def _padded_width(width: int) -> int:
+def padded_width(width: int) -> int:
+    """The block-table width a step is captured at: the next power of two (also for :mod:`.cpu_graphs`)."""
     return 1 << max(0, int(width) - 1).bit_length()
 
 
@@ -46,7 +47,7 @@ def graphed_decode(step: Callable[..., torch.Tensor], graphs: dict, key: Any, to
     """``step(tokens, positions, slots, tables, lengths)`` (the model's decode step on CUDA tensors: the logits
     ``[B, vocab]``), run as a replay of the graph in ``graphs`` for ``key`` and this batch size and table width,
     captured on first use (see the module docstring). Returns a fresh logits tensor."""
-    width = _padded_width(tables.shape[1])
+    width = padded_width(tables.shape[1])
     if width != tables.shape[1]:
         tables = torch.nn.functional.pad(tables, (0, width - int(tables.shape[1])))     # page 0: masked by lengths
     inputs = (tokens, positions, slots, tables, lengths)

@@ -115,6 +115,7 @@ class Engine:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     policy: WeightPolicy | None = None  # how the weights were stored (for reports)
     cuda_graphs: bool = True  # on a GPU, replay each decode step as a CUDA graph (lowbit.runtime.cuda_graphs)
+    cpu_graphs: bool = True  # on a CPU, replay each decode step's recorded launches (lowbit.runtime.cpu_graphs)
 
     def __post_init__(self) -> None:
         self.ops = ops_registry.resolve(self.backend, str(self.device))
@@ -127,7 +128,7 @@ class Engine:
                         kv_key_grouping: str = "token", page_size: int = 16, num_pages: int | None = None,
                         backend: str = "auto", activations: str = "float32",
                         device: str | torch.device = "cpu", progress: bool = False,
-                        cuda_graphs: bool = True) -> "Engine":
+                        cuda_graphs: bool = True, cpu_graphs: bool = True) -> "Engine":
         """Load ``model_dir`` (default: the shipped tiny model) with weights stored as ``weights``
         (``"float32"``, ``"f16"``, ``"bf16"`` or a 1-8 bit type like ``"u4"``, ``"i3"``, ``"f4e2m1"``) in
         groups of ``group_size``, per-layer ``overrides`` (glob -> spec, e.g. ``{"lm_head": "f16"}``) and a
@@ -135,7 +136,8 @@ class Engine:
         the keys per channel over each page (KIVI-style, :mod:`lowbit.kvcache` format ``paged-kv/v2``).
         ``activations``: the dtype of the linears' inputs (``"float32"``, ``"bfloat16"``, ``"float16"``).
         ``cuda_graphs``: on a CUDA ``device``, decode steps replay CUDA graphs (the same kernels on the same
-        inputs: the same logits, without the launches' Python costs)."""
+        inputs: the same logits, without the launches' Python costs); ``cpu_graphs``: on a CPU, likewise decode
+        steps replay their recorded kernel launches and torch ops (:mod:`lowbit.runtime.cpu_graphs`)."""
         model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
         policy = WeightPolicy.parse(weights, group_size=group_size, overrides=overrides, zero_point=zero_point)
         model = load_model(model_dir, policy, device=device, progress=progress, activations=activations)
@@ -144,7 +146,7 @@ class Engine:
         fmt = KVCacheFormat(canonical_dtype(kv), num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim,
                             page_size=page_size, group_size=kv_group_size, key_grouping=kv_key_grouping)
         return cls(model, tokenizer, fmt, backend=backend, num_pages=num_pages, device=torch.device(device),
-                   policy=policy, cuda_graphs=cuda_graphs)
+                   policy=policy, cuda_graphs=cuda_graphs, cpu_graphs=cpu_graphs)
 
     def describe_weights(self) -> str:
         """``"uint4 g128 zero-point (lm_head: float16)"``, or ``"custom"`` for an engine built by hand."""
@@ -229,7 +231,7 @@ class Engine:
                     break
                 t0 = time.perf_counter()
                 logits = self.model.decode(self.ops, cache, active, [outputs[s][-1] for s in active],
-                                           cuda_graphs=self.cuda_graphs)
+                                           cuda_graphs=self.cuda_graphs, cpu_graphs=self.cpu_graphs)
                 take(active, logits)
                 self._sync()
                 decode_s += time.perf_counter() - t0

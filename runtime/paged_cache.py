@@ -53,7 +53,8 @@ class PagedKVCache:
         self._free: list[int] = list(range(num_pages - 1, -1, -1))  # pop() hands out page 0 first
         self._tables: dict[int, list[int]] = {}
         self._lengths: dict[int, int] = {}
-        #: decode steps captured as CUDA graphs over these pages (:mod:`lowbit.runtime.cuda_graphs`)
+        #: decode steps captured over these pages: CUDA graphs (:mod:`lowbit.runtime.cuda_graphs`), CPU recordings
+        #: (:mod:`lowbit.runtime.cpu_graphs`)
         self.decode_graphs: dict = {}
 
     # ---- allocator -------------------------------------------------------------------------------

@@ -321,7 +321,10 @@ def run_kv_append(layer: Any, k: Any, v: Any, slots: Any, backend: str) -> None:
         store_launch(layer, k, v, backend).trusted(k, v, slots32)
         return
     from ..kvcache import plan_key_append, quantize_tokens
+    from ..lowering.tvm.launcher import host_work
 
+    # which pages seal, whether the values fit the fused quantizer, the host quantizer: all read the values
+    host_work("a low-bit KV cache's append reads the values on the host")
     kind = "cuda" if device.type == "cuda" else "cpu"
 
     def scatter(src: Any, rows: Any, dst: Any, page: int, what: str) -> None:

@@ -15,6 +15,8 @@ in, and copied back after the call when the kernel may write them.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import functools
 import json
@@ -22,7 +24,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -33,10 +35,36 @@ from lowbit.ir.symbolic import parse_dim as _parse_dim
 from .codegen import AbiParam, TVMSource, emit_tvm, resolve_target
 from .tensors import ALIGNMENT, aligned
 
-__all__ = ["CompiledKernel", "ArgPlan", "BoundCall", "build_tvm", "load_tvm_kernel", "compile_source"]
+__all__ = ["CompiledKernel", "ArgPlan", "BoundCall", "build_tvm", "load_tvm_kernel", "compile_source",
+           "recording_launches", "host_work"]
 
 _SIDE_CAR = ".lowbit.json"
 _FORMAT = 1
+
+#: what records this thread's launches (:func:`recording_launches`), None when nothing does
+_RECORDER: contextvars.ContextVar[Any] = contextvars.ContextVar("lowbit_tvm_launch_recorder", default=None)
+
+
+@contextlib.contextmanager
+def recording_launches(recorder: Any) -> Iterator[None]:
+    """Within the block, every kernel launch on this thread is reported to ``recorder``: ``recorder.launch(function,
+    call)`` once the compiled ``function`` ran on the argument list ``call`` (calling ``function(*call)`` again
+    repeats it), and ``recorder.host_work(reason)`` for work of a launch that such a repeat would miss (see
+    :func:`host_work`). What replays a CPU decode step records this way (:mod:`lowbit.runtime.cpu_graphs`)."""
+    token = _RECORDER.set(recorder)
+    try:
+        yield
+    finally:
+        _RECORDER.reset(token)
+
+
+def host_work(reason: str) -> None:
+    """Tell the launch recorder, if one listens, that the caller computes on the host from tensor values
+    (a host quantizer, a copy back into a numpy array): a repeat of the recorded launches alone would not do
+    that work, so what was recorded must not be replayed."""
+    recorder = _RECORDER.get()
+    if recorder is not None:
+        recorder.host_work(reason)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -111,6 +139,8 @@ class CompiledKernel:
         call, writeback = self._arg_plan().bind(args, shape_bindings)
         self._run(call)
         for dst, src in writeback:
+            if not type(dst).__module__.startswith("torch"):
+                host_work(f"kernel {self.name!r} writes an output back into a numpy array")
             _write_back(dst, src)
         return args
 
@@ -139,6 +169,9 @@ class CompiledKernel:
             self._function(*call)
         except Exception as exc:
             raise BackendError(f"running the TVM kernel {self.name!r} failed: {exc}") from exc
+        recorder = _RECORDER.get()
+        if recorder is not None:
+            recorder.launch(self._function, list(call))
 
     def export(self, path: str | os.PathLike) -> Path:
         """Write a shared library, and next to it ``<path>.lowbit.json`` (the argument signature and the

@@ -1,0 +1,186 @@
+"""Decode steps replayed on a CPU: the step's kernel launches and torch ops recorded once, then repeated as a list.
+
+A decode step of a 1B Llama makes ~220 kernel launches and ~200 small torch ops (views, residual adds, the
+embedding row, RoPE's angles). On 2 cores the kernels take ~11 ms of an int2 step and the Python around them
+(argument checks, output allocation, the ops' dispatch) ~4.5 ms. What CUDA graphs do for a GPU
+(:mod:`lowbit.runtime.cuda_graphs`), this does for the CPU: the first step of a shape runs eagerly (it builds
+every op's launch plan, from Python data too), the second runs for real while a recorder notes, in order,
+every TVM kernel launch (the compiled function and its argument list, reported by
+:func:`lowbit.lowering.tvm.launcher.recording_launches`) and every torch op (a ``TorchDispatchMode``). Later
+steps of that shape copy their inputs into the recorded step's input tensors and repeat the list: each launch
+calls the compiled function on the same tensors, each op writes its result into the tensor the recording made.
+The tensors a step creates are kept with the recording, so views of them stay valid and every value flows as in
+the recorded step. Block tables are padded to power-of-two widths as for CUDA graphs (the lengths mask the
+padding).
+
+A recording is only replayed when the list is the whole step: nothing may decide on tensor values on the host.
+Steps fall back to running eagerly (for that shape, from then on) when the recorder sees a value read on the
+host (``.item()``), a tensor built from Python data, work that a launch reports as host work (a low-bit KV cache's
+host quantizer, see :func:`lowbit.lowering.tvm.launcher.host_work`), or when some op comes from a backend whose
+work it cannot see (only ``tvm`` and ``torch`` ops are recorded). Value checks that read tensors without torch
+ops (``tolist``) are not repeated: a replayed step trusts its inputs, which the runtime makes itself.
+
+>>> sorted(REPLAYABLE_BACKENDS)
+['torch', 'tvm']
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from lowbit.lowering.tvm.launcher import recording_launches
+from lowbit.lowering.tvm.tensors import to_tvm
+
+from .cuda_graphs import padded_width
+
+__all__ = ["recorded_decode", "REPLAYABLE_BACKENDS"]
+
+#: the backends whose every piece of work the recorder sees (TVM launches, torch ops)
+REPLAYABLE_BACKENDS = frozenset({"tvm", "torch"})
+#: a shape whose step cannot be replayed (it decodes eagerly)
+_EAGER = "eager"
+#: a shape whose first step ran (eagerly, building every op's launch plan): the next one is recorded
+_WARM = "warm"
+
+_aten = torch.ops.aten
+#: ops whose result's contents do not matter (every use writes it first): nothing to repeat
+_ALLOCATIONS = {_aten.empty.memory_format, _aten.empty_strided.default, _aten.empty_like.default,
+                _aten.new_empty.default, _aten.new_empty_strided.default}
+#: ops that hand a tensor's value to Python, take Python data, or size their result by the values: a replay of
+#: the recorded step cannot follow them
+_HOST_VALUES = {_aten._local_scalar_dense.default, _aten.item.default, _aten.lift_fresh.default,
+                _aten.lift_fresh_copy.default, _aten.equal.default, _aten.is_nonzero.default, _aten.nonzero.default,
+                _aten.masked_select.default, _aten._unique2.default, _aten.unique_dim.default,
+                _aten.unique_consecutive.default}
+
+
+class _Recorder(TorchDispatchMode):
+    """Records one step: ``steps`` are callables that repeat it in order; ``refused`` says why it cannot be
+    replayed (None while it can)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps: list[Callable[[], Any]] = []
+        self.keep: list[Any] = []          # every tensor the step made: its views and buffers must outlive it
+        self.refused: str | None = None
+
+    # -- torch ops --------------------------------------------------------------------------------------
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if self.refused is None:
+            self._record_op(func, args, kwargs, out)
+        return out
+
+    def _record_op(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
+        self.keep.append(out)
+        if func in _HOST_VALUES:
+            self.refused = f"the step reads tensor values on the host ({func})"
+        elif func in _ALLOCATIONS:
+            return                          # an allocation: whatever reads it writes it first
+        elif func._schema.is_mutable:
+            self.steps.append(_call(func, args, kwargs))         # writes its arguments: the same call again
+        else:
+            results = _tensors(out)
+            if _aliases(results, _tensors((args, kwargs))):
+                return                      # a view of a kept tensor (``to``, ``reshape`` may be): nothing to repeat
+            self.steps.append(_call_into(func, args, kwargs, results))
+
+    # -- kernel launches (lowbit.lowering.tvm.launcher.recording_launches) ---------------------------------
+    def launch(self, function: Any, call: list[Any]) -> None:
+        if self.refused is None:
+            self.keep.append(call)
+            self.steps.append(_call(function, tuple(_tvm_view(a) for a in call), {}))
+
+    def host_work(self, reason: str) -> None:
+        if self.refused is None:
+            self.refused = reason
+
+
+def _tensors(tree: Any) -> list[torch.Tensor]:
+    return [t for t in tree_leaves(tree) if isinstance(t, torch.Tensor)]
+
+
+def _aliases(results: list[torch.Tensor], inputs: list[torch.Tensor]) -> bool:
+    """Whether every result shares its memory with an input: the op made views (whatever its schema says: ``to``
+    and ``reshape`` return a view or a copy, depending on their arguments)."""
+    memory = {t.untyped_storage().data_ptr() for t in inputs}
+    return all(t.untyped_storage().data_ptr() in memory for t in results)
+
+
+def _tvm_view(arg: Any) -> Any:
+    """A torch tensor argument as the TVM tensor over its memory, converted once instead of on every launch."""
+    return to_tvm(arg, allow_copy=False) if type(arg) is torch.Tensor else arg
+
+
+def _call(fn: Any, args: tuple, kwargs: dict) -> Callable[[], Any]:
+    return lambda: fn(*args, **kwargs)
+
+
+def _call_into(func: Any, args: tuple, kwargs: dict, results: list[torch.Tensor]) -> Callable[[], None]:
+    """Repeat a functional op, its results copied into the tensors the recording made."""
+    if len(results) == 1:
+        (dst,) = results
+
+        def one() -> None:
+            dst.copy_(func(*args, **kwargs))
+
+        return one
+
+    def many() -> None:
+        out = func(*args, **kwargs)
+        for dst, src in zip(results, (t for t in out if isinstance(t, torch.Tensor))):
+            dst.copy_(src)
+
+    return many
+
+
+@dataclass
+class _Recording:
+    steps: tuple[Callable[[], Any], ...]
+    inputs: tuple[torch.Tensor, ...]    # the recorded step's tokens, positions, slots, tables, lengths
+    logits: torch.Tensor                # the tensor it leaves the logits in
+    keep: list[Any]
+    owner: Callable[..., Any]           # the recorded step: it holds the model and ops whose ids key the recording
+
+    def replay(self, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        for dst, src in zip(self.inputs, inputs):
+            dst.copy_(src)
+        for step in self.steps:
+            step()
+        return self.logits.clone()
+
+
+def recorded_decode(step: Callable[..., torch.Tensor], recordings: dict, key: Any, tokens: torch.Tensor,
+                    positions: torch.Tensor, slots: torch.Tensor, tables: torch.Tensor,
+                    lengths: torch.Tensor) -> torch.Tensor:
+    """``step(tokens, positions, slots, tables, lengths)`` (the model's decode step on CPU tensors: the logits
+    ``[B, vocab]``), run eagerly on the first call of this batch size and table width, recorded on the second and
+    replayed after (see the module docstring); ``recordings`` keeps them (the KV cache's), under ``key`` and the
+    shape. Returns a fresh logits tensor."""
+    width = padded_width(tables.shape[1])
+    if width != tables.shape[1]:
+        tables = torch.nn.functional.pad(tables, (0, width - int(tables.shape[1])))     # page 0: masked by lengths
+    inputs = (tokens, positions, slots, tables, lengths)
+    shape_key = ("cpu", key, int(tokens.shape[0]), width)
+    entry = recordings.get(shape_key)
+    if entry is None:                       # the first step of a shape builds the ops' launch plans: not recorded
+        recordings[shape_key] = _WARM
+        return step(*inputs)
+    if entry == _WARM:
+        static = tuple(t.clone() for t in inputs)
+        recorder = _Recorder()
+        with recording_launches(recorder), recorder:
+            logits = step(*static)         # the real step: it writes the KV cache once
+        if recorder.refused is None and isinstance(logits, torch.Tensor):
+            recordings[shape_key] = _Recording(tuple(recorder.steps), static, logits, recorder.keep, step)
+        else:
+            recordings[shape_key] = _EAGER
+        return logits.clone()
+    if entry == _EAGER:
+        return step(*inputs)
+    return entry.replay(inputs)

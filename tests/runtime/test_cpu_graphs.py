@@ -1,0 +1,118 @@
+"""Decode steps replayed from a recording (lowbit.runtime.cpu_graphs) against the same steps run eagerly."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from lowbit.lowering.tvm.launcher import host_work
+from lowbit.runtime import Engine, default_model_dir
+from lowbit.runtime import ops as ops_registry
+from lowbit.runtime.cpu_graphs import recorded_decode
+
+
+def _decode_run(engine: Engine, graphs: bool, prompts: list[list[int]], steps: int):
+    """Greedy decode of ``prompts`` (one sequence each) for ``steps`` steps: every step's logits, and the cache."""
+    model, ops = engine.model, engine.ops
+    cache = engine.new_cache(32)
+    seqs = list(range(len(prompts)))
+    last = [int(logits.argmax()) for logits in model.prefill(ops, cache, seqs, prompts)]
+    out = []
+    for _ in range(steps):
+        logits = model.decode(ops, cache, seqs, last, cpu_graphs=graphs)
+        out.append(logits)
+        last = [int(row.argmax()) for row in logits]
+    return out, cache
+
+
+@pytest.mark.parametrize("kv", ["f16", "bf16"])
+def test_replayed_steps_equal_eager_steps_bit_for_bit(kv):
+    """Two sequences of different lengths, 30 steps: across page ends (pages of 4 tokens) and table widths
+    2 -> 4 -> 8 -> 16 pages, so recordings are made at several widths and replayed within each."""
+    engine = Engine.from_pretrained(default_model_dir(), weights="u4", group_size=32, kv=kv, page_size=4,
+                                    activations="bfloat16")
+    prompts = [[5, 9, 2], [7, 1, 8, 3, 3, 6]]
+    with torch.inference_mode():
+        eager, eager_cache = _decode_run(engine, False, prompts, 30)
+        replayed, cache = _decode_run(engine, True, prompts, 30)
+    assert not eager_cache.decode_graphs
+    recordings = {key[-1]: entry for key, entry in cache.decode_graphs.items() if key[0] == "cpu"}
+    assert sorted(recordings) == [2, 4, 8, 16] and all(not isinstance(e, str) for e in recordings.values())
+    for step, (a, b) in enumerate(zip(eager, replayed)):
+        assert torch.equal(a, b), f"step {step}: replayed logits differ from the eager step's"
+    for a, b in zip(eager_cache.layers, cache.layers):          # the KV cache written the same, once per token
+        assert torch.equal(a.k, b.k) and torch.equal(a.v, b.v)
+
+
+def test_a_low_bit_kv_cache_appends_on_the_host_so_its_steps_stay_eager():
+    engine = Engine.from_pretrained(default_model_dir(), weights="u4", group_size=32, kv="u4", page_size=4)
+    prompts = [[5, 9, 2]]
+    with torch.inference_mode():
+        eager, _ = _decode_run(engine, False, prompts, 6)
+        got, cache = _decode_run(engine, True, prompts, 6)
+    states = list(cache.decode_graphs.values())          # "warm": a shape's first step; then "eager", never recorded
+    assert "eager" in states and all(isinstance(state, str) for state in states)
+    assert all(torch.equal(a, b) for a, b in zip(eager, got))
+
+
+def test_ops_of_a_backend_the_recorder_cannot_see_are_never_recorded():
+    """Triton's CPU interpreter computes in numpy, out of the recorder's sight: steps with its ops stay eager."""
+    engine = Engine.from_pretrained(default_model_dir(), weights="u4", group_size=32, kv="f16", page_size=4)
+    backends = tuple((op, "triton" if op == "rms_norm" else backend) for op, backend in engine.ops.backends)
+    engine.ops = dataclasses.replace(engine.ops, rms_norm=ops_registry.registered("rms_norm")[("rms_norm", "triton")],
+                                     backends=backends)
+    with torch.inference_mode():
+        _, cache = _decode_run(engine, True, [[5, 9, 2]], 3)
+    assert not cache.decode_graphs
+
+
+def _inputs(token: int, length: int):
+    return (torch.tensor([token]), torch.tensor([length - 1]), torch.tensor([length - 1], dtype=torch.int32),
+            torch.tensor([[0, 1, 2]], dtype=torch.int32), torch.tensor([length], dtype=torch.int32))
+
+
+def test_a_recording_repeats_functional_in_place_and_view_ops_on_new_inputs():
+    """A step of plain torch ops (no kernels): replays compute what the step computes on each step's inputs."""
+    state = torch.zeros(4)
+
+    def step(tokens, positions, slots, tables, lengths):
+        x = (tokens.to(torch.float32) * 2 + positions)[:, None].expand(1, 4).clone()      # functional, views
+        x[:, 1:] += tables[:, :3].to(torch.float32)                                         # in place on a view
+        state.add_(x[0])                                                                    # state across steps
+        return torch.cat([x, state[None]], dim=1) * lengths.to(torch.float32)
+
+    expected_state = torch.zeros(4)
+
+    def expected(tokens, positions, slots, tables, lengths):
+        x = (tokens.to(torch.float32) * 2 + positions)[:, None].expand(1, 4).clone()
+        x[:, 1:] += tables[:, :3].to(torch.float32)
+        expected_state.add_(x[0])
+        return torch.cat([x, expected_state[None]], dim=1) * lengths.to(torch.float32)
+
+    recordings: dict = {}
+    for t in range(6):
+        args = _inputs(3 * t + 1, t + 2)
+        got = recorded_decode(step, recordings, "k", *args)
+        assert torch.equal(got, expected(*args)), t
+    entry = recordings[("cpu", "k", 1, 4)]          # the table of 3 pages is padded to 4
+    assert not isinstance(entry, str) and entry.steps
+
+
+@pytest.mark.parametrize("inference", [False, True])
+@pytest.mark.parametrize("reads", ["item", "host_work"])
+def test_a_step_that_reads_values_on_the_host_is_not_replayed(reads, inference):
+    def step(tokens, positions, slots, tables, lengths):
+        if reads == "item":
+            scale = 2.0 if int(tokens[0]) % 2 else 3.0        # a decision on a value: a replay would freeze it
+        else:
+            host_work("a test's host computation")
+            scale = 1.0
+        return tokens.to(torch.float32)[None] * scale
+
+    recordings: dict = {}
+    for t in range(4):
+        with torch.inference_mode(inference):       # (inference mode dispatches item(), not its parts)
+            got = recorded_decode(step, recordings, "k", *_inputs(t, 2))
+        assert float(got[0, 0]) == t * (1.0 if reads == "host_work" else 2.0 if t % 2 else 3.0)
+    assert recordings == {("cpu", "k", 1, 4): "eager"}
