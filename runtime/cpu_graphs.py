@@ -121,10 +121,26 @@ def _call(fn: Any, args: tuple, kwargs: dict) -> Callable[[], Any]:
     return lambda: fn(*args, **kwargs)
 
 
+def _out_variant(func: Any) -> Any:
+    """The overload of ``func`` that writes its one result into an ``out`` tensor, taking the same arguments
+    (``add.Tensor`` -> ``add.out``, ``index.Tensor`` -> ``index.Tensor_out``), or None."""
+    names = [a.name for a in func._schema.arguments]
+    for name in func.overloadpacket.overloads():
+        overload = getattr(func.overloadpacket, name)
+        outs = [a.name for a in overload._schema.arguments if a.is_out]
+        if outs == ["out"] and [a.name for a in overload._schema.arguments if not a.is_out] == names:
+            return overload
+    return None
+
+
 def _call_into(func: Any, args: tuple, kwargs: dict, results: list[torch.Tensor]) -> Callable[[], None]:
-    """Repeat a functional op, its results copied into the tensors the recording made."""
+    """Repeat a functional op, its results written into the tensors the recording made: by the op's ``out``
+    variant where it has one (no new tensor per replay), else computed anew and copied."""
     if len(results) == 1:
         (dst,) = results
+        into = _out_variant(func)
+        if into is not None:
+            return lambda: into(*args, **kwargs, out=dst)
 
         def one() -> None:
             dst.copy_(func(*args, **kwargs))
