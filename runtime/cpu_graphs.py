@@ -16,12 +16,13 @@ padding).
 A recording is only replayed when the list is the whole step: nothing may decide on tensor values on the host.
 Steps fall back to running eagerly (for that shape, from then on) when the recorder sees a value read on the
 host (``.item()``), a tensor built from Python data, work that a launch reports as host work (a low-bit KV cache's
-host quantizer, see :func:`lowbit.lowering.tvm.launcher.host_work`), or when some op comes from a backend whose
-work it cannot see (only ``tvm`` and ``torch`` ops are recorded). Value checks that read tensors without torch
-ops (``tolist``) are not repeated: a replayed step trusts its inputs, which the runtime makes itself.
+host quantizer, see :func:`lowbit.lowering.tvm.launcher.host_work`); and steps whose ops are not all the
+``tvm`` backend's are never recorded (:func:`replayable`). Value checks that read tensors without torch ops
+(``tolist``) are not repeated: a replayed step trusts its inputs, which the runtime makes itself.
 
->>> sorted(REPLAYABLE_BACKENDS)
-['torch', 'tvm']
+>>> from lowbit.runtime import ops
+>>> replayable(ops.resolve("auto", "cpu")), replayable(ops.resolve("torch", "cpu"))
+(True, False)
 """
 from __future__ import annotations
 
@@ -37,10 +38,19 @@ from lowbit.lowering.tvm.tensors import to_tvm
 
 from .cuda_graphs import padded_width
 
-__all__ = ["recorded_decode", "REPLAYABLE_BACKENDS"]
+__all__ = ["recorded_decode", "replayable", "DECODE_OPS"]
 
-#: the backends whose every piece of work the recorder sees (TVM launches, torch ops)
-REPLAYABLE_BACKENDS = frozenset({"tvm", "torch"})
+#: the ops of a decode step: replayed only when each is the ``tvm`` backend's, whose work the recorder sees whole
+#: (its launches, and its host work reported by :func:`lowbit.lowering.tvm.launcher.host_work`); the torch reference
+#: ops may read values on the host unseen (its attention takes the longest length with ``int``, the quantizers of
+#: its KV append run in numpy), Triton's CPU interpreter computes in numpy
+DECODE_OPS = ("linear", "kv_append", "decode_attention", "rms_norm", "rope", "silu_mul")
+
+
+def replayable(ops: Any) -> bool:
+    """Whether decode steps with ``ops`` (a :class:`lowbit.runtime.ops.OpSet`) may be recorded and replayed."""
+    backends = dict(ops.backends)
+    return all(backends.get(op) == "tvm" for op in DECODE_OPS)
 #: a shape whose step cannot be replayed (it decodes eagerly)
 _EAGER = "eager"
 #: a shape whose first step ran (eagerly, building every op's launch plan): the next one is recorded
@@ -124,12 +134,12 @@ def _call(fn: Any, args: tuple, kwargs: dict) -> Callable[[], Any]:
 def _out_variant(func: Any) -> Any:
     """The overload of ``func`` that writes its one result into an ``out`` tensor, taking the same arguments
     (``add.Tensor`` -> ``add.out``, ``index.Tensor`` -> ``index.Tensor_out``), or None."""
-    names = [a.name for a in func._schema.arguments]
+    signature = [(a.name, str(a.type)) for a in func._schema.arguments]
     for name in func.overloadpacket.overloads():
         overload = getattr(func.overloadpacket, name)
         outs = [a.name for a in overload._schema.arguments if a.is_out]
-        if outs == ["out"] and [a.name for a in overload._schema.arguments if not a.is_out] == names:
-            return overload
+        if outs == ["out"] and [(a.name, str(a.type)) for a in overload._schema.arguments if not a.is_out] == signature:
+            return overload                 # (pow.Tensor_Scalar -> pow.Tensor_Scalar_out, not Tensor_Tensor_out)
     return None
 
 

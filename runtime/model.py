@@ -140,8 +140,8 @@ class Transformer:
                cuda_graphs: bool = False, cpu_graphs: bool = False) -> torch.Tensor:
         """Append one token per sequence and return the next-token logits ``[B, vocab]``. ``cuda_graphs`` (a CUDA
         cache): replay the step as a CUDA graph captured per batch size (:mod:`lowbit.runtime.cuda_graphs`);
-        ``cpu_graphs`` (a CPU cache, ops of the ``tvm`` and ``torch`` backends): replay the step's launches and
-        torch ops recorded per batch size (:mod:`lowbit.runtime.cpu_graphs`)."""
+        ``cpu_graphs`` (a CPU cache, the ``tvm`` backend's ops): replay the step's launches and torch ops recorded
+        per batch size (:mod:`lowbit.runtime.cpu_graphs`)."""
         starts = [cache.length(s) for s in seq_ids]
         self._check_context(seq_ids, starts, [1] * len(seq_ids))
         slots = cache.reserve({s: 1 for s in seq_ids})
@@ -166,9 +166,9 @@ class Transformer:
             return graphed_decode(step, cache.decode_graphs, (id(self), id(ops)), flat, positions, slot_vec, tables,
                                   lengths)
         if cpu_graphs and device.type == "cpu":
-            from .cpu_graphs import REPLAYABLE_BACKENDS, recorded_decode
+            from .cpu_graphs import recorded_decode, replayable
 
-            if {backend for _, backend in ops.backends} <= REPLAYABLE_BACKENDS:
+            if replayable(ops):
                 return recorded_decode(step, cache.decode_graphs, (id(self), id(ops)), flat, positions, slot_vec,
                                        tables, lengths)
         return step(flat, positions, slot_vec, tables, lengths)

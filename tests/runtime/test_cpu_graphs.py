@@ -56,15 +56,20 @@ def test_a_low_bit_kv_cache_appends_on_the_host_so_its_steps_stay_eager():
     assert all(torch.equal(a, b) for a, b in zip(eager, got))
 
 
-def test_ops_of_a_backend_the_recorder_cannot_see_are_never_recorded():
-    """Triton's CPU interpreter computes in numpy, out of the recorder's sight: steps with its ops stay eager."""
-    engine = Engine.from_pretrained(default_model_dir(), weights="u4", group_size=32, kv="f16", page_size=4)
-    backends = tuple((op, "triton" if op == "rms_norm" else backend) for op, backend in engine.ops.backends)
-    engine.ops = dataclasses.replace(engine.ops, rms_norm=ops_registry.registered("rms_norm")[("rms_norm", "triton")],
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_ops_of_a_backend_the_recorder_cannot_see_whole_are_never_recorded(backend):
+    """Triton's CPU interpreter computes in numpy, the torch reference ops may read values on the host (its KV
+    append quantizes in numpy): a step with one of their ops stays eager, with the same logits."""
+    engine = Engine.from_pretrained(default_model_dir(), weights="u4", group_size=32, kv="u4", page_size=4)
+    op = "rms_norm" if backend == "triton" else "kv_append"
+    backends = tuple((name, backend if name == op else b) for name, b in engine.ops.backends)
+    engine.ops = dataclasses.replace(engine.ops, **{op: ops_registry.registered(op)[(op, backend)]},
                                      backends=backends)
     with torch.inference_mode():
-        _, cache = _decode_run(engine, True, [[5, 9, 2]], 3)
+        eager, _ = _decode_run(engine, False, [[5, 9, 2]], 6)
+        got, cache = _decode_run(engine, True, [[5, 9, 2]], 6)
     assert not cache.decode_graphs
+    assert all(torch.equal(a, b) for a, b in zip(eager, got))
 
 
 def _inputs(token: int, length: int):
