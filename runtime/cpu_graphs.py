@@ -1,9 +1,9 @@
 """Decode steps replayed on a CPU: the step's kernel launches and torch ops recorded once, then repeated as a list.
 
-A decode step of a 1B Llama makes ~220 kernel launches and ~200 small torch ops (views, residual adds, the
-embedding row, RoPE's angles). On 2 cores the kernels take ~11 ms of an int2 step and the Python around them
-(argument checks, output allocation, the ops' dispatch) ~4.5 ms. What CUDA graphs do for a GPU
-(:mod:`lowbit.runtime.cuda_graphs`), this does for the CPU: the first step of a shape runs eagerly (it builds
+A decode step of a 1B Llama makes ~220 kernel launches and ~50 small torch ops that compute (residual adds, the
+embedding row, RoPE's angles), besides views and allocations. On 2 cores the kernels take ~11 ms of an int2 step
+and the Python around them (argument checks, output allocation, the ops' dispatch) ~4.5 ms. What CUDA graphs do
+for a GPU (:mod:`lowbit.runtime.cuda_graphs`), this does for the CPU: the first step of a shape runs eagerly (it builds
 every op's launch plan, from Python data too), the second runs for real while a recorder notes, in order,
 every TVM kernel launch (the compiled function and its argument list, reported by
 :func:`lowbit.lowering.tvm.launcher.recording_launches`) and every torch op (a ``TorchDispatchMode``). Later
@@ -51,6 +51,8 @@ def replayable(ops: Any) -> bool:
     """Whether decode steps with ``ops`` (a :class:`lowbit.runtime.ops.OpSet`) may be recorded and replayed."""
     backends = dict(ops.backends)
     return all(backends.get(op) == "tvm" for op in DECODE_OPS)
+
+
 #: a shape whose step cannot be replayed (it decodes eagerly)
 _EAGER = "eager"
 #: a shape whose first step ran (eagerly, building every op's launch plan): the next one is recorded
