@@ -13,11 +13,15 @@ The tensors a step creates are kept with the recording, so views of them stay va
 the recorded step. Block tables are padded to power-of-two widths as for CUDA graphs (the lengths mask the
 padding).
 
-A recording is only replayed when the list is the whole step: nothing may decide on tensor values on the host.
-Steps fall back to running eagerly (for that shape, from then on) when the recorder sees a value read on the
-host (``.item()``), a tensor built from Python data, work that a launch reports as host work (a low-bit KV cache's
-host quantizer, see :func:`lowbit.lowering.tvm.launcher.host_work`); and steps whose ops are not all the
-``tvm`` backend's are never recorded (:func:`replayable`). Value checks that read tensors without torch ops
+A recording is only replayed when the list is the whole step: nothing may decide on tensor values on the host
+unseen. Steps fall back to running eagerly (for that shape, from then on) when the recorder sees a value read on
+the host (``.item()``), a tensor built from Python data, or work that a launch reports as host work (a low-bit KV
+cache's host quantizer, see :func:`lowbit.lowering.tvm.launcher.host_work`); steps whose ops are not all the
+``tvm`` backend's are never recorded (:func:`replayable`). A decision made through
+:func:`lowbit.lowering.tvm.launcher.host_decision` (a low-bit KV cache's range test before its device quantizer)
+is recorded as a check: a replay decides again on its own values and, where the decision goes otherwise, stops
+and runs the step eagerly from the start (what the replay wrote so far, the step writes again: a token's slots,
+from the same values). Value checks that read tensors without torch ops
 (``tolist``) are not repeated: a replayed step trusts its inputs, which the runtime makes itself.
 
 >>> from lowbit.runtime import ops
@@ -30,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 from torch.utils._pytree import tree_leaves
 
 from lowbit.lowering.tvm.launcher import recording_launches
@@ -111,6 +115,24 @@ class _Recorder(TorchDispatchMode):
     def host_work(self, reason: str) -> None:
         if self.refused is None:
             self.refused = reason
+
+    def host_decision(self, values: tuple[torch.Tensor, ...], decide: Callable[[list[float]], bool]) -> bool:
+        """``decide`` on the values read now (unseen: not a refusal), and a step that decides again on the replay's
+        values and stops the replay where the decision differs."""
+        with _disable_current_modes():
+            taken = decide([float(v) for v in values])
+        self.keep.append(values)
+
+        def check() -> None:
+            if decide([float(v) for v in values]) != taken:
+                raise _Diverged
+
+        self.steps.append(check)
+        return taken
+
+
+class _Diverged(Exception):
+    """A replay met a host decision that went otherwise than in the recorded step."""
 
 
 def _tensors(tree: Any) -> list[torch.Tensor]:
@@ -211,4 +233,7 @@ def recorded_decode(step: Callable[..., torch.Tensor], recordings: dict, key: An
         return logits.clone()
     if entry == _EAGER:
         return step(*inputs)
-    return entry.replay(inputs)
+    try:
+        return entry.replay(inputs)
+    except _Diverged:   # what ran so far wrote what the step writes again: its own slots, from the same values
+        return step(*inputs)

@@ -248,11 +248,20 @@ _ZP_INPUT_BOUND = 2.0 ** 100
 def _quantizable(values: list[Any], constants: dict[str, Any]) -> bool:
     """Every value finite with a scale inside the scale type's range: what the kernel assumes (the host's
     quantizer raises its usual error for the rest). With zero points the range ``hi - lo`` is at most twice
-    the largest magnitude (a conservative test: a scale near the top of the range may take the host path)."""
-    bound = max(float(x.abs().amax()) if x.numel() else 0.0 for x in values)
-    if constants["ZP"]:
-        return bound <= _ZP_INPUT_BOUND and 2 * bound / constants["LEVELS"] <= _scale_max(constants["SD"])
-    return bound / constants["LEVELS"] <= _scale_max(constants["SD"])     # False for NaN and inf
+    the largest magnitude (a conservative test: a scale near the top of the range may take the host path).
+    Decided on the host from each tensor's largest magnitude (``host_decision``: a replayed decode step checks it
+    again)."""
+    import torch
+
+    from ..lowering.tvm.launcher import host_decision
+
+    def fits(magnitudes: list[float]) -> bool:
+        bound = max(magnitudes, default=0.0)
+        if constants["ZP"]:
+            return bound <= _ZP_INPUT_BOUND and 2 * bound / constants["LEVELS"] <= _scale_max(constants["SD"])
+        return bound / constants["LEVELS"] <= _scale_max(constants["SD"])     # False for NaN and inf
+
+    return host_decision([torch.linalg.vector_norm(x, float("inf")) for x in values if x.numel()], fits)
 
 
 def _quantize_into(layer: Any, side: str, x: Any, slots: Any, codes: Any, scales: Any, zeros: Any,
@@ -323,8 +332,6 @@ def run_kv_append(layer: Any, k: Any, v: Any, slots: Any, backend: str) -> None:
     from ..kvcache import plan_key_append, quantize_tokens
     from ..lowering.tvm.launcher import host_work
 
-    # which pages seal, whether the values fit the fused quantizer, the host quantizer: all read the values
-    host_work("a low-bit KV cache's append reads the values on the host")
     kind = "cuda" if device.type == "cuda" else "cpu"
 
     def scatter(src: Any, rows: Any, dst: Any, page: int, what: str) -> None:
@@ -344,6 +351,7 @@ def run_kv_append(layer: Any, k: Any, v: Any, slots: Any, backend: str) -> None:
 
     sides = [("v", v, layer.v, layer.v_scales, layer.v_zeros)]
     if fmt.channel_keys:
+        host_work("keys per channel: which pages an append seals is decided on the host")
         plan = plan_key_append(layer, k.to(device=device, dtype=torch.float32), slots32)
         scatter(plan.stage_values, plan.stage_rows, layer.k_stage, fmt.page_size, "k_stage")
         if plan.codes is not None:
@@ -362,6 +370,7 @@ def run_kv_append(layer: Any, k: Any, v: Any, slots: Any, backend: str) -> None:
                            backend)
         return
     # one quantizer call for both sides: its fixed cost is most of a low-bit append's host time
+    host_work("a low-bit KV cache's host quantizer")
     values = [x.to(device=device, dtype=torch.float32) for _, x, *_ in sides]
     parts = [p.split(int(k.shape[0])) if p is not None else [None] * len(sides)
              for p in quantize_tokens(fmt, torch.cat(values))]

@@ -24,7 +24,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -36,7 +36,7 @@ from .codegen import AbiParam, TVMSource, emit_tvm, resolve_target
 from .tensors import ALIGNMENT, aligned
 
 __all__ = ["CompiledKernel", "ArgPlan", "BoundCall", "build_tvm", "load_tvm_kernel", "compile_source",
-           "recording_launches", "host_work"]
+           "recording_launches", "host_work", "host_decision"]
 
 _SIDE_CAR = ".lowbit.json"
 _FORMAT = 1
@@ -49,13 +49,25 @@ _RECORDER: contextvars.ContextVar[Any] = contextvars.ContextVar("lowbit_tvm_laun
 def recording_launches(recorder: Any) -> Iterator[None]:
     """Within the block, every kernel launch on this thread is reported to ``recorder``: ``recorder.launch(function,
     call)`` once the compiled ``function`` ran on the argument list ``call`` (calling ``function(*call)`` again
-    repeats it), and ``recorder.host_work(reason)`` for work of a launch that such a repeat would miss (see
-    :func:`host_work`). What replays a CPU decode step records this way (:mod:`lowbit.runtime.cpu_graphs`)."""
+    repeats it), ``recorder.host_work(reason)`` for work of a launch that such a repeat would miss (see
+    :func:`host_work`) and ``recorder.host_decision(values, decide)`` for a decision it can check again (see
+    :func:`host_decision`). What replays a CPU decode step records this way (:mod:`lowbit.runtime.cpu_graphs`)."""
     token = _RECORDER.set(recorder)
     try:
         yield
     finally:
         _RECORDER.reset(token)
+
+
+def host_decision(values: Sequence[Any], decide: Callable[[list[float]], bool]) -> bool:
+    """``decide`` on the host of the 0-dim tensors ``values`` (computed by torch ops from a step's tensors), in a
+    way a launch recorder can keep: a replay of the recorded launches computes the values again, decides again, and
+    stops (to run the step anew) where the decision differs from the recorded one; without a recorder, simply
+    ``decide([float(v) for v in values])``."""
+    recorder = _RECORDER.get()
+    if recorder is None:
+        return decide([float(v) for v in values])
+    return recorder.host_decision(tuple(values), decide)
 
 
 def host_work(reason: str) -> None:

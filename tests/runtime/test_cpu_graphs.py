@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 import torch
 
-from lowbit.lowering.tvm.launcher import host_work
+from lowbit.lowering.tvm.launcher import host_decision, host_work
 from lowbit.runtime import Engine, default_model_dir
 from lowbit.runtime import ops as ops_registry
 from lowbit.runtime.cpu_graphs import recorded_decode
@@ -45,15 +45,24 @@ def test_replayed_steps_equal_eager_steps_bit_for_bit(kv):
         assert torch.equal(a.k, b.k) and torch.equal(a.v, b.v)
 
 
-def test_a_low_bit_kv_cache_appends_on_the_host_so_its_steps_stay_eager():
-    engine = Engine.from_pretrained(default_model_dir(), weights="u4", group_size=32, kv="u4", page_size=4)
-    prompts = [[5, 9, 2]]
+@pytest.mark.parametrize("kv, grouping, replayed", [("u4", "token", True), ("i4", "token", True),
+                                                     ("i4", "channel", False), ("f8e4m3", "token", False)])
+def test_low_bit_kv_caches_replay_where_the_device_quantizes(kv, grouping, replayed):
+    """Integer codes per token are quantized by a kernel, after a range test the replay repeats: replayed,
+    bit-identical. Keys per channel (which pages seal is decided on the host) and float codes (the host's
+    quantizer) stay eager."""
+    engine = Engine.from_pretrained(default_model_dir(), weights="u4", group_size=32, kv=kv, page_size=4,
+                                    kv_key_grouping=grouping)
+    prompts = [[5, 9, 2], [4, 4]]
     with torch.inference_mode():
-        eager, _ = _decode_run(engine, False, prompts, 6)
-        got, cache = _decode_run(engine, True, prompts, 6)
-    states = list(cache.decode_graphs.values())          # "warm": a shape's first step; then "eager", never recorded
-    assert "eager" in states and all(isinstance(state, str) for state in states)
+        eager, eager_cache = _decode_run(engine, False, prompts, 12)
+        got, cache = _decode_run(engine, True, prompts, 12)
+    states = list(cache.decode_graphs.values())          # "warm": a shape's first step, then recorded or "eager"
+    assert any(not isinstance(state, str) for state in states) == replayed
+    assert replayed or "eager" in states
     assert all(torch.equal(a, b) for a, b in zip(eager, got))
+    for a, b in zip(eager_cache.layers, cache.layers):
+        assert torch.equal(a.k, b.k) and torch.equal(a.v, b.v)
 
 
 @pytest.mark.parametrize("backend", ["triton", "torch"])
@@ -121,3 +130,20 @@ def test_a_step_that_reads_values_on_the_host_is_not_replayed(reads, inference):
             got = recorded_decode(step, recordings, "k", *_inputs(t, 2))
         assert float(got[0, 0]) == t * (1.0 if reads == "host_work" else 2.0 if t % 2 else 3.0)
     assert recordings == {("cpu", "k", 1, 4): "eager"}
+
+
+def test_a_replay_whose_host_decision_goes_otherwise_runs_the_step_anew():
+    """A decision recorded one way (tokens below 5: double) and met the other way in a replay: that step runs
+    eagerly from the start (its writes again, the same), later ones replay again."""
+    state = torch.zeros(1)
+
+    def step(tokens, positions, slots, tables, lengths):
+        state.copy_(tokens.to(torch.float32))                   # a write before the decision, repeated on rerun
+        small = host_decision([tokens.to(torch.float32).amax()], lambda v: v[0] < 5)
+        return tokens.to(torch.float32)[None] * (2.0 if small else 3.0)
+
+    recordings: dict = {}
+    for t in (1, 2, 3, 7, 4, 9, 0):
+        got = recorded_decode(step, recordings, "k", *_inputs(t, 2))
+        assert float(got[0, 0]) == t * (2.0 if t < 5 else 3.0) and float(state[0]) == t
+    assert not isinstance(recordings[("cpu", "k", 1, 4)], str)
