@@ -21,8 +21,8 @@ cache's host quantizer, see :func:`lowbit.lowering.tvm.launcher.host_work`); ste
 :func:`lowbit.lowering.tvm.launcher.host_decision` (a low-bit KV cache's range test before its device quantizer)
 is recorded as a check: a replay decides again on its own values and, where the decision goes otherwise, stops
 and runs the step eagerly from the start (what the replay wrote so far, the step writes again: a token's slots,
-from the same values). Value checks that read tensors without torch ops
-(``tolist``) are not repeated: a replayed step trusts its inputs, which the runtime makes itself.
+from the same values). Value checks that read tensors without torch ops (``tolist``) are not repeated: a replayed
+step trusts its inputs, which the runtime makes itself.
 
 >>> from lowbit.runtime import ops
 >>> replayable(ops.resolve("auto", "cpu")), replayable(ops.resolve("torch", "cpu"))
@@ -40,7 +40,7 @@ from torch.utils._pytree import tree_leaves
 from lowbit.lowering.tvm.launcher import recording_launches
 from lowbit.lowering.tvm.tensors import to_tvm
 
-from .cuda_graphs import padded_width
+from .cuda_graphs import padded_tables
 
 __all__ = ["recorded_decode", "replayable", "DECODE_OPS"]
 
@@ -212,11 +212,9 @@ def recorded_decode(step: Callable[..., torch.Tensor], recordings: dict, key: An
     ``[B, vocab]``), run eagerly on the first call of this batch size and table width, recorded on the second and
     replayed after (see the module docstring); ``recordings`` keeps them (the KV cache's), under ``key`` and the
     shape. Returns a fresh logits tensor."""
-    width = padded_width(tables.shape[1])
-    if width != tables.shape[1]:
-        tables = torch.nn.functional.pad(tables, (0, width - int(tables.shape[1])))     # page 0: masked by lengths
+    tables = padded_tables(tables)
     inputs = (tokens, positions, slots, tables, lengths)
-    shape_key = ("cpu", key, int(tokens.shape[0]), width)
+    shape_key = ("cpu", key, int(tokens.shape[0]), int(tables.shape[1]))
     entry = recordings.get(shape_key)
     if entry is None:                       # the first step of a shape builds the ops' launch plans: not recorded
         recordings[shape_key] = _WARM

@@ -13,8 +13,8 @@ so a growing context is captured again only at widths 1, 2, 4, 8, ... pages. A s
 on. The graphs bind the cache's pages and the weights' storage: they live in the cache's ``decode_graphs`` and
 go with it.
 
->>> padded_width(3), padded_width(4), padded_width(1)
-(4, 4, 1)
+>>> [padded_tables(torch.zeros(1, w, dtype=torch.int32)).shape[1] for w in (3, 4, 1)]
+[4, 4, 1]
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["graphed_decode", "padded_width"]
+__all__ = ["graphed_decode", "padded_tables"]
 
 #: a shape whose step could not be captured (it decodes eagerly)
 _EAGER = "eager"
@@ -36,9 +36,13 @@ class _Captured:
     logits: torch.Tensor               # the static tensor it writes
 
 
-def padded_width(width: int) -> int:
-    """The block-table width a step is captured at: the next power of two (also for :mod:`.cpu_graphs`)."""
-    return 1 << max(0, int(width) - 1).bit_length()
+def padded_tables(tables: torch.Tensor) -> torch.Tensor:
+    """Block tables ``[B, W]`` padded with page 0 to the width a step is captured at, the next power of two (the
+    lengths mask the padding); also for :mod:`.cpu_graphs`."""
+    width = 1 << max(0, int(tables.shape[1]) - 1).bit_length()
+    if width == tables.shape[1]:
+        return tables
+    return torch.nn.functional.pad(tables, (0, width - int(tables.shape[1])))
 
 
 def graphed_decode(step: Callable[..., torch.Tensor], graphs: dict, key: Any, tokens: torch.Tensor,
@@ -47,11 +51,9 @@ def graphed_decode(step: Callable[..., torch.Tensor], graphs: dict, key: Any, to
     """``step(tokens, positions, slots, tables, lengths)`` (the model's decode step on CUDA tensors: the logits
     ``[B, vocab]``), run as a replay of the graph in ``graphs`` for ``key`` and this batch size and table width,
     captured on first use (see the module docstring). Returns a fresh logits tensor."""
-    width = padded_width(tables.shape[1])
-    if width != tables.shape[1]:
-        tables = torch.nn.functional.pad(tables, (0, width - int(tables.shape[1])))     # page 0: masked by lengths
+    tables = padded_tables(tables)
     inputs = (tokens, positions, slots, tables, lengths)
-    shape_key = (key, int(tokens.shape[0]), width)
+    shape_key = (key, int(tokens.shape[0]), int(tables.shape[1]))
     entry = graphs.get(shape_key)
     if entry is None:
         static = tuple(t.clone() for t in inputs)
