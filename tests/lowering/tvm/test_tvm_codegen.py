@@ -490,6 +490,21 @@ def test_one_vector_rows_reduced_straight_from_a_checked_load(built, rng):
         assert (np.abs(out["sums"].astype(np.float64) - ref["sums"]) <= bound).all(), m
 
 
+def test_short_dot_loops_and_reduced_rows_are_unrolled(K, built):
+    """Two loops LLVM compiled badly inside decode attention's page loop are unrolled in the generated code: the
+    K loop of a dot over a plain tile of at most 16 rows (as a loop, its 16 sums were stored and reloaded on every
+    step) and the rows of a reduction over lanes (as a loop, LLVM's vectorizer ran it across the rows: a gather
+    of one lane per row at every halving step). The results are the same sums (k ascending; each row alone)."""
+    _, ck = built("gemm_f32_False", lambda: K.build_gemm("f32"))           # a [16, 16] x [16, 32] dot per K tile
+    assert re.search(r"for cx\w+ in T\.unroll\(16\):", ck.text)
+    kb = KernelBuilder("rows_max")
+    x = kb.tensor_param("x", "f32", [8, 16])
+    out = kb.tensor_param("m", "f32", [8], intent="out")
+    kb.store(out, kb.reduce("max", kb.load(x, [0, 0], [8, 16]), 1), [0])
+    text = emit_tvm(kb.build(), "cpu").text
+    assert re.search(r"for \w+ in T\.unroll\(8\):\s+for w in T\.vectorized\(8\):", text), text
+
+
 def test_int8_dot_accumulates_in_int32_with_wraparound(K, built, rng):
     kernel, ck = built("int8_dot", K.build_int8_dot)
     args = {"a": _random((8, 32), "int8", rng), "b": _random((32, 16), "int8", rng), "c": np.zeros((8, 16), np.int32)}
