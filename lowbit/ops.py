@@ -25,14 +25,14 @@ from typing import Any
 
 from .errors import FormatError, KernelArgumentError
 from .kernels.attention import AttentionPlan, attention_plan, choose_splits, run_kv_append, store_launch
-from .kernels.decoder import RowsLaunch, rms_norm_launch, rope_launch, silu_mul_launch
+from .kernels.decoder import RowsLaunch, add_rms_norm_launch, rms_norm_launch, rope_launch, silu_mul_launch
 from .kernels.library import device_of, resolve_backend
 from .kernels.matmul import MatmulPlan, matmul_plan
 from .kvcache import KVLayer
 from .plans import cached_plan
 from .quant import DENSE_ROWMAJOR, QuantizedTensor
 
-__all__ = ["matmul", "decode_attention", "kv_append", "rms_norm", "rope", "silu_mul"]
+__all__ = ["matmul", "decode_attention", "kv_append", "rms_norm", "add_rms_norm", "rope", "silu_mul"]
 
 _ACT_DTYPES = ("float16", "bfloat16", "float32")
 #: the types of scalar options that may key a checked call signature (hashable, checked by value)
@@ -416,7 +416,8 @@ def _check_pages(op: str, layer: Any, block_tables: Any, seq_lens: Any) -> None:
 # ---------------------------------------------------------------------------------------------------------
 # the decoder layer's small ops
 # ---------------------------------------------------------------------------------------------------------
-#: call signatures of :func:`rms_norm` / :func:`rope` / :func:`silu_mul` that passed their checks -> their launch
+#: call signatures of :func:`rms_norm` / :func:`add_rms_norm` / :func:`rope` / :func:`silu_mul` that passed their
+#: checks -> their launch
 #: (checks depend on dtypes, shapes, devices and options only, never on values)
 _CHECKED_ROWS: dict[tuple, "_CheckedRows"] = {}
 
@@ -424,16 +425,22 @@ _CHECKED_ROWS: dict[tuple, "_CheckedRows"] = {}
 @dataclass(frozen=True)
 class _CheckedRows:
     """A ``decoder.lbk`` launch for a checked call signature, with the inputs' reshape to rows (None when they
-    are contiguous rows already) and the output's view back (None likewise)."""
+    are contiguous rows already; every input but the last, which is a weight or table, takes it) and the outputs'
+    view back (None likewise)."""
 
     launch: RowsLaunch
     rows: tuple[int, int] | None
     out_view: tuple[int, ...] | None
 
     def run(self, x: Any, *rest: Any) -> Any:
-        x = x.contiguous() if self.rows is None else x.reshape(self.rows).contiguous()
-        out = self.launch.run(x, *[t.contiguous() for t in rest]) if rest else self.launch.run(x)
-        return out if self.out_view is None else out.view(self.out_view)
+        if self.rows is None:
+            out = self.launch.run(*[t.contiguous() for t in (x, *rest)])
+        else:
+            row_inputs = [t.reshape(self.rows).contiguous() for t in (x, *rest[:-1])]
+            out = self.launch.run(*row_inputs, *[t.contiguous() for t in rest[-1:]])
+        if self.out_view is None:
+            return out
+        return tuple(o.view(self.out_view) for o in out) if isinstance(out, tuple) else out.view(self.out_view)
 
 
 def _remember(signature: tuple | None, checked: _CheckedRows) -> _CheckedRows:
@@ -471,6 +478,51 @@ def rms_norm(x: Any, weight: Any, *, eps: float = 1e-6, out_dtype: Any = None, b
         checked = _CHECKED_ROWS.get(signature)
         if checked is not None:                 # this signature passed the checks below before
             return checked.run(x, weight)
+    h = _check_norm_args(op, x, weight, eps)
+    name = resolve_backend(backend, device_of(x))
+    launch = rms_norm_launch(x.numel() // h, h, x.dtype, weight.dtype, x.dtype if out_dtype is None else out_dtype,
+                             float(eps), x.device, name)
+    return _remember(signature, _rows_of(x, h, launch)).run(x, weight)
+
+
+def add_rms_norm(x: Any, delta: Any, weight: Any, *, eps: float = 1e-6, out_dtype: Any = None,
+                 backend: str | None = None) -> tuple[Any, Any]:
+    """The residual add before an RMSNorm, in one launch: ``s = x + delta`` (computed in f32, rounded once to
+    ``x``'s dtype) and :func:`rms_norm` of ``s``; returns ``(s, normed)``. ``x``, ``delta [..., H]`` (same shape)
+    and ``weight [H]`` float16, bfloat16 or float32; ``normed`` in ``out_dtype`` (None: ``x``'s dtype).
+
+    A decoder layer adds each block's output to its float32 residual stream and normalizes the sum for the next
+    block: ``x, h = add_rms_norm(x, block_out, norm_weight)`` replaces ``x = x + block_out; h = rms_norm(x, ...)``
+    with the same bits and one launch instead of an add and a launch.
+
+    >>> import torch
+    >>> s, y = add_rms_norm(torch.tensor([[1.0, 3.0]]), torch.tensor([[2.0, 1.0]]), torch.tensor([1.0, 2.0]),
+    ...                     eps=0.0, backend="interpret")
+    >>> s, y                                                                 # s = [3, 4]: as rms_norm's example
+    (tensor([[3., 4.]]), tensor([[0.8485, 2.2627]]))
+    """
+    op = "add_rms_norm"
+    torch = _torch()
+    _check_out_dtype(op, out_dtype)
+    signature = None
+    if type(x) is torch.Tensor and type(delta) is torch.Tensor and type(weight) is torch.Tensor and type(eps) in _PLAIN:
+        signature = (op, x.dtype, x.shape, x.device, delta.dtype, delta.shape, delta.device, weight.dtype, weight.shape,
+                     weight.device, eps, out_dtype, backend)
+        checked = _CHECKED_ROWS.get(signature)
+        if checked is not None:                 # this signature passed the checks below before
+            return checked.run(x, delta, weight)
+    h = _check_norm_args(op, x, weight, eps)
+    _need_float(op, "delta", delta)
+    _need_shape(op, "delta", delta, tuple(int(d) for d in x.shape), "x's shape")
+    _need_device(op, "delta", delta, x.device)
+    name = resolve_backend(backend, device_of(x))
+    launch = add_rms_norm_launch(x.numel() // h, h, x.dtype, delta.dtype, weight.dtype,
+                                 x.dtype if out_dtype is None else out_dtype, float(eps), x.device, name)
+    return _remember(signature, _rows_of(x, h, launch)).run(x, delta, weight)
+
+
+def _check_norm_args(op: str, x: Any, weight: Any, eps: Any) -> int:
+    """The checks :func:`rms_norm` and :func:`add_rms_norm` share; returns ``H`` (``x``'s last axis)."""
     _need_float(op, "x", x)
     _need_float(op, "weight", weight)
     if x.dim() < 1 or int(x.shape[-1]) < 1:
@@ -479,11 +531,7 @@ def rms_norm(x: Any, weight: Any, *, eps: float = 1e-6, out_dtype: Any = None, b
     _need_device(op, "weight", weight, x.device)
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 <= eps < math.inf:
         raise KernelArgumentError(f"{op}: eps must be a finite real number >= 0; got {eps!r}")
-    name = resolve_backend(backend, device_of(x))
-    h = int(x.shape[-1])
-    launch = rms_norm_launch(x.numel() // h, h, x.dtype, weight.dtype, x.dtype if out_dtype is None else out_dtype,
-                             float(eps), x.device, name)
-    return _remember(signature, _rows_of(x, h, launch)).run(x, weight)
+    return int(x.shape[-1])
 
 
 def silu_mul(gate_up: Any, *, out_dtype: Any = None, backend: str | None = None) -> Any:

@@ -48,7 +48,7 @@ __all__ = ["recorded_decode", "replayable", "DECODE_OPS"]
 #: (its launches, and its host work reported by :func:`lowbit.lowering.tvm.launcher.host_work`); the torch reference
 #: ops may read values on the host unseen (its attention takes the longest length with ``int``, the quantizers of
 #: its KV append run in numpy), Triton's CPU interpreter computes in numpy
-DECODE_OPS = ("linear", "kv_append", "decode_attention", "rms_norm", "rope", "silu_mul")
+DECODE_OPS = ("linear", "kv_append", "decode_attention", "rms_norm", "add_rms_norm", "rope", "silu_mul")
 
 
 def replayable(ops: Any) -> bool:

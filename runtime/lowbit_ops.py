@@ -2,8 +2,9 @@
 
 ``linear`` on a quantized weight is :func:`lowbit.ops.matmul`; dense weights (layers kept in f16/f32 by a
 per-layer override) use torch's matmul, as any serving stack does for unquantized layers. The KV cache is written
-by :func:`lowbit.ops.kv_append` and read by :func:`lowbit.ops.decode_attention`; the norms, the rotary embeddings
-and the MLP's gated SiLU are :func:`lowbit.ops.rms_norm`, :func:`lowbit.ops.rope` and :func:`lowbit.ops.silu_mul`.
+by :func:`lowbit.ops.kv_append` and read by :func:`lowbit.ops.decode_attention`; the norms (after a residual add:
+:func:`lowbit.ops.add_rms_norm`), the rotary embeddings and the MLP's gated SiLU are :func:`lowbit.ops.rms_norm`,
+:func:`lowbit.ops.rope` and :func:`lowbit.ops.silu_mul`.
 Prefill attention has no generated kernel yet: ``"auto"`` takes the torch reference for it (an explicit backend
 name reports it missing).
 """
@@ -52,6 +53,14 @@ def _make_rms_norm(backend: str) -> Callable:
     return rms_norm
 
 
+def _make_add_rms_norm(backend: str) -> Callable:
+    def add_rms_norm(x: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps: float,
+                     out_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        return ops.add_rms_norm(x, delta, weight, eps=eps, out_dtype=out_dtype, backend=backend)
+
+    return add_rms_norm
+
+
 def _make_rope(backend: str) -> Callable:
     def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
         return ops.rope(x, cos, sin, out_dtype=out_dtype, backend=backend)
@@ -71,5 +80,6 @@ for _backend in ("tvm", "triton"):
     register("kv_append", _backend)(_make_kv_append(_backend))
     register("decode_attention", _backend)(_make_decode_attention(_backend))
     register("rms_norm", _backend)(_make_rms_norm(_backend))
+    register("add_rms_norm", _backend)(_make_add_rms_norm(_backend))
     register("rope", _backend)(_make_rope(_backend))
     register("silu_mul", _backend)(_make_silu_mul(_backend))

@@ -207,9 +207,10 @@ class Transformer:
         n = tokens.shape[0]
         x = self.weights.embed[tokens].to(torch.float32)
         cos_sin = self.rotary.cos_sin(positions)
+        out = None          # the last block's output, added to the residual stream x by the norm that follows
         for idx, layer in enumerate(self.weights.layers):
             lin, bias = layer.linears, layer.biases
-            h = ops.rms_norm(x, layer.input_norm, cfg.rms_norm_eps, self._act_dtype)    # once for 3 linears
+            x, h = self._add_norm(ops, x, out, layer.input_norm, self._act_dtype)    # h: once for 3 linears
             if "qkv_proj" in lin:
                 qkv = self._linear(ops, h, lin["qkv_proj"], bias["qkv_proj"])
                 heads = cfg.num_heads + cfg.num_kv_heads
@@ -223,15 +224,24 @@ class Transformer:
                 v = v.view(n, cfg.num_kv_heads, cfg.head_dim)
             ops.kv_append(cache.layers[idx], k, v, slots)
             attn = attend(idx, q).reshape(n, cfg.num_heads * cfg.head_dim)
-            x = x + self._linear(ops, attn, lin["o_proj"], bias["o_proj"])
-            h = ops.rms_norm(x, layer.post_attention_norm, cfg.rms_norm_eps, self._act_dtype)
+            out = self._linear(ops, attn, lin["o_proj"], bias["o_proj"])
+            x, h = self._add_norm(ops, x, out, layer.post_attention_norm, self._act_dtype)
             if "gate_up_proj" in lin:
                 gate_up = self._linear(ops, h, lin["gate_up_proj"], bias["gate_up_proj"])
             else:
                 gate_up = torch.cat([self._linear(ops, h, lin[p], bias[p]) for p in ("gate_proj", "up_proj")], dim=-1)
             act = ops.silu_mul(gate_up, self._act_dtype)
-            x = x + self._linear(ops, act, lin["down_proj"], bias["down_proj"])
-        return ops.rms_norm(x, self.weights.norm, cfg.rms_norm_eps, torch.float32)
+            out = self._linear(ops, act, lin["down_proj"], bias["down_proj"])
+        return self._add_norm(ops, x, out, self.weights.norm, torch.float32)[1]
+
+    def _add_norm(self, ops: OpSet, x: torch.Tensor, out: torch.Tensor | None, weight: torch.Tensor,
+                  out_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """The residual add and the RMSNorm after it, in one op: ``(x + out, rms_norm(x + out))``; ``(x,
+        rms_norm(x))`` when there is nothing to add yet (``out`` None: the first layer's input)."""
+        eps = self.config.rms_norm_eps
+        if out is None:
+            return x, ops.rms_norm(x, weight, eps, out_dtype)
+        return ops.add_rms_norm(x, out, weight, eps, out_dtype)
 
     def _linear(self, ops: OpSet, x: torch.Tensor, weight: Any, bias: torch.Tensor | None) -> torch.Tensor:
         """A decoder layer's linear: input and output in the model's activation dtype (the input converted unless

@@ -42,6 +42,11 @@ are in the model's activation dtype):
     ``x`` fp32 ``[T, H]``, ``weight`` ``[H]``: ``weight * (x * rsqrt(mean(x^2, -1) + eps))`` (Llama's RMSNorm) in
     fp32, rounded once to ``out_dtype`` (the dtype of the matmul that reads it).
 
+``add_rms_norm(x, delta, weight, eps, out_dtype) -> (s, y)``
+    The residual add and the norm after it: ``s = x + delta`` (``x`` the fp32 residual ``[T, H]``, ``delta`` a
+    block's output in any float dtype; an fp32 add, as torch promotes it) and ``y = rms_norm(s, weight, eps,
+    out_dtype)``.
+
 ``rope(x, cos, sin, out_dtype) -> y``
     ``x`` ``[T, H, D]`` (float; a strided view of a fused projection's output), ``cos``, ``sin`` fp32 ``[T, D]``
     (:meth:`lowbit.runtime.rope.Rotary.cos_sin`): ``x * cos + rotate_half(x) * sin`` per head (Hugging Face's
@@ -71,7 +76,8 @@ from typing import Callable
 
 from lowbit.errors import BackendError
 
-OP_NAMES = ("linear", "kv_append", "decode_attention", "prefill_attention", "rms_norm", "rope", "silu_mul")
+OP_NAMES = ("linear", "kv_append", "decode_attention", "prefill_attention", "rms_norm", "add_rms_norm", "rope",
+            "silu_mul")
 REFERENCE = "torch"
 #: "auto" takes, per op, the first backend in this order that has it
 AUTO_PREFERENCE = {"cpu": ("tvm", REFERENCE), "cuda": ("triton", "tvm", REFERENCE)}
@@ -108,6 +114,7 @@ class OpSet:
     decode_attention: Callable
     prefill_attention: Callable
     rms_norm: Callable
+    add_rms_norm: Callable
     rope: Callable
     silu_mul: Callable
     backends: tuple[tuple[str, str], ...]  # (op, backend) pairs
@@ -141,8 +148,8 @@ def resolve(backend: str | None = "auto", device: str = "cpu") -> OpSet:
     missing (it never falls back silently).
 
     >>> resolve("torch").describe()       # doctest: +NORMALIZE_WHITESPACE
-    'linear=torch, kv_append=torch, decode_attention=torch, prefill_attention=torch, rms_norm=torch, rope=torch,
-     silu_mul=torch'
+    'linear=torch, kv_append=torch, decode_attention=torch, prefill_attention=torch, rms_norm=torch,
+     add_rms_norm=torch, rope=torch, silu_mul=torch'
     """
     _load_builtin()
     name = "auto" if backend is None else backend

@@ -69,6 +69,13 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, out_dtype: torch
     return (weight.to(torch.float32) * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))).to(out_dtype)
 
 
+@register("add_rms_norm", "torch")
+def add_rms_norm(x: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps: float,
+                 out_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    total = x + delta
+    return total, rms_norm(total, weight, eps, out_dtype)
+
+
 @register("rope", "torch")
 def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
     return apply_rotary(x.to(torch.float32), cos, sin).to(out_dtype)

@@ -1,4 +1,4 @@
-"""``rms_norm``, ``rope`` and ``silu_mul`` (``decoder.lbk``) through :mod:`lowbit.ops`.
+"""``rms_norm``, ``add_rms_norm``, ``rope`` and ``silu_mul`` (``decoder.lbk``) through :mod:`lowbit.ops`.
 
 Reference: float64 torch on the inputs' exact values. Error bounds (u = 2^-24; both kernels compute in f32):
 
@@ -6,6 +6,9 @@ Reference: float64 torch on the inputs' exact values. Error bounds (u = 2^-24; b
   ``H``, the ``+ eps``, ``sqrt`` (which halves a relative error), the reciprocal and the two products add one
   rounding each: ``|y - y*| <= (gamma_H / 2 + 8 u) |y*|`` before the output's rounding (``u_out |y*|`` plus
   half its smallest subnormal).
+* **add_rms_norm**: the sum ``x + delta`` is exact: the float64 sum of the two (exact for these magnitudes)
+  rounded to float32, then to ``x``'s dtype, as a torch add in that dtype rounds; the norm is rms_norm's, of
+  that sum.
 * **rope**: ``x cos -+ x' sin``: two products and a sum (or a fused multiply-add), each within one rounding:
   ``3 u (|x cos| + |x' sin|)`` before the output's rounding.
 * **silu_mul**: ``gate / (1 + e^-gate) * up`` with ``exp`` trusted to 4 ulp: ``1 + e^-gate`` is within ``5 u``,
@@ -66,6 +69,34 @@ def test_rms_norm_eps_dominates_tiny_rows(backend):
     got = ops.rms_norm(x, torch.ones(64), eps=1e-6, backend=backend)
     ref = x.double() / (2.0 ** -60 + 1e-6) ** 0.5
     assert_within(got, ref, (gamma(64) / 2 + 8 * U32) * ref.abs(), f"rms_norm {backend} tiny row")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("x_dtype, d_dtype, out_dtype", [
+    (torch.float32, torch.bfloat16, torch.bfloat16), (torch.float32, torch.float32, torch.float32),
+    (torch.float32, torch.float16, torch.float32), (torch.bfloat16, torch.float32, torch.float16)])
+@pytest.mark.parametrize("shape", [(1, 64), (4, 96), (2, 3, 64)])
+def test_add_rms_norm_matches_float64(backend, x_dtype, d_dtype, out_dtype, shape):
+    """The stored sum is the correctly rounded sum; the norm is within rms_norm's bound of that sum and has the
+    bits of ``rms_norm`` on it (what a model gets from the two ops apart)."""
+    require_backend(backend)
+    h = shape[-1]
+    # rows over many binades (float16's range when either is float16), delta within a few binades of x: the float64
+    # sum is exact
+    ranged = torch.float16 if torch.float16 in (x_dtype, d_dtype) else x_dtype
+    x = _rows(shape[0] * (shape[1] if len(shape) == 3 else 1), h, ranged, seed=h).reshape(shape).to(x_dtype)
+    delta = (x.float() * (torch.rand(shape, generator=torch.Generator().manual_seed(7)) * 6 - 3)).to(d_dtype)
+    w = (torch.rand(h, generator=torch.Generator().manual_seed(h)) * 4 - 2)
+    eps = 1e-5
+    total, got = ops.add_rms_norm(x, delta, w, eps=eps, out_dtype=out_dtype, backend=backend)
+    assert total.dtype == x_dtype and total.shape == x.shape and got.dtype == out_dtype and got.shape == x.shape
+    assert torch.equal(total, (x.double() + delta.double()).float().to(x_dtype)), "the sum is correctly rounded"
+    s64, w64 = total.double(), w.double()
+    ref = w64 * s64 / torch.sqrt(s64.pow(2).mean(-1, keepdim=True) + eps)
+    u_out = U_OUT[out_dtype]
+    tol = (gamma(h) / 2 + 8 * U32) * (1 + u_out) * ref.abs() + u_out * ref.abs() + TINY_OUT[out_dtype]
+    assert_within(got, ref, tol, f"add_rms_norm {backend} x {x_dtype} + {d_dtype} -> {out_dtype}")
+    assert torch.equal(got, ops.rms_norm(total, w, eps=eps, out_dtype=out_dtype, backend=backend))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -144,6 +175,13 @@ def test_the_checked_signature_fast_path_gives_the_same_results():
     (lambda: ops.rope(torch.ones(2, 3, 4), torch.ones(2, 4), torch.ones(2, 4), out_dtype=[torch.float32]),
      "out_dtype must be"),
     (lambda: ops.silu_mul([1.0, 2.0]), "gate_up must be a torch tensor"),
+    (lambda: ops.add_rms_norm(torch.ones(2, 4), torch.ones(2, 5), torch.ones(4)), r"delta must have shape \[2, 4\]"),
+    (lambda: ops.add_rms_norm(torch.ones(2, 4), torch.ones(2, 4, dtype=torch.int8), torch.ones(4)),
+     "delta must be float16"),
+    (lambda: ops.add_rms_norm(torch.ones(2, 4), torch.ones(2, 4), torch.ones(3)), r"weight must have shape \[4\]"),
+    (lambda: ops.add_rms_norm(torch.ones(2, 4), torch.ones(2, 4), torch.ones(4), eps=-1.0),
+     "eps must be a finite real number"),
+    (lambda: ops.add_rms_norm(torch.ones(2, 4), "x", torch.ones(4)), "delta must be a torch tensor"),
 ])
 def test_bad_arguments_are_clear_errors(call, match):
     with pytest.raises(KernelArgumentError, match=match):

@@ -157,7 +157,8 @@ def test_registered_backend_replaces_ops_without_touching_the_model(tiny):
     try:
         ops_registry.register("linear", "lbtest")(counting_linear)
         with pytest.raises(BackendError, match="backend 'lbtest' has no implementation of kv_append, "
-                                               "decode_attention, prefill_attention, rms_norm, rope, silu_mul"):
+                                               "decode_attention, prefill_attention, rms_norm, add_rms_norm, rope, "
+                                               "silu_mul"):
             ops_registry.resolve("lbtest")
         for op in (op for op in ops_registry.OP_NAMES if op != "linear"):
             ops_registry.register(op, "lbtest")(getattr(reference_ops, op))
@@ -206,7 +207,8 @@ def test_torch_runs_single_threaded_next_to_a_kernel_thread_pool(tiny, backend, 
 def test_auto_uses_lowbit_kernels_on_cpu_and_the_reference_for_the_rest():
     opset = ops_registry.resolve("auto")
     assert dict(opset.backends) == {"linear": "tvm", "kv_append": "tvm", "decode_attention": "tvm",
-                                    "prefill_attention": "torch", "rms_norm": "tvm", "rope": "tvm", "silu_mul": "tvm"}
+                                    "prefill_attention": "torch", "rms_norm": "tvm", "add_rms_norm": "tvm",
+                                    "rope": "tvm", "silu_mul": "tvm"}
     assert ops_registry.resolve(None).backends == opset.backends
     assert dict(ops_registry.resolve("auto", "cuda").backends)["linear"] == "triton"
 
