@@ -64,7 +64,7 @@ from lowbit.ir.verifier import verify
 from lowbit.lowering.target import host_has_avx512, host_has_avx512_bf16
 
 from . import tir_text as tt
-from . import lane_reads, lookup_sum, nan_guard, pair_dot, transpose
+from . import lane_reads, lookup_sum, nan_guard, pair_dot, row_fold, transpose
 from .operands import LANES, Affine, view_index
 from .analysis import KernelInfo, plan_inlining
 from .schedule import choose_vector, cpu_loops, cuda_loops, dot_row_block, layout_vector_width
@@ -1468,10 +1468,64 @@ class _Emitter:
             res = tt.from_f32(total, r.dtype) if acc_dtype != r.dtype else total
             return items + [f"{out.write(ridx)} = {res}"]
 
+        guards = list(x.guards) if K == v else []                 # (a row read straight from x: its guards)
+        # (an integer sum's combine wraps through scalar int64 casts: it stays row by row)
+        vector_combine = ins.op != "sum" or kind_of(acc_dtype) == "float"
+        if pre and 2 <= pre[-1] <= v and not pre[-1] & (pre[-1] - 1) and vector_combine:
+            self.emit_versioned(guards, self._fold_rows(ins, lane, out, pre, v, acc_dtype),
+                                lambda: self._loops(pre, finish, None, False, 1, None))
+            return
         # the rows unrolled (up to UNROLL_K at a time): left as a loop of vector steps, LLVM's loop vectorizer
         # ran it across rows, each halving step a gather of one lane per row (16 per page in decode attention)
         rows = {len(pre) - 1: choose_vector(pre[-1], UNROLL_K)} if pre else None
-        self.emit_nest(pre, finish, tiles=[x] if K == v else (), unroll=rows)   # (a row read straight from x: guards)
+        self.emit_versioned(guards, self._loops(pre, finish, None, True, 1, None, rows),
+                            lambda: self._loops(pre, finish, None, False, 1, None))
+
+    def _fold_rows(self, ins: n.Reduce, lane: Callable[[list[str], str, bool], str], out: BufferTile,
+                   pre: tuple[int, ...], v: int, acc_dtype: str) -> list[Item]:
+        """The reduction over lanes of :meth:`_reduce_last_axis_vectorized` for the last axis of ``pre`` (``R``
+        rows, a power of two up to ``v``) at once: each row's ``v`` lanes (``lane(idx, j, fast)``) into a vector,
+        then merged and folded by two-source shuffles (:mod:`.row_fold`) into one vector of the ``R`` results,
+        stored with one vector write. The same pairs of lanes as the row-by-row halving: the same sums."""
+        r = ins.result
+        rows = pre[-1]
+        headers, outer = cpu_loops(pre[:-1], 1, prefix="fo")
+        full = lambda lanes: f"T.ramp(0, 1, {lanes})"  # noqa: E731
+        body: list[Item] = []
+        vectors: list[BufferTile] = []
+        for i in range(rows):
+            buf = self.tile_buffer(r.name + "_fold", (v,), acc_dtype)
+            j = self.names.fresh("w")
+            load = _Scope(f"for {j} in T.vectorized({v}):")
+            with self.vector_lane([load.header]):
+                load.body.append(f"{buf.write([j])} = {lane(list(outer) + [str(i)], j, True)}")
+            body.append(load)
+            vectors.append(buf)
+        width = v
+        for count, groups, group_width in row_fold.fold_steps(rows, v):
+            if count > 1:
+                first, second = row_fold.merge_indices(v, groups, group_width)
+                sources = list(zip(vectors[0::2], vectors[1::2]))
+            else:
+                first, second = row_fold.fold_indices(groups, group_width)
+                sources = [(vectors[0],)]
+            size, merged = len(first), []
+            for pair in sources:
+                srcs = ", ".join(t.read([full(width)], True) for t in pair)
+                lo, hi, c = (self.tile_buffer(r.name + "_fold", (size,), acc_dtype) for _ in range(3))
+                body.append(f"{lo.write([full(size)])} = T.Shuffle([{srcs}], [{', '.join(map(str, first))}])")
+                body.append(f"{hi.write([full(size)])} = T.Shuffle([{srcs}], [{', '.join(map(str, second))}])")
+                both = tt.reduce_combine(ins.op, lo.read([full(size)], True), hi.read([full(size)], True), acc_dtype)
+                body.append(f"{c.write([full(size)])} = {both}")
+                merged.append(c)
+            vectors, width = merged, size
+        j = self.names.fresh("w")
+        store = _Scope(f"for {j} in T.vectorized({rows}):")
+        value = vectors[0].read([j], True)
+        value = tt.from_f32(value, r.dtype) if acc_dtype != r.dtype else value
+        store.body.append(f"{out.write(list(outer) + [j] + (['0'] if ins.keepdims else []))} = {value}")
+        body.append(store)
+        return _nest_items(headers, body)
 
     def _bind_result(self, r: n.Value, buf: BufferTile) -> None:
         if r.type.shape == ():

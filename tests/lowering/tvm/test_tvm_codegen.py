@@ -490,19 +490,41 @@ def test_one_vector_rows_reduced_straight_from_a_checked_load(built, rng):
         assert (np.abs(out["sums"].astype(np.float64) - ref["sums"]) <= bound).all(), m
 
 
-def test_short_dot_loops_and_reduced_rows_are_unrolled(K, built):
-    """Two loops LLVM compiled badly inside decode attention's page loop are unrolled in the generated code: the
-    K loop of a dot over a plain tile of at most 16 rows (as a loop, its 16 sums were stored and reloaded on every
-    step) and the rows of a reduction over lanes (as a loop, LLVM's vectorizer ran it across the rows: a gather
-    of one lane per row at every halving step). The results are the same sums (k ascending; each row alone)."""
+def test_short_dot_loops_are_unrolled_and_rows_reduced_together(K, built):
+    """Two loops LLVM compiled badly inside decode attention's page loop. The K loop of a dot over a plain tile of
+    at most 16 rows is unrolled (as a loop, its 16 sums were stored and reloaded on every step). The rows of a
+    reduction over lanes are folded together by shuffles (:mod:`lowbit.lowering.tvm.row_fold`): row by row in a
+    loop, LLVM's vectorizer had run across the rows with a gather of one lane per row at every halving step.
+    Results: the same sums in the same order (the interpreter comparisons of the reduction tests)."""
     _, ck = built("gemm_f32_False", lambda: K.build_gemm("f32"))           # a [16, 16] x [16, 32] dot per K tile
     assert re.search(r"for cx\w+ in T\.unroll\(16\):", ck.text)
     kb = KernelBuilder("rows_max")
     x = kb.tensor_param("x", "f32", [8, 16])
     out = kb.tensor_param("m", "f32", [8], intent="out")
     kb.store(out, kb.reduce("max", kb.load(x, [0, 0], [8, 16]), 1), [0])
-    text = emit_tvm(kb.build(), "cpu").text
-    assert re.search(r"for \w+ in T\.unroll\(8\):\s+for w in T\.vectorized\(8\):", text), text
+    fast = emit_tvm(kb.build(), "cpu").text.split("else:")[0]
+    assert fast.count("T.Shuffle(") == 16 and fast.count("T.isnan(") == 8      # 7 merges and 1 fold
+    assert re.search(r"for \w+ in T\.vectorized\(8\):\s+max\[\w+\] = ", fast)      # one vector of 8 results
+
+
+def test_rows_summed_together_round_like_each_row_halved(built, rng):
+    """8 rows of 16 f32 summed by the folded shuffles: every sum has the bits of that row's pairwise halving
+    (lane t plus lane t + w/2) in float32, over values of many binades where another order rounds otherwise."""
+    def make():
+        kb = KernelBuilder("rows_sum")
+        x = kb.tensor_param("x", "f32", [8, 16])
+        out = kb.tensor_param("s", "f32", [8], intent="out")
+        kb.store(out, kb.reduce("sum", kb.load(x, [0, 0], [8, 16]), 1), [0])
+        return kb.build()
+
+    kernel, ck = built("rows_sum", make)
+    x = (rng.standard_normal((8, 16)) * 2.0 ** rng.integers(-24, 24, (8, 16))).astype(np.float32)
+    _, out = _run_both(kernel, ck, {"x": x, "s": np.zeros(8, np.float32)})
+    halved = x.copy()
+    while halved.shape[1] > 1:
+        half = halved.shape[1] // 2
+        halved = (halved[:, :half] + halved[:, half:]).astype(np.float32)
+    _assert_bits_equal(out["s"], halved[:, 0], "sums")
 
 
 def test_int8_dot_accumulates_in_int32_with_wraparound(K, built, rng):
