@@ -1475,8 +1475,8 @@ class _Emitter:
             self.emit_versioned(guards, self._fold_rows(ins, lane, out, pre, v, acc_dtype),
                                 lambda: self._loops(pre, finish, None, False, 1, None))
             return
-        # the rows unrolled (up to UNROLL_K at a time): left as a loop of vector steps, LLVM's loop vectorizer
-        # ran it across rows, each halving step a gather of one lane per row (16 per page in decode attention)
+        # rows that do not fold unrolled (up to UNROLL_K at a time): left as a loop of vector steps, LLVM's loop
+        # vectorizer ran it across rows, each halving step a gather of one lane per row
         rows = {len(pre) - 1: choose_vector(pre[-1], UNROLL_K)} if pre else None
         self.emit_versioned(guards, self._loops(pre, finish, None, True, 1, None, rows),
                             lambda: self._loops(pre, finish, None, False, 1, None))

@@ -25,9 +25,7 @@ lane ``r`` is row ``r``'s.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence, TypeVar
-
-E = TypeVar("E")
+from typing import Any, Callable, Sequence
 
 __all__ = ["merge_indices", "fold_indices", "fold_steps", "fold_rows"]
 
