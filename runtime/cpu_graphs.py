@@ -170,23 +170,15 @@ def _out_variant(func: Any) -> Any:
 def _call_into(func: Any, args: tuple, kwargs: dict, results: list[torch.Tensor]) -> Callable[[], None]:
     """Repeat a functional op, its results written into the tensors the recording made: by the op's ``out``
     variant where it has one (no new tensor per replay), else computed anew and copied."""
-    if len(results) == 1:
-        (dst,) = results
-        into = _out_variant(func)
-        if into is not None:
-            return lambda: into(*args, **kwargs, out=dst)
+    into = _out_variant(func) if len(results) == 1 else None
+    if into is not None:
+        return lambda: into(*args, **kwargs, out=results[0])
 
-        def one() -> None:
-            dst.copy_(func(*args, **kwargs))
-
-        return one
-
-    def many() -> None:
-        out = func(*args, **kwargs)
-        for dst, src in zip(results, (t for t in out if isinstance(t, torch.Tensor))):
+    def copied() -> None:
+        for dst, src in zip(results, _tensors(func(*args, **kwargs))):
             dst.copy_(src)
 
-    return many
+    return copied
 
 
 @dataclass

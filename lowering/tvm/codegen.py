@@ -1471,15 +1471,14 @@ class _Emitter:
         guards = list(x.guards) if K == v else []                 # (a row read straight from x: its guards)
         # (an integer sum's combine wraps through scalar int64 casts: it stays row by row)
         vector_combine = ins.op != "sum" or kind_of(acc_dtype) == "float"
+        checked = lambda: self._loops(pre, finish, None, False, 1, None)  # noqa: E731
         if pre and 2 <= pre[-1] <= v and not pre[-1] & (pre[-1] - 1) and vector_combine:
-            self.emit_versioned(guards, self._fold_rows(ins, lane, out, pre, v, acc_dtype),
-                                lambda: self._loops(pre, finish, None, False, 1, None))
+            self.emit_versioned(guards, self._fold_rows(ins, lane, out, pre, v, acc_dtype), checked)
             return
         # rows that do not fold unrolled (up to UNROLL_K at a time): left as a loop of vector steps, LLVM's loop
         # vectorizer ran it across rows, each halving step a gather of one lane per row
         rows = {len(pre) - 1: choose_vector(pre[-1], UNROLL_K)} if pre else None
-        self.emit_versioned(guards, self._loops(pre, finish, None, True, 1, None, rows),
-                            lambda: self._loops(pre, finish, None, False, 1, None))
+        self.emit_versioned(guards, self._loops(pre, finish, None, True, 1, None, rows), checked)
 
     def _fold_rows(self, ins: n.Reduce, lane: Callable[[list[str], str, bool], str], out: BufferTile,
                    pre: tuple[int, ...], v: int, acc_dtype: str) -> list[Item]:
