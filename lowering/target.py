@@ -99,7 +99,16 @@ def host_cpu_flags() -> frozenset[str]:
 
 
 #: the :func:`host_cpu_flags` that lowering decisions consult (the ``host_has_*`` predicates below)
-LOWERING_CPU_FLAGS = frozenset({"avx512f", "avx512bw", "avx512_bf16"})
+LOWERING_CPU_FLAGS = frozenset({"avx", "avx512f", "avx512bw", "avx512_bf16"})
+
+
+def host_vector_bytes() -> int:
+    """The widest SIMD register of an x86-64 host by its flags: 64 with AVX-512F, 32 with AVX, else 16; 64
+    where the flags cannot tell (another architecture: LLVM splits wider vectors as it must)."""
+    flags = host_cpu_flags()
+    if not flags:
+        return 64
+    return 64 if "avx512f" in flags else 32 if "avx" in flags else 16
 
 
 def host_has_avx512() -> bool:
@@ -154,7 +163,7 @@ def parse_target(text: str) -> Target:
         if rest[0].startswith("sm_") and rest[0][3:].isdigit():
             return Target("triton", "cuda", rest[0])
     if backend == "tvm" and rest == ["llvm"]:
-        return Target("tvm", "cpu", None, vector_bytes=64, num_threads=cpu_threads())
+        return Target("tvm", "cpu", None, vector_bytes=host_vector_bytes(), num_threads=cpu_threads())
     if backend == "tvm" and len(rest) == 2 and rest[0] == "cuda" and rest[1].startswith("sm_"):
         return Target("tvm", "cuda", rest[1])
     raise CompileError(f"unknown target {text!r}", hint="valid targets: " + ", ".join(TARGET_FORMS))

@@ -100,10 +100,12 @@ def groups_for(target, dtype: str, layout: Any, meets_bf16: bool = True) -> int:
     is 0.62 (0.47 with half its adds as multiply-adds, as emitted) against 1.0 ns per 32 products in an
     L1-resident loop; against the bf16 pair dot (a shift, a
     ``vpermw`` and a ``vdpbf16ps`` per 32, 0.44 ns) only the quads of 1-bit codes win (uint1 x bf16,
-    4096 x 4096, weights in cache: 0.195 -> 0.11 ms).
+    4096 x 4096, weights in cache: 0.195 -> 0.11 ms). The lookup takes a 16-entry table in one register, which
+    needs AVX-512 (as :func:`planes_for`); elsewhere groups would only make the unpack longer.
     """
     nbits = nbits_of(dtype)
-    if target.backend != "tvm" or target.kind != "cpu" or not (nbits == 1 or (nbits == 2 and not meets_bf16)):
+    if (target.backend != "tvm" or target.kind != "cpu" or not (nbits == 1 or (nbits == 2 and not meets_bf16))
+            or not host_has_avx512()):
         return 1
     try:
         PackedFormat(dtype, layout, worker_vector_bytes(target), groups=4 // nbits).plan  # noqa: B018 (checks the tile)

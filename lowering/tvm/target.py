@@ -5,6 +5,11 @@ TVM is imported lazily (``import tvm`` costs ~3-5 s): call :func:`import_tvm` in
 Facts this module encodes (TVM 0.27):
 - A plain ``"llvm"`` target is generic x86-64 and several times slower; the host target must name the CPU
   (``{"kind": "llvm", "mcpu": "znver4"}``), which enables its vector ISA (AVX-512 here: 512-bit vectors).
+- LLVM names the host CPU by its family and model, and ``mcpu`` alone enables every feature of that model. A
+  virtual machine may hide some of them: a Zen 4 VM whose hypervisor masks AVX-512 is still ``znver4``, and its
+  code then dies on the first AVX-512 instruction (SIGILL). The host target therefore also turns off, by
+  ``mattr``, each feature of the model the running CPU does not report (LLVM's host feature query,
+  :func:`host_cpu`).
 - TVM's CPU thread pool sizes itself from ``TVM_NUM_THREADS`` (else ``OMP_NUM_THREADS``), else from *half*
   the hardware threads on x86 ("ignore hyper-threading"): on a 2-core machine without SMT that is **1
   thread**. :func:`import_tvm` therefore sets ``TVM_NUM_THREADS`` to the usable core count unless the user
@@ -70,8 +75,9 @@ class HostCPU:
     """What LLVM (through TVM) knows about the machine we run on.
 
     ``mcpu`` is LLVM's CPU name (``znver4``, ``sapphirerapids``...), ``vector_bits`` the widest vector
-    register LLVM will use for it, ``cores`` the cores this process may use, ``features`` LLVM's feature
-    names (``avx512f``, ``avx512bf16``, ``amx-tile``...).
+    register the code may use, ``cores`` the cores this process may use, ``features`` LLVM's names of the
+    features the code may use (``avx512f``, ``avx512bf16``, ``amx-tile``...): the model's, less ``disabled``,
+    those of the model this CPU does not report (a virtual machine's masked AVX-512, say).
     """
 
     mcpu: str
@@ -79,6 +85,12 @@ class HostCPU:
     vector_bits: int
     cores: int
     features: frozenset[str] = field(repr=False)
+    disabled: frozenset[str] = field(default=frozenset(), repr=False)
+
+    @property
+    def mattr(self) -> list[str]:
+        """The LLVM ``mattr`` list that turns :attr:`disabled` off (``["-avx512f", ...]``)."""
+        return ["-" + name for name in sorted(self.disabled)]
 
     @property
     def vector_bytes(self) -> int:
@@ -93,22 +105,52 @@ class HostCPU:
         return all(f in self.features for f in features)
 
 
+def _reported_absent(tvm: ModuleType) -> frozenset[str] | None:
+    """The LLVM features the running CPU reports absent (LLVM's host query: CPUID on x86), or None where LLVM
+    cannot tell."""
+    try:
+        found = tvm.get_global_func("tvm.codegen.llvm.GetHostCPUFeatures")()
+    except Exception:  # noqa: BLE001  (a TVM without the query: trust the model name)
+        return None
+    return frozenset(str(name) for name, present in dict(found).items() if not bool(present)) if found else None
+
+
+def _vector_bits(features: frozenset[str], triple: str, llvm_width: int) -> int:
+    """The widest vector the features allow on x86 (LLVM reports the model's width whatever ``mattr`` says).
+
+    >>> _vector_bits(frozenset({"avx", "avx2"}), "x86_64-pc-linux-gnu", 512)
+    256
+    """
+    if not triple.startswith(("x86_64", "i386", "i686")):
+        return llvm_width
+    allowed = 512 if "avx512f" in features else 256 if "avx" in features else 128
+    return min(llvm_width, allowed)
+
+
 @functools.cache
 def host_cpu() -> HostCPU:
-    """The host CPU as LLVM sees it (cached)."""
+    """The host CPU as LLVM sees it, less the features the CPU does not report (cached; see the module doc)."""
     tvm = import_tvm()
     codegen = tvm.target.codegen
     mcpu = str(codegen.llvm_get_system_cpu())
+    triple = str(codegen.llvm_get_system_triple())
     target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu})
-    features = frozenset(str(f) for f in codegen.llvm_get_cpu_features(target))
-    return HostCPU(mcpu=mcpu, triple=str(codegen.llvm_get_system_triple()),
-                   vector_bits=int(codegen.llvm_get_vector_width(target)), cores=usable_cores(), features=features)
+    model = frozenset(str(f) for f in codegen.llvm_get_cpu_features(target))
+    disabled = model & (_reported_absent(tvm) or frozenset())
+    features = model - disabled
+    return HostCPU(mcpu=mcpu, triple=triple, cores=usable_cores(), features=features, disabled=disabled,
+                   vector_bits=_vector_bits(features, triple, int(codegen.llvm_get_vector_width(target))))
 
 
 def cpu_target_dict(mcpu: str | None = None, cores: int | None = None) -> dict[str, Any]:
-    """The LLVM target dict for this CPU (or ``mcpu``), with ``num-cores`` (defaults: the host's)."""
+    """The LLVM target dict for this CPU (or ``mcpu``, all of its features), with ``num-cores`` (defaults: the
+    host's); for this CPU, ``mattr`` turns off the model's features it does not report."""
+    extra: dict[str, Any] = {}
     if mcpu is None:
-        mcpu = host_cpu().mcpu
+        host = host_cpu()
+        mcpu = host.mcpu
+        if host.disabled:
+            extra["mattr"] = host.mattr
     else:
         tvm = import_tvm()
         if not tvm.target.codegen.llvm_is_valid_cpu(mcpu, host_cpu().triple):
@@ -117,7 +159,7 @@ def cpu_target_dict(mcpu: str | None = None, cores: int | None = None) -> dict[s
     n = usable_cores() if cores is None else int(cores)
     if n < 1:
         raise BackendError(f"cores must be >= 1, got {cores!r}")
-    return {"kind": "llvm", "mcpu": mcpu, "num-cores": n}
+    return {"kind": "llvm", "mcpu": mcpu, "num-cores": n, **extra}
 
 
 def cpu_target(mcpu: str | None = None, cores: int | None = None) -> Any:

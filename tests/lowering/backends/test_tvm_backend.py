@@ -57,10 +57,14 @@ def test_host_cpu_and_targets():
     flags = _cpuinfo_flags()
     if "avx512f" in flags:
         assert host.has("avx512f")
+    elif flags:         # (a VM may hide AVX-512 from a CPU model that has it: see target.py)
+        assert not any(f.startswith("avx512") for f in host.features) and host.vector_bits <= 256
     if "avx2" in flags:
         assert host.has("avx2") and host.vector_bits >= 256
     cpu = tt.cpu_target_dict()
-    assert cpu == {"kind": "llvm", "mcpu": host.mcpu, "num-cores": host.cores} and host.mcpu != "generic"
+    mattr = {"mattr": host.mattr} if host.disabled else {}
+    assert cpu == {"kind": "llvm", "mcpu": host.mcpu, "num-cores": host.cores, **mattr} and host.mcpu != "generic"
+    assert tt.cpu_target_dict(mcpu=host.mcpu) == {"kind": "llvm", "mcpu": host.mcpu, "num-cores": host.cores}
     assert str(tt.cpu_target().attrs["mcpu"]) == host.mcpu
     assert tt.cuda_target_dict("sm_80") == {"kind": "cuda", "arch": "sm_80"}
     assert tt.is_cuda_target("sm_90") and not tt.is_cuda_target("cpu")
@@ -70,6 +74,36 @@ def test_host_cpu_and_targets():
         tt.cpu_target_dict(mcpu="not-a-cpu")
     with pytest.raises(BackendError, match="cannot make a TVM target"):
         tt.as_target(3.5)
+
+
+def _vector_add_asm(target: dict) -> str:
+    """The assembly of a vector add in 16-lane f32 vectors (512 bits, the width lowbit's CPU code uses)."""
+    tvm = tt.import_tvm()
+    sch = tvm.s_tir.Schedule(tvm.IRModule({"main": _vector_add(1024)}))
+    (i,) = sch.get_loops(sch.get_sblock("c"))
+    sch.vectorize(sch.split(i, [None, 16])[1])
+    return str(tb.build(sch.mod, target).executable.mod.inspect_source("asm"))
+
+
+def test_features_the_cpu_does_not_report_are_turned_off(monkeypatch):
+    """A VM may hide AVX-512 from a CPU whose model has it (a Zen 4 VM is still ``znver4``): code for the model
+    dies on its first AVX-512 instruction. Pretend this CPU reports its model's AVX-512 features absent."""
+    tvm = tt.import_tvm()
+    model = tt.host_cpu.__wrapped__()
+    named = {str(f) for f in tvm.target.codegen.llvm_get_cpu_features(
+        tvm.target.Target({"kind": "llvm", "mcpu": model.mcpu}))}
+    masked = frozenset(f for f in named if f.startswith("avx512"))
+    if not masked or "avx2" not in named:
+        pytest.skip(f"LLVM's {model.mcpu!r} has no AVX-512 to hide")
+    monkeypatch.setattr(tt, "_reported_absent", lambda _tvm: masked | {"not-a-feature-of-the-model"})
+    host = tt.host_cpu.__wrapped__()
+    assert host.disabled == masked and host.features == named - masked and host.vector_bits == 256
+    assert "-avx512f" in host.mattr and host.lanes(32) == 8
+    monkeypatch.setattr(tt, "host_cpu", lambda: host)
+    target = tt.cpu_target_dict()
+    assert target["mattr"] == host.mattr
+    assert "zmm" in _vector_add_asm({"kind": "llvm", "mcpu": host.mcpu})      # the model's code: AVX-512
+    assert "zmm" not in _vector_add_asm(target) and "ymm" in _vector_add_asm(target)
 
 
 def test_thread_pool_uses_every_core():

@@ -54,7 +54,7 @@ def test_symbolic_row_stride_limits_the_width_until_divisibility_is_promised():
     assert f.masked and f.uniform_mask                                          # K % 16 == 0: whole vectors
 
 
-def test_width_follows_target_alignment_and_layout():
+def test_width_follows_target_alignment_and_layout(avx512_bf16_host):
     kernel = build_rows(k=256)
     assert facts_of(kernel, "triton:sm_90")["t"].elements == 8                  # 16 bytes of f16
     assert facts_of(kernel, "tvm:llvm")["t"].elements == 8                      # pointers: 16-byte aligned

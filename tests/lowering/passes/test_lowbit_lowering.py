@@ -213,7 +213,7 @@ def _product_kernel(x_dtype: str, scales_dtype: str = "f16", w_dtype: str = "int
     ("f16", "f16", False),
     ("f32", "bf16", False),      # bf16 scales multiply the dot's result, not the codes
 ])
-def test_substreams_only_where_codes_meet_bf16_activations(x_dtype, scales_dtype, expected):
+def test_substreams_only_where_codes_meet_bf16_activations(x_dtype, scales_dtype, expected, avx512_bf16_host):
     from lowbit.lowering.passes.products import meets_bf16_product
 
     kernel = _product_kernel(x_dtype, scales_dtype)
@@ -229,7 +229,7 @@ def test_substreams_only_where_codes_meet_bf16_activations(x_dtype, scales_dtype
 @pytest.mark.parametrize("w_dtype,streams,groups", [("int1", 1, 4), ("uint2", 2, 1), ("int3", 2, 1), ("int4", 1, 1),
                                                     ("uint5", 2, 1), ("float6_e3m2", 2, 1), ("int7", 1, 1),
                                                     ("float4_e2m1", 1, 1)])
-def test_substreams_for_pairable_code_widths(w_dtype, streams, groups):
+def test_substreams_for_pairable_code_widths(w_dtype, streams, groups, avx512_bf16_host):
     # 2-3- and 5-6-bit codes meeting bf16 activations: two streams (the pair dot's K pairs adjacent, a code
     # crossing a 16-bit word joined by a funnel shift); 4 bits pair adjacent K rows from one stream already;
     # 7-8 bits are not looked up (over 64 entries), so no pair dot of codes applies; 1-bit codes are stored in

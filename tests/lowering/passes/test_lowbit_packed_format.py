@@ -200,7 +200,7 @@ def test_substreams_halves_hold_the_two_streams(name, bits):
 
 
 @pytest.mark.parametrize("name", sorted(SUBSTREAM_LAYOUTS))
-def test_substreams_unpack_in_the_kernel(name):
+def test_substreams_unpack_in_the_kernel(name, avx512_bf16_host):
     """TVM's CPU target stores 3-, 5- and 6-bit codes that meet bf16 activations as substreams; the kernel's
     unpack (through the interpreter) reproduces every code."""
     layout = SUBSTREAM_LAYOUTS[name]
@@ -262,7 +262,7 @@ def test_groups_put_rows_of_the_first_local_mode_side_by_side(name, bits, groups
             assert len(set(columns[run].tolist())) == 1
 
 
-def test_groups_are_chosen_for_1_bit_codes_and_2_bit_codes_without_bf16_activations():
+def test_groups_are_chosen_for_1_bit_codes_and_2_bit_codes_without_bf16_activations(avx512_bf16_host):
     from lowbit.lowering.passes.lowbit_lowering import groups_for
     from lowbit.lowering.target import parse_target
 
@@ -284,7 +284,7 @@ def test_groups_need_a_first_local_mode_they_divide():
 
 
 @pytest.mark.parametrize("name", sorted(GROUP_LAYOUTS))
-def test_groups_unpack_in_the_kernel(name):
+def test_groups_unpack_in_the_kernel(name, avx512_bf16_host):
     """TVM's CPU target stores 1-2-bit codes that meet no bf16 activations in groups; the kernel's unpack
     (through the interpreter) reproduces every code."""
     layout = GROUP_LAYOUTS[name]

@@ -72,4 +72,7 @@ def test_codes_read_from_byte_rows(code, bits, signed):
     out = torch.zeros(8, 40)
     compiled.launch(dict(x=torch.from_numpy(x), a=torch.from_numpy(a), out=out))
     assert np.array_equal(out.numpy(), _bitstream_codes(x, bits, signed, d)[:, pick].T)
-    assert "T.Shuffle([x[" in str(compiled.source)          # the bytes loaded once and repeated
+    from lowbit.lowering.tvm.target import host_cpu
+
+    if host_cpu().lanes(32) == 16:      # (with 8 lanes a vector's 1-bit codes are one byte: a broadcast)
+        assert "T.Shuffle([x[" in str(compiled.source)      # the bytes loaded once and repeated

@@ -22,6 +22,7 @@ from lowbit.ir.symbolic import dim_eval  # noqa: E402
 from lowbit.ir.types import is_native, numpy_dtype  # noqa: E402
 from lowbit.lowering.tvm.codegen import emit_tvm  # noqa: E402
 from lowbit.lowering.tvm.launcher import build_tvm, load_tvm_kernel  # noqa: E402
+from lowbit.lowering.tvm.target import host_cpu  # noqa: E402
 
 U32 = 2.0 ** -24          # float32 unit roundoff
 F16_ULP = 2.0 ** -10      # float16 spacing relative to the value (upper bound, normal range)
@@ -490,7 +491,7 @@ def test_one_vector_rows_reduced_straight_from_a_checked_load(built, rng):
         assert (np.abs(out["sums"].astype(np.float64) - ref["sums"]) <= bound).all(), m
 
 
-def test_short_dot_loops_are_unrolled_and_rows_reduced_together(K, built):
+def test_short_dot_loops_are_unrolled_and_rows_reduced_together(K, built, request):
     """Two loops LLVM compiled badly inside decode attention's page loop. The K loop of a dot over a plain tile of
     at most 16 rows is unrolled (as a loop, its 16 sums were stored and reloaded on every step). The rows of a
     reduction over lanes are folded together by shuffles (:mod:`lowbit.lowering.tvm.row_fold`): row by row in a
@@ -498,6 +499,7 @@ def test_short_dot_loops_are_unrolled_and_rows_reduced_together(K, built):
     Results: the same sums in the same order (the interpreter comparisons of the reduction tests)."""
     _, ck = built("gemm_f32_False", lambda: K.build_gemm("f32"))           # a [16, 16] x [16, 32] dot per K tile
     assert re.search(r"for cx\w+ in T\.unroll\(16\):", ck.text)
+    request.getfixturevalue("avx512_bf16_host")                             # a row of 16 lanes is one vector
     kb = KernelBuilder("rows_max")
     x = kb.tensor_param("x", "f32", [8, 16])
     out = kb.tensor_param("m", "f32", [8], intent="out")
@@ -543,8 +545,8 @@ def test_register_layouts_drive_the_schedule(K, built, rng):
     kernel, ck = built("layout_add", K.build_layout_add)
     ref, out = _run_both(kernel, ck, _args(kernel, {"N": 200}, rng))
     _assert_bits_equal(out["out"], ref["out"])
-    # the load's layout puts 16 consecutive elements on 16 lanes: a 16-wide vector loop
-    assert "T.vectorized(16)" in ck.text
+    # the load's layout puts 16 consecutive elements on 16 lanes: a vector loop as wide as the host's vectors
+    assert f"T.vectorized({host_cpu().lanes(32)})" in ck.text
     # on CUDA the same layout maps element (worker w, slot l) to thread w
     cuda = emit_tvm(kernel, "sm_90").text
     assert "threadIdx.x" in cuda and "tx < 64" in cuda

@@ -23,6 +23,7 @@ from lowbit.ir import KernelBuilder, interpret  # noqa: E402
 from lowbit.lowering.tvm.analysis import REPEAT_BUDGET, SMALL_REDUCE, plan_inlining  # noqa: E402
 from lowbit.lowering.tvm.launcher import build_tvm  # noqa: E402
 from lowbit.lowering.tvm.schedule import cpu_loops, dot_row_block  # noqa: E402
+from lowbit.lowering.tvm.target import host_cpu  # noqa: E402
 
 U32 = 2.0 ** -24
 LANES = 16                      # f32 lanes of the AVX-512 CPU the plans below are made for
@@ -187,8 +188,9 @@ def test_unpack_dot_micro_kernel(rng, bm, m, k):
     if bm == 1:     # GEMV tile: the fused unpack's two vectors along N are unrolled (constant shifts and word
         # offsets), no row block; its K loop is not: each K step reads the next word at the same shifts
         # (words hold 8 codes along N), so there is nothing to fold (unpack_period 1)
-        assert "for axo2 in T.unroll(2):" in text and "_blk" not in text
-        assert "T.unroll(" not in text.replace("for axo2 in T.unroll(2):", "")
+        vectors = f"for axo2 in T.unroll({32 // host_cpu().lanes(32)}):"
+        assert vectors in text and "_blk" not in text
+        assert "T.unroll(" not in text.replace(vectors, "")
     else:           # row blocks through a register block; with a partial block, a's checked path is vectorized too
         assert "acc_1_blk" in text or re.search(r"\w+_blk = T\.alloc_buffer", text)
         assert text.count("T.vectorized") >= 4

@@ -20,7 +20,6 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from lowbit.kernels.matmul import MatmulConfig, choose_config, run_matmul, tile_codes, tile_groups  # noqa: E402
-from lowbit.lowering.target import host_has_avx512_bf16  # noqa: E402
 from lowbit.quant import quantize  # noqa: E402
 
 U32 = 2.0 ** -24
@@ -108,7 +107,7 @@ def test_one_weight_in_several_forms_keeps_them_apart():
         _check(run_matmul(x, w, None, "interpret", cfg), x, w, None, 1, str(cfg))
 
 
-def test_config_checks_and_choice():
+def test_config_checks_and_choice(avx512_bf16_host):
     with pytest.raises(ValueError):
         MatmulConfig(1, 64, 128, 0, 1, gdot=1)            # per-channel: nothing to scale per tile
     assert not MatmulConfig(1, 64, 128, 1, 1, gdot=1).fits(64, 4096)      # two groups per tile
@@ -128,12 +127,12 @@ def test_config_checks_and_choice():
         assert choose_config(33, 4096, 4096, 128, "tvm", "cpu", 2, wtype=wtype, xtype="float32").wt == 0, wtype
         # bf16 activations: decoded weights go to vdpbf16ps in pairs, each decode shared by 4 rows
         bf16 = choose_config(33, 4096, 4096, 128, "tvm", "cpu", 2, wtype=wtype, xtype="bfloat16")
-        assert bf16.wt == int(host_has_avx512_bf16()) and (bf16.bm == 4 or not host_has_avx512_bf16()), wtype
+        assert (bf16.wt, bf16.bm) == (1, 4), wtype
     # ... by 8 rows, 32 outputs wide, where M is a multiple of 8 (not codes of at most 6 bits: bf16 tables)
     for wtype, m in (("float8_e4m3fn", 16), ("int7", 8), ("int8", 32), ("int4", 16), ("float4_e2m1", 8),
                      ("int5", 8), ("float6_e3m2", 16)):
         bf16 = choose_config(m, 4096, 4096, 128, "tvm", "cpu", 2, wtype=wtype, xtype="bfloat16")
-        eight = host_has_avx512_bf16() and wtype in ("float8_e4m3fn", "int7", "int8")
+        eight = wtype in ("float8_e4m3fn", "int7", "int8")
         assert (bf16.bm, bf16.bn) == ((8, 32) if eight else (4, 64)), (wtype, m)
         assert choose_config(m, 4096, 4096, 128, "tvm", "cpu", 2, wtype=wtype, xtype="float32").bm != 8
     assert choose_config(33, 4096, 4096, 128, "triton", "cuda", 132, wtype="int4").wt == 0
