@@ -111,6 +111,12 @@ def host_vector_bytes() -> int:
     return 64 if "avx512f" in flags else 32 if "avx" in flags else 16
 
 
+def host_vector_registers() -> int:
+    """The SIMD registers of an x86-64 host: 32 with AVX-512F, else 16 (AVX2, SSE; and where the flags cannot
+    tell)."""
+    return 32 if "avx512f" in host_cpu_flags() else 16
+
+
 def host_has_avx512() -> bool:
     """True on an x86-64 host whose CPU has AVX-512F."""
     return "avx512f" in host_cpu_flags()

@@ -45,6 +45,8 @@ FILE = "matmul.lbk"
 GEMV_MAX_M = 4
 #: rows of the streaming tile for decoded bf16 pairs (:func:`decoded_pairs`), where M is a multiple of it
 DECODED_PAIR_ROWS = 8
+#: vectors of outputs a one-row GEMV program on TVM's CPU target accumulates (its tile is this many vectors wide)
+GEMV_ACCUMULATORS = 8
 
 #: storage id of plain ``[K, N]`` codes (what the reference interpreter reads: it needs no packing)
 CODES_KN = FormatId("lowbit-matmul-codes-kn", 1)
@@ -178,12 +180,18 @@ def choose_config(m: int, n: int, k: int, group_size: int, backend: str, device:
     MatmulConfig(bm=1, bn=64, bk=128, mode=1, dot=0, split=6, ct='float32', wt=0, gdot=0, zsum=0)
     >>> choose_config(16, 4096, 4096, 128, "triton", "cuda", workers=132, xtype="float16")
     MatmulConfig(bm=16, bn=64, bk=128, mode=1, dot=1, split=4, ct='float16', wt=0, gdot=0, zsum=0)
-    >>> choose_config(1, 4096, 4096, 128, "tvm", "cpu", workers=2)
-    MatmulConfig(bm=1, bn=128, bk=128, mode=1, dot=1, split=1, ct='float32', wt=1, gdot=1, zsum=0)
+
+    On TVM's CPU target the tile's width follows the host's vectors (:data:`GEMV_ACCUMULATORS` vectors for one
+    row; 4 rows x 64 outputs with AVX-512, 4 x 16 with AVX2):
+
+    >>> gemv = choose_config(1, 4096, 4096, 128, "tvm", "cpu", workers=2)
+    >>> gemv.bm, gemv.bk, gemv.mode, gemv.wt, gemv.gdot, gemv.split
+    (1, 128, 1, 1, 1, 1)
     >>> choose_config(64, 72, 200, 40, "tvm", "cpu", workers=2).mode
     1
-    >>> choose_config(16, 4096, 4096, 128, "tvm", "cpu", workers=2, wtype="int4")
-    MatmulConfig(bm=4, bn=64, bk=128, mode=1, dot=1, split=1, ct='float32', wt=1, gdot=1, zsum=0)
+    >>> streamed = choose_config(16, 4096, 4096, 128, "tvm", "cpu", workers=2, wtype="int4")
+    >>> streamed.bm, streamed.wt, streamed.gdot
+    (4, 1, 1)
     """
     # TVM's CPU code streams a weight of cheap codes with the GEMV's tile, 4 rows per program, however many
     # rows x has (4096 x 4096, g = 128, 2 threads, weights in cache): each pair of codes is unpacked once
@@ -216,11 +224,24 @@ def choose_config(m: int, n: int, k: int, group_size: int, backend: str, device:
         # float6_e3m2 1.68 -> 1.33, int6 1.19 -> 1.03, int5 1.11 -> 1.01, uint7 1.18 -> 1.10, int8 1.02 -> 0.98.
         # Codes of at most 4 bits (a vpermw per vector) lose: int4 0.71 -> 0.83, float4_e2m1 0.69 -> 0.85
         bm, bn = DECODED_PAIR_ROWS, 32
-    if cpu_gemv and m == 1 and n >= 128:
-        # one x row: 8 accumulators of 16 lanes still fit the registers, and each x value (or bf16 pair) is
-        # built once per 128 outputs. 4096 x 4096, 2 threads, weights from DRAM, interleaved A/B against 64:
-        # int4 0.250 -> 0.218 ms (x bf16), 0.445 -> 0.347 (x f32); int2 0.228 -> 0.219, 0.344 -> 0.315
-        bn = 128
+    from ..lowering.target import host_vector_bytes, host_vector_registers
+
+    lanes = host_vector_bytes() // 4
+    if cpu_gemv and bm > 1:
+        # a program's accumulators (bm rows of bn / lanes vectors) take at most half the vector registers, the
+        # rest holding x, the words and the decode's constants: 4 x 64 with AVX-512 (16 of 32), 4 x 16 with AVX2
+        # (8 of 16; 4 x 64 had 32 accumulators there). AVX2 host, 4 x 1024 x 4096, 2 threads, weights in cache,
+        # x f32: int4 674 -> 314 us, int2 704 -> 315, int8 542 -> 283; x bf16 int4 745 -> 406
+        fit = host_vector_registers() // 2 * lanes // bm
+        bn = max(lanes, min(bn, 1 << (fit.bit_length() - 1)))
+    wide = GEMV_ACCUMULATORS * lanes
+    if cpu_gemv and m == 1 and n >= wide:
+        # one x row: 8 accumulators of the host's vectors still fit its registers, and each x value (or bf16
+        # pair) is built once per 8 vectors of outputs: 128 with AVX-512's 16 lanes. 4096 x 4096, 2 threads,
+        # weights from DRAM, interleaved A/B against 64: int4 0.250 -> 0.218 ms (x bf16), 0.445 -> 0.347 (x f32);
+        # int2 0.228 -> 0.219, 0.344 -> 0.315. AVX2's 16 registers hold 8 accumulators of 8 lanes (64 outputs)
+        # beside the decode's constants; 128 outputs spilled 7 of 16 accumulators to the stack on every K step
+        bn = wide
     if cpu_gemv and group_size < k and 32 <= group_size <= 256:
         mode, bk = 1, group_size               # one group per K tile: its dot is scaled once (gdot)
     else:

@@ -107,6 +107,24 @@ def test_one_weight_in_several_forms_keeps_them_apart():
         _check(run_matmul(x, w, None, "interpret", cfg), x, w, None, 1, str(cfg))
 
 
+@pytest.mark.parametrize("flags, tiles", [
+    ({"avx", "avx2", "fma"}, {1: (1, 64), 2: (2, 32), 4: (4, 16), 16: (4, 16)}),
+    ({"avx", "avx2", "fma", "avx512f", "avx512bw"}, {1: (1, 128), 2: (2, 64), 4: (4, 64), 16: (4, 64)}),
+])
+def test_streaming_tiles_fit_the_host_registers(monkeypatch, flags, tiles):
+    """A streaming program's accumulators (rows x vectors of outputs) take at most half the vector registers: 8
+    of AVX2's 16 registers of 8 lanes, 16 of AVX-512's 32 of 16 lanes; one row takes 8 vectors either way."""
+    from lowbit.lowering import target
+
+    monkeypatch.setattr(target, "host_cpu_flags", lambda: frozenset(flags))
+    lanes = target.host_vector_bytes() // 4
+    for m, (bm, bn) in tiles.items():
+        cfg = choose_config(m, 4096, 4096, 128, "tvm", "cpu", 2, wtype="int4", xtype="float32")
+        assert (cfg.bm, cfg.bn, cfg.wt) == (bm, bn, 1), m
+        assert cfg.bm * cfg.bn // lanes <= target.host_vector_registers() // 2 or m == 1
+    assert choose_config(1, 64, 4096, 128, "tvm", "cpu", 2).bn == 64         # narrower than 8 vectors: as before
+
+
 def test_config_checks_and_choice(avx512_bf16_host):
     with pytest.raises(ValueError):
         MatmulConfig(1, 64, 128, 0, 1, gdot=1)            # per-channel: nothing to scale per tile
