@@ -509,6 +509,34 @@ def test_short_dot_loops_are_unrolled_and_rows_reduced_together(K, built, reques
     assert re.search(r"for \w+ in T\.vectorized\(8\):\s+max\[\w+\] = ", fast)      # one vector of 8 results
 
 
+@pytest.mark.parametrize("x_dtype", ["bf16", "f16"])
+def test_dot_of_16_bit_activations_converts_them_once(built, rng, x_dtype):
+    """A dot whose ``a`` is a cast of 16-bit floats reads it from an f32 buffer filled by one vectorized
+    conversion, not by a scalar conversion and broadcast per row and K step: every sum within the f32 bound of
+    the float64 dot of the same values, edges of M included."""
+    def make():
+        kb = KernelBuilder(f"act_dot_{x_dtype}")
+        x = kb.tensor_param("x", x_dtype, ["M", 64])
+        w = kb.tensor_param("w", "f32", [64, 32])
+        out = kb.tensor_param("out", "f32", ["M", 32], intent="out")
+        kb.set_grid("cdiv(M, 4)")
+        m0 = kb.mul(kb.program_id(0), 4, name="m0")
+        a = kb.cast(kb.load(x, [m0, 0], [4, 64], name="xt"), "f32", name="xf")
+        kb.store(out, kb.dot(a, kb.load(w, [0, 0], [64, 32]), kb.zeros([4, 32], "f32")), [m0, 0])
+        return kb.build()
+
+    kernel, ck = built(f"act_dot_{x_dtype}", make)
+    assert re.search(r"xf_f32 = T\.alloc_buffer\(\(4, 64\), \"float32\"", ck.text)
+    assert re.search(r"for \w+ in T\.vectorized\(\d+\):\s+xf_f32\[", ck.text)
+    for m in (8, 6):
+        args = {"x": _random((m, 64), {"bf16": "bfloat16", "f16": "float16"}[x_dtype], rng), "w": _random((64, 32), "float32", rng),
+                "out": np.zeros((m, 32), np.float32)}
+        ck.launch(args, shape_bindings={"M": m})
+        x64 = args["x"].astype(np.float64)
+        exact, bound = x64 @ args["w"], 2 * 64 * U32 * (np.abs(x64) @ np.abs(args["w"].astype(np.float64)))
+        assert np.all(np.abs(args["out"] - exact) <= bound), m
+
+
 def test_rows_summed_together_round_like_each_row_halved(built, rng):
     """8 rows of 16 f32 summed by the folded shuffles: every sum has the bits of that row's pairwise halving
     (lane t plus lane t + w/2) in float32, over values of many binades where another order rounds otherwise."""
