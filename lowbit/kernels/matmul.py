@@ -231,7 +231,7 @@ def choose_config(m: int, n: int, k: int, group_size: int, backend: str, device:
         # a program's accumulators (bm rows of bn / lanes vectors) take at most half the vector registers, the
         # rest holding x, the words and the decode's constants: 4 x 64 with AVX-512 (16 of 32), 4 x 16 with AVX2
         # (8 of 16; 4 x 64 had 32 accumulators there). AVX2 host, 4 x 1024 x 4096, 2 threads, weights in cache,
-        # x f32: int4 674 -> 314 us, int2 704 -> 315, int8 542 -> 283; x bf16 int4 745 -> 406
+        # x f32, separate runs: int4 674 -> 286 us, int2 704 -> 612, int8 542 -> 331; x bf16 int4 745 -> 599
         fit = host_vector_registers() // 2 * lanes // bm
         bn = max(lanes, min(bn, 1 << (fit.bit_length() - 1)))
     wide = GEMV_ACCUMULATORS * lanes
