@@ -74,5 +74,5 @@ def test_codes_read_from_byte_rows(code, bits, signed):
     assert np.array_equal(out.numpy(), _bitstream_codes(x, bits, signed, d)[:, pick].T)
     from lowbit.lowering.tvm.target import host_cpu
 
-    if host_cpu().lanes(32) == 16:      # (with 8 lanes a vector's 1-bit codes are one byte: a broadcast)
+    if host_cpu().lanes(32) == 16:      # (8 lanes read otherwise: a vector's 1-bit codes are one byte, a broadcast)
         assert "T.Shuffle([x[" in str(compiled.source)      # the bytes loaded once and repeated
