@@ -61,8 +61,18 @@ def test_cpu_loops_unroll_splits_an_axis():
 
 @pytest.mark.parametrize("m,n,vec,rows", [(16, 64, 16, 4), (1, 64, 16, 1), (6, 64, 16, 3), (10, 64, 16, 2),
                                           (7, 64, 16, 1), (8, 256, 16, 1), (8, 128, 16, 2), (12, 16, 16, 4)])
-def test_dot_row_block(m, n, vec, rows):
-    """The largest divisor of M up to 4 whose accumulators (rows * N / vec vectors) fit 16 registers."""
+def test_dot_row_block(m, n, vec, rows, avx512_bf16_host):
+    """The largest divisor of M up to 4 whose accumulators (rows * N / vec vectors) fit 16 of AVX-512's 32
+    registers (and as many as given)."""
+    assert dot_row_block(m, n, vec) == rows == dot_row_block(m, n, vec, 16)
+
+
+@pytest.mark.parametrize("m,n,vec,rows", [(16, 64, 8, 1), (16, 16, 8, 4), (8, 32, 8, 2), (6, 16, 8, 3)])
+def test_dot_row_block_on_avx2(monkeypatch, m, n, vec, rows):
+    """With AVX2's 16 registers of 8 lanes the accumulators fit 8: a 64-wide row is all of them."""
+    from lowbit.lowering import target
+
+    monkeypatch.setattr(target, "host_cpu_flags", lambda: frozenset({"avx", "avx2", "fma"}))
     assert dot_row_block(m, n, vec) == rows
 
 
