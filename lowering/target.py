@@ -117,6 +117,13 @@ def host_vector_registers() -> int:
     return 32 if "avx512f" in host_cpu_flags() else 16
 
 
+def host_vector_accumulators() -> int:
+    """Vector accumulators a CPU register block may keep (a dot's row block, a matmul program's tile): half the
+    host's vector registers, 16 with AVX-512 and 8 with AVX2; the rest hold the operands and the unpack's
+    constants."""
+    return host_vector_registers() // 2
+
+
 def host_has_avx512() -> bool:
     """True on an x86-64 host whose CPU has AVX-512F."""
     return "avx512f" in host_cpu_flags()

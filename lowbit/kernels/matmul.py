@@ -224,7 +224,7 @@ def choose_config(m: int, n: int, k: int, group_size: int, backend: str, device:
         # float6_e3m2 1.68 -> 1.33, int6 1.19 -> 1.03, int5 1.11 -> 1.01, uint7 1.18 -> 1.10, int8 1.02 -> 0.98.
         # Codes of at most 4 bits (a vpermw per vector) lose: int4 0.71 -> 0.83, float4_e2m1 0.69 -> 0.85
         bm, bn = DECODED_PAIR_ROWS, 32
-    from ..lowering.target import host_vector_bytes, host_vector_registers
+    from ..lowering.target import host_vector_accumulators, host_vector_bytes
 
     lanes = host_vector_bytes() // 4
     if cpu_gemv and bm > 1:
@@ -232,7 +232,7 @@ def choose_config(m: int, n: int, k: int, group_size: int, backend: str, device:
         # rest holding x, the words and the decode's constants: 4 x 64 with AVX-512 (16 of 32), 4 x 16 with AVX2
         # (8 of 16; 4 x 64 had 32 accumulators there). AVX2 host, 4 x 1024 x 4096, 2 threads, weights in cache,
         # x f32, separate runs: int4 674 -> 286 us, int2 704 -> 612, int8 542 -> 331; x bf16 int4 745 -> 599
-        fit = host_vector_registers() // 2 * lanes // bm
+        fit = host_vector_accumulators() * lanes // bm
         bn = max(lanes, min(bn, 1 << (fit.bit_length() - 1)))
     wide = GEMV_ACCUMULATORS * lanes
     if cpu_gemv and m == 1 and n >= wide:

@@ -29,12 +29,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from lowbit.lowering.target import host_vector_registers
+from lowbit.lowering.target import host_vector_accumulators
 
 from .tiles import unflatten
 
-__all__ = ["Loops", "cpu_loops", "cuda_loops", "choose_vector", "dot_row_block", "layout_vector_width", "sympy_to_tir",
-           "DOT_ACCUMULATOR_SHARE"]
+__all__ = ["Loops", "cpu_loops", "cuda_loops", "choose_vector", "dot_row_block", "layout_vector_width", "sympy_to_tir"]
 
 
 @dataclass(frozen=True)
@@ -102,15 +101,10 @@ def cpu_loops(shape: Sequence[int], vector: int = 1, prefix: str = "ax",
     return headers, index
 
 
-#: most vector accumulators a CPU ``dot`` nest keeps in registers at once, as a fraction of the host's vector
-#: registers (16 of AVX-512's 32, 8 of AVX2's 16): the rest hold the operands and the unpack's constants
-DOT_ACCUMULATOR_SHARE = 2
-
-
 def dot_row_block(M: int, N: int, vec: int, accumulators: int | None = None) -> int:
     """Rows of a CPU ``dot``'s ``[M, N]`` output computed together inside its K loop (a register-blocked
     micro-kernel): the largest divisor of ``M`` up to 4 whose accumulators (``rows * N / vec`` vectors)
-    fit ``accumulators`` (default: the host's vector registers over :data:`DOT_ACCUMULATOR_SHARE`). Each element
+    fit ``accumulators`` (default: :func:`lowbit.lowering.target.host_vector_accumulators`). Each element
     of the ``b`` operand then feeds ``rows`` accumulators. AVX2 host (16 registers; 16 accumulators before), old
     and new interleaved in one process: 16 x 1024 x 4096 through the GEMM tile (16 x 64: 2 rows of 8 vectors ->
     1), float8_e4m3fn x f32 2.12 -> 1.22 ms, int5 x f32 2.16 -> 1.30; the 1B model's 22 decode attention calls
@@ -122,7 +116,7 @@ def dot_row_block(M: int, N: int, vec: int, accumulators: int | None = None) -> 
     (1, 1)
     """
     if accumulators is None:
-        accumulators = host_vector_registers() // DOT_ACCUMULATOR_SHARE
+        accumulators = host_vector_accumulators()
     per_row = max(1, -(-N // max(1, vec)))
     for r in (4, 3, 2):
         if M % r == 0 and r * per_row <= accumulators:
