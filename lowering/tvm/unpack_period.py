@@ -46,11 +46,21 @@ def _constant(v: n.Value, defs: Mapping[str, n.Instr | None]) -> bool:
     return isinstance(ins, (n.Full, n.Constant))
 
 
-def _bits_of(value: n.Value, defs: Mapping[str, n.Instr | None]) -> tuple[np.ndarray, int] | None:
+def _invariant(v: n.Value, flat: np.ndarray, defs: Mapping[str, n.Instr | None], axis: int) -> bool:
+    """Whether operand ``v`` takes one element for all positions along ``axis`` of the traced value (``flat``:
+    the value's elements -> ``v``'s): e.g. a zero point broadcast over K, which repeats with any period."""
+    found = element_origins(v, defs)
+    if found is None:
+        return False
+    at = found[1].reshape(-1)[flat]
+    return bool(np.all(at == np.take(at, [0], axis=axis)))
+
+
+def _bits_of(value: n.Value, defs: Mapping[str, n.Instr | None], axis: int) -> tuple[np.ndarray, int] | None:
     """For each element of ``value``: the storage bits its value is computed from (``[*shape, bits]``, see
     :func:`bit_origins`), following element moves and same-shape elementwise instructions (taking the
-    operand that is neither a constant nor a bool tile) back to an unsigned tile of storage bits; and the
-    bits of one storage word."""
+    operand that is neither a constant, nor a bool tile, nor the same along ``axis``) back to an unsigned
+    tile of storage bits; and the bits of one storage word."""
     found = element_origins(value, defs)
     if found is None:
         return None
@@ -67,7 +77,7 @@ def _bits_of(value: n.Value, defs: Mapping[str, n.Instr | None]) -> tuple[np.nda
             return None
         shape = tuple(cur.type.shape)
         operands = [v for v in ins.inputs if tuple(v.type.shape) == shape and v.dtype != "bool"
-                    and not _constant(v, defs)]
+                    and not _constant(v, defs) and not _invariant(v, flat, defs, axis)]
         if len(operands) != 1:
             return None
         cur = operands[0]
@@ -79,7 +89,7 @@ def unpack_period(value: n.Value, defs: Mapping[str, n.Instr | None], axis: int,
     ``i + p`` (along ``axis``) takes its bits from the same offsets of words a constant distance after
     element ``i``'s, for every ``i``; None when ``value`` is not traced to storage bits or no such ``p``
     exists."""
-    found = _bits_of(value, defs)
+    found = _bits_of(value, defs, axis)
     if found is None:
         return None
     bits, word_bits = found

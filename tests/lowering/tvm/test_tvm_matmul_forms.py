@@ -13,6 +13,7 @@ sum_k |x_k w_k|`` (every product and sum in f32, the result rounded once).
 """
 from __future__ import annotations
 
+import re
 import zlib
 
 import pytest
@@ -123,6 +124,26 @@ def test_streaming_tiles_fit_the_host_registers(monkeypatch, flags, tiles):
         assert (cfg.bm, cfg.bn, cfg.wt) == (bm, bn, 1), m
         assert cfg.bm * cfg.bn // lanes <= target.host_vector_registers() // 2 or m == 1
     assert choose_config(1, 64, 4096, 128, "tvm", "cpu", 2).bn == 64         # narrower than 8 vectors: as before
+
+
+@pytest.mark.parametrize("dtype", ["int3", "uint5", "int7"])
+def test_row_blocks_unroll_a_whole_period_of_straddling_codes(dtype):
+    """A 4-row tile over 3/5/7-bit codes packed along K (32 codes in 3/5/7 words, straddling words) unrolls its
+    K loop over the whole 32-step period, where every shift amount and word folds to a constant (half a period
+    left them to run time: 3x slower); results within the fp64 bound, edges in M and N included."""
+    from lowbit.kernels.library import _registered, compiled
+    from lowbit.kernels.matmul import FILE, _constants
+
+    if not _registered("tvm", "cpu"):
+        pytest.skip("no TVM CPU backend here")
+    cfg = MatmulConfig(4, 16, 128, 1, 1, wt=1, gdot=1)
+    gen = torch.Generator().manual_seed(zlib.crc32(dtype.encode()))
+    w = quantize(torch.randn(40, 256, generator=gen), dtype, group_size=128, zero_point=dtype.startswith("u"))
+    source = compiled(FILE, "lowbit_matmul", "tvm", "cpu", **_constants(w, "float32", cfg, False)).source
+    assert re.search(r"for cx\w+ in T\.unroll\(32\):", source), "the row block's K loop is not unrolled 32 steps"
+    for m in (4, 7):
+        x = torch.randn(m, 256, generator=gen)
+        _check(run_matmul(x, w, None, "tvm", cfg), x, w, None, 1, f"{dtype} M={m}")
 
 
 def test_config_checks_and_choice(avx512_bf16_host):

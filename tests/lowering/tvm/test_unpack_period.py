@@ -8,10 +8,11 @@ from lowbit.ir import KernelBuilder
 from lowbit.lowering.tvm.unpack_period import unpack_period
 
 
-def _stream(bits: int, k: int = 64, n: int = 16, wrap: bool = True):
+def _stream(bits: int, k: int = 64, n: int = 16, wrap: bool = True, zero: str | None = None):
     """``value[k, j] = float(code k of a bitstream of ``bits``-bit codes)``, the same stream for every column:
     code k is bits ``(k * bits) % 32 ..`` of word ``k * bits // 32`` (``bits`` divides 32). Without ``wrap``
-    the shift amount is ``k * bits`` itself (past the word for later codes: not periodic)."""
+    the shift amount is ``k * bits`` itself (past the word for later codes: not periodic). ``zero``: subtract a
+    loaded zero point per column (``"column"``, the same down K) or per element (``"element"``)."""
     per_word = 32 // bits
     kb = KernelBuilder("stream")
     w = kb.tensor_param("w", "u32", [k // per_word])
@@ -23,7 +24,15 @@ def _stream(bits: int, k: int = 64, n: int = 16, wrap: bool = True):
         offset = kb.binary("and", offset, kb.full([k], 31, "i32"))
     shift = kb.broadcast_to(kb.expand_dims(kb.cast(offset, "u32"), 1), [k, n])
     code = kb.binary("and", kb.binary("shr", tile, shift), kb.full([k, n], (1 << bits) - 1, "u32"))
-    value = kb.mul(kb.cast(code, "f32"), kb.full([k, n], 0.5, "f32"))          # a dequant after the codes
+    value = kb.cast(code, "f32")
+    if zero is not None:
+        z = kb.tensor_param("z", "f32", [k, n])
+        if zero == "column":
+            zt = kb.broadcast_to(kb.load(z, [0, 0], [1, n]), [k, n])
+        else:
+            zt = kb.load(z, [0, 0], [k, n])
+        value = kb.binary("sub", value, zt)
+    value = kb.mul(value, kb.full([k, n], 0.5, "f32"))                          # a dequant after the codes
     defs = {ins.result.name: ins for ins in kb.build().body if hasattr(ins, "result")}
     return value, defs
 
@@ -34,6 +43,16 @@ def test_codes_in_words_repeat_every_word(bits, period):
     assert unpack_period(value, defs, axis=0) == period          # the next word, the same shifts
     assert unpack_period(value, defs, axis=1) == 1               # every column reads the same stream
     assert unpack_period(value, defs, axis=0, limit=period // 2) is None
+
+
+def test_operands_the_same_along_the_axis_keep_the_period():
+    """A zero point broadcast down K repeats with any period along K (the codes' period stands); along N it
+    changes every column, and so does one that changes down K too: two varying operands, no proof."""
+    value, defs = _stream(4, zero="column")
+    assert unpack_period(value, defs, axis=0) == 8
+    assert unpack_period(value, defs, axis=1) is None
+    value, defs = _stream(4, zero="element")
+    assert unpack_period(value, defs, axis=0) is None
 
 
 def test_unproven_operands_have_no_period():
