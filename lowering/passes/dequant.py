@@ -39,7 +39,8 @@ check every code of every type against :mod:`lowbit.dtypes` through the interpre
 bf16 results are computed in f32 and cast (RNE, exact here), as the interpreter's own cast rule does.
 
 The default is the cheapest applicable method by :func:`dequant_cost`: the instructions per element of the
-emitted IR, an int->float conversion weighing 4 on CUDA (I2F: quarter rate). Ties go to the
+emitted IR, an int->float conversion weighing 4 on CUDA (I2F: quarter rate), 2 on CPUs, less the extraction a
+CPU folds into ``arith``'s sign extension (:func:`method_weight`). Ties go to the
 historical default (CUDA ``magic``, CPU ``arith``, then ``bits``, ``shift``, ``lut``). ``lut`` wins for
 1-bit codes (uint1 to f16 on CUDA, int1 everywhere) and float2_e1m0 to f16; ``table`` (cost 1) for every code that
 fits the target's register table (``table_entries``; none by default).
@@ -82,6 +83,18 @@ CUDA_CONVERT_WEIGHT = 4
 #: codes into f32 `arith` and `magic` both count 3, but `magic` (no vcvtdq2ps) ran ~20% faster (int4 0.89 -> 0.71
 #: ms, int3 0.91 -> 0.72, int2 0.95 -> 0.75); unsigned codes (arith 2 vs magic 2 with this weight) ran the same.
 CPU_CONVERT_WEIGHT = 2
+#: instructions a CPU saves where ``arith`` sign-extends a code whose width divides 32 (whole codes per word):
+#: LLVM merges the extraction's shift and mask (``(w >> p) & m``) into the sign extension's shifts, one
+#: ``sar(shl(w, 32 - n - p), 32 - n)``, so the decode is ``vpslld``, ``vpsrad``, ``vcvtdq2ps`` per vector where
+#: ``magic`` is ``vpsrld``, ``vpand``, ``vpxor``, ``vaddps``. Codes that straddle words are assembled from parts
+#: first and save nothing. AVX2 host (Zen 4, 2 threads), 4096 x 4096 g128, old (magic) and new (arith)
+#: interleaved: x f32 int4 M=1 0.733 -> 0.636 ms, int2 0.712 -> 0.626, int4 M=16 5.08 -> 4.47, x bf16 int4
+#: 0.743 -> 0.652; int8 even; straddling codes even or worse (int5 x bf16 M=4 1.12 -> 1.36). Not 1-bit codes, whose
+#: ``lut`` select LLVM also reads in place (a shift to the sign bit and a blend): arith was slower there (int1 x f32
+#: GEMV 0.50 -> 0.59 ms).
+CPU_FOLDED_EXTRACTION = 2
+#: the code widths :data:`CPU_FOLDED_EXTRACTION` applies to
+FOLDED_WIDTHS = (2, 4, 8)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -144,12 +157,12 @@ def dequant_cost(code_dtype: str, out_dtype: str, method: str) -> DequantCost:
 
 @lru_cache(maxsize=None)
 def default_method(code_dtype: str, out_dtype: str, kind: str, table_entries: int = 0) -> str:
-    """The documented rule: the applicable method of least :meth:`DequantCost.weight` on ``kind``; ties go to
+    """The documented rule: the applicable method of least :func:`method_weight` on ``kind``; ties go to
     the historical defaults (CUDA ``magic``, CPU ``arith``, then ``bits``, ``shift``, ``lut``). In effect:
-    integers by ``magic`` on CUDA; on CPUs signed integers into f32 by ``magic``, unsigned ones and f16 outputs by
-    ``arith``; e5m2 by ``shift``, other floats by ``bits``, except ``lut`` for int1, uint1 to f16 on CUDA, and
-    float2_e1m0 to f16. ``table`` competes only when the target looks up ``table_entries >= 2**n`` entries in a
-    register (then it wins: one instruction)."""
+    integers by ``magic`` on CUDA; on CPUs signed integers of 3, 5, 6 or 7 bits (straddling words) into f32 by
+    ``magic``, other integers and f16 outputs by ``arith``; e5m2 by ``shift``, other floats by ``bits``, except
+    ``lut`` for int1, uint1 to f16 on CUDA, and float2_e1m0 to f16. ``table`` competes only when the target looks
+    up ``table_entries >= 2**n`` entries in a register (then it wins: one instruction)."""
     out = out_dtype if out_dtype in FLOAT_OUT else "float32"
     order = ("magic", "arith") if kind == "cuda" else ("arith", "magic")
     order += ("bits", "shift", "lut")
@@ -157,7 +170,24 @@ def default_method(code_dtype: str, out_dtype: str, kind: str, table_entries: in
         order += ("table",)
     ok = applicable_methods(code_dtype, out)
     ranked = [m for m in order if m in ok]
-    return min(ranked, key=lambda m: dequant_cost(code_dtype, out, m).weight(kind))
+    return min(ranked, key=lambda m: method_weight(code_dtype, out, m, kind))
+
+
+def method_weight(code_dtype: str, out_dtype: str, method: str, kind: str) -> int:
+    """What the rule minimizes: :meth:`DequantCost.weight`, less :data:`CPU_FOLDED_EXTRACTION` on CPUs where
+    ``arith`` sign-extends a 2-, 4- or 8-bit code (whole codes per word: the extraction folds into the sign
+    extension).
+
+    >>> method_weight("int4", "float32", "arith", "cpu"), method_weight("int4", "float32", "magic", "cpu")
+    (2, 3)
+    >>> method_weight("int5", "float32", "arith", "cpu"), method_weight("int4", "float32", "arith", "cuda")
+    (4, 6)
+    """
+    weight = dequant_cost(code_dtype, out_dtype, method).weight(kind)
+    d = lowbit_dtype(code_dtype)
+    if kind != "cuda" and method == "arith" and d.kind == "int" and d.nbits in FOLDED_WIDTHS:
+        weight -= CPU_FOLDED_EXTRACTION
+    return weight
 
 
 def forced_method(code_dtype: str, options: Mapping[str, Any] | None) -> str | None:

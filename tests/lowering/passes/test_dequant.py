@@ -19,7 +19,7 @@ from lowbit.ir import nodes as n
 from lowbit.ir.types import is_code
 from lowbit.lowering.passes import run_passes
 from lowbit.lowering.passes.dequant import (LUT_MAX_BITS, DequantCost, applicable_methods, default_method, dequant_cost,
-                                            fits_f16, lut_byte_table, select_method)
+                                            fits_f16, lut_byte_table, method_weight, select_method)
 from lowbit.lowering.target import parse_target
 
 _spec = importlib.util.spec_from_file_location("lowbit_validate", pathlib.Path(__file__).with_name("lowbit_validate.py"))
@@ -183,7 +183,9 @@ def test_literal_codes_are_folded():
 # ---------------------------------------------------------------------------------------------------- the rule
 def test_rule_and_override():
     assert default_method("int4", "float16", "cuda") == "magic"
-    assert default_method("int4", "float32", "cpu") == "magic"   # calibrated CPU conversion weight
+    assert default_method("int4", "float32", "cpu") == "arith"   # the extraction folds into the sign extension
+    assert default_method("int5", "float32", "cpu") == "magic"   # calibrated CPU conversion weight
+    assert default_method("int1", "float32", "cpu") == "lut"
     assert default_method("uint4", "float32", "cpu") == "arith"
     assert default_method("int4", "float16", "cpu") == "arith"
     assert default_method("float8_e5m2", "float16", "cpu") == "shift"
@@ -291,13 +293,14 @@ OLD_RULE = {"cuda": "magic", "cpu": "arith"}
 def test_the_rule_is_the_cheapest_method(kind):
     """The default has the least weighted cost; it differs from the historical rule (CUDA magic, CPU arith) only
     where another method is strictly cheaper: ``lut`` for 1-bit ints and float2_e1m0 -> f16 (and uint1 -> f16 on CUDA),
-    and on CPUs ``magic`` for signed ints into f32/bf16 (the calibrated conversion weight)."""
+    and on CPUs ``magic`` for signed ints of 3, 5, 6, 7 bits into f32/bf16 (the calibrated conversion weight; 2-,
+    4- and 8-bit codes fold their extraction into ``arith``'s sign extension)."""
     changed = set()
     for t in CODE_TYPES:
         d = lowbit.dtype(t)
         for out in OUTS:
             chosen = default_method(t, out, kind)
-            costs = {m: dequant_cost(t, out, m).weight(kind) for m in applicable_methods(t, out) if m != "table"}
+            costs = {m: method_weight(t, out, m, kind) for m in applicable_methods(t, out) if m != "table"}
             assert costs[chosen] == min(costs.values()), (t, out, kind, costs)
             old = OLD_RULE[kind] if d.kind in ("int", "uint") else "shift" if t == "float8_e5m2" else "bits"
             if chosen != old:
@@ -307,8 +310,8 @@ def test_the_rule_is_the_cheapest_method(kind):
     if kind == "cuda":
         want.add(("uint1", "float16", "lut"))                                      # magic 3 > ge + where
     else:
-        want |= {(t, o, "magic") for t in CODE_TYPES if lowbit.dtype(t).kind == "int" and lowbit.dtype(t).nbits > 1
-                 for o in ("float32", "bfloat16") if o in OUTS}
+        straddling = [t for t in CODE_TYPES if lowbit.dtype(t).kind == "int" and lowbit.dtype(t).nbits in (3, 5, 6, 7)]
+        want |= {(t, o, "magic") for t in straddling for o in ("float32", "bfloat16") if o in OUTS}
     assert changed == want
 
 
@@ -360,7 +363,8 @@ def test_readme_cost_table_is_the_emitted_ir():
                 assert m not in applicable_methods(t, out), (t, out, m)
                 continue
             c = dequant_cost(t, out, m)
-            want = f"{c.alu} ({c.weight('cuda')}/{c.weight('cpu')})" if c.convert else f"{c.alu}"
+            weights = f"{method_weight(t, out, m, 'cuda')}/{method_weight(t, out, m, 'cpu')}"
+            want = f"{c.alu} ({weights})" if c.convert else f"{c.alu}"
             assert cell.replace("**", "") == want, (t, out, m, cell, want)
         assert row[6].replace("**", "") == default_method(t, out, "cuda"), (t, out)
         assert row[7].replace("**", "") == default_method(t, out, "cpu"), (t, out)
