@@ -99,7 +99,7 @@ def host_cpu_flags() -> frozenset[str]:
 
 
 #: the :func:`host_cpu_flags` that lowering decisions consult (the ``host_has_*`` predicates below)
-LOWERING_CPU_FLAGS = frozenset({"avx", "avx512f", "avx512bw", "avx512_bf16"})
+LOWERING_CPU_FLAGS = frozenset({"avx", "avx2", "avx512f", "avx512bw", "avx512_bf16"})
 
 
 def host_vector_bytes() -> int:
@@ -122,6 +122,11 @@ def host_vector_accumulators() -> int:
     host's vector registers, 16 with AVX-512 and 8 with AVX2; the rest hold the operands and the unpack's
     constants."""
     return host_vector_registers() // 2
+
+
+def host_has_avx2() -> bool:
+    """True on an x86-64 host whose CPU has AVX2 (``vpermps`` / ``vpermd`` of 8 lanes by a vector of indices)."""
+    return "avx2" in host_cpu_flags()
 
 
 def host_has_avx512() -> bool:
@@ -153,15 +158,19 @@ def register_table_entries(target: Target, dtype: str, bf16_products: bool = Fal
     of one register by the low 4 bits of its index lane, ``vpermi2ps`` / ``vpermi2d`` of two registers by the low
     5). ``bf16_products``: the looked-up values are multiplied by bf16 activations, which TVM's CPU code does
     in bf16 pairs on an AVX-512 BF16 host (``lowering/tvm/pair_dot.py``): there the table is held as bf16,
-    and ``vpermi2w`` picks from 64 entries of two registers by the low 6 bits. Elsewhere 0 (a ``lookup`` still
+    and ``vpermi2w`` picks from 64 entries of two registers by the low 6 bits. On an AVX2 host (256-bit
+    vectors): 8 (the 8-lane ``vpermps`` / ``vpermd``, by the low 3 bits). Elsewhere 0 (a ``lookup`` still
     works, as a gather or select tree).
 
     >>> register_table_entries(parse_target("triton:sm_90"), "float32")
     0
     """
-    if target.backend == "tvm" and target.kind == "cpu" and dtype in ("float32", "int32", "uint32") \
-            and target.vector_bytes >= 64 and host_has_avx512():
+    if target.backend != "tvm" or target.kind != "cpu" or dtype not in ("float32", "int32", "uint32"):
+        return 0
+    if target.vector_bytes >= 64 and host_has_avx512():
         return 64 if bf16_products and dtype == "float32" and bf16_pair_dots(target) else 32
+    if target.vector_bytes >= 32 and host_has_avx2():
+        return 8
     return 0
 
 

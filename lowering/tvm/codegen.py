@@ -61,7 +61,7 @@ from lowbit.ir import nodes as n
 from lowbit.ir.symbolic import Sym
 from lowbit.ir.types import is_code, kind_of, nbits_of, short_name
 from lowbit.ir.verifier import verify
-from lowbit.lowering.target import host_has_avx512, host_has_avx512_bf16
+from lowbit.lowering.target import host_has_avx2, host_has_avx512, host_has_avx512_bf16
 
 from . import tir_text as tt
 from . import lane_reads, lookup_sum, nan_guard, pair_dot, row_fold, transpose
@@ -81,10 +81,16 @@ __all__ = ["AbiParam", "TVMSource", "CodegenTarget", "resolve_target", "emit_tvm
 #: through it, so a constant passed through it is a value to keep, not one to re-load (see
 #: :meth:`_Emitter.table_buffer`)
 PIN = "lowbit_pin"
-PIN_HELPER = f"""
-define <16 x i32> @{PIN}(<16 x i32> %v) #0 {{
-  %r = call <16 x i32> asm "", "=v,0"(<16 x i32> %v)
-  ret <16 x i32> %r
+
+
+def pin_helper(lanes: int) -> tuple[str, str]:
+    """The name and LLVM IR of the identity function over ``lanes`` x i32 that hides a value from LLVM (an empty
+    inline asm): ``lowbit_pin`` for 16 lanes, ``lowbit_pin8`` for 8."""
+    name = PIN if lanes == LANES else f"{PIN}{lanes}"
+    return name, f"""
+define <{lanes} x i32> @{name}(<{lanes} x i32> %v) #0 {{
+  %r = call <{lanes} x i32> asm "", "=v,0"(<{lanes} x i32> %v)
+  ret <{lanes} x i32> %r
 }}
 attributes #0 = {{ alwaysinline nounwind readnone }}
 """
@@ -334,6 +340,7 @@ class _Emitter:
         #: where a vectorized nest being generated takes statements to run before its vectorized loop
         self.hoisted: dict[str, str] | None = None
         self.tables: dict[tuple[str, tuple], str] = {}     # (dtype, entries) -> the buffer holding them
+        self.register_lanes: dict[str, int] = {}           # a table register (table_buffer) -> its lanes
         self.llvm_imports: list[str] = []      # LLVM IR modules the kernel calls into (always inlined)
 
     # ------------------------------------------------------------------ small helpers
@@ -488,11 +495,19 @@ class _Emitter:
         for g in list(guards) + [g for t in tiles for g in t.guards]:
             if g not in all_guards:
                 all_guards.append(g)
+        vector = self.lookup_lanes(tiles, vector)
         self.emit_versioned(all_guards, self._loops(shape, body, cond, True, vector, layout, unroll),
                             lambda: self._loops(shape, body, cond, False, vector, layout))
         if self.t.cuda:
             # every tile lives in shared memory on CUDA: the next nest may read what another thread wrote
             self.emit('T.tvm_storage_sync("shared")')
+
+    def lookup_lanes(self, tiles: Sequence[Tile], vector: int) -> int:
+        """``vector``, at most the lanes of the in-register lookups that ``tiles`` read (a table register,
+        :meth:`table_buffer`): a permute looks up one register's lanes at a time, and a nest vectorized wider
+        would read the table from memory instead, element by element."""
+        found = [self.register_lanes[b] for t in tiles for b in t.buffers if b in self.register_lanes]
+        return min([vector] + found)
 
     def emit_versioned(self, guards: Sequence[str], fast: list[Item], checked: Callable[[], list[Item]]) -> None:
         """``if guards: fast else: checked()`` (just ``fast`` without guards; duplicates dropped)."""
@@ -918,12 +933,16 @@ class _Emitter:
     _PERMUTES = {"float32": ("llvm.x86.avx512.permvar.sf.512", "llvm.x86.avx512.vpermi2var.ps.512", 16, "float32"),
                  "int32": ("llvm.x86.avx512.permvar.si.512", "llvm.x86.avx512.vpermi2var.d.512", 16, "int32"),
                  "uint32": ("llvm.x86.avx512.permvar.si.512", "llvm.x86.avx512.vpermi2var.d.512", 16, "int32")}
+    #: ... and on AVX2: the 8-lane ``vpermps``/``vpermd`` by the low 3 bits (tables of at most 8 entries)
+    _PERMUTES_AVX2 = {"float32": ("llvm.x86.avx2.permps", None, 8, "float32"),
+                      "int32": ("llvm.x86.avx2.permd", None, 8, "int32"),
+                      "uint32": ("llvm.x86.avx2.permd", None, 8, "int32")}
 
     def table_buffer(self, table: Sequence[Any], dtype: str, *, register: bool = False) -> str:
         """A local buffer holding ``table`` (as ``dtype`` literals), filled once at the top of each program.
 
-        ``register``: the table is one 512-bit vector operand of an in-register lookup (16 32-bit entries),
-        and its value is passed through :data:`PIN` once there. LLVM then sees a value it cannot rebuild,
+        ``register``: the table is one vector operand of an in-register lookup (16 32-bit entries, or 8 on
+        AVX2), and its value is passed through :data:`PIN` once there. LLVM then sees a value it cannot rebuild,
         and keeps it in a register (or one spill slot) for the whole program. A constant would be
         rematerialized inside every loop that uses it: the lookup loops re-load it each iteration with a
         ``vbroadcasti32x4`` from the constant pool, because a repeating table compresses to a broadcast.
@@ -935,40 +954,49 @@ class _Emitter:
             self.allocs.append(self._alloc_line(name, (len(table),), dtype, self._private_scope()))
             self.allocs.extend(f"{name}[{i}] = {tt.lit(v, dtype)}" for i, v in enumerate(table))
             if register:
-                assert len(table) == 16 and nbits_of(dtype) == 32, (dtype, len(table))
-                pinned, vec = self.names.fresh("table_reg"), "T.ramp(0, 1, 16)"
-                self.allocs.append(self._alloc_line(pinned, (16,), dtype, self._private_scope()))
-                bits = tt.reinterpret(f"{name}[{vec}]", f"{dtype}x16", "int32x16")
-                value = tt.reinterpret(f'T.call_pure_extern("int32x16", "{PIN}", {bits})', "int32x16", f"{dtype}x16")
+                lanes = len(table)
+                assert lanes in (8, 16) and nbits_of(dtype) == 32, (dtype, lanes)
+                pin, helper = pin_helper(lanes)
+                pinned, vec = self.names.fresh("table_reg"), f"T.ramp(0, 1, {lanes})"
+                self.allocs.append(self._alloc_line(pinned, (lanes,), dtype, self._private_scope()))
+                bits = tt.reinterpret(f"{name}[{vec}]", f"{dtype}x{lanes}", f"int32x{lanes}")
+                value = tt.reinterpret(f'T.call_pure_extern("int32x{lanes}", "{pin}", {bits})', f"int32x{lanes}",
+                                       f"{dtype}x{lanes}")
                 self.allocs.append(f"{pinned}[{vec}] = {value}")
-                if PIN_HELPER not in self.llvm_imports:
-                    self.llvm_imports.append(PIN_HELPER)
+                if helper not in self.llvm_imports:
+                    self.llvm_imports.append(helper)
                 name = pinned
+                self.register_lanes[name] = lanes
             self.tables[key] = name
         return self.tables[key]
 
-    def table_registers(self, entries: Sequence[Any], dtype: str) -> tuple[str, ...]:
-        """``entries`` (a multiple of 16 32-bit values) as pinned registers of 16 each (:meth:`table_buffer`)."""
-        return tuple(self.table_buffer(tuple(entries[h:h + LANES]), dtype, register=True)
-                     for h in range(0, len(entries), LANES))
+    def table_registers(self, entries: Sequence[Any], dtype: str, lanes: int = LANES) -> tuple[str, ...]:
+        """``entries`` (a multiple of ``lanes`` 32-bit values) as pinned registers of ``lanes`` each
+        (:meth:`table_buffer`)."""
+        return tuple(self.table_buffer(tuple(entries[h:h + lanes]), dtype, register=True)
+                     for h in range(0, len(entries), lanes))
 
     def op_Lookup(self, ins: n.Lookup) -> None:
         """``table[x mod size]``: in a 16-lane vectorized nest on an AVX-512 CPU, one ``vpermps`` / ``vpermd``
         of the table (repeated to 16 entries) by the index lanes, whose low 4 bits select, or for 17 to 32
         entries one ``vpermi2ps`` / ``vpermi2d`` of its two halves (the low 5 bits), for 33 to 64 one of each
-        half picked by bit 5; elsewhere a read of the table buffer at ``x & (size - 1)``."""
+        half picked by bit 5; in an 8-lane nest on an AVX2 CPU, up to 8 entries, one 8-lane ``vpermps`` /
+        ``vpermd`` (the low 3 bits); elsewhere a read of the table buffer at ``x & (size - 1)``."""
         x = self.get(ins.x)
         src, dst = ins.x.dtype, ins.result.dtype
         size = len(ins.table)
         permute = None
         if not self.t.cuda and size <= 4 * LANES and dst in self._PERMUTES and host_has_avx512():
             permute = self._PERMUTES[dst]
+        elif not self.t.cuda and size <= 8 and dst in self._PERMUTES_AVX2 and host_has_avx2():
+            permute = self._PERMUTES_AVX2[dst]
         table = self.table_buffer(ins.table, dst)
         halves: tuple[str, ...] = ()
-        if permute is not None:   # the table repeated to 16 (32) entries, as the permutes' dtype (same bits)
+        if permute is not None:   # the table repeated to a register's lanes (or 32), as the permutes' dtype
+            lanes = permute[2]
             entries = [v - (1 << 32) if dst == "uint32" and v >= 1 << 31 else v for v in ins.table]
-            entries *= max(1, LANES // size)
-            halves = self.table_registers(entries, permute[3])
+            entries *= max(1, lanes // size)
+            halves = self.table_registers(entries, permute[3], lanes)
 
         def index32(e: str) -> str:
             if nbits_of(src) == 32:
@@ -1831,7 +1859,7 @@ class _Emitter:
                 return f"{io} * {rows} + {r_}"
 
             wide = fast_b or plain_b
-            v = choose_vector(N, vec) if wide else 1
+            v = choose_vector(N, self.lookup_lanes([b], vec)) if wide else 1
             h_in, i_in = cpu_loops((rows, N), v, prefix="bx", unroll={0: rows} if wide else None)
             h_out, i_out = cpu_loops((rows, N), v, prefix="dx", unroll={0: rows} if wide else None)
             # wide: one v-lane accumulator per (row, vector), written out in Python (constant offsets): LLVM

@@ -168,9 +168,9 @@ def _run(k: n.Kernel, backend: str, xs: np.ndarray, dtype: str, width: int) -> t
 @pytest.mark.parametrize("width", [64, 5])
 def test_tvm_lookup_matches_the_interpreter(size, dtype, width):
     """64 elements: a vectorized nest (on AVX-512, for 32-bit entries, a one-register permute of at most 16
-    entries, a two-register one of 32, two of those picked by bit 5 for 64; more: the table read); 5: the
-    scalar table read."""
-    from lowbit.lowering.target import host_has_avx512
+    entries, a two-register one of 32, two of those picked by bit 5 for 64; on AVX2 the 8-lane permute of at
+    most 8 entries; more: the table read); 5: the scalar table read."""
+    from lowbit.lowering.target import host_has_avx2, host_has_avx512
 
     k = lookup_kernel(size, dtype, "u32", width)
     xs = random_index("u32", width)
@@ -181,6 +181,8 @@ def test_tvm_lookup_matches_the_interpreter(size, dtype, width):
     assert ("permvar" in source) == (permute and size <= 16), source
     assert ("vpermi2var" in source) == (permute and size in (32, 64)), source
     assert (f"T.bitwise_and(" in source and ", 32) != 0" in source) == (permute and size == 64), source
+    avx2 = width == 64 and dtype != "f16" and not host_has_avx512() and host_has_avx2()
+    assert ("llvm.x86.avx2.perm" in source) == (avx2 and size <= 8), source
 
 
 @pytest.mark.parametrize("index", ["u8", "i32"])

@@ -332,10 +332,10 @@ def test_table_wins_where_the_target_has_a_register_table(entries):
 
 
 def test_table_register_entries_by_target():
-    from lowbit.lowering.target import host_has_avx512, register_table_entries
+    from lowbit.lowering.target import host_has_avx2, host_has_avx512, register_table_entries
 
     cpu = parse_target("tvm:llvm")
-    assert register_table_entries(cpu, "float32") == (32 if host_has_avx512() else 0)
+    assert register_table_entries(cpu, "float32") == (32 if host_has_avx512() else 8 if host_has_avx2() else 0)
     assert register_table_entries(cpu, "float16") == 0
     for t in ("triton:sm_90", "triton:cpu", "tvm:cuda:sm_90"):
         assert register_table_entries(parse_target(t), "float32") == 0

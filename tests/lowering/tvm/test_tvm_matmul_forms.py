@@ -146,6 +146,29 @@ def test_row_blocks_unroll_a_whole_period_of_straddling_codes(dtype):
         _check(run_matmul(x, w, None, "tvm", cfg), x, w, None, 1, f"{dtype} M={m}")
 
 
+@pytest.mark.parametrize("dtype,zero_point", [("int2", False), ("uint3", True), ("float3_e2m0", False),
+                                               ("int1", True)])
+def test_avx2_looks_narrow_codes_up_in_a_register(monkeypatch, tmp_path, dtype, zero_point):
+    """On an AVX2 host (the flags of one, on any host that runs AVX2) codes of at most 3 bits decode by one 8-lane
+    ``vpermps`` of their values (``register_table_entries``: 8), in the one-row GEMV and in the row blocks (whose
+    vectors are cut to the permute's 8 lanes); results within the fp64 bound."""
+    from lowbit.kernels.library import _registered, compiled
+    from lowbit.kernels.matmul import FILE, _constants
+    from lowbit.lowering import target
+
+    if not _registered("tvm", "cpu") or not target.host_has_avx2():
+        pytest.skip("no TVM CPU backend on an AVX2 host here")
+    monkeypatch.setenv("LOWBIT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(target, "host_cpu_flags", lambda: frozenset({"avx", "avx2", "fma"}))
+    gen = torch.Generator().manual_seed(zlib.crc32(dtype.encode()))
+    w = quantize(torch.randn(40, 256, generator=gen), dtype, group_size=128, zero_point=zero_point)
+    for m, cfg in ((1, MatmulConfig(1, 64, 128, 1, 1, wt=1, gdot=1)), (5, MatmulConfig(4, 16, 128, 1, 1, wt=1, gdot=1))):
+        source = compiled(FILE, "lowbit_matmul", "tvm", "cpu", **_constants(w, "float32", cfg, False)).source
+        assert "llvm.x86.avx2.permps" in source, (dtype, m)
+        x = torch.randn(m, 256, generator=gen)
+        _check(run_matmul(x, w, None, "tvm", cfg), x, w, None, 1, f"{dtype} M={m}")
+
+
 def test_config_checks_and_choice(avx512_bf16_host):
     with pytest.raises(ValueError):
         MatmulConfig(1, 64, 128, 0, 1, gdot=1)            # per-channel: nothing to scale per tile
