@@ -1602,8 +1602,11 @@ class _Emitter:
             if not zero_start and not (isinstance(acc, BufferTile) and acc.name == out.name):
                 self.emit_nest((M, N), lambda idx, fast: [f"{out.write(idx)} = {acc.read(idx, fast)}"],
                                tiles=[acc], vector=vec)
+            factor = _power_of_two_factor(ins.b, self.info.defs) if fused is None and in_dtype == "float32" else None
+            if factor is not None:       # b = c * 2^-e: a * b = (a * 2^-e) * c, the multiply once per element of a
+                b = self.get(factor[0])
             if fused is None:
-                a = self._converted_activations(ins, a)
+                a = self._staged_activations(ins, a, factor[1] if factor is not None else None)
             if fused is not None:
                 self._register_gemm(fused, out, a, b, (M, K, N), vec, prod, add, zero_start)
             elif rows == 1:
@@ -1621,21 +1624,25 @@ class _Emitter:
                 self._nan_columns(guard, out, (M, K, N))
         self.tiles[r.name] = out
 
-    def _converted_activations(self, ins: n.Dot, a: Tile) -> Tile:
-        """A CPU dot's ``a`` converted to f32 once, into a buffer, where it is a cast of 16-bit floats computed
-        where it is read (bf16 or f16 activations): the K loop reads each element once per row and broadcasts it
-        to a vector, which from a 16-bit value took a scalar load, a shift and two vector instructions (a move
-        and a broadcast), where an f32 element is one broadcast load; the conversion by vectors costs two
-        instructions per vector of elements. AVX2 host, 2 threads, 1024 x 4096 weights in cache, x bf16, old and
-        new kernels interleaved: int4 M = 4 564 -> 385 us, int8 M = 4 494 -> 363; M = 1 (8 vectors per element)
-        int4 210 -> 202, float8_e4m3fn 244 -> 239."""
+    def _staged_activations(self, ins: n.Dot, a: Tile, factor: float | None = None) -> Tile:
+        """A CPU dot's ``a`` staged once in an f32 buffer, where it is a cast of 16-bit floats computed where it
+        is read (bf16 or f16 activations), or where it takes ``factor`` (:func:`_power_of_two_factor`, times
+        each element). The K loop reads each element once per row and broadcasts it to a vector, which from a
+        16-bit value took a scalar load, a shift and two vector instructions (a move and a broadcast), where an
+        f32 element is one broadcast load; the conversion by vectors costs two instructions per vector of
+        elements. AVX2 host, 2 threads, 1024 x 4096 weights in cache, x bf16, old and new kernels interleaved:
+        int4 M = 4 564 -> 385 us, int8 M = 4 494 -> 363; M = 1 (8 vectors per element) int4 210 -> 202,
+        float8_e4m3fn 244 -> 239. A factor multiplied where the rows are read instead cost the 4-row block
+        30-50% (int4-int7 x f32, 4 x 4096 x 4096)."""
         cast = self.info.defs.get(ins.a.name)
-        if (isinstance(a, BufferTile) or not isinstance(cast, n.Cast) or ins.a.dtype != "float32"
-                or cast.x.dtype not in ("bfloat16", "float16")):
+        converts = (not isinstance(a, BufferTile) and isinstance(cast, n.Cast) and ins.a.dtype == "float32"
+                    and cast.x.dtype in ("bfloat16", "float16"))
+        if not converts and factor is None:
             return a
         shape = tuple(int(d) for d in ins.a.type.shape)
         staged = self.tile_buffer(ins.a.name + "_f32", shape, "float32")
-        self.emit_nest(shape, lambda idx, fast: [f"{staged.write(idx)} = {a.read(idx, fast)}"], tiles=[a],
+        scale = "" if factor is None else f" * {tt.lit(factor, 'float32')}"
+        self.emit_nest(shape, lambda idx, fast: [f"{staged.write(idx)} = {a.read(idx, fast)}{scale}"], tiles=[a],
                        vector=self.vector_for(ins.a, shape, "float32"))
         return staged
 
@@ -2153,6 +2160,24 @@ _PAIR_PERIOD_LIMIT = 32
 _LOOKUP_PLAIN_ADD_EVERY = 2
 #: AVX-512's vector registers
 _VECTOR_REGISTERS = 32
+
+
+def _power_of_two_factor(value: n.Value, defs: Mapping[str, n.Instr | None]) -> tuple[n.Value, float] | None:
+    """``(c, f)`` where ``value = c * f`` with ``f`` a constant power of two below 1 (the ``top`` dequant's
+    ``2^(n - 32)``: ``c`` holds large integers), else None. A dot may then multiply its other operand by ``f``
+    instead: the same products (bit for bit) unless an element of that operand falls below ``2^-126 / f``,
+    where it rounds to a subnormal (f32 activations below 2^-98 for 4-bit codes: each product off by at most
+    2^-149 |c|). Not for a factor above 1 (the ``bits`` decode's rebias), whose ``c`` may be subnormal itself."""
+    ins = defs.get(value.name)
+    if not isinstance(ins, n.Binary) or ins.op != "mul" or kind_of(value.dtype) != "float":
+        return None
+    for c, k in ((ins.lhs, ins.rhs), (ins.rhs, ins.lhs)):
+        const = defs.get(k.name)
+        if isinstance(const, (n.Full, n.Constant)) and isinstance(const.value, float) and 0 < const.value < 1:
+            mantissa, _ = math.frexp(const.value)
+            if mantissa == 0.5:
+                return c, const.value
+    return None
 
 
 def _is_zero(value: n.Value, defs: Mapping[str, n.Instr | None]) -> bool:

@@ -183,8 +183,9 @@ def test_literal_codes_are_folded():
 # ---------------------------------------------------------------------------------------------------- the rule
 def test_rule_and_override():
     assert default_method("int4", "float16", "cuda") == "magic"
-    assert default_method("int4", "float32", "cpu") == "arith"   # the extraction folds into the sign extension
-    assert default_method("int5", "float32", "cpu") == "magic"   # calibrated CPU conversion weight
+    assert default_method("int4", "float32", "cpu") == "top"     # its multiply leaves the dot's K loop
+    assert default_method("int5", "bfloat16", "cpu") == "top"
+    assert method_weight("int4", "float32", "arith", "cpu") < method_weight("int5", "float32", "arith", "cpu")
     assert default_method("int1", "float32", "cpu") == "lut"
     assert default_method("uint4", "float32", "cpu") == "arith"
     assert default_method("int4", "float16", "cpu") == "arith"
@@ -289,30 +290,37 @@ def test_costs_are_counted_on_the_emitted_ir():
 OLD_RULE = {"cuda": "magic", "cpu": "arith"}
 
 
+def _tie_default(t: str, out: str, kind: str) -> str:
+    """The method the rule falls back on (its ties): CUDA ``magic``; CPU ``top`` where it applies (signed codes
+    of 2-8 bits into f32/bf16), else ``arith``; ``shift`` for e5m2, ``bits`` for other floats."""
+    d = lowbit.dtype(t)
+    if d.kind not in ("int", "uint"):
+        return "shift" if t == "float8_e5m2" else "bits"
+    return "top" if kind == "cpu" and "top" in applicable_methods(t, out) else OLD_RULE[kind]
+
+
 @pytest.mark.parametrize("kind", ["cuda", "cpu"])
 def test_the_rule_is_the_cheapest_method(kind):
-    """The default has the least weighted cost; it differs from the historical rule (CUDA magic, CPU arith) only
-    where another method is strictly cheaper: ``lut`` for 1-bit ints and float2_e1m0 -> f16 (and uint1 -> f16 on CUDA),
-    and on CPUs ``magic`` for signed ints of 3, 5, 6, 7 bits into f32/bf16 (the calibrated conversion weight; 2-,
-    4- and 8-bit codes fold their extraction into ``arith``'s sign extension)."""
+    """The default has the least weighted cost; it differs from the tie defaults (CUDA magic; CPU top for signed
+    codes into f32/bf16, else arith) only where another method is strictly cheaper: ``lut`` for 1-bit ints and
+    float2_e1m0 -> f16 (and uint1 -> f16 on CUDA)."""
     changed = set()
     for t in CODE_TYPES:
-        d = lowbit.dtype(t)
         for out in OUTS:
             chosen = default_method(t, out, kind)
             costs = {m: method_weight(t, out, m, kind) for m in applicable_methods(t, out) if m != "table"}
             assert costs[chosen] == min(costs.values()), (t, out, kind, costs)
-            old = OLD_RULE[kind] if d.kind in ("int", "uint") else "shift" if t == "float8_e5m2" else "bits"
+            old = _tie_default(t, out, kind)
             if chosen != old:
                 assert costs[chosen] < costs[old], (t, out, kind, costs)
                 changed.add((t, out, chosen))
     want = {("int1", o, "lut") for o in OUTS} | {("float2_e1m0", "float16", "lut")}   # bits 5 > 4; to f32 4 < 5
     if kind == "cuda":
         want.add(("uint1", "float16", "lut"))                                      # magic 3 > ge + where
-    else:
-        straddling = [t for t in CODE_TYPES if lowbit.dtype(t).kind == "int" and lowbit.dtype(t).nbits in (3, 5, 6, 7)]
-        want |= {(t, o, "magic") for t in straddling for o in ("float32", "bfloat16") if o in OUTS}
     assert changed == want
+    signed = [t for t in CODE_TYPES if lowbit.dtype(t).kind == "int" and lowbit.dtype(t).nbits >= 2]
+    assert {default_method(t, o, kind) for t in signed for o in ("float32", "bfloat16")} == \
+        {"cpu": {"top"}, "cuda": {"magic"}}[kind]
 
 
 @pytest.mark.parametrize("entries", [2, 8, 16, 32])
@@ -352,13 +360,13 @@ def _readme_cost_rows():
 def test_readme_cost_table_is_the_emitted_ir():
     """Every number of the README's table equals :func:`dequant_cost` (and the default columns the rule)."""
     head, rows = _readme_cost_rows()
-    assert head == ["type", "out", "arith", "magic", "bits", "lut", "CUDA", "CPU"]
+    assert head == ["type", "out", "arith", "magic", "top", "bits", "lut", "CUDA", "CPU"]
     short = {"f16": "float16", "f32": "float32"}
     seen = set()
     for row in rows:
         t, out = row[0], short[row[1]]
         seen.add((t, out))
-        for m, cell in zip(head[2:6], row[2:6]):
+        for m, cell in zip(head[2:7], row[2:7]):
             if cell == "-":
                 assert m not in applicable_methods(t, out), (t, out, m)
                 continue
@@ -366,8 +374,8 @@ def test_readme_cost_table_is_the_emitted_ir():
             weights = f"{method_weight(t, out, m, 'cuda')}/{method_weight(t, out, m, 'cpu')}"
             want = f"{c.alu} ({weights})" if c.convert else f"{c.alu}"
             assert cell.replace("**", "") == want, (t, out, m, cell, want)
-        assert row[6].replace("**", "") == default_method(t, out, "cuda"), (t, out)
-        assert row[7].replace("**", "") == default_method(t, out, "cpu"), (t, out)
+        assert row[7].replace("**", "") == default_method(t, out, "cuda"), (t, out)
+        assert row[8].replace("**", "") == default_method(t, out, "cpu"), (t, out)
     assert seen == {(t, o) for t in LUT_TYPES for o in ("float16", "float32")}
 
 

@@ -537,6 +537,45 @@ def test_dot_of_16_bit_activations_converts_them_once(built, rng, x_dtype):
         assert np.all(np.abs(args["out"] - exact) <= bound), m
 
 
+@pytest.mark.parametrize("zero_acc", [True, False])
+def test_a_power_of_two_factor_of_b_moves_to_a(built, rng, zero_acc):
+    """A CPU dot of ``a`` and ``c * 2^-5`` (as the ``top`` dequant emits: ``c`` the codes at the top of a word)
+    multiplies each element of ``a`` by 2^-5 (staged once) instead of each element of ``b``: the
+    same products, so the bits of the same dot on ``b`` scaled beforehand (a kernel without the factor), and
+    within the f32 bound of the float64 dot. A factor above 1 stays on ``b`` (it may rebias a subnormal)."""
+    def make(factor: float | None):
+        def build():
+            kb = KernelBuilder(f"pow2_dot_{zero_acc}_{factor}")
+            x = kb.tensor_param("x", "f32", [8, 64])
+            w = kb.tensor_param("w", "f32", [64, 32])
+            acc = kb.tensor_param("acc", "f32", [8, 32])
+            out = kb.tensor_param("out", "f32", [8, 32], intent="out")
+            kb.set_grid(1)
+            b = kb.load(w, [0, 0], [64, 32])
+            if factor is not None:
+                b = kb.mul(b, kb.full([64, 32], factor, "f32"))
+            start = kb.zeros([8, 32], "f32") if zero_acc else kb.load(acc, [0, 0], [8, 32])
+            kb.store(out, kb.dot(kb.load(x, [0, 0], [8, 64]), b, start), [0, 0])
+            return kb.build()
+        return built(f"pow2_dot_{zero_acc}_{factor}", build)[1]
+
+    factored, plain, above = make(2.0 ** -5), make(None), make(2.0 ** 5)
+    assert re.search(r"= x\[[^]]*\] \* T\.float32\(0\.03125\)", factored.text)          # on a's elements
+    assert not re.search(r"= x\[[^]]*\] \* T\.float32\(32\.0\)", above.text)
+    args = {"x": _random((8, 64), "float32", rng), "w": _random((64, 32), "float32", rng) * 64,
+            "acc": _random((8, 32), "float32", rng) * (0 if zero_acc else 1), "out": np.zeros((8, 32), np.float32)}
+    got = {k: v.copy() for k, v in args.items()}
+    factored.launch(got)
+    want = {k: v.copy() for k, v in args.items()}
+    want["w"] = (args["w"] * np.float32(2.0 ** -5)).astype(np.float32)
+    plain.launch(want)
+    _assert_bits_equal(got["out"], want["out"], "factored dot")
+    w64 = want["w"].astype(np.float64)
+    exact = args["acc"] + args["x"].astype(np.float64) @ w64
+    bound = 2 * 65 * U32 * (np.abs(args["acc"]) + np.abs(args["x"].astype(np.float64)) @ np.abs(w64))
+    assert np.all(np.abs(got["out"] - exact) <= bound)
+
+
 def test_rows_summed_together_round_like_each_row_halved(built, rng):
     """8 rows of 16 f32 summed by the folded shuffles: every sum has the bits of that row's pairwise halving
     (lane t plus lane t + w/2) in float32, over values of many binades where another order rounds otherwise."""
