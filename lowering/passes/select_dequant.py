@@ -6,8 +6,9 @@ interpreter's own encode), and from moves of those (``reshape``, ``permute``, ``
 ``expand_dims``, ``where``). Each such value gets a **carrier**: a ``uint32`` tile of the same shape and
 layout holding the raw code bits (:func:`.dequant.emit_extract` unpacks the bitstream, including codes
 that straddle words). Each ``cast(code -> native)`` becomes :func:`.dequant.emit_decode` with the method of
-:func:`.dequant.select_method`: bit arithmetic (``arith``, ``magic``, ``bits``, ``shift``) or, for codes of at
-most 4 bits, a lookup (``lut``), whichever emits the fewest instructions on the target
+:func:`.dequant.select_method`: bit arithmetic (``arith``, ``magic``, ``top``, ``bits``, ``shift``) or a
+lookup (``lut`` for codes of at most 4 bits, ``table`` in a register), whichever emits the fewest instructions on the
+target
 (``ctx.options["dequant"]`` overrides the rule; a decode whose every product is with bf16 activations may take a
 larger table, :func:`.products.products_of`); integer results
 go through the exact integer value. Afterwards no code type is left; if the kernel carries layouts, the
