@@ -56,8 +56,11 @@ MIN_SAMPLE_S = 1e-3
 #: back: the thread pools of whatever ran before stop spinning (torch's OpenMP workers spin for milliseconds
 #: after a parallel region and hold a core the next implementation's pool needs: up to 4 ms per call measured
 #: on 0.3 ms kernels), this implementation's own pool is awake and the cores are at their working clock.
-#: (Sleeping instead left the cores idle and the next calls up to 2x slow.)
-SETTLE_S = 0.01
+#: (Sleeping instead left the cores idle and the next calls up to 2x slow.) The spinning lasts 10-20 ms on a
+#: 2-core VM (AVX2 host: the first lowbit calls after 10 torch int4 or bf16 GEMVs took ~4 ms, then 0.65 ms from
+#: 10-20 ms on): with 10 ms here the implementation sampled after torch's int4 kernel, whichever it was, ran
+#: ~1.1 ms where the others ran 0.65 (int4 x f32 4096^2 GEMV, README run of 2026-11-23); 50 ms leaves a margin.
+SETTLE_S = 0.05
 
 Tick = Callable[[str], None]
 
