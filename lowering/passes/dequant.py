@@ -9,9 +9,10 @@ check every code of every type against :mod:`lowbit.dtypes` through the interpre
   the float type (exact: |v| <= 255).
 * ``top`` (int of 2-8 bits, into f32 or bf16): the code ``shl`` to the top of an int32 (its sign on the sign bit),
   ``cast`` to f32, then a multiply by ``2**(n - 32)`` (exact: a power of two), which TVM's CPU ``dot`` moves
-  onto its activations (once per row and K step, not per product). On a CPU the extraction's shift and mask
-  merge into one of either (``(w << (32 - n - p)) & (m << (32 - n))``) where ``arith``'s arithmetic shift needs
-  one of the two pipes that shift and convert.
+  onto its activations (once per row and K step, not per product). On a CPU the extraction's right shift merges
+  with the left one: ``(w << (32 - n - p)) & (m << (32 - n))``, a shift and a mask (only one of them for the
+  word's lowest and highest code), where ``arith`` adds an arithmetic shift on one of the two pipes that shift
+  and convert.
 * ``magic`` (int/uint): ``or`` the code into the mantissa of 1024.0 (f16, ``0x6400``) or 2^23 (f32,
   ``0x4B000000``), ``view`` as float, subtract the magic (signed codes first flip their sign bit, so the
   subtrahend is ``magic + 2**(n-1)``). No int->float conversion instruction: pays on GPUs, where I2F runs
@@ -102,8 +103,8 @@ CPU_CONVERT_WEIGHT = 2
 CPU_FOLDED_EXTRACTION = 2
 #: the code widths :data:`CPU_FOLDED_EXTRACTION` applies to
 FOLDED_WIDTHS = (2, 4, 8)
-#: instructions a CPU saves on ``top``: its multiply moves onto the dot's activations, and the extraction's shift
-#: and mask merge with its own shift into one shift or one mask. AVX2 host (Zen 4, 2 threads), 4096 x 4096 g128,
+#: instructions a CPU saves on ``top``: its multiply moves onto the dot's activations, and the extraction's right
+#: shift merges with its left shift (a shift and a mask remain). AVX2 host (Zen 4, 2 threads), 4096 x 4096 g128,
 #: old and new interleaved, one row: int4 x f32 0.60 -> 0.48 ms (against arith), x bf16 0.60 -> 0.49; int5 0.76
 #: -> 0.62 (against magic), int6 0.74 -> 0.63, int7 x bf16 0.79 -> 0.64; 2 rows int4 0.63 -> 0.59; 4 and 16 rows
 #: within this VM's noise (0.87-1.34 over runs: int6 x 4 1.62 -> 1.41, int4 x 4 1.39 -> 1.45, int6 x 16 6.8 -> 6.6).
@@ -295,9 +296,7 @@ def emit_decode(em: Emitter, carrier: n.Value, code_dtype: str, out_dtype: str, 
     if method == "arith":
         return o.cast(emit_int_value(em, carrier, code_dtype, layout), out_dtype)
     if method == "top":
-        t = o.cast(carrier, "int32")
-        if nb < 32:
-            t = o.b("shl", t, 32 - nb)
+        t = o.b("shl", o.cast(carrier, "int32"), 32 - nb)
         return o.b("mul", o.cast(t, "float32"), float(2.0 ** (nb - 32)))
     if method == "magic":
         signed = d.kind == "int"
