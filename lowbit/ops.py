@@ -220,18 +220,17 @@ def _check_layer(op: str, layer: Any) -> Any:
     return fmt
 
 
-def _check_staging_rows(op: str, layer: Any, pages: Any, what: str) -> None:
-    """Every page in ``pages`` (int64) has a staging row: ``stage_map[page]`` in ``[0, staging_slots)``."""
-    if not pages.numel():
-        return
-    rows = layer.stage_map[pages]
-    bad = (rows < 0) | (rows >= layer.staging_slots)
-    if bool(bad.any()):
-        i = int(_torch().nonzero(bad)[0])
-        raise KernelArgumentError(f"{op}: {what} page {int(pages[i])} has staging row {int(rows[i])}, outside "
-                                  f"[0, {layer.staging_slots}) (layer.k_stage rows)",
-                                  hint="assign each open page a row of layer.k_stage in layer.stage_map "
-                                       "(lowbit.runtime.PagedKVCache does this)")
+def _check_staging_rows(op: str, layer: Any, pages: list[int], what: str) -> None:
+    """Every page in ``pages`` has a staging row: ``stage_map[page]`` in ``[0, staging_slots)``. Read through a
+    numpy view of ``stage_map`` (CPU only): no torch op that reads values, so a decode step recorded for replay
+    (:mod:`lowbit.runtime.cpu_graphs`) may make this check."""
+    rows = layer.stage_map.numpy()[pages].tolist() if pages else []
+    for page, row in zip(pages, rows):
+        if not 0 <= row < layer.staging_slots:
+            raise KernelArgumentError(f"{op}: {what} page {page} has staging row {row}, outside "
+                                      f"[0, {layer.staging_slots}) (layer.k_stage rows)",
+                                      hint="assign each open page a row of layer.k_stage in layer.stage_map "
+                                           "(lowbit.runtime.PagedKVCache does this)")
 
 
 def kv_append(layer: Any, k: Any, v: Any, slots: Any, *, backend: str | None = None) -> None:
@@ -300,7 +299,7 @@ class _CheckedAppend:
                 raise KernelArgumentError(f"{op}: slots must lie in [0, {capacity}) ({layer.num_pages} pages of "
                                           f"{fmt.page_size}); got values in [{lo}, {hi}]")
             if fmt.channel_keys:
-                _check_staging_rows(op, layer, _torch().unique(slots.long() // fmt.page_size), "written")
+                _check_staging_rows(op, layer, sorted({value // fmt.page_size for value in values}), "written")
         if self.store is None:
             run_kv_append(layer, k, v, slots, self.backend)
         else:                   # (a store launch is bound only for a signature with tokens)
@@ -408,9 +407,7 @@ def _check_pages(op: str, layer: Any, block_tables: Any, seq_lens: Any) -> None:
         raise KernelArgumentError(f"{op}: block_tables name pages outside [0, {layer.num_pages}); got ids in "
                                   f"[{first}, {last}]")
     if layer.format.channel_keys:  # each open last page is read from its staging row
-        open_pages = [row[(n - 1) // page] for row, n in zip(rows, lens) if n % page]
-        torch = _torch()
-        _check_staging_rows(op, layer, torch.tensor(open_pages, dtype=torch.int64), "open")
+        _check_staging_rows(op, layer, [row[(n - 1) // page] for row, n in zip(rows, lens) if n % page], "open")
 
 
 # ---------------------------------------------------------------------------------------------------------

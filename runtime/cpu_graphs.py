@@ -17,9 +17,11 @@ A recording is only replayed when the list is the whole step: nothing may decide
 unseen. Steps fall back to running eagerly (for that shape, from then on) when the recorder sees a value read on
 the host (``.item()``), a tensor built from Python data, or work that a launch reports as host work (a low-bit KV
 cache's host quantizer, see :func:`lowbit.lowering.tvm.launcher.host_work`); steps whose ops are not all the
-``tvm`` backend's are never recorded (:func:`replayable`). A decision made through
-:func:`lowbit.lowering.tvm.launcher.host_decision` (a low-bit KV cache's range test before its device quantizer)
-is recorded as a check: a replay decides again on its own values and, where the decision goes otherwise, stops
+``tvm`` backend's are never recorded (:func:`replayable`). Host work reported as ``transient`` (a keys-per-channel
+append that seals a page: its step's values chose it) only drops that step's recording: the next step of the
+shape is recorded instead. A decision made through
+:func:`lowbit.lowering.tvm.launcher.host_decision` (a low-bit KV cache's range test before its device quantizer,
+whether a keys-per-channel append seals a page) is recorded as a check: a replay decides again on its own values and, where the decision goes otherwise, stops
 and runs the step eagerly from the start (what the replay wrote so far, the step writes again: a token's slots,
 from the same values). Value checks that read tensors without torch ops (``tolist``) are not repeated: a replayed
 step trusts its inputs, which the runtime makes itself.
@@ -83,6 +85,7 @@ class _Recorder(TorchDispatchMode):
         self.steps: list[Callable[[], Any]] = []
         self.keep: list[Any] = []          # every tensor the step made: its views and buffers must outlive it
         self.refused: str | None = None
+        self.transient = False              # refused for this step's values only: a later step may be recorded
 
     # -- torch ops --------------------------------------------------------------------------------------
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
@@ -112,9 +115,9 @@ class _Recorder(TorchDispatchMode):
             self.keep.append(call)
             self.steps.append(_call(function, tuple(_tvm_view(a) for a in call), {}))
 
-    def host_work(self, reason: str) -> None:
+    def host_work(self, reason: str, transient: bool = False) -> None:
         if self.refused is None:
-            self.refused = reason
+            self.refused, self.transient = reason, transient
 
     def host_decision(self, values: tuple[torch.Tensor, ...], decide: Callable[[list[float]], bool]) -> bool:
         """``decide`` on the values read now (unseen: not a refusal), and a step that decides again on the replay's
@@ -218,7 +221,7 @@ def recorded_decode(step: Callable[..., torch.Tensor], recordings: dict, key: An
             logits = step(*static)         # the real step: it writes the KV cache once
         if recorder.refused is None and isinstance(logits, torch.Tensor):
             recordings[shape_key] = _Recording(tuple(recorder.steps), static, logits, recorder.keep, step)
-        else:
+        elif not recorder.transient:
             recordings[shape_key] = _EAGER
         return logits.clone()
     if entry == _EAGER:

@@ -12,8 +12,9 @@ reinterprets with ``view``. Functions here trust their inputs (``lowbit.ops`` ch
   launch; integer codes, symmetric or with zero points, with float16 / bfloat16 scales
   (:func:`quantize_constants`) are quantized into their pages by the ``kv_quantize`` kernel, whose float32
   arithmetic gives the bits of the format's float64 quantizer (the argument is in the kernel); other formats
-  (float codes, float32 scales, keys per channel) are quantized on the host (:func:`lowbit.kvcache.quantize_tokens`,
-  :func:`lowbit.kvcache.plan_key_append`) and written with the ``kv_scatter`` kernel.
+  (float codes, float32 scales) are quantized on the host (:func:`lowbit.kvcache.quantize_tokens`) and written
+  with the ``kv_scatter`` kernel. Keys per channel are staged with ``kv_scatter``; an append that seals a page
+  (decided with ``host_decision``) quantizes it on the host (:func:`lowbit.kvcache.plan_key_append`).
 
 >>> import torch
 >>> from lowbit import kvcache
@@ -282,6 +283,20 @@ def _quantize_into(layer: Any, side: str, x: Any, slots: Any, codes: Any, scales
     layer.launch_plan(("kv_quantize", side, tuple(x.shape), x.dtype, backend), bind).trusted(x, slots)
 
 
+def _staging_rows(layer: Any, slots: Any) -> Any:
+    """The flat rows of ``k_stage`` (``stage_map[page] * S + offset``) that an append at int32 ``slots`` to a
+    keys-per-channel ``layer`` writes, when that is all it does (no token takes its page's last offset, which
+    seals the page); else None. Decided on the host with ``host_decision``, so that a replayed decode step
+    (almost every one: a page seals once in ``page_size`` tokens) decides again."""
+    from ..lowering.tvm.launcher import host_decision
+
+    size = layer.format.page_size
+    offsets = slots % size
+    if not host_decision([offsets.amax()], lambda v: v[0] < size - 1):
+        return None
+    return layer.stage_map[slots // size] * size + offsets
+
+
 def _kernel_float(x: Any, device: Any) -> Any:
     """Tokens ``x`` on ``device`` as float16, bfloat16 or float32 (their own type when it is one of those; else
     float32, as the host quantizer reads them)."""
@@ -317,7 +332,8 @@ def run_kv_append(layer: Any, k: Any, v: Any, slots: Any, backend: str) -> None:
     ``kv_quantize``, or the host's quantizer and ``kv_scatter``).
 
     Keys per channel (v2): the keys go to their pages' staging rows, and the pages this append seals get their
-    codes and per-channel scales (:func:`lowbit.kvcache.plan_key_append`)."""
+    codes and per-channel scales (:func:`lowbit.kvcache.plan_key_append`, on the host: a recorded decode step
+    that seals a page is not kept, see :mod:`lowbit.runtime.cpu_graphs`)."""
     import torch
 
     fmt = layer.format
@@ -350,8 +366,12 @@ def run_kv_append(layer: Any, k: Any, v: Any, slots: Any, backend: str) -> None:
         layer.launch_plan(("kv_scatter", what, tuple(src.shape), src.dtype, page, backend), bind)(src=src, slots=rows)
 
     sides = [("v", v, layer.v, layer.v_scales, layer.v_zeros)]
-    if fmt.channel_keys:
-        host_work("keys per channel: which pages an append seals is decided on the host")
+    stage_rows = _staging_rows(layer, slots32) if fmt.channel_keys else None
+    if stage_rows is not None:
+        staged = k.to(device=device, dtype=getattr(torch, fmt.staging_dtype))
+        scatter(staged, stage_rows, layer.k_stage, fmt.page_size, "k_stage")
+    elif fmt.channel_keys:
+        host_work("keys per channel: the pages an append seals are found and quantized on the host", transient=True)
         plan = plan_key_append(layer, k.to(device=device, dtype=torch.float32), slots32)
         scatter(plan.stage_values, plan.stage_rows, layer.k_stage, fmt.page_size, "k_stage")
         if plan.codes is not None:

@@ -49,7 +49,7 @@ _RECORDER: contextvars.ContextVar[Any] = contextvars.ContextVar("lowbit_tvm_laun
 def recording_launches(recorder: Any) -> Iterator[None]:
     """Within the block, every kernel launch on this thread is reported to ``recorder``: ``recorder.launch(function,
     call)`` once the compiled ``function`` ran on the argument list ``call`` (calling ``function(*call)`` again
-    repeats it), ``recorder.host_work(reason)`` for work of a launch that such a repeat would miss (see
+    repeats it), ``recorder.host_work(reason, transient)`` for work of a launch that such a repeat would miss (see
     :func:`host_work`) and ``recorder.host_decision(values, decide)`` for a decision it can check again (see
     :func:`host_decision`). What replays a CPU decode step records this way (:mod:`lowbit.runtime.cpu_graphs`)."""
     token = _RECORDER.set(recorder)
@@ -70,13 +70,14 @@ def host_decision(values: Sequence[Any], decide: Callable[[list[float]], bool]) 
     return recorder.host_decision(tuple(values), decide)
 
 
-def host_work(reason: str) -> None:
+def host_work(reason: str, *, transient: bool = False) -> None:
     """Tell the launch recorder, if one listens, that the caller computes on the host from tensor values
     (a host quantizer, a copy back into a numpy array): a repeat of the recorded launches alone would not do
-    that work, so what was recorded must not be replayed."""
+    that work, so what was recorded must not be replayed. ``transient``: only this call needs the work (the
+    values chose it, as an append that seals a page), so a later call with the same shapes may be recorded."""
     recorder = _RECORDER.get()
     if recorder is not None:
-        recorder.host_work(reason)
+        recorder.host_work(reason, transient)
 
 
 @functools.lru_cache(maxsize=4096)

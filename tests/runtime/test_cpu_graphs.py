@@ -45,12 +45,19 @@ def test_replayed_steps_equal_eager_steps_bit_for_bit(kv):
         assert torch.equal(a.k, b.k) and torch.equal(a.v, b.v)
 
 
+def _layer_tensors(layer) -> dict:
+    return {name: getattr(layer, name) for name in ("k", "v", "k_scales", "v_scales", "k_zeros", "v_zeros",
+                                                    "k_stage") if getattr(layer, name) is not None}
+
+
 @pytest.mark.parametrize("kv, grouping, replayed", [("u4", "token", True), ("i4", "token", True),
-                                                     ("i4", "channel", False), ("f8e4m3", "token", False)])
+                                                     ("i4", "channel", True), ("u3", "channel", True),
+                                                     ("f8e4m3", "token", False)])
 def test_low_bit_kv_caches_replay_where_the_device_quantizes(kv, grouping, replayed):
     """Integer codes per token are quantized by a kernel, after a range test the replay repeats: replayed,
-    bit-identical. Keys per channel (which pages seal is decided on the host) and float codes (the host's
-    quantizer) stay eager."""
+    bit-identical. Keys per channel: the steps that only stage keys are replayed (a test the replay repeats), the
+    ones that seal a page (every 4th token of a sequence here) run eagerly; float codes (the host's quantizer)
+    stay eager."""
     engine = Engine.from_pretrained(default_model_dir(), weights="u4", group_size=32, kv=kv, page_size=4,
                                     kv_key_grouping=grouping)
     prompts = [[5, 9, 2], [4, 4]]
@@ -60,9 +67,13 @@ def test_low_bit_kv_caches_replay_where_the_device_quantizes(kv, grouping, repla
     states = list(cache.decode_graphs.values())          # "warm": a shape's first step, then recorded or "eager"
     assert any(not isinstance(state, str) for state in states) == replayed
     assert replayed or "eager" in states
-    assert all(torch.equal(a, b) for a, b in zip(eager, got))
+    for step, (a, b) in enumerate(zip(eager, got)):
+        assert torch.equal(a, b), f"step {step}: replayed logits differ from the eager step's"
     for a, b in zip(eager_cache.layers, cache.layers):
-        assert torch.equal(a.k, b.k) and torch.equal(a.v, b.v)
+        expected, written = _layer_tensors(a), _layer_tensors(b)
+        assert expected.keys() == written.keys()
+        for name in expected:
+            assert torch.equal(expected[name], written[name]), name
 
 
 @pytest.mark.parametrize("backend", ["triton", "torch"])
@@ -130,6 +141,27 @@ def test_a_step_that_reads_values_on_the_host_is_not_replayed(reads, inference):
             got = recorded_decode(step, recordings, "k", *_inputs(t, 2))
         assert float(got[0, 0]) == t * (1.0 if reads == "host_work" else 2.0 if t % 2 else 3.0)
     assert recordings == {("cpu", "k", 1, 4): "eager"}
+
+
+def test_a_step_whose_host_work_is_transient_leaves_a_later_step_to_be_recorded():
+    """A step that takes a host path for its values only (as an append that seals a page): decided with
+    ``host_decision``, the path's work reported ``transient``. Recording steps that take it are not kept (the
+    shape stays unrecorded), the first one that does not is recorded; replays that meet the host path run
+    eagerly."""
+    calls = []
+
+    def step(tokens, positions, slots, tables, lengths):
+        calls.append(tokens.tolist()[0])            # (read without a torch op: the recorder does not see it)
+        if host_decision([tokens.amax()], lambda v: v[0] % 3 != 0):
+            return tokens.to(torch.float32)[None] + 1
+        host_work("a test's occasional host computation", transient=True)
+        return -tokens.to(torch.float32)[None]
+
+    recordings: dict = {}
+    for t in (0, 3, 6, 1, 4, 3, 5):
+        assert float(recorded_decode(step, recordings, "k", *_inputs(t, 2))[0, 0]) == (t + 1 if t % 3 else -t)
+    assert not isinstance(recordings[("cpu", "k", 1, 4)], str)
+    assert calls == [0, 3, 6, 1, 3]     # eager, recorded but not kept (3, 6), kept (1), replayed but for the 3
 
 
 def test_a_replay_whose_host_decision_goes_otherwise_runs_the_step_anew():
