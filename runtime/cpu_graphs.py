@@ -19,7 +19,7 @@ the host (``.item()``), a tensor built from Python data, or work that a launch r
 cache's host quantizer, see :func:`lowbit.lowering.tvm.launcher.host_work`); steps whose ops are not all the
 ``tvm`` backend's are never recorded (:func:`replayable`). Host work reported as ``transient`` (a keys-per-channel
 append that seals a page: its step's values chose it) only drops that step's recording: the next step of the
-shape is recorded instead. A decision made through
+shape is recorded instead (after 4 dropped recordings, the shape decodes eagerly). A decision made through
 :func:`lowbit.lowering.tvm.launcher.host_decision` (a low-bit KV cache's range test before its device quantizer,
 whether a keys-per-channel append seals a page) is recorded as a check: a replay decides again on its own values and, where the decision goes otherwise, stops
 and runs the step eagerly from the start (what the replay wrote so far, the step writes again: a token's slots,
@@ -63,6 +63,9 @@ def replayable(ops: Any) -> bool:
 _EAGER = "eager"
 #: a shape whose first step ran (eagerly, building every op's launch plan): the next one is recorded
 _WARM = "warm"
+#: a shape whose next step is recorded, by the recordings dropped so far for transient host work (a step that
+#: sealed a page): after the last, its steps run eagerly (where most steps seal, replays would seldom hold)
+_WAITING = (_WARM, "warm, 1 recording dropped", "warm, 2 recordings dropped", "warm, 3 recordings dropped")
 
 _aten = torch.ops.aten
 #: ops whose result's contents do not matter (every use writes it first): nothing to repeat
@@ -214,14 +217,16 @@ def recorded_decode(step: Callable[..., torch.Tensor], recordings: dict, key: An
     if entry is None:                       # the first step of a shape builds the ops' launch plans: not recorded
         recordings[shape_key] = _WARM
         return step(*inputs)
-    if entry == _WARM:
+    if entry in _WAITING:
         static = tuple(t.clone() for t in inputs)
         recorder = _Recorder()
         with recording_launches(recorder), recorder:
             logits = step(*static)         # the real step: it writes the KV cache once
         if recorder.refused is None and isinstance(logits, torch.Tensor):
             recordings[shape_key] = _Recording(tuple(recorder.steps), static, logits, recorder.keep, step)
-        elif not recorder.transient:
+        elif recorder.transient and entry != _WAITING[-1]:
+            recordings[shape_key] = _WAITING[_WAITING.index(entry) + 1]
+        else:
             recordings[shape_key] = _EAGER
         return logits.clone()
     if entry == _EAGER:

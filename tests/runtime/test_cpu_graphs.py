@@ -164,6 +164,21 @@ def test_a_step_whose_host_work_is_transient_leaves_a_later_step_to_be_recorded(
     assert calls == [0, 3, 6, 1, 3]     # eager, recorded but not kept (3, 6), kept (1), replayed but for the 3
 
 
+def test_a_shape_whose_recordings_keep_meeting_transient_host_work_decodes_eagerly():
+    """Four recordings dropped for transient host work: the shape's steps run eagerly from then on (unrecorded)."""
+    def step(tokens, positions, slots, tables, lengths):
+        host_work("a test's host computation on every step", transient=True)
+        return tokens.to(torch.float32)[None]
+
+    recordings: dict = {}
+    states = []
+    for t in range(7):
+        assert float(recorded_decode(step, recordings, "k", *_inputs(t, 2))[0, 0]) == t
+        states.append(recordings[("cpu", "k", 1, 4)])
+    assert states[0] == "warm" and states[4:] == ["eager"] * 3
+    assert all(state.startswith("warm") for state in states[:4])
+
+
 def test_a_replay_whose_host_decision_goes_otherwise_runs_the_step_anew():
     """A decision recorded one way (tokens below 5: double) and met the other way in a replay: that step runs
     eagerly from the start (its writes again, the same), later ones replay again."""
