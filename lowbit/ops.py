@@ -238,12 +238,12 @@ def kv_append(layer: Any, k: Any, v: Any, slots: Any, *, backend: str | None = N
     (``page * page_size + offset``).
 
     The result is bit-identical to :func:`lowbit.kvcache.append`: integer codes (symmetric or with zero points)
-    with float16 / bfloat16 scales are quantized by the ``kv_quantize`` kernel straight into their pages
-    (float32 arithmetic that provably rounds like the format's float64 quantizer); other formats by that
-    quantizer on the host, then the ``kv_scatter`` kernel writes codes, scales and zeros into their pages.
-    With keys per channel (``paged-kv/v2``) keys are staged until their page is full, then the page is
-    quantized per channel (the rules are in :mod:`lowbit.kvcache`: a page's offsets are written before or with
-    its last).
+    and float codes with a mantissa, with float16 / bfloat16 scales, are quantized by the ``kv_quantize``
+    kernel straight into their pages (float32 arithmetic that provably rounds like the format's float64
+    quantizer); other formats by that quantizer on the host, then the ``kv_scatter`` kernel writes codes,
+    scales and zeros into their pages. With keys per channel (``paged-kv/v2``) keys are staged until their page
+    is full, then the page is quantized per channel (the rules are in :mod:`lowbit.kvcache`: a page's offsets
+    are written before or with its last).
 
     >>> import torch
     >>> from lowbit import kvcache

@@ -9,12 +9,13 @@ reinterprets with ``view``. Functions here trust their inputs (``lowbit.ops`` ch
   pages from codes with one scale row per page (``k_scales [P, H, D]`` passed as ``[P, H, 1, D]``) and its
   open last page from ``k_stage`` (row ``stage_map[page]``), choosing per page with a run-time ``if``;
 * :func:`run_kv_append`: a dense (float16 / bfloat16 / float32) cache takes keys and values in one ``kv_store``
-  launch; integer codes, symmetric or with zero points, with float16 / bfloat16 scales
-  (:func:`quantize_constants`) are quantized into their pages by the ``kv_quantize`` kernel, whose float32
-  arithmetic gives the bits of the format's float64 quantizer (the argument is in the kernel); other formats
-  (float codes, float32 scales) are quantized on the host (:func:`lowbit.kvcache.quantize_tokens`) and written
-  with the ``kv_scatter`` kernel. Keys per channel are staged with ``kv_scatter``; an append that seals a page
-  (decided with ``host_decision``) quantizes it on the host (:func:`lowbit.kvcache.plan_key_append`).
+  launch; integer codes, symmetric or with zero points, and float codes with a mantissa, with float16 /
+  bfloat16 scales (:func:`quantize_constants`) are quantized into their pages by the ``kv_quantize`` kernel,
+  whose float32 arithmetic gives the bits of the format's float64 quantizer (the argument is in the kernel);
+  other formats (float codes without a mantissa, float32 scales) are quantized on the host
+  (:func:`lowbit.kvcache.quantize_tokens`) and written with the ``kv_scatter`` kernel. Keys per channel are
+  staged with ``kv_scatter``; an append that seals a page (decided with ``host_decision``) quantizes it on the
+  host (:func:`lowbit.kvcache.plan_key_append`).
 
 >>> import torch
 >>> from lowbit import kvcache
@@ -204,16 +205,19 @@ _SCALE_BITS = {"float16": 11, "bfloat16": 8}
 def quantize_constants(fmt: Any) -> dict[str, Any] | None:
     """The ``kv_quantize`` constants for a cache format whose tokens that kernel quantizes, else None.
 
-    It takes integer codes, symmetric (int2..int8) or with zero points (int1..int8, uint1..uint8), with
-    float16 / bfloat16 scales, a head dimension of whole 32-code words; other formats are quantized on the
-    host (:func:`lowbit.kvcache.quantize_tokens`). Either way the bits are the same.
+    It takes integer codes, symmetric (int2..int8) or with zero points (int1..int8, uint1..uint8), and float
+    codes with a mantissa (``float8_e4m3fn``, ``float4_e2m1``, ...; not the ``e*m0`` ones), with float16 /
+    bfloat16 scales, a head dimension of whole 32-code words; other formats are quantized on the host
+    (:func:`lowbit.kvcache.quantize_tokens`). Either way the bits are the same.
 
     >>> from lowbit.kvcache import KVCacheFormat
     >>> quantize_constants(KVCacheFormat("int4", num_kv_heads=2, head_dim=64))["WORDS"]
     8
     >>> quantize_constants(KVCacheFormat("uint4", num_kv_heads=2, head_dim=64))["QMAX"]   # zero points
     15
-    >>> quantize_constants(KVCacheFormat("float4_e2m1", num_kv_heads=2, head_dim=64)) is None
+    >>> quantize_constants(KVCacheFormat("float4_e2m1", num_kv_heads=2, head_dim=64))["LEVELS"]
+    6.0
+    >>> quantize_constants(KVCacheFormat("float3_e2m0", num_kv_heads=2, head_dim=64)) is None
     True
     """
     from ..dtypes import dtype as as_dtype
@@ -221,6 +225,15 @@ def quantize_constants(fmt: Any) -> dict[str, Any] | None:
     if fmt.dense or fmt.scale_dtype not in _SCALE_BITS or fmt.head_dim % 32:
         return None
     d = as_dtype(fmt.dtype)
+    scale = as_dtype(fmt.scale_dtype)
+    common = dict(SD=fmt.scale_dtype, BITS=d.nbits, D=fmt.head_dim, G=fmt.group_size,
+                  WORDS=fmt.head_dim * d.nbits // 32, PAGE=fmt.page_size, DROP=24 - _SCALE_BITS[fmt.scale_dtype],
+                  TINY=float(scale.smallest_normal))
+    if d.is_float:
+        if fmt.zero_point or d.mantissa_bits < 1:      # (e*m0: ties go to the even code, not the even mantissa)
+            return None
+        return dict(common, ZP=0, LEVELS=float(d.max), QMIN=0, QMAX=0, FLOAT=1, MBITS=d.mantissa_bits,
+                    BIAS=d.bias, NORMAL=d.smallest_normal)
     if d.kind not in ("int", "uint") or (not fmt.zero_point and (d.kind != "int" or d.nbits < 2)):
         return None
     if fmt.zero_point:
@@ -228,10 +241,7 @@ def quantize_constants(fmt: Any) -> dict[str, Any] | None:
     else:
         levels = 2 ** (d.nbits - 1) - 1
         qmin, qmax = -levels, levels
-    scale = as_dtype(fmt.scale_dtype)
-    return dict(SD=fmt.scale_dtype, BITS=d.nbits, D=fmt.head_dim, G=fmt.group_size,
-                WORDS=fmt.head_dim * d.nbits // 32, PAGE=fmt.page_size, ZP=int(fmt.zero_point), LEVELS=levels,
-                QMIN=qmin, QMAX=qmax, DROP=24 - _SCALE_BITS[fmt.scale_dtype], TINY=float(scale.smallest_normal))
+    return dict(common, ZP=int(fmt.zero_point), LEVELS=levels, QMIN=qmin, QMAX=qmax)
 
 
 @functools.lru_cache(maxsize=None)

@@ -2,9 +2,10 @@
 
 Reference: :func:`lowbit.quant.quantize_arrays` (float64 arithmetic, scales rounded up to the scale type with
 ml_dtypes), the rule the host path applies. The kernel computes in float32 and must give the same bits: codes,
-scales and the pages they land in, for every symmetric integer width, float16 / bfloat16 scales, one and
-several groups per head, and inputs built to sit on and next to the rounding boundaries (a quotient one
-float32 step from ``k + 1/2``, a target one step above a scale value, exact ties, zero and tiny groups).
+scales and the pages they land in, for every symmetric integer width, integers with zero points, float codes
+(with a mantissa), float16 / bfloat16 scales, one and several groups per head, and inputs built to sit on and
+next to the rounding boundaries (a quotient one float32 step from ``k + 1/2`` or from a midpoint of two float
+codes' values, a target one step above a scale value, exact ties, zero and tiny groups).
 """
 from __future__ import annotations
 
@@ -194,9 +195,78 @@ def test_compiled_kernels_match_the_float64_quantizer(backend, zero_point, dtype
     (_check_zero_points if zero_point else _check)(backend, dtype, group, scale_dtype)
 
 
+def _float_tokens(dtype: str, group: int, scale_dtype: str, seed: int) -> torch.Tensor:
+    """``[T, H, D]`` float32 tokens for float codes: random rows over many binades, zero, negative-zero and tiny
+    rows, and groups whose scale ``s`` is fixed by an element ``max s`` (or one float32 step above it) with
+    the others on the midpoints ``m s`` between the format's magnitudes (ties, in the subnormals too) and one
+    float32 step either side, each with a random sign."""
+    from lowbit.dtypes import dtype as as_dtype
+
+    d = as_dtype(dtype)
+    mags = np.unique(np.abs(d.values()[np.isfinite(d.values())]))
+    mids = (mags[:-1] + mags[1:]) / 2
+    rng = np.random.default_rng(seed)
+    f32 = np.float32
+    rows = [rng.standard_normal(D) * 2.0 ** e for e in (-30, -12, -3, 0, 4, 9)]
+    rows += [np.zeros(D), -np.zeros(D), np.full(D, 2.0 ** -20) * np.sign(rng.standard_normal(D))]
+    for trial in range(7):
+        row = np.empty(D)
+        for g0 in range(0, D, group):
+            s = _sd_step(float(rng.uniform(0.01, 3.0)), scale_dtype, 0)
+            mid = f32(rng.choice(mids, size=group) * s)                     # exact: few significant bits
+            step = rng.integers(-1, 2, size=group)
+            vals = np.where(step < 0, np.nextafter(mid, f32(0)), np.where(step > 0, np.nextafter(mid, f32(np.inf)),
+                                                                         mid))
+            vals = vals * np.where(rng.integers(0, 2, size=group) == 1, -1, 1)
+            vals[0] = f32(d.max * s) * (1 if trial % 2 else -1)             # the group's amax: target == s exactly
+            if trial >= 4:                                                  # or one float32 step above it
+                vals[0] = np.nextafter(f32(vals[0]), f32(np.sign(vals[0]) * np.inf))
+            row[g0:g0 + group] = vals
+        rows.append(row)
+    return torch.from_numpy(np.stack(rows).astype(np.float32)).reshape(-1, H, D)
+
+
+FLOAT_CODES = ["float8_e4m3fn", "float8_e5m2", "float8_e4m3", "float7_e3m3", "float6_e3m2", "float6_e2m3",
+               "float5_e2m2", "float4_e2m1", "float4_e1m2", "float3_e1m1"]
+
+
+def _check_float(backend: str, dtype: str, group: int | None, scale_dtype: str, seed: int = 0) -> None:
+    fmt = kvcache.KVCacheFormat(dtype, num_kv_heads=H, head_dim=D, page_size=PAGE, group_size=group,
+                                scale_dtype=scale_dtype)
+    assert quantize_constants(fmt) is not None
+    x = _float_tokens(dtype, fmt.group_size, scale_dtype, seed)
+    n = x.shape[0] // 2
+    k, v = x[:n], x[n:2 * n]
+    layer = kvcache.allocate(fmt, PAGES)
+    slots = torch.randperm(PAGES * PAGE, generator=torch.Generator().manual_seed(seed))[:n]
+    run_kv_append(layer, k, v, slots, backend)
+    assert layer.known_launch_plan(("kv_quantize", "k", tuple(k.shape), k.dtype, backend)) is not None
+    for side, src in (("k", k), ("v", v)):
+        codes, scales = _expected(src, fmt)
+        at = (slots // PAGE, slice(None), slots % PAGE)
+        assert torch.equal(getattr(layer, side)[at], codes), f"{backend} {dtype} g{group} {scale_dtype}: {side} codes"
+        got_scales = getattr(layer, f"{side}_scales")[at].view(torch.int16).to(torch.int32) & 0xFFFF
+        assert torch.equal(got_scales, scales), f"{backend} {dtype} g{group} {scale_dtype}: {side} scales"
+
+
+@pytest.mark.parametrize("dtype", FLOAT_CODES)
+def test_float_codes_interpreter_matches_the_float64_quantizer(dtype):
+    _check_float("interpret", dtype, 16, "float16")
+    _check_float("interpret", dtype, None, "bfloat16", seed=1)
+
+
+@pytest.mark.parametrize("backend,dtype,group,scale_dtype", [
+    ("tvm", "float8_e4m3fn", 16, "float16"), ("tvm", "float8_e5m2", None, "bfloat16"),
+    ("tvm", "float4_e2m1", 32, "float16"), ("tvm", "float6_e3m2", None, "float16"),
+    ("triton", "float8_e4m3fn", None, "bfloat16"), ("triton", "float4_e2m1", 16, "float16")])
+def test_float_codes_compiled_kernels_match_the_float64_quantizer(backend, dtype, group, scale_dtype):
+    require_backend(backend)
+    _check_float(backend, dtype, group, scale_dtype)
+
+
 def test_formats_the_kernel_does_not_take():
-    """Float codes, float32 scales and head dimensions of partial words stay on the host."""
-    for kwargs in (dict(dtype="float4_e2m1"), dict(dtype="int4", scale_dtype="float32"),
+    """Float codes without a mantissa, float32 scales and head dimensions of partial words stay on the host."""
+    for kwargs in (dict(dtype="float3_e2m0"), dict(dtype="int4", scale_dtype="float32"),
                    dict(dtype="int4", head_dim=48), dict(dtype="uint4", zero_point=True, head_dim=48),
                    dict(dtype="float16")):
         fmt = kvcache.KVCacheFormat(**{"num_kv_heads": H, "head_dim": D, **kwargs})

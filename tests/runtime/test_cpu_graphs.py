@@ -52,12 +52,13 @@ def _layer_tensors(layer) -> dict:
 
 @pytest.mark.parametrize("kv, grouping, replayed", [("u4", "token", True), ("i4", "token", True),
                                                      ("i4", "channel", True), ("u3", "channel", True),
-                                                     ("f8e4m3", "token", False)])
+                                                     ("f8e4m3fn", "token", True), ("f4e2m1", "channel", True),
+                                                     ("f3e2m0", "token", False)])
 def test_low_bit_kv_caches_replay_where_the_device_quantizes(kv, grouping, replayed):
-    """Integer codes per token are quantized by a kernel, after a range test the replay repeats: replayed,
-    bit-identical. Keys per channel: the steps that only stage keys are replayed (a test the replay repeats), the
-    ones that seal a page (every 4th token of a sequence here) run eagerly; float codes (the host's quantizer)
-    stay eager."""
+    """Integer and float codes per token are quantized by a kernel, after a range test the replay repeats:
+    replayed, bit-identical. Keys per channel: the steps that only stage keys are replayed (a test the replay
+    repeats), the ones that seal a page (every 4th token of a sequence here) run eagerly. Float codes without a
+    mantissa (the host's quantizer) stay eager."""
     engine = Engine.from_pretrained(default_model_dir(), weights="u4", group_size=32, kv=kv, page_size=4,
                                     kv_key_grouping=grouping)
     prompts = [[5, 9, 2], [4, 4]]
