@@ -66,7 +66,10 @@ def _check(backend: str, dtype: str, group: int | None, scale_dtype: str, x_dtyp
     fmt = kvcache.KVCacheFormat(dtype, num_kv_heads=H, head_dim=D, page_size=PAGE, group_size=group,
                                 scale_dtype=scale_dtype)
     assert quantize_constants(fmt) is not None
-    x = _boundary_tokens(kvcache.KVCacheFormat(dtype, H, D).nbits, fmt.group_size, scale_dtype, seed).to(x_dtype)
+    if dtype.startswith("float"):
+        x = _float_tokens(dtype, fmt.group_size, scale_dtype, seed).to(x_dtype)
+    else:
+        x = _boundary_tokens(fmt.nbits, fmt.group_size, scale_dtype, seed).to(x_dtype)
     n = x.shape[0] // 2
     k, v = x[:n], x[n:2 * n]
     layer = kvcache.allocate(fmt, PAGES)
@@ -230,29 +233,10 @@ FLOAT_CODES = ["float8_e4m3fn", "float8_e5m2", "float8_e4m3", "float7_e3m3", "fl
                "float5_e2m2", "float4_e2m1", "float4_e1m2", "float3_e1m1"]
 
 
-def _check_float(backend: str, dtype: str, group: int | None, scale_dtype: str, seed: int = 0) -> None:
-    fmt = kvcache.KVCacheFormat(dtype, num_kv_heads=H, head_dim=D, page_size=PAGE, group_size=group,
-                                scale_dtype=scale_dtype)
-    assert quantize_constants(fmt) is not None
-    x = _float_tokens(dtype, fmt.group_size, scale_dtype, seed)
-    n = x.shape[0] // 2
-    k, v = x[:n], x[n:2 * n]
-    layer = kvcache.allocate(fmt, PAGES)
-    slots = torch.randperm(PAGES * PAGE, generator=torch.Generator().manual_seed(seed))[:n]
-    run_kv_append(layer, k, v, slots, backend)
-    assert layer.known_launch_plan(("kv_quantize", "k", tuple(k.shape), k.dtype, backend)) is not None
-    for side, src in (("k", k), ("v", v)):
-        codes, scales = _expected(src, fmt)
-        at = (slots // PAGE, slice(None), slots % PAGE)
-        assert torch.equal(getattr(layer, side)[at], codes), f"{backend} {dtype} g{group} {scale_dtype}: {side} codes"
-        got_scales = getattr(layer, f"{side}_scales")[at].view(torch.int16).to(torch.int32) & 0xFFFF
-        assert torch.equal(got_scales, scales), f"{backend} {dtype} g{group} {scale_dtype}: {side} scales"
-
-
 @pytest.mark.parametrize("dtype", FLOAT_CODES)
 def test_float_codes_interpreter_matches_the_float64_quantizer(dtype):
-    _check_float("interpret", dtype, 16, "float16")
-    _check_float("interpret", dtype, None, "bfloat16", seed=1)
+    _check("interpret", dtype, 16, "float16")
+    _check("interpret", dtype, None, "bfloat16", seed=1)
 
 
 @pytest.mark.parametrize("backend,dtype,group,scale_dtype", [
@@ -261,7 +245,7 @@ def test_float_codes_interpreter_matches_the_float64_quantizer(dtype):
     ("triton", "float8_e4m3fn", None, "bfloat16"), ("triton", "float4_e2m1", 16, "float16")])
 def test_float_codes_compiled_kernels_match_the_float64_quantizer(backend, dtype, group, scale_dtype):
     require_backend(backend)
-    _check_float(backend, dtype, group, scale_dtype)
+    _check(backend, dtype, group, scale_dtype)
 
 
 def test_formats_the_kernel_does_not_take():
