@@ -20,13 +20,12 @@ quantizer of a KV cache the device does not quantize, see :func:`lowbit.lowering
 whose ops are not all the ``tvm`` backend's are never recorded (:func:`replayable`). Host work reported as
 ``transient`` (a keys-per-channel append that seals a page: its step's values chose it) only drops that step's
 recording: the next step of the shape is recorded instead (after 4 dropped recordings, the shape decodes
-eagerly). A decision made through
-:func:`lowbit.lowering.tvm.launcher.host_decision` (a low-bit KV cache's range test before its device quantizer,
-whether a keys-per-channel append seals a page) is recorded as a check: a replay decides again on its own values
-and, where the decision goes otherwise, stops and runs the step eagerly from the start (what the replay wrote so
-far, the step writes again: a token's slots, from the same values). Value checks that read tensors without
-torch ops (``tolist``, a numpy view) are not repeated: a replayed step trusts its inputs, which the runtime makes
-itself.
+eagerly). A decision made through :func:`lowbit.lowering.tvm.launcher.host_decision` (a low-bit KV cache's range
+test before its device quantizer, whether a keys-per-channel append seals a page) is recorded as a check: a replay
+decides again on its own values and, where the decision goes otherwise, stops and runs the step eagerly from the
+start (what the replay wrote so far, the step writes again: a token's slots, from the same values). Value checks
+that read tensors without torch ops (``tolist``, a numpy view) are not repeated: a replayed step trusts its
+inputs, which the runtime makes itself.
 
 >>> from lowbit.runtime import ops
 >>> replayable(ops.resolve("auto", "cpu")), replayable(ops.resolve("torch", "cpu"))
